@@ -1,0 +1,201 @@
+// The data model of one HTTP exchange as it moves through mcp-lens:
+//   RawExchange (in memory only, may hold secrets)
+//     → RecordedExchange (decoded, redacted: safe to store, log and show)
+//     → ClassifiedExchange (kind + facts, derived purely from the recorded one)
+
+/** Header name/value pairs in wire order, names as the peer sent them. */
+export type HeaderPairs = Array<[name: string, value: string]>;
+
+/** A body as captured from the wire: the first `cap` bytes, plus the total size seen. */
+export interface CapturedBody {
+  bytes: Buffer;
+  /** Total bytes that passed through, including what the cap left out. */
+  size: number;
+  truncated: boolean;
+}
+
+/** What the capture tap hands over when an exchange completes. Never stored as is. */
+export interface RawExchange {
+  id: number;
+  /** Epoch milliseconds when the request headers arrived. */
+  startedAt: number;
+  /** Until the response finished, aborted or failed. */
+  durationMs: number | null;
+  /** Until the upstream's response headers arrived. */
+  ttfbMs: number | null;
+  clientAddr: string | null;
+  method: string;
+  host: string | null;
+  path: string;
+  /** Raw query string without the leading '?', null when the URL had none. */
+  query: string | null;
+  status: number | null;
+  /** A short code when the upstream failed: refused, reset, timeout, dns, … */
+  upstreamError: string | null;
+  /** The client went away before the response completed. */
+  aborted: boolean;
+  websocket: boolean;
+  requestHeaders: HeaderPairs;
+  requestBody: CapturedBody;
+  responseHeaders: HeaderPairs | null;
+  responseBody: CapturedBody;
+  /** Count of SSE events in a text/event-stream response, all of them, not only the captured ones. */
+  sseEvents: number | null;
+}
+
+export interface RecordedBody {
+  /** UTF-8 text, or base64 when the bytes are not valid UTF-8; null when empty. */
+  text: string | null;
+  encoding: "utf8" | "base64";
+  size: number;
+  truncated: boolean;
+  /** Content-Encoding that was decoded for recording (gzip, deflate, br). */
+  decoded: string | null;
+}
+
+/** Redacted and decoded: this is what is stored, logged and classified. */
+export interface RecordedExchange {
+  id: number;
+  startedAt: number;
+  durationMs: number | null;
+  ttfbMs: number | null;
+  clientAddr: string | null;
+  method: string;
+  host: string | null;
+  path: string;
+  query: string | null;
+  status: number | null;
+  upstreamError: string | null;
+  aborted: boolean;
+  websocket: boolean;
+  requestHeaders: HeaderPairs;
+  requestBody: RecordedBody;
+  responseHeaders: HeaderPairs | null;
+  responseBody: RecordedBody;
+  sseEvents: number | null;
+}
+
+export const EXCHANGE_KINDS = [
+  "protected_resource_metadata",
+  "authorization_server_metadata",
+  "openid_configuration",
+  "registration",
+  "authorize",
+  "authorize_consent",
+  "token",
+  "revoke",
+  "mcp_post",
+  "mcp_get_stream",
+  "mcp_delete",
+  "cors_preflight",
+  "websocket",
+  "health",
+  "other",
+] as const;
+export type ExchangeKind = (typeof EXCHANGE_KINDS)[number];
+
+/** Which well-known URL form a metadata document was fetched from (RFC 8414 §3, RFC 9728 §3, OIDC Discovery). */
+export type WellKnownVariant =
+  | "root" // /.well-known/<name>
+  | "path_inserted" // /.well-known/<name>/<issuer or resource path>
+  | "path_appended"; // /<issuer path>/.well-known/openid-configuration
+
+export interface JsonRpcMessageFact {
+  direction: "request" | "response";
+  type: "request" | "notification" | "result" | "error" | "invalid";
+  method?: string;
+  id?: string | number | null;
+  errorCode?: number;
+  errorMessage?: string;
+}
+
+export interface McpFacts {
+  messages: JsonRpcMessageFact[];
+  /** Methods of the requests and notifications the client sent. */
+  methods: string[];
+  protocolVersionRequested?: string;
+  protocolVersionAnswered?: string;
+  /** The MCP-Protocol-Version request header. */
+  protocolVersionHeader?: string;
+  /** Mcp-Session-Id from the request, else the one the response assigned. */
+  sessionId?: string;
+  sessionIdAssigned?: string;
+  clientInfo?: { name?: string; version?: string };
+  serverInfo?: { name?: string; version?: string };
+  toolNames?: string[];
+  /** The response came as SSE rather than JSON. */
+  sse?: boolean;
+}
+
+export interface MetadataFacts {
+  /** PRM */
+  resource?: string;
+  authorizationServers?: string[];
+  /** AS metadata / OpenID configuration */
+  issuer?: string;
+  authorizationEndpoint?: string;
+  tokenEndpoint?: string;
+  registrationEndpoint?: string;
+  revocationEndpoint?: string;
+  codeChallengeMethodsSupported?: string[];
+  responseTypesSupported?: string[];
+  grantTypesSupported?: string[];
+  tokenEndpointAuthMethodsSupported?: string[];
+  scopesSupported?: string[];
+  clientIdMetadataDocumentSupported?: boolean;
+}
+
+/** Facts read off one exchange. Every field is optional: only what the traffic showed. */
+export interface ExchangeFacts {
+  wellKnownVariant?: WellKnownVariant;
+  origin?: string;
+  userAgent?: string;
+  accept?: string;
+  contentType?: string;
+  responseContentType?: string;
+  /** Fingerprint of the bearer token the request carried (see redact.ts). */
+  bearerFingerprint?: string;
+  redirectUris?: string[];
+  clientId?: string;
+  clientName?: string;
+  state?: string;
+  grantType?: string;
+  responseType?: string;
+  codeChallengeMethod?: string;
+  codeChallengePresent?: boolean;
+  tokenEndpointAuthMethod?: string;
+  resource?: string;
+  scope?: string;
+  wwwAuthenticate?: string;
+  /** The resource_metadata parameter of WWW-Authenticate. */
+  resourceMetadataUrl?: string;
+  location?: string;
+  /** OAuth error from a JSON body or a redirect's query. */
+  oauthError?: string;
+  oauthErrorDescription?: string;
+  /** Fingerprints of issued credentials (token and registration responses). */
+  issued?: { accessToken?: string; refreshToken?: string; idToken?: string; code?: string; clientSecret?: string };
+  /** The authorization code a token request redeems, or a redirect delivers (fingerprint). */
+  codeFingerprint?: string;
+  refreshTokenFingerprint?: string;
+  tokenType?: string;
+  expiresIn?: number;
+  metadata?: MetadataFacts;
+  mcp?: McpFacts;
+  /** Headers the CORS preflight asked for and what the response allowed. */
+  cors?: {
+    requestMethod?: string;
+    requestHeaders?: string;
+    allowOrigin?: string;
+    allowMethods?: string;
+    allowHeaders?: string;
+    exposeHeaders?: string;
+  };
+  /** Body could not be parsed as its content type claimed. */
+  parseError?: string;
+}
+
+export interface ClassifiedExchange extends RecordedExchange {
+  kind: ExchangeKind;
+  facts: ExchangeFacts;
+}
