@@ -1,0 +1,147 @@
+#!/usr/bin/env node
+// `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
+// flag has an environment variable and --help can never disagree with the parser.
+import { readFileSync } from "node:fs";
+import { formatHelp, option, parseOptions, parsePort, UsageError } from "./config.js";
+import { startLens } from "./lens.js";
+import { createLogger, type Logger } from "./log.js";
+import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
+import { startMinimalServer } from "../server/minimal.js";
+
+const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string })
+  .version;
+
+const MAIN_HELP = `Usage: mcp-lens <command> [options]
+
+mcp-lens ${VERSION}: an observable reverse proxy for remote MCP servers. It forwards every
+request unchanged and records each OAuth and MCP exchange, redacted, to SQLite.
+
+Commands:
+  start     Run the bundled MCP server and the proxy in front of it (what 'npm start' runs)
+  proxy     Run the proxy in front of an MCP server you already have
+
+Run 'mcp-lens <command> --help' for the options of each command.
+`;
+
+const { upstream: _upstream, ...PROXY_OPTIONS_WITHOUT_UPSTREAM } = PROXY_OPTIONS;
+const START_OPTIONS = {
+  ...PROXY_OPTIONS_WITHOUT_UPSTREAM,
+  serverPort: option({
+    flag: "server-port",
+    env: "MCP_LENS_SERVER_PORT",
+    kind: "string",
+    default: 8081,
+    valueName: "PORT",
+    help: "Loopback port of the bundled MCP server (the proxy's upstream)",
+    parse: parsePort,
+  }),
+  publicUrl: option({
+    flag: "public-url",
+    env: "PUBLIC_URL",
+    kind: "string",
+    default: "",
+    valueName: "URL",
+    help: "The URL clients use to reach the proxy (default: http://localhost:<port>)",
+  }),
+};
+
+/** Runs until SIGTERM/SIGINT, then stops gracefully; a second signal exits at once. */
+function stopOnSignals(logger: Logger, stops: Array<() => Promise<void>>): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, "signal received");
+    (async () => {
+      for (const stop of stops) await stop();
+      process.exit(0);
+    })().catch((error: Error) => {
+      logger.error({ err: error }, "error while stopping");
+      process.exit(1);
+    });
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+async function runProxy(argv: string[]): Promise<void> {
+  const settings = parseOptions(PROXY_OPTIONS, argv, process.env, "mcp-lens proxy");
+  if (settings.help) {
+    process.stdout.write(
+      formatHelp(
+        "Usage: mcp-lens proxy [options]",
+        "Forward every request to --upstream unchanged and record each exchange to --db.",
+        PROXY_OPTIONS,
+      ),
+    );
+    return;
+  }
+  const logger = createLogger(settings.logLevel);
+  const lens = await startLens(settings, logger);
+  stopOnSignals(logger, [() => lens.close()]);
+}
+
+async function runStart(argv: string[]): Promise<void> {
+  const settings = parseOptions(START_OPTIONS, argv, process.env, "mcp-lens start");
+  if (settings.help) {
+    process.stdout.write(
+      formatHelp(
+        "Usage: mcp-lens start [options]",
+        "Start the bundled MCP server on loopback and the recording proxy in front of it.",
+        START_OPTIONS,
+      ),
+    );
+    return;
+  }
+  const logger = createLogger(settings.logLevel);
+  const publicUrl = settings.publicUrl || `http://localhost:${settings.port}`;
+  const server = await startMinimalServer({ port: settings.serverPort, host: "127.0.0.1", publicUrl }).catch(
+    (error: NodeJS.ErrnoException) => {
+      throw new Error(
+        error.code === "EADDRINUSE"
+          ? `cannot start the bundled server: port ${settings.serverPort} is already in use (--server-port)`
+          : `cannot start the bundled server: ${error.message}`,
+      );
+    },
+  );
+  logger.info({ url: server.url }, "bundled MCP server listening");
+  const proxySettings: ProxySettings = { ...settings, upstream: server.url };
+  const lens = await startLens(proxySettings, logger).catch(async (error: Error) => {
+    await server.close();
+    throw error;
+  });
+  logger.info({ connectorUrl: `${publicUrl}/mcp` }, "ready: point your MCP client at the connector URL");
+  stopOnSignals(logger, [() => lens.close(), () => server.close()]);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "proxy":
+      return runProxy(rest);
+    case "start":
+      return runStart(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(MAIN_HELP);
+      return;
+    case "--version":
+    case "-v":
+      process.stdout.write(`${VERSION}\n`);
+      return;
+    default:
+      throw new UsageError(`unknown command '${command}' (see 'mcp-lens --help')`);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: Error) => {
+  // Operators get one line, not a stack trace; the stack is for MCP_LENS_DEBUG=1.
+  process.stderr.write(`mcp-lens: ${error.message}\n`);
+  if (process.env.MCP_LENS_DEBUG) process.stderr.write(`${error.stack}\n`);
+  process.exit(error instanceof UsageError ? 2 : 1);
+});

@@ -1,0 +1,129 @@
+// Command-line flags and environment variables, declared once in a table so that
+// parsing, validation and --help can never drift apart.
+import { parseArgs } from "node:util";
+
+/** A mistake in the user's flags or environment: printed as one line, exit code 2. */
+export class UsageError extends Error {}
+
+type Kind = "string" | "boolean";
+
+export interface OptionSpec<T> {
+  flag: string;
+  env?: string;
+  kind: Kind;
+  default: T;
+  /** Shown in --help after the flag. */
+  valueName?: string;
+  help: string;
+  parse?: (raw: string, where: string) => T;
+}
+
+type Specs = Record<string, OptionSpec<unknown>>;
+export type Values<S extends Specs> = { [K in keyof S]: S[K]["default"] };
+
+export function option<T>(spec: OptionSpec<T>): OptionSpec<T> {
+  return spec;
+}
+
+export function parseInteger(min: number, max: number) {
+  return (raw: string, where: string): number => {
+    const value = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new UsageError(`${where} must be a whole number from ${min} to ${max}, got '${raw}'`);
+    }
+    return value;
+  };
+}
+
+export function parsePort(raw: string, where: string): number {
+  return parseInteger(0, 65535)(raw, where);
+}
+
+/** "64k", "1m", "65536" → bytes. */
+export function parseSize(raw: string, where: string): number {
+  const match = /^\s*(\d+)\s*([kmg]i?b?|b)?\s*$/i.exec(raw);
+  if (!match) throw new UsageError(`${where} must be a size such as 65536, 64k or 1m, got '${raw}'`);
+  const units: Record<string, number> = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+  const unit = (match[2] ?? "").toLowerCase().charAt(0);
+  return Number(match[1]) * (units[unit] ?? 1);
+}
+
+export function parseHttpUrl(raw: string, where: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`${where} must be an http:// or https:// URL, got '${raw}'`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`${where} must be an http:// or https:// URL, got '${raw}'`);
+  }
+  return url.toString().replace(/\/$/, "");
+}
+
+export function parseChoice<T extends string>(choices: readonly T[]) {
+  return (raw: string, where: string): T => {
+    if (!(choices as readonly string[]).includes(raw)) {
+      throw new UsageError(`${where} must be one of ${choices.join(", ")}, got '${raw}'`);
+    }
+    return raw as T;
+  };
+}
+
+function parseBooleanEnv(raw: string, where: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off|)$/i.test(raw)) return false;
+  throw new UsageError(`${where} must be true or false, got '${raw}'`);
+}
+
+/**
+ * Parses argv against the specs: flag beats environment variable beats default.
+ * Throws UsageError with a one-line message on anything wrong.
+ */
+export function parseOptions<S extends Specs>(
+  specs: S,
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  command: string,
+): Values<S> & { help: boolean } {
+  const parserOptions: Record<string, { type: Kind }> = { help: { type: "boolean" } };
+  for (const spec of Object.values(specs)) parserOptions[spec.flag] = { type: spec.kind };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options: parserOptions, strict: true, allowPositionals: false });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message.split("\n")[0]} (see '${command} --help')`);
+  }
+  const values: Record<string, unknown> = { help: parsed.values.help === true };
+  for (const [key, spec] of Object.entries(specs)) {
+    const fromFlag = parsed.values[spec.flag];
+    const fromEnv = spec.env ? env[spec.env] : undefined;
+    if (fromFlag !== undefined) {
+      values[key] =
+        spec.kind === "boolean" ? fromFlag : spec.parse ? spec.parse(String(fromFlag), `--${spec.flag}`) : fromFlag;
+    } else if (fromEnv !== undefined && fromEnv !== "") {
+      values[key] =
+        spec.kind === "boolean"
+          ? parseBooleanEnv(fromEnv, spec.env!)
+          : spec.parse
+            ? spec.parse(fromEnv, spec.env!)
+            : fromEnv;
+    } else {
+      values[key] = spec.default;
+    }
+  }
+  return values as Values<S> & { help: boolean };
+}
+
+export function formatHelp(usage: string, summary: string, specs: Specs): string {
+  const rows = Object.values(specs).map((spec) => {
+    const left = `--${spec.flag}${spec.kind === "string" ? ` ${spec.valueName ?? "VALUE"}` : ""}`;
+    const defaultText =
+      spec.default === undefined || spec.default === false || spec.default === "" ? "" : ` (default: ${String(spec.default)})`;
+    const envText = spec.env ? `  [${spec.env}]` : "";
+    return { left, right: `${spec.help}${defaultText}${envText}` };
+  });
+  const width = Math.max(...rows.map((r) => r.left.length), 10) + 2;
+  const lines = rows.map((r) => `  ${r.left.padEnd(width)}${r.right}`);
+  return `${usage}\n\n${summary}\n\nOptions (flag, else environment variable, else default):\n${lines.join("\n")}\n  ${"--help".padEnd(width)}Show this help\n`;
+}

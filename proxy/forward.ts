@@ -1,0 +1,262 @@
+// Forwarding: http-proxy-3 streams every request and response through unchanged,
+// while an ExchangeCapture taps the bytes. Errors become clear 502/504 answers.
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import { ProxyServer } from "http-proxy-3";
+import { ExchangeCapture, isEventStream } from "./capture.js";
+import type { RawExchange } from "./exchange.js";
+import { clientAddress, type TrustPolicy } from "./trust.js";
+
+export interface ForwarderOptions {
+  upstream: string;
+  trust: TrustPolicy;
+  maxBodyBytes: number;
+  upstreamTimeoutMs: number;
+  nextId: () => number;
+  /** Called once per exchange when it completes, aborts or fails. Must be cheap. */
+  onExchange: (raw: RawExchange) => void;
+}
+
+export interface Forwarder {
+  handleRequest(req: http.IncomingMessage, res: http.ServerResponse): void;
+  handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Exchanges whose response is still open. */
+  readonly inFlightCount: number;
+  /**
+   * For shutdown: ends streams at once (they never finish by themselves), lets other
+   * requests finish within `timeoutMs`, then cuts what is left. Every one is recorded.
+   */
+  drain(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
+const CAPTURE = Symbol("mcp-lens.capture");
+type Tagged = http.IncomingMessage & { [CAPTURE]?: ExchangeCapture };
+
+/** Upstream failures, named for the operator: the code in the JSON body, the log and the DB. */
+export function upstreamErrorCode(error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case "ECONNREFUSED":
+      return "upstream_refused";
+    case "ECONNRESET":
+    case "EPIPE":
+    case "HPE_INVALID_CONSTANT":
+      return "upstream_reset";
+    case "ETIMEDOUT":
+    case "UPSTREAM_TIMEOUT":
+      return "upstream_timeout";
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return "upstream_dns";
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return "upstream_unreachable";
+    default:
+      return error.code?.startsWith("HPE_") ? "upstream_bad_response" : "upstream_error";
+  }
+}
+
+/**
+ * X-Forwarded-For/-Proto/-Host: kept from a trusted front proxy (and For extended with its
+ * address), otherwise replaced, so the upstream computes its public URLs (issuer,
+ * resource, WWW-Authenticate) from facts, not from what any client claims.
+ */
+export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean): void {
+  const headers = req.headers;
+  const peer = req.socket.remoteAddress ?? "";
+  const priorFor = trusted ? headers["x-forwarded-for"] : undefined;
+  headers["x-forwarded-for"] = priorFor ? `${priorFor}, ${peer}` : peer;
+  if (!trusted || !headers["x-forwarded-proto"]) headers["x-forwarded-proto"] = "http";
+  if ((!trusted || !headers["x-forwarded-host"]) && headers.host) headers["x-forwarded-host"] = headers.host;
+}
+
+/**
+ * http-proxy builds the upstream request from Node's lower-cased `req.headers`; put back the
+ * client's spelling so the upstream sees the request exactly as sent.
+ */
+function restoreHeaderCase(proxyReq: http.ClientRequest, rawHeaders: string[]): void {
+  if (proxyReq.headersSent) return;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (name === lower) continue;
+    const value = proxyReq.getHeader(lower);
+    if (value !== undefined) proxyReq.setHeader(name, value); // same key, the client's case
+  }
+}
+
+/** A client that speaks JSON-RPC gets its error as JSON-RPC, so SDK clients show the cause. */
+function wantsJsonRpc(req: http.IncomingMessage): boolean {
+  return req.method === "POST" && (req.headers["content-type"] ?? "").includes("json");
+}
+
+function jsonRpcId(capture: ExchangeCapture): string | number | null {
+  const body = capture.requestBody.result();
+  if (body.truncated || body.bytes.length === 0) return null;
+  try {
+    const message = JSON.parse(body.bytes.toString("utf8"));
+    const id = Array.isArray(message) ? undefined : message?.id;
+    return typeof id === "string" || typeof id === "number" ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+function errorResponse(code: string, detail: string, capture: ExchangeCapture): { status: number; body: string } {
+  const status = code === "upstream_timeout" ? 504 : 502;
+  const message = `mcp-lens: ${detail}`;
+  const body = wantsJsonRpc(capture.req)
+    ? { jsonrpc: "2.0", id: jsonRpcId(capture), error: { code: -32000, message, data: { reason: code } } }
+    : { error: code, message };
+  return { status, body: JSON.stringify(body) };
+}
+
+export function createForwarder(options: ForwarderOptions): Forwarder {
+  const target = new URL(options.upstream);
+  // Keep-alive upstream: one TCP connect per burst, not per request.
+  const agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: "lifo" });
+  const proxy = new ProxyServer({
+    target: options.upstream,
+    agent,
+    xfwd: false, // X-Forwarded-* are set by setForwardedHeaders, honouring the trust policy
+    preserveHeaderKeyCase: true,
+    ws: true,
+  });
+  // Each open exchange with the function that cuts its connection.
+  const inFlight = new Map<ExchangeCapture, () => void>();
+
+  function complete(capture: ExchangeCapture, aborted: boolean): void {
+    inFlight.delete(capture);
+    const raw = capture.finish(aborted);
+    if (raw) options.onExchange(raw);
+  }
+
+  function begin(req: http.IncomingMessage): ExchangeCapture {
+    const trusted = options.trust.isTrusted(req.socket.remoteAddress);
+    const forwardedFor = trusted ? (req.headers["x-forwarded-for"] as string | undefined) : undefined;
+    const capture = new ExchangeCapture(
+      options.nextId(),
+      req,
+      clientAddress(req.socket.remoteAddress, forwardedFor, options.trust),
+      options.maxBodyBytes,
+    );
+    setForwardedHeaders(req, trusted);
+    (req as Tagged)[CAPTURE] = capture;
+    return capture;
+  }
+
+  proxy.on("proxyReq", (proxyReq, req) => {
+    const capture = (req as Tagged)[CAPTURE];
+    if (capture) capture.upstreamRequest = proxyReq;
+    restoreHeaderCase(proxyReq, req.rawHeaders);
+  });
+
+  proxy.on("proxyReqWs", (proxyReq, req) => {
+    const capture = (req as Tagged)[CAPTURE];
+    if (!capture) return;
+    proxyReq.once("upgrade", (proxyRes: http.IncomingMessage) => capture.respond(101, proxyRes.rawHeaders, false));
+    proxyReq.once("response", (proxyRes: http.IncomingMessage) =>
+      capture.respond(proxyRes.statusCode ?? 0, proxyRes.rawHeaders, false),
+    );
+  });
+
+  proxy.on("proxyRes", (proxyRes, req, res) => {
+    const capture = (req as Tagged)[CAPTURE];
+    if (!capture) return;
+    const eventStream = isEventStream(proxyRes.headers["content-type"]);
+    // nginx in front buffers responses unless told otherwise: SSE must flush per event.
+    if (eventStream && proxyRes.headers["x-accel-buffering"] === undefined) {
+      proxyRes.headers["x-accel-buffering"] = "no";
+    }
+    capture.respond(proxyRes.statusCode ?? 0, proxyRes.rawHeaders, eventStream);
+    proxyRes.on("data", (chunk: Buffer) => capture.onResponseChunk(chunk));
+    // The upstream died mid-response: pipe() would leave the client waiting forever.
+    proxyRes.once("close", () => {
+      if (proxyRes.complete || res.destroyed) return;
+      capture.upstreamError ??= "upstream_reset";
+      res.destroy();
+    });
+  });
+
+  function fail(error: NodeJS.ErrnoException, req: http.IncomingMessage, res: http.ServerResponse | Duplex): void {
+    const capture = (req as Tagged)[CAPTURE];
+    if (!capture) return;
+    const code = capture.upstreamError ?? upstreamErrorCode(error);
+    capture.upstreamError = code;
+    if (!(res instanceof http.ServerResponse)) {
+      res.destroy();
+      return;
+    }
+    if (res.headersSent) {
+      // Mid-response failure: the only honest signal left is to cut the connection.
+      res.destroy();
+      return;
+    }
+    const detail =
+      code === "upstream_timeout"
+        ? `the upstream ${target.origin} sent no response within ${options.upstreamTimeoutMs} ms`
+        : `cannot reach the upstream ${target.origin}: ${error.code ?? error.message}`;
+    const { status, body } = errorResponse(code, detail, capture);
+    const headers = {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      "x-mcp-lens-error": code,
+    };
+    capture.respond(status, Object.entries(headers).flatMap(([k, v]) => [k, String(v)]), false);
+    capture.onResponseChunk(Buffer.from(body));
+    res.writeHead(status, headers).end(body);
+  }
+
+  return {
+    get inFlightCount() {
+      return inFlight.size;
+    },
+
+    async drain(timeoutMs) {
+      for (const [capture, cut] of inFlight) if (capture.sse || capture.websocket) cut();
+      const deadline = Date.now() + timeoutMs;
+      while (inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      for (const cut of inFlight.values()) cut();
+    },
+
+    handleRequest(req, res) {
+      const capture = begin(req);
+      inFlight.set(capture, () => res.destroy());
+      // Only the wait for response headers is bounded: a stream, once started, may idle for hours.
+      const timer = setTimeout(() => {
+        if (capture.status !== null) return;
+        capture.upstreamError = "upstream_timeout";
+        const error = Object.assign(new Error("upstream timeout"), { code: "UPSTREAM_TIMEOUT" });
+        if (capture.upstreamRequest) capture.upstreamRequest.destroy(error);
+        else fail(error, req, res);
+      }, options.upstreamTimeoutMs);
+      timer.unref();
+      res.once("close", () => {
+        clearTimeout(timer);
+        complete(capture, !res.writableFinished);
+      });
+      proxy.web(req, res, {}, (error, errReq, errRes) => fail(error, errReq, errRes as http.ServerResponse));
+      // Attached in the same tick as http-proxy's pipe, so both see every chunk.
+      req.on("data", (chunk: Buffer) => capture.requestBody.push(chunk));
+    },
+
+    handleUpgrade(req, socket, head) {
+      const capture = begin(req);
+      capture.websocket = true;
+      inFlight.set(capture, () => socket.destroy());
+      socket.once("close", () => complete(capture, capture.status === null));
+      socket.on("error", () => {}); // the close handler records it; an unhandled error would crash
+      proxy.ws(req, socket, head, {}, (error) => {
+        capture.upstreamError ??= upstreamErrorCode(error);
+        if (capture.status === null && !socket.destroyed) {
+          socket.end("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+      });
+    },
+
+    close() {
+      agent.destroy();
+      proxy.close();
+    },
+  };
+}

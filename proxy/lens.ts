@@ -1,0 +1,137 @@
+// mcp-lens assembled: the request path (forward → capture) on the public port, and off
+// the request path the record pipeline (redact → classify → store / log), plus the admin port.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { createAdminServer } from "./admin.js";
+import { createClassifier } from "./classify.js";
+import type { ClassifiedExchange, RawExchange } from "./exchange.js";
+import { createForwarder } from "./forward.js";
+import { exchangeLogFields, type Logger } from "./log.js";
+import { toRecorded } from "./record.js";
+import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
+import type { ProxySettings } from "./settings.js";
+import { nextExchangeId, openDatabase } from "./store/db.js";
+import { makeRoom, startRetention } from "./store/retention.js";
+import { RecordWriter } from "./store/writer.js";
+import { createTrustPolicy } from "./trust.js";
+
+export interface Lens {
+  /** Where clients reach the proxy, e.g. http://127.0.0.1:8080 */
+  url: string;
+  adminUrl: string;
+  writer: RecordWriter<RawExchange>;
+  /** Graceful stop: stop accepting, drain, flush every record, close the DB. */
+  close(): Promise<void>;
+}
+
+/** Bytes a raw exchange holds in memory, for the writer's queue bound. */
+function rawSize(raw: RawExchange): number {
+  return raw.requestBody.bytes.length + raw.responseBody.bytes.length + 1024;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function urlOf(address: AddressInfo): string {
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${address.port}`;
+}
+
+export async function startLens(settings: ProxySettings, logger: Logger): Promise<Lens> {
+  const trust = createTrustPolicy(settings.trustProxy, settings.trustedProxies);
+  const db = openDatabase(settings.db, { maxSizeBytes: settings.dbMaxSize || undefined });
+  const redactor = createRedactor(loadOrCreateRedactionKey(settings.db));
+  const classify = createClassifier();
+  let nextId = nextExchangeId(db);
+
+  const writer = new RecordWriter<RawExchange>({
+    db,
+    logger,
+    flushIntervalMs: settings.flushInterval,
+    maxQueue: settings.maxQueue,
+    // A full database keeps the newest traffic: the oldest records make room.
+    makeRoom: () => makeRoom(db),
+    prepare: (raw) => classify(toRecorded(raw, redactor)),
+    onRecorded: (exchanges: ClassifiedExchange[]) => {
+      if (!logger.isLevelEnabled("info")) return;
+      for (const e of exchanges) logger.info(exchangeLogFields(e), "exchange");
+    },
+  });
+  const stopRetention = startRetention(
+    db,
+    { maxAgeDays: settings.retentionDays, maxRows: settings.retentionRows },
+    logger,
+  );
+
+  const forwarder = createForwarder({
+    upstream: settings.upstream,
+    trust,
+    maxBodyBytes: settings.maxBody,
+    upstreamTimeoutMs: settings.upstreamTimeout,
+    nextId: () => nextId++,
+    onExchange: (raw) => writer.enqueue(raw, rawSize(raw)),
+  });
+
+  const server = http.createServer(forwarder.handleRequest);
+  server.on("upgrade", forwarder.handleUpgrade);
+  // Streams may stay open for hours; only a client that never finishes its request is cut.
+  server.requestTimeout = 0;
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    // Malformed HTTP never reaches the upstream; answer like Node would, without crashing.
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    else socket.destroy();
+    logger.debug({ code: error.code }, "malformed request from client");
+  });
+
+  const admin = createAdminServer({ writer, inFlight: () => forwarder.inFlightCount, upstream: settings.upstream });
+
+  let publicAddress: AddressInfo;
+  let adminAddress: AddressInfo;
+  try {
+    publicAddress = await listen(server, settings.port, settings.host);
+    adminAddress = await listen(admin, settings.adminPort, settings.adminHost);
+  } catch (error) {
+    server.close();
+    await writer.close();
+    stopRetention();
+    db.close();
+    const e = error as NodeJS.ErrnoException;
+    throw new Error(`cannot listen: ${e.code === "EADDRINUSE" ? `address ${(e as { address?: string }).address}:${(e as { port?: number }).port} is already in use` : e.message}`);
+  }
+
+  const url = urlOf(publicAddress);
+  const adminUrl = urlOf(adminAddress);
+  logger.info({ url, adminUrl, upstream: settings.upstream, db: settings.db }, "mcp-lens proxy listening");
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    adminUrl,
+    writer,
+    close() {
+      closing ??= (async () => {
+        logger.info({ inFlight: forwarder.inFlightCount }, "shutting down: draining in-flight requests");
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        await forwarder.drain(settings.shutdownTimeout);
+        server.closeAllConnections();
+        await serverClosed;
+        await writer.close();
+        stopRetention();
+        forwarder.close();
+        db.close();
+        await new Promise<void>((resolve) => admin.close(() => resolve()));
+        admin.closeAllConnections();
+        logger.info(writer.stats(), "stopped");
+      })();
+      return closing;
+    },
+  };
+}

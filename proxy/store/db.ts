@@ -1,0 +1,92 @@
+// Opening the recording database: checks that fail with a one-line reason,
+// the pragmas the proxy relies on, and migrations.
+import fs from "node:fs";
+import path from "node:path";
+import BetterSqlite3, { type Database } from "better-sqlite3";
+import { assertNotNewer, migrate, SCHEMA_VERSION, schemaVersion } from "./schema.js";
+
+export interface OpenDatabaseOptions {
+  readonly?: boolean;
+  /** Cap on the database file size (PRAGMA max_page_count); writes beyond it fail with SQLITE_FULL. */
+  maxSizeBytes?: number;
+}
+
+// Migrations run at startup, before any traffic: waiting for another process's lock is fine then.
+const STARTUP_BUSY_TIMEOUT_MS = 5_000;
+// better-sqlite3 is synchronous, so a busy wait stalls the proxy's event loop:
+// give up quickly and let the writer retry later.
+const BUSY_TIMEOUT_MS = 50;
+
+export function openDatabase(file: string, options: OpenDatabaseOptions = {}): Database {
+  const readonly = options.readonly ?? false;
+  let db: Database | undefined;
+  try {
+    checkDirectory(file, readonly);
+    db = new BetterSqlite3(file, { readonly, fileMustExist: readonly, timeout: STARTUP_BUSY_TIMEOUT_MS });
+    configure(db, readonly);
+    if (readonly) assertCurrentSchema(db);
+    else migrate(db);
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    if (options.maxSizeBytes !== undefined) capSize(db, options.maxSizeBytes);
+    return db;
+  } catch (err) {
+    db?.close();
+    throw new Error(`cannot open database ${file}: ${oneLine(err)}`, { cause: err });
+  }
+}
+
+/** The id for the next exchange: ids stay monotonic across restarts. */
+export function nextExchangeId(db: Database): number {
+  const row = db.prepare("SELECT coalesce(max(id), 0) + 1 AS next FROM exchanges").get() as { next: number };
+  return row.next;
+}
+
+function checkDirectory(file: string, readonly: boolean): void {
+  if (file === ":memory:" || file === "") return;
+  const dir = path.dirname(file);
+  let stat = fs.statSync(dir, { throwIfNoEntry: false });
+  // The last level is created (./data on a fresh clone); a missing parent means a typo, not a wish.
+  if (!stat && !readonly && fs.statSync(path.dirname(dir), { throwIfNoEntry: false })?.isDirectory()) {
+    fs.mkdirSync(dir);
+    stat = fs.statSync(dir);
+  }
+  if (!stat) throw new Error(`directory ${dir} does not exist`);
+  if (!stat.isDirectory()) throw new Error(`${dir} is not a directory`);
+  if (readonly) return;
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new Error(`directory ${dir} is not writable`);
+  }
+}
+
+function configure(db: Database, readonly: boolean): void {
+  // WAL: the inspector's reads never block the proxy's writes, nor the reverse.
+  // The mode is stored in the file, so a read-only connection inherits it.
+  if (!readonly) db.pragma("journal_mode = WAL");
+  // In WAL mode NORMAL survives process crashes; a power loss may lose the
+  // last transactions, which is acceptable for a traffic recorder.
+  db.pragma("synchronous = NORMAL");
+  db.pragma("foreign_keys = ON");
+}
+
+function assertCurrentSchema(db: Database): void {
+  const version = schemaVersion(db);
+  assertNotNewer(version);
+  if (version < SCHEMA_VERSION) {
+    throw new Error(
+      `database schema version ${version} is older than this mcp-lens expects (${SCHEMA_VERSION}); open it read-write once to migrate`,
+    );
+  }
+}
+
+/** SQLite never shrinks max_page_count below the current size: the cap then holds the file where it is. */
+function capSize(db: Database, maxSizeBytes: number): void {
+  const pageSize = db.pragma("page_size", { simple: true }) as number;
+  db.pragma(`max_page_count = ${Math.max(1, Math.floor(maxSizeBytes / pageSize))}`);
+}
+
+function oneLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replace(/\s*\n\s*/g, " ");
+}

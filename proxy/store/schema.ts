@@ -1,0 +1,229 @@
+// The SQLite schema: numbered migrations tracked by PRAGMA user_version, and the
+// mapping between a ClassifiedExchange and its row.
+import type { Database } from "better-sqlite3";
+import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
+
+export interface Migration {
+  version: number;
+  up: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    up: `
+      CREATE TABLE exchanges (
+        id INTEGER PRIMARY KEY,            -- assigned by the proxy, monotonic
+        started_at INTEGER NOT NULL,       -- epoch ms
+        duration_ms INTEGER,
+        ttfb_ms INTEGER,
+        client_addr TEXT,
+        method TEXT NOT NULL,
+        host TEXT,
+        path TEXT NOT NULL,
+        query TEXT,
+        status INTEGER,
+        upstream_error TEXT,
+        aborted INTEGER NOT NULL,          -- 0/1
+        websocket INTEGER NOT NULL,        -- 0/1
+        kind TEXT NOT NULL,
+        facts TEXT NOT NULL,               -- JSON ExchangeFacts, the source of truth for the promoted columns
+        -- Promoted from facts so lookups do not parse JSON.
+        user_agent TEXT,
+        origin TEXT,
+        session_id TEXT,                   -- Mcp-Session-Id sent, else assigned
+        client_id TEXT,
+        bearer_fp TEXT,
+        mcp_method TEXT,                   -- first method the client sent
+        req_headers TEXT NOT NULL,         -- JSON array of [name, value]
+        req_body TEXT,
+        req_body_encoding TEXT NOT NULL,
+        req_body_size INTEGER NOT NULL,
+        req_body_truncated INTEGER NOT NULL,
+        req_body_decoded TEXT,
+        res_headers TEXT,                  -- JSON array of [name, value]; NULL when no response arrived
+        res_body TEXT,
+        res_body_encoding TEXT NOT NULL,
+        res_body_size INTEGER NOT NULL,
+        res_body_truncated INTEGER NOT NULL,
+        res_body_decoded TEXT,
+        sse_events INTEGER
+      );
+      -- Time-range listings and age-based retention.
+      CREATE INDEX exchanges_started_at ON exchanges (started_at);
+      -- Filtering by kind (all token requests, all registrations, ...).
+      CREATE INDEX exchanges_kind ON exchanges (kind, id);
+      -- Following one MCP session, one OAuth client, or one bearer token across
+      -- exchanges. Partial: most rows have none of these, so the indexes stay small.
+      CREATE INDEX exchanges_session_id ON exchanges (session_id, id) WHERE session_id IS NOT NULL;
+      CREATE INDEX exchanges_client_id ON exchanges (client_id, id) WHERE client_id IS NOT NULL;
+      CREATE INDEX exchanges_bearer_fp ON exchanges (bearer_fp, id) WHERE bearer_fp IS NOT NULL;
+
+      CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT
+      );
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.at(-1)?.version ?? 0;
+
+export function schemaVersion(db: Database): number {
+  return db.pragma("user_version", { simple: true }) as number;
+}
+
+export function assertNotNewer(version: number): void {
+  if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `database schema version ${version} is newer than this mcp-lens supports (${SCHEMA_VERSION}); upgrade mcp-lens`,
+    );
+  }
+}
+
+/** Applies the pending migrations, each in its own transaction. */
+export function migrate(db: Database): void {
+  assertNotNewer(schemaVersion(db));
+  for (const migration of MIGRATIONS) {
+    if (migration.version > schemaVersion(db)) applyMigration(db, migration);
+  }
+}
+
+function applyMigration(db: Database, migration: Migration): void {
+  // IMMEDIATE takes the write lock before the version is read again: another
+  // process starting at the same time may have applied this migration already.
+  db.transaction(() => {
+    const current = schemaVersion(db);
+    assertNotNewer(current);
+    if (migration.version <= current) return;
+    db.exec(migration.up);
+    db.pragma(`user_version = ${migration.version}`);
+  }).immediate();
+}
+
+export interface ExchangeRow {
+  id: number;
+  started_at: number;
+  duration_ms: number | null;
+  ttfb_ms: number | null;
+  client_addr: string | null;
+  method: string;
+  host: string | null;
+  path: string;
+  query: string | null;
+  status: number | null;
+  upstream_error: string | null;
+  aborted: 0 | 1;
+  websocket: 0 | 1;
+  kind: string;
+  facts: string;
+  user_agent: string | null;
+  origin: string | null;
+  session_id: string | null;
+  client_id: string | null;
+  bearer_fp: string | null;
+  mcp_method: string | null;
+  req_headers: string;
+  req_body: string | null;
+  req_body_encoding: string;
+  req_body_size: number;
+  req_body_truncated: 0 | 1;
+  req_body_decoded: string | null;
+  res_headers: string | null;
+  res_body: string | null;
+  res_body_encoding: string;
+  res_body_size: number;
+  res_body_truncated: 0 | 1;
+  res_body_decoded: string | null;
+  sse_events: number | null;
+}
+
+const ROW_COLUMNS: Array<keyof ExchangeRow> = [
+  "id", "started_at", "duration_ms", "ttfb_ms", "client_addr", "method", "host", "path", "query",
+  "status", "upstream_error", "aborted", "websocket", "kind", "facts",
+  "user_agent", "origin", "session_id", "client_id", "bearer_fp", "mcp_method",
+  "req_headers", "req_body", "req_body_encoding", "req_body_size", "req_body_truncated", "req_body_decoded",
+  "res_headers", "res_body", "res_body_encoding", "res_body_size", "res_body_truncated", "res_body_decoded",
+  "sse_events",
+];
+
+/** Named-parameter INSERT that takes an ExchangeRow as is. */
+export const INSERT_EXCHANGE_SQL = `INSERT INTO exchanges (${ROW_COLUMNS.join(", ")}) VALUES (${ROW_COLUMNS.map((c) => "@" + c).join(", ")})`;
+
+const flag = (b: boolean): 0 | 1 => (b ? 1 : 0);
+
+export function exchangeToRow(e: ClassifiedExchange): ExchangeRow {
+  const { facts } = e;
+  return {
+    id: e.id,
+    started_at: e.startedAt,
+    duration_ms: e.durationMs,
+    ttfb_ms: e.ttfbMs,
+    client_addr: e.clientAddr,
+    method: e.method,
+    host: e.host,
+    path: e.path,
+    query: e.query,
+    status: e.status,
+    upstream_error: e.upstreamError,
+    aborted: flag(e.aborted),
+    websocket: flag(e.websocket),
+    kind: e.kind,
+    facts: JSON.stringify(facts),
+    user_agent: facts.userAgent ?? null,
+    origin: facts.origin ?? null,
+    session_id: facts.mcp?.sessionId ?? facts.mcp?.sessionIdAssigned ?? null,
+    client_id: facts.clientId ?? null,
+    bearer_fp: facts.bearerFingerprint ?? null,
+    mcp_method: facts.mcp?.methods[0] ?? null,
+    req_headers: JSON.stringify(e.requestHeaders),
+    req_body: e.requestBody.text,
+    req_body_encoding: e.requestBody.encoding,
+    req_body_size: e.requestBody.size,
+    req_body_truncated: flag(e.requestBody.truncated),
+    req_body_decoded: e.requestBody.decoded,
+    res_headers: e.responseHeaders === null ? null : JSON.stringify(e.responseHeaders),
+    res_body: e.responseBody.text,
+    res_body_encoding: e.responseBody.encoding,
+    res_body_size: e.responseBody.size,
+    res_body_truncated: flag(e.responseBody.truncated),
+    res_body_decoded: e.responseBody.decoded,
+    sse_events: e.sseEvents,
+  };
+}
+
+/** The inverse of exchangeToRow; the promoted columns are ignored (facts holds them). */
+export function rowToExchange(row: ExchangeRow): ClassifiedExchange {
+  return {
+    id: row.id,
+    startedAt: row.started_at,
+    durationMs: row.duration_ms,
+    ttfbMs: row.ttfb_ms,
+    clientAddr: row.client_addr,
+    method: row.method,
+    host: row.host,
+    path: row.path,
+    query: row.query,
+    status: row.status,
+    upstreamError: row.upstream_error,
+    aborted: row.aborted === 1,
+    websocket: row.websocket === 1,
+    requestHeaders: JSON.parse(row.req_headers) as HeaderPairs,
+    requestBody: body(row.req_body, row.req_body_encoding, row.req_body_size, row.req_body_truncated, row.req_body_decoded),
+    responseHeaders: row.res_headers === null ? null : (JSON.parse(row.res_headers) as HeaderPairs),
+    responseBody: body(row.res_body, row.res_body_encoding, row.res_body_size, row.res_body_truncated, row.res_body_decoded),
+    sseEvents: row.sse_events,
+    kind: row.kind as ExchangeKind,
+    facts: JSON.parse(row.facts) as ClassifiedExchange["facts"],
+  };
+}
+
+function body(
+  text: string | null,
+  encoding: string,
+  size: number,
+  truncated: 0 | 1,
+  decoded: string | null,
+): RecordedBody {
+  return { text, encoding: encoding as RecordedBody["encoding"], size, truncated: truncated === 1, decoded };
+}

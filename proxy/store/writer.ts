@@ -1,0 +1,313 @@
+// The batching writer: the request path hands over cheap raw items; a timer
+// prepares (redacts, classifies) and inserts them in batches. Whatever happens
+// to the database, traffic never waits for it and never sees an error from it.
+import BetterSqlite3, { type Database } from "better-sqlite3";
+import type { Logger } from "pino";
+import type { ClassifiedExchange } from "../exchange.js";
+import { exchangeToRow, INSERT_EXCHANGE_SQL, type ExchangeRow } from "./schema.js";
+
+export interface RecordWriterOptions<T> {
+  db: Database;
+  logger: Logger;
+  /** Turns a raw item into what is stored; runs at flush time, off the request path. */
+  prepare: (item: T) => ClassifiedExchange;
+  /** Called after each committed batch. */
+  onRecorded?: (exchanges: ClassifiedExchange[]) => void;
+  /**
+   * Called when the database is full (disk or --db-max-size): deletes the oldest records
+   * and returns how many, so the newest traffic, the most useful when debugging, gets in.
+   */
+  makeRoom?: () => number;
+  batchSize?: number;
+  flushIntervalMs?: number;
+  /** Bounds on what waits in memory, the batch retained for a retry included. */
+  maxQueue?: number;
+  maxQueueBytes?: number;
+  now?: () => number;
+}
+
+export type DropReason = "queue_full" | "db_error" | "prepare";
+
+export interface WriterStats {
+  queued: number;
+  queuedBytes: number;
+  written: number;
+  /** Old records deleted to make room when the database was full. */
+  prunedForRoom: number;
+  dropped: Record<DropReason, number>;
+  batches: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+  failing: boolean;
+}
+
+/** Primary SQLite codes that mean "cannot write now", as opposed to "this batch is wrong". */
+const RETRYABLE_CODES = ["SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN"];
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 2_000;
+const WARN_INTERVAL_MS = 60_000;
+
+interface Queued<T> {
+  item: T;
+  bytes: number;
+}
+
+interface Batch {
+  exchanges: ClassifiedExchange[];
+  rows: ExchangeRow[];
+  /** approxBytes of the raw items, still counted against maxQueueBytes. */
+  bytes: number;
+}
+
+export class RecordWriter<T> {
+  private readonly logger: Logger;
+  private readonly prepare: (item: T) => ClassifiedExchange;
+  private readonly onRecorded: (exchanges: ClassifiedExchange[]) => void;
+  private readonly makeRoom: () => number;
+  private readonly batchSize: number;
+  private readonly maxQueue: number;
+  private readonly maxQueueBytes: number;
+  private readonly now: () => number;
+  private readonly insertRows: (rows: ExchangeRow[]) => void;
+  private readonly timer: NodeJS.Timeout;
+  private immediate: NodeJS.Immediate | null = null;
+  private closed = false;
+
+  private readonly queue: Array<Queued<T>> = [];
+  /** Prepared but not yet accepted by the database. */
+  private retained: Batch | null = null;
+  private queuedBytes = 0;
+
+  private written = 0;
+  private batches = 0;
+  private prunedForRoom = 0;
+  private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
+  private lastError: string | null = null;
+  private lastErrorAt: number | null = null;
+
+  private failingSince: number | null = null;
+  private backoffMs = 0;
+  private nextAttemptAt = 0;
+  private lastWarnAt = -Infinity;
+  private warnedThisOutage = false;
+
+  constructor(options: RecordWriterOptions<T>) {
+    this.logger = options.logger;
+    this.prepare = options.prepare;
+    this.onRecorded = options.onRecorded ?? (() => {});
+    this.makeRoom = options.makeRoom ?? (() => 0);
+    this.batchSize = options.batchSize ?? 500;
+    this.maxQueue = options.maxQueue ?? 10_000;
+    this.maxQueueBytes = options.maxQueueBytes ?? 64 * 1024 * 1024;
+    this.now = options.now ?? Date.now;
+
+    const insert = options.db.prepare(INSERT_EXCHANGE_SQL);
+    const insertAll = options.db.transaction((rows: ExchangeRow[]) => {
+      for (const row of rows) insert.run(row);
+    });
+    // IMMEDIATE: fail at BEGIN when another connection holds the write lock.
+    this.insertRows = (rows) => insertAll.immediate(rows);
+
+    this.timer = setInterval(() => this.tick(), options.flushIntervalMs ?? 100).unref();
+  }
+
+  /** Called on the request path: O(1), no I/O, never throws. False when the item was dropped. */
+  enqueue(item: T, approxBytes: number): boolean {
+    const bytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
+    // A closed writer has no room left either.
+    if (this.closed || this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
+      this.dropped.queue_full++;
+      return false;
+    }
+    this.queue.push({ item, bytes });
+    this.queuedBytes += bytes;
+    if (this.queue.length >= this.batchSize && !this.isFailing()) this.flushSoon();
+    return true;
+  }
+
+  /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
+  flush(): void {
+    while (this.retained || this.queue.length > 0) {
+      const batch = (this.retained ??= this.prepareBatch());
+      if (!this.write(batch)) return;
+    }
+  }
+
+  /** Stops the timer and makes a last attempt; what still cannot be written is counted as lost. The db stays open. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.flush();
+    const lost = this.queuedCount();
+    if (lost === 0) return;
+    this.dropped.db_error += lost;
+    this.queue.length = 0;
+    this.retained = null;
+    this.queuedBytes = 0;
+    this.logger.error({ lost, lastError: this.lastError }, "recording database still failing at shutdown: exchanges lost");
+  }
+
+  stats(): WriterStats {
+    return {
+      queued: this.queuedCount(),
+      queuedBytes: this.queuedBytes,
+      written: this.written,
+      prunedForRoom: this.prunedForRoom,
+      dropped: { ...this.dropped },
+      batches: this.batches,
+      lastError: this.lastError,
+      lastErrorAt: this.lastErrorAt,
+      failing: this.isFailing(),
+    };
+  }
+
+  private tick(): void {
+    if (this.isFailing() && this.now() < this.nextAttemptAt) return;
+    this.flush();
+  }
+
+  /** Not synchronously: enqueue runs on the request path. */
+  private flushSoon(): void {
+    this.immediate ??= setImmediate(() => {
+      this.immediate = null;
+      this.tick();
+    });
+  }
+
+  private isFailing(): boolean {
+    return this.failingSince !== null;
+  }
+
+  private queuedCount(): number {
+    return this.queue.length + (this.retained?.rows.length ?? 0);
+  }
+
+  private prepareBatch(): Batch {
+    const batch: Batch = { exchanges: [], rows: [], bytes: 0 };
+    let failures = 0;
+    let firstError: unknown;
+    for (const { item, bytes } of this.queue.splice(0, this.batchSize)) {
+      try {
+        const exchange = this.prepare(item);
+        batch.rows.push(exchangeToRow(exchange));
+        batch.exchanges.push(exchange);
+        batch.bytes += bytes;
+      } catch (err) {
+        if (failures++ === 0) firstError = err;
+        this.queuedBytes -= bytes;
+      }
+    }
+    if (failures > 0) {
+      this.dropped.prepare += failures;
+      this.logger.error({ err: firstError, count: failures }, "could not prepare exchanges for recording: dropped");
+    }
+    return batch;
+  }
+
+  /** False when the database cannot be written now: the batch stays retained for the next attempt. */
+  private write(batch: Batch): boolean {
+    try {
+      if (batch.rows.length > 0) this.insertWithRoom(batch.rows);
+    } catch (err) {
+      this.noteError(err);
+      if (isRetryable(err)) {
+        this.noteFailing(err);
+        return false;
+      }
+      this.release(batch);
+      this.dropped.db_error += batch.rows.length;
+      this.logger.error({ err, count: batch.rows.length }, "could not insert a batch of exchanges: dropped");
+      return true;
+    }
+    this.release(batch);
+    if (batch.rows.length === 0) return true;
+    this.written += batch.rows.length;
+    this.batches++;
+    this.noteRecovered();
+    this.notify(batch.exchanges);
+    return true;
+  }
+
+  /** Inserts; when the database is full, deletes old records and tries once more. */
+  private insertWithRoom(rows: ExchangeRow[]): void {
+    try {
+      this.insertRows(rows);
+    } catch (err) {
+      if (sqliteCode(err) !== "SQLITE_FULL") throw err;
+      const freed = this.tryMakeRoom();
+      if (freed === 0) throw err;
+      this.prunedForRoom += freed;
+      this.insertRows(rows);
+    }
+  }
+
+  private tryMakeRoom(): number {
+    try {
+      return this.makeRoom();
+    } catch {
+      return 0; // e.g. locked: the insert's own error is the one worth reporting
+    }
+  }
+
+  private release(batch: Batch): void {
+    this.retained = null;
+    this.queuedBytes -= batch.bytes;
+  }
+
+  private notify(exchanges: ClassifiedExchange[]): void {
+    try {
+      this.onRecorded(exchanges);
+    } catch (err) {
+      this.logger.error({ err }, "onRecorded callback failed");
+    }
+  }
+
+  private noteError(err: unknown): void {
+    this.lastError = describe(err);
+    this.lastErrorAt = this.now();
+  }
+
+  private noteFailing(err: unknown): void {
+    const now = this.now();
+    this.backoffMs = this.isFailing() ? Math.min(this.backoffMs * 2, MAX_BACKOFF_MS) : MIN_BACKOFF_MS;
+    this.failingSince ??= now;
+    this.nextAttemptAt = now + this.backoffMs;
+    if (now - this.lastWarnAt < WARN_INTERVAL_MS) return;
+    this.lastWarnAt = now;
+    this.warnedThisOutage = true;
+    this.logger.warn(
+      { code: sqliteCode(err), queued: this.queuedCount(), dropped: { ...this.dropped } },
+      "cannot write to the recording database: retrying, traffic is unaffected",
+    );
+  }
+
+  private noteRecovered(): void {
+    if (this.failingSince === null) return;
+    // A short outage that fell inside the warning rate limit stays quiet on recovery too.
+    if (this.warnedThisOutage) {
+      this.logger.info(
+        { failedForMs: this.now() - this.failingSince, dropped: { ...this.dropped } },
+        "recording to the database resumed",
+      );
+    }
+    this.failingSince = null;
+    this.warnedThisOutage = false;
+  }
+}
+
+function sqliteCode(err: unknown): string | null {
+  return err instanceof BetterSqlite3.SqliteError ? err.code : null;
+}
+
+function isRetryable(err: unknown): boolean {
+  const code = sqliteCode(err);
+  return code !== null && RETRYABLE_CODES.some((c) => code === c || code.startsWith(c + "_"));
+}
+
+function describe(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = sqliteCode(err);
+  return code ? `${code}: ${message}` : message;
+}
