@@ -61,7 +61,7 @@ export const PROXY_OPTIONS = {
     kind: "string",
     default: "./data/mcp-lens.db",
     valueName: "PATH",
-    help: "SQLite file for recorded exchanges (its directory must exist)",
+    help: "SQLite file for recorded exchanges (its directory is created when its parent exists)",
   }),
   trustProxy: option({
     flag: "trust-proxy",
@@ -120,7 +120,7 @@ export const PROXY_OPTIONS = {
     kind: "string",
     default: 0,
     valueName: "SIZE",
-    help: "Cap the database file size (e.g. 512m); 0 = no cap. Beyond it records are dropped, not traffic",
+    help: "Cap the database file size (e.g. 512m); 0 = no cap. When full, the oldest records make room",
     parse: parseSize,
   }),
   flushInterval: option({

@@ -6,11 +6,13 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { UnauthorizedError, type OAuthClientProvider } from "@modelcontextprotocol/sdk/client/auth.js";
+import type { OAuthClientInformationFull, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMinimalServer } from "../../server/minimal.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
-import { request, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closedPort, request, startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
 interface Row {
   id: number;
@@ -97,6 +99,100 @@ describe("recording MCP and OAuth traffic", () => {
     }, "discovery rows");
     expect(rows.map((r) => r.kind)).toEqual(["protected_resource_metadata", "authorization_server_metadata"]);
     expect(JSON.parse(rows[1]!.facts).metadata.codeChallengeMethodsSupported).toEqual(["S256"]);
+  });
+});
+
+/** A hosted connector's OAuth client, with the user's browser step done by fetch. */
+class ConnectorLikeProvider implements OAuthClientProvider {
+  readonly redirectUrl = "https://claude.ai/api/mcp/auth_callback";
+  authorizationUrl: URL | null = null;
+  private client?: OAuthClientInformationFull;
+  private saved?: OAuthTokens;
+  private verifier = "";
+  get clientMetadata() {
+    return {
+      client_name: "Claude",
+      redirect_uris: [this.redirectUrl],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+    };
+  }
+  clientInformation() {
+    return this.client;
+  }
+  saveClientInformation(info: OAuthClientInformationFull) {
+    this.client = info;
+  }
+  tokens() {
+    return this.saved;
+  }
+  saveTokens(tokens: OAuthTokens) {
+    this.saved = tokens;
+  }
+  redirectToAuthorization(url: URL) {
+    this.authorizationUrl = url;
+  }
+  saveCodeVerifier(verifier: string) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
+}
+
+describe("recording a hosted connector's OAuth handshake", () => {
+  it("records discovery, registration, authorize, token and the authenticated MCP calls, following the token by fingerprint", async () => {
+    const tmp = tempDir();
+    const port = await closedPort();
+    const publicUrl = `http://127.0.0.1:${port}`;
+    const server = await startMinimalServer({ port: 0, requireAuth: true, publicUrl });
+    const lens = await startLensProcess({ upstream: server.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20", "--port", String(port)] });
+    try {
+      const provider = new ConnectorLikeProvider();
+      const mcpUrl = new URL(`${publicUrl}/mcp`);
+      const first = new Client({ name: "Anthropic", version: "1.0.0" });
+      await expect(first.connect(new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider }))).rejects.toThrow(UnauthorizedError);
+      // The user's browser: consent is automatic on the minimal server.
+      const consent = await fetch(provider.authorizationUrl!, { redirect: "manual" });
+      expect(consent.status).toBe(302);
+      const code = new URL(consent.headers.get("location")!).searchParams.get("code")!;
+      const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider });
+      await transport.finishAuth(code);
+      const client = new Client({ name: "Anthropic", version: "1.0.0" });
+      await client.connect(transport);
+      expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+      await client.close();
+
+      const rows = await waitFor(() => {
+        const r = readRows(lens.dbPath);
+        return r.some((x) => x.kind === "mcp_post" && x.status === 200) ? r : null;
+      }, "the authenticated MCP calls");
+      const kinds = new Set(rows.map((r) => r.kind));
+      for (const kind of ["mcp_post", "protected_resource_metadata", "authorization_server_metadata", "registration", "authorize", "token"]) {
+        expect(kinds, kind).toContain(kind);
+      }
+      const probe = rows.find((r) => r.kind === "mcp_post")!;
+      expect(probe.status).toBe(401);
+      expect(JSON.parse(probe.facts).resourceMetadataUrl).toBe(`${publicUrl}/.well-known/oauth-protected-resource/mcp`);
+      const registration = JSON.parse(rows.find((r) => r.kind === "registration")!.facts);
+      expect(registration.redirectUris).toEqual([provider.redirectUrl]);
+      expect(registration.clientId).toBe(provider.clientInformation()!.client_id);
+      const authorize = JSON.parse(rows.find((r) => r.kind === "authorize")!.facts);
+      expect(authorize).toMatchObject({ codeChallengeMethod: "S256", clientId: registration.clientId, resource: mcpUrl.href });
+      const token = JSON.parse(rows.find((r) => r.kind === "token")!.facts);
+      expect(token.grantType).toBe("authorization_code");
+      expect(token.issued.accessToken).toMatch(/^[0-9a-f]{8}$/);
+      // The access token is followed from the token response to the Authorization of MCP calls.
+      const authenticated = rows.filter((r) => r.kind === "mcp_post" && r.status === 200);
+      expect(authenticated.length).toBeGreaterThan(0);
+      for (const r of authenticated) expect(JSON.parse(r.facts).bearerFingerprint).toBe(token.issued.accessToken);
+      expect(JSON.stringify(rows)).not.toContain(provider.tokens()!.access_token);
+    } finally {
+      await lens.stop();
+      await server.close();
+      tmp.cleanup();
+    }
   });
 });
 
