@@ -2,7 +2,7 @@
 // `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
 import { readFileSync } from "node:fs";
-import { formatHelp, option, parseOptions, parsePort, UsageError } from "./config.js";
+import { formatHelp, option, parseOptions, parsePort, UsageError, type Values } from "./config.js";
 import { startLens } from "./lens.js";
 import { createLogger, type Logger } from "./log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
@@ -67,63 +67,69 @@ function stopOnSignals(logger: Logger, stops: Array<() => Promise<void>>): void 
   process.on("SIGINT", onSignal);
 }
 
-async function runProxy(argv: string[]): Promise<void> {
-  const settings = parseOptions(PROXY_OPTIONS, argv, process.env, "mcp-lens proxy");
-  if (settings.help) {
-    process.stdout.write(
-      formatHelp(
-        "Usage: mcp-lens proxy [options]",
-        "Forward every request to --upstream unchanged and record each exchange to --db.",
-        PROXY_OPTIONS,
-      ),
-    );
-    return;
-  }
-  const logger = createLogger(settings.logLevel);
-  const lens = await startLens(settings, logger);
-  stopOnSignals(logger, [() => lens.close()]);
+/** A subcommand: its option table, a one-line summary for --help, and what it does. */
+interface Command<S extends Parameters<typeof parseOptions>[0]> {
+  name: string;
+  summary: string;
+  options: S;
+  run(settings: Values<S>): Promise<void>;
 }
 
-async function runStart(argv: string[]): Promise<void> {
-  const settings = parseOptions(START_OPTIONS, argv, process.env, "mcp-lens start");
+async function runCommand<S extends Parameters<typeof parseOptions>[0]>(command: Command<S>, argv: string[]): Promise<void> {
+  const usage = `mcp-lens ${command.name}`;
+  const settings = parseOptions(command.options, argv, process.env, usage);
   if (settings.help) {
-    process.stdout.write(
-      formatHelp(
-        "Usage: mcp-lens start [options]",
-        "Start the bundled MCP server on loopback and the recording proxy in front of it.",
-        START_OPTIONS,
-      ),
-    );
+    process.stdout.write(formatHelp(`Usage: ${usage} [options]`, command.summary, command.options));
     return;
   }
-  const logger = createLogger(settings.logLevel);
-  const publicUrl = settings.publicUrl || `http://localhost:${settings.port}`;
-  const server = await startMinimalServer({ port: settings.serverPort, host: "127.0.0.1", publicUrl }).catch(
-    (error: NodeJS.ErrnoException) => {
-      throw new Error(
-        error.code === "EADDRINUSE"
-          ? `cannot start the bundled server: port ${settings.serverPort} is already in use (--server-port)`
-          : `cannot start the bundled server: ${error.message}`,
-      );
-    },
-  );
-  logger.info({ url: server.url }, "bundled MCP server listening");
-  const proxySettings: ProxySettings = { ...settings, upstream: server.url };
-  const lens = await startLens(proxySettings, logger).catch(async (error: Error) => {
-    await server.close();
-    throw error;
-  });
-  logger.info({ connectorUrl: `${publicUrl}/mcp` }, "ready: point your MCP client at the connector URL");
-  stopOnSignals(logger, [() => lens.close(), () => server.close()]);
+  await command.run(settings);
 }
+
+const PROXY_COMMAND: Command<typeof PROXY_OPTIONS> = {
+  name: "proxy",
+  summary: "Forward every request to --upstream unchanged and record each exchange to --db.",
+  options: PROXY_OPTIONS,
+  async run(settings) {
+    const logger = createLogger(settings.logLevel);
+    const lens = await startLens(settings, logger);
+    stopOnSignals(logger, [() => lens.close()]);
+  },
+};
+
+const START_COMMAND: Command<typeof START_OPTIONS> = {
+  name: "start",
+  summary: "Start the bundled MCP server on loopback and the recording proxy in front of it.",
+  options: START_OPTIONS,
+  async run(settings) {
+    const logger = createLogger(settings.logLevel);
+    const publicUrl = settings.publicUrl || `http://localhost:${settings.port}`;
+    const server = await startMinimalServer({ port: settings.serverPort, host: "127.0.0.1", publicUrl }).catch(
+      (error: NodeJS.ErrnoException) => {
+        throw new Error(
+          error.code === "EADDRINUSE"
+            ? `cannot start the bundled server: port ${settings.serverPort} is already in use (--server-port)`
+            : `cannot start the bundled server: ${error.message}`,
+        );
+      },
+    );
+    logger.info({ url: server.url }, "bundled MCP server listening");
+    const proxySettings: ProxySettings = { ...settings, upstream: server.url };
+    const lens = await startLens(proxySettings, logger).catch(async (error: Error) => {
+      await server.close();
+      throw error;
+    });
+    logger.info({ connectorUrl: `${publicUrl}/mcp` }, "ready: point your MCP client at the connector URL");
+    stopOnSignals(logger, [() => lens.close(), () => server.close()]);
+  },
+};
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case "proxy":
-      return runProxy(rest);
+      return runCommand(PROXY_COMMAND, rest);
     case "start":
-      return runStart(rest);
+      return runCommand(START_COMMAND, rest);
     case undefined:
     case "help":
     case "--help":
