@@ -3,7 +3,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3, { type Database } from "better-sqlite3";
-import { assertNotNewer, migrate, SCHEMA_VERSION, schemaVersion } from "./schema.js";
+import { assertNotNewer, schemaVersion } from "./migrations.js";
+import { migrate, MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 
 export interface OpenDatabaseOptions {
   readonly?: boolean;
@@ -72,7 +73,7 @@ function configure(db: Database, readonly: boolean): void {
 
 function assertCurrentSchema(db: Database): void {
   const version = schemaVersion(db);
-  assertNotNewer(version);
+  assertNotNewer(version, MIGRATIONS);
   if (version < SCHEMA_VERSION) {
     throw new Error(
       `database schema version ${version} is older than this mcp-lens expects (${SCHEMA_VERSION}); open it read-write once to migrate`,

@@ -2,11 +2,7 @@
 // mapping between a ClassifiedExchange and its row.
 import type { Database } from "better-sqlite3";
 import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
-
-export interface Migration {
-  version: number;
-  up: string;
-}
+import { latestVersion, runMigrations, type Migration } from "./migrations.js";
 
 export const MIGRATIONS: Migration[] = [
   {
@@ -67,38 +63,11 @@ export const MIGRATIONS: Migration[] = [
   },
 ];
 
-export const SCHEMA_VERSION = MIGRATIONS.at(-1)?.version ?? 0;
+export const SCHEMA_VERSION = latestVersion(MIGRATIONS);
 
-export function schemaVersion(db: Database): number {
-  return db.pragma("user_version", { simple: true }) as number;
-}
-
-export function assertNotNewer(version: number): void {
-  if (version > SCHEMA_VERSION) {
-    throw new Error(
-      `database schema version ${version} is newer than this mcp-lens supports (${SCHEMA_VERSION}); upgrade mcp-lens`,
-    );
-  }
-}
-
-/** Applies the pending migrations, each in its own transaction. */
+/** Applies the pending migrations of the recording database. */
 export function migrate(db: Database): void {
-  assertNotNewer(schemaVersion(db));
-  for (const migration of MIGRATIONS) {
-    if (migration.version > schemaVersion(db)) applyMigration(db, migration);
-  }
-}
-
-function applyMigration(db: Database, migration: Migration): void {
-  // IMMEDIATE takes the write lock before the version is read again: another
-  // process starting at the same time may have applied this migration already.
-  db.transaction(() => {
-    const current = schemaVersion(db);
-    assertNotNewer(current);
-    if (migration.version <= current) return;
-    db.exec(migration.up);
-    db.pragma(`user_version = ${migration.version}`);
-  }).immediate();
+  runMigrations(db, MIGRATIONS);
 }
 
 export interface ExchangeRow {
