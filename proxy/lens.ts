@@ -84,8 +84,9 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   // Streams may stay open for hours; only a client that never finishes its request is cut.
   server.requestTimeout = 0;
   server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
-    // Malformed HTTP never reaches the upstream; answer like Node would, without crashing.
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    // Malformed HTTP never reaches the upstream: answer as Node would, without crashing.
+    const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
     logger.debug({ code: error.code }, "malformed request from client");
   });

@@ -295,3 +295,22 @@ describe("upstream down", () => {
     }
   });
 });
+
+describe("X-Forwarded-* from a peer that is not trusted", () => {
+  it("replaces them, so a client cannot make the upstream believe it came over https", async () => {
+    const tmp = tempDir();
+    const upstream = await startUpstream((_req, res) => res.end("ok"));
+    const lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db`, args: ["--trusted-proxies", "none"] });
+    try {
+      await request(lens.url + "/x", { headers: { "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example", "X-Forwarded-For": "6.6.6.6" } });
+      const seen = upstream.received[0]!.rawHeaders;
+      expect(headerValue(seen, "x-forwarded-proto")).toBe("http");
+      expect(headerValue(seen, "x-forwarded-host")).toBe(new URL(lens.url).host);
+      expect(headerValue(seen, "x-forwarded-for")).toBe("127.0.0.1");
+    } finally {
+      await lens.stop();
+      await upstream.close();
+      tmp.cleanup();
+    }
+  });
+});
