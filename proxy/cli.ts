@@ -2,11 +2,12 @@
 // `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
 import { readFileSync } from "node:fs";
-import { formatHelp, option, parseOptions, parsePort, UsageError, type Values } from "./config.js";
+import { formatHelp, parseOptions, UsageError, type Values } from "./config.js";
 import { startLens } from "./lens.js";
 import { createLogger, type Logger } from "./log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
-import { startMinimalServer } from "../server/minimal.js";
+import { startCodaServer } from "../server/index.js";
+import { SERVER_OPTIONS, serverSettings } from "../server/settings.js";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string })
   .version;
@@ -17,32 +18,26 @@ mcp-lens ${VERSION}: an observable reverse proxy for remote MCP servers. It forw
 request unchanged and records each OAuth and MCP exchange, redacted, to SQLite.
 
 Commands:
-  start     Run the bundled MCP server and the proxy in front of it (what 'npm start' runs)
+  start     Run the bundled Coda MCP server and the proxy in front of it (what 'npm start' runs)
   proxy     Run the proxy in front of an MCP server you already have
+  server    Run the Coda MCP server alone (Streamable HTTP + OAuth 2.1)
 
 Run 'mcp-lens <command> --help' for the options of each command.
 `;
 
 const { upstream: _upstream, ...PROXY_OPTIONS_WITHOUT_UPSTREAM } = PROXY_OPTIONS;
+// `start` runs both: the proxy's options as they are, the server's under server-* names
+// where they would clash, with the same environment variables as `mcp-lens server`.
 const START_OPTIONS = {
   ...PROXY_OPTIONS_WITHOUT_UPSTREAM,
-  serverPort: option({
-    flag: "server-port",
-    env: "MCP_LENS_SERVER_PORT",
-    kind: "string",
-    default: 8081,
-    valueName: "PORT",
-    help: "Loopback port of the bundled MCP server (the proxy's upstream)",
-    parse: parsePort,
-  }),
-  publicUrl: option({
-    flag: "public-url",
-    env: "PUBLIC_URL",
-    kind: "string",
-    default: "",
-    valueName: "URL",
-    help: "The URL clients use to reach the proxy (default: http://localhost:<port>)",
-  }),
+  serverPort: { ...SERVER_OPTIONS.port, flag: "server-port", help: "Loopback port of the bundled Coda MCP server (the proxy's upstream)" },
+  serverDb: { ...SERVER_OPTIONS.db, flag: "server-db" },
+  publicUrl: { ...SERVER_OPTIONS.publicUrl, help: "The URL clients use to reach the proxy (default: http://localhost:<port>)" },
+  codaApiBase: SERVER_OPTIONS.codaApiBase,
+  secretKey: SERVER_OPTIONS.secretKey,
+  allowedOrigins: SERVER_OPTIONS.allowedOrigins,
+  stateless: SERVER_OPTIONS.stateless,
+  jsonResponse: SERVER_OPTIONS.jsonResponse,
 };
 
 /** Runs until SIGTERM/SIGINT, then stops gracefully; a second signal exits at once. */
@@ -96,23 +91,36 @@ const PROXY_COMMAND: Command<typeof PROXY_OPTIONS> = {
   },
 };
 
+const SERVER_COMMAND: Command<typeof SERVER_OPTIONS> = {
+  name: "server",
+  summary: "Run the Coda MCP server: Streamable HTTP at /mcp with its own OAuth 2.1 authorization server.",
+  options: SERVER_OPTIONS,
+  async run(settings) {
+    const logger = createLogger(settings.logLevel);
+    const server = await startCodaServer(settings, logger);
+    stopOnSignals(logger, [() => server.close()]);
+  },
+};
+
 const START_COMMAND: Command<typeof START_OPTIONS> = {
   name: "start",
-  summary: "Start the bundled MCP server on loopback and the recording proxy in front of it.",
+  summary: "Start the bundled Coda MCP server on loopback and the recording proxy in front of it.",
   options: START_OPTIONS,
   async run(settings) {
     const logger = createLogger(settings.logLevel);
     const publicUrl = settings.publicUrl || `http://localhost:${settings.port}`;
-    const server = await startMinimalServer({ port: settings.serverPort, host: "127.0.0.1", publicUrl }).catch(
-      (error: NodeJS.ErrnoException) => {
-        throw new Error(
-          error.code === "EADDRINUSE"
-            ? `cannot start the bundled server: port ${settings.serverPort} is already in use (--server-port)`
-            : `cannot start the bundled server: ${error.message}`,
-        );
-      },
-    );
-    logger.info({ url: server.url }, "bundled MCP server listening");
+    const server = await startCodaServer(
+      serverSettings({
+        ...settings,
+        host: "127.0.0.1",
+        port: settings.serverPort,
+        db: settings.serverDb,
+        publicUrl,
+      }),
+      logger,
+    ).catch((error: Error) => {
+      throw new Error(`cannot start the bundled server: ${error.message}${/in use/.test(error.message) ? " (--server-port)" : ""}`);
+    });
     const proxySettings: ProxySettings = { ...settings, upstream: server.url };
     const lens = await startLens(proxySettings, logger).catch(async (error: Error) => {
       await server.close();
@@ -130,6 +138,8 @@ async function main(argv: string[]): Promise<void> {
       return runCommand(PROXY_COMMAND, rest);
     case "start":
       return runCommand(START_COMMAND, rest);
+    case "server":
+      return runCommand(SERVER_COMMAND, rest);
     case undefined:
     case "help":
     case "--help":

@@ -21,6 +21,11 @@ export interface OptionSpec<T> {
 type Specs = Record<string, OptionSpec<unknown>>;
 export type Values<S extends Specs> = { [K in keyof S]: S[K]["default"] };
 
+/** Every option at its default, as a settings object. */
+export function defaultsOf<S extends Specs>(specs: S): Values<S> {
+  return Object.fromEntries(Object.entries(specs).map(([key, spec]) => [key, spec.default])) as Values<S>;
+}
+
 export function option<T>(spec: OptionSpec<T>): OptionSpec<T> {
   return spec;
 }

@@ -1,5 +1,6 @@
 // The proxy's settings: every flag has an environment variable for containers.
 import {
+  defaultsOf,
   option,
   parseChoice,
   parseHttpUrl,
@@ -165,8 +166,5 @@ export type ProxySettings = Values<typeof PROXY_OPTIONS>;
 
 /** Settings as a program (tests, `start`) would write them: everything but the essentials defaulted. */
 export function proxySettings(overrides: Partial<ProxySettings> = {}): ProxySettings {
-  const defaults = Object.fromEntries(
-    Object.entries(PROXY_OPTIONS).map(([key, spec]) => [key, spec.default]),
-  ) as ProxySettings;
-  return { ...defaults, ...overrides };
+  return { ...defaultsOf(PROXY_OPTIONS), ...overrides };
 }

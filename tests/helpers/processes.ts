@@ -26,38 +26,17 @@ export interface RunningLens {
   exited: Promise<number | null>;
 }
 
-/** Runs `mcp-lens proxy` on ephemeral ports and waits for its "listening" log line. */
-export async function startLensProcess(opts: {
-  upstream: string;
-  dbPath: string;
-  args?: string[];
-  env?: Record<string, string>;
-  command?: "proxy" | "start";
-}): Promise<RunningLens> {
-  const command = opts.command ?? "proxy";
-  const args = [
-    CLI,
-    command,
-    ...(command === "proxy" ? ["--upstream", opts.upstream] : []),
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
-    "--db",
-    opts.dbPath,
-    ...(opts.args ?? []),
-  ];
-  const child = spawn(process.execPath, args, {
-    env: { ...process.env, ...opts.env },
+/** Spawns the CLI and resolves once it logs `readyMessage` (JSON logs on stdout). */
+async function spawnUntilReady(args: string[], env: Record<string, string> | undefined, readyMessage: string) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   let buffered = "";
-  const listening = new Promise<{ url: string; adminUrl: string }>((resolve, reject) => {
+  const ready = new Promise<Record<string, string>>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
       buffered += chunk.toString("utf8");
       let newline: number;
@@ -66,30 +45,50 @@ export async function startLensProcess(opts: {
         buffered = buffered.slice(newline + 1);
         stdout.push(line);
         try {
-          const entry = JSON.parse(line) as { msg?: string; url?: string; adminUrl?: string };
-          if (entry.msg === "mcp-lens proxy listening") resolve({ url: entry.url!, adminUrl: entry.adminUrl! });
+          const entry = JSON.parse(line) as Record<string, string>;
+          if (entry.msg === readyMessage) resolve(entry);
         } catch {
           /* not JSON: keep it for the test to read */
         }
       }
     });
     child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
-    void exited.then((code) => reject(new Error(`mcp-lens exited with ${code} before listening: ${stderr.join("")}`)));
+    void exited.then((code) => reject(new Error(`mcp-lens ${args[0]} exited with ${code} before it was ready: ${stderr.join("")}`)));
   });
-  const { url, adminUrl } = await listening;
-  return {
-    url,
-    adminUrl,
-    dbPath: opts.dbPath,
-    child,
-    stdout,
-    stderr,
-    exited,
-    async stop(signal = "SIGTERM") {
-      if (child.exitCode === null) child.kill(signal);
-      return exited;
-    },
+  const entry = await ready;
+  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
+    if (child.exitCode === null) child.kill(signal);
+    return exited;
   };
+  return { entry, child, stdout, stderr, exited, stop };
+}
+
+/** Runs `mcp-lens proxy` on ephemeral ports and waits for its "listening" log line. */
+export async function startLensProcess(opts: {
+  upstream: string;
+  dbPath: string;
+  args?: string[];
+  env?: Record<string, string>;
+}): Promise<RunningLens> {
+  const args = ["proxy", "--upstream", opts.upstream, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--db", opts.dbPath, ...(opts.args ?? [])];
+  const { entry, ...rest } = await spawnUntilReady(args, opts.env, "mcp-lens proxy listening");
+  return { url: entry.url!, adminUrl: entry.adminUrl!, dbPath: opts.dbPath, ...rest };
+}
+
+export interface RunningServer {
+  url: string;
+  child: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+/** Runs `mcp-lens server` (the Coda MCP server) on an ephemeral port. */
+export async function startServerProcess(opts: { dbPath: string; codaApiBase: string; args?: string[]; env?: Record<string, string> }): Promise<RunningServer> {
+  const args = ["server", "--host", "127.0.0.1", "--port", "0", "--db", opts.dbPath, "--coda-api-base", opts.codaApiBase, ...(opts.args ?? [])];
+  const { entry, ...rest } = await spawnUntilReady(args, opts.env, "Coda MCP server listening");
+  return { url: entry.url!, ...rest };
 }
 
 /** Runs the CLI to completion (for --help and error cases). */

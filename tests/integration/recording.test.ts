@@ -6,11 +6,11 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { UnauthorizedError, type OAuthClientProvider } from "@modelcontextprotocol/sdk/client/auth.js";
-import type { OAuthClientInformationFull, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
+import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMinimalServer } from "../../server/minimal.js";
+import { startMinimalServer } from "../fixtures/minimal-server.js";
+import { ConnectorLikeProvider } from "../helpers/connector.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
 import { closedPort, request, startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
@@ -101,45 +101,6 @@ describe("recording MCP and OAuth traffic", () => {
     expect(JSON.parse(rows[1]!.facts).metadata.codeChallengeMethodsSupported).toEqual(["S256"]);
   });
 });
-
-/** A hosted connector's OAuth client, with the user's browser step done by fetch. */
-class ConnectorLikeProvider implements OAuthClientProvider {
-  readonly redirectUrl = "https://claude.ai/api/mcp/auth_callback";
-  authorizationUrl: URL | null = null;
-  private client?: OAuthClientInformationFull;
-  private saved?: OAuthTokens;
-  private verifier = "";
-  get clientMetadata() {
-    return {
-      client_name: "Claude",
-      redirect_uris: [this.redirectUrl],
-      grant_types: ["authorization_code", "refresh_token"],
-      response_types: ["code"],
-      token_endpoint_auth_method: "none",
-    };
-  }
-  clientInformation() {
-    return this.client;
-  }
-  saveClientInformation(info: OAuthClientInformationFull) {
-    this.client = info;
-  }
-  tokens() {
-    return this.saved;
-  }
-  saveTokens(tokens: OAuthTokens) {
-    this.saved = tokens;
-  }
-  redirectToAuthorization(url: URL) {
-    this.authorizationUrl = url;
-  }
-  saveCodeVerifier(verifier: string) {
-    this.verifier = verifier;
-  }
-  codeVerifier() {
-    return this.verifier;
-  }
-}
 
 describe("recording a hosted connector's OAuth handshake", () => {
   it("records discovery, registration, authorize, token and the authenticated MCP calls, following the token by fingerprint", async () => {

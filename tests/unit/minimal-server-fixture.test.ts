@@ -5,7 +5,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { LoggingMessageNotificationSchema, type LoggingMessageNotification } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 
-import { startMinimalServer, type MinimalServerHandle } from "../../server/minimal.js";
+import { startMinimalServer, type MinimalServerHandle } from "../fixtures/minimal-server.js";
 
 const PROTOCOL_VERSION = "2025-06-18";
 const INIT_BODY = {

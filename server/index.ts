@@ -1,0 +1,115 @@
+// The Coda MCP server assembled: OAuth store and provider, the Coda tools, sessions, HTTP.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { readFileSync } from "node:fs";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { Logger } from "../proxy/log.js";
+import { createApp, MCP_PATH, originResolver } from "./app.js";
+import { loadOrCreateServerKey } from "./auth/crypto.js";
+import { CodaOAuthProvider } from "./auth/provider.js";
+import { createAuthRouter } from "./auth/routes.js";
+import { AuthStore } from "./auth/store.js";
+import { CodaApiError, CodaClient } from "./coda/client.js";
+import { registerCodaTools } from "./coda/tools.js";
+import { publicMcpUrl } from "./public-url.js";
+import { McpSessions } from "./sessions.js";
+import type { ServerSettings } from "./settings.js";
+
+const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+export interface RunningCodaServer {
+  /** Where it listens, e.g. http://127.0.0.1:8081 */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const INSTRUCTIONS =
+  "Tools for the Coda documents of the signed-in user: list docs, read pages and tables, " +
+  "query and change rows, push buttons. Ids come from the list tools (docs → tables → rows).";
+
+/** A Coda token is valid when Coda's /whoami accepts it; network trouble is an error, not a verdict. */
+function codaTokenValidator(baseUrl: string) {
+  return async (token: string): Promise<{ name: string; loginId: string } | null> => {
+    try {
+      const me = await new CodaClient({ baseUrl, token, maxRetries: 1 }).whoami();
+      return { name: me.name, loginId: me.loginId };
+    } catch (error) {
+      if (error instanceof CodaApiError && (error.status === 401 || error.status === 403)) return null;
+      throw error;
+    }
+  };
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+export async function startCodaServer(settings: ServerSettings, logger: Logger): Promise<RunningCodaServer> {
+  const key = loadOrCreateServerKey({ keyHex: settings.secretKey || undefined, keyFile: `${settings.db}.key` });
+  const store = new AuthStore(settings.db);
+  const originOf = originResolver(settings);
+  const provider = new CodaOAuthProvider({
+    store,
+    key,
+    validateCodaToken: codaTokenValidator(settings.codaApiBase),
+    mcpUrlFor: (req) => publicMcpUrl(originOf(req), MCP_PATH),
+  });
+  const sessions = new McpSessions({
+    stateless: settings.stateless,
+    jsonResponse: settings.jsonResponse,
+    createServer: () => {
+      const server = new McpServer({ name: "coda-mcp", version: VERSION }, { instructions: INSTRUCTIONS });
+      registerCodaTools(server, (extra) => {
+        const token = extra.authInfo?.extra?.codaToken;
+        if (typeof token !== "string") throw new Error("this request carries no Coda credentials");
+        return new CodaClient({ baseUrl: settings.codaApiBase, token });
+      });
+      return server;
+    },
+    onStatelessFallback: (reason, method) => logger.debug({ reason, method }, "served without a session"),
+  });
+  const app = createApp({
+    settings,
+    verifier: provider,
+    authRouter: createAuthRouter({ provider, publicOrigin: originOf, mcpPath: MCP_PATH }),
+    sessions,
+    logger,
+  });
+
+  const server = http.createServer(app);
+  server.requestTimeout = 0; // SSE streams stay open; the client decides when to leave
+  let address: AddressInfo;
+  try {
+    address = await listen(server, settings.port, settings.host);
+  } catch (error) {
+    store.close();
+    const e = error as NodeJS.ErrnoException;
+    throw new Error(e.code === "EADDRINUSE" ? `cannot listen: port ${settings.port} is already in use` : `cannot listen: ${e.message}`);
+  }
+  const host = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}`;
+  logger.info({ url, publicUrl: settings.publicUrl || "(from X-Forwarded-Proto/-Host)", codaApi: settings.codaApiBase }, "Coda MCP server listening");
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    port: address.port,
+    close() {
+      closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await sessions.closeAll();
+        server.closeAllConnections();
+        await closed;
+        store.close();
+      })();
+      return closing;
+    },
+  };
+}

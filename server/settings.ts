@@ -1,0 +1,130 @@
+// The Coda MCP server's settings: every flag has an environment variable for containers.
+import { defaultsOf, option, parseChoice, parseHttpUrl, parsePort, UsageError, type Values } from "../proxy/config.js";
+import { LOG_LEVELS } from "../proxy/settings.js";
+
+function parseKeyHex(raw: string, where: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(raw.trim())) throw new UsageError(`${where} must be 64 hex characters (32 bytes), e.g. from 'openssl rand -hex 32'`);
+  return raw.trim();
+}
+
+function parseOriginList(raw: string, where: string): string {
+  for (const entry of raw.split(",").map((s) => s.trim()).filter(Boolean)) {
+    if (entry === "*") continue;
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      throw new UsageError(`${where}: '${entry}' is not an origin such as https://claude.ai`);
+    }
+    if (url.origin !== entry.replace(/\/$/, "")) throw new UsageError(`${where}: '${entry}' is not an origin (scheme://host[:port], no path)`);
+  }
+  return raw;
+}
+
+export const SERVER_OPTIONS = {
+  host: option({
+    flag: "host",
+    env: "MCP_LENS_SERVER_HOST",
+    kind: "string",
+    default: "127.0.0.1",
+    valueName: "ADDR",
+    help: "Address to listen on (0.0.0.0 in a container behind mcp-lens)",
+  }),
+  port: option({
+    flag: "port",
+    env: "MCP_LENS_SERVER_PORT",
+    kind: "string",
+    default: 8081,
+    valueName: "PORT",
+    help: "Port to listen on",
+    parse: parsePort,
+  }),
+  publicUrl: option({
+    flag: "public-url",
+    env: "PUBLIC_URL",
+    kind: "string",
+    default: "",
+    valueName: "URL",
+    help: "The https origin clients use (e.g. https://coda.example.com); default: from X-Forwarded-Proto/-Host",
+    parse: parseHttpUrl,
+  }),
+  db: option({
+    flag: "db",
+    env: "MCP_LENS_SERVER_DB",
+    kind: "string",
+    default: "./data/server.db",
+    valueName: "PATH",
+    help: "SQLite file for OAuth clients, codes and tokens (hashed; Coda tokens encrypted)",
+  }),
+  secretKey: option({
+    flag: "secret-key",
+    env: "MCP_LENS_SERVER_KEY",
+    kind: "string",
+    default: "",
+    valueName: "HEX",
+    help: "32-byte hex key that encrypts stored Coda tokens; default: generated once into <db>.key",
+    parse: parseKeyHex,
+  }),
+  codaApiBase: option({
+    flag: "coda-api-base",
+    env: "CODA_API_BASE",
+    kind: "string",
+    default: "https://coda.io/apis/v1",
+    valueName: "URL",
+    help: "Base URL of the Coda REST API",
+    parse: parseHttpUrl,
+  }),
+  allowedOrigins: option({
+    flag: "allowed-origins",
+    env: "MCP_LENS_ALLOWED_ORIGINS",
+    kind: "string",
+    default: "https://claude.ai,https://claude.com,https://chatgpt.com",
+    valueName: "LIST",
+    help: "Browser origins allowed besides the public URL and localhost ('*' for any); requests without Origin always pass",
+    parse: parseOriginList,
+  }),
+  allowedHosts: option({
+    flag: "allowed-hosts",
+    env: "MCP_LENS_ALLOWED_HOSTS",
+    kind: "string",
+    default: "",
+    valueName: "LIST",
+    help: "Host names accepted besides the public URL's and localhost (DNS-rebinding protection; checked only with --public-url)",
+  }),
+  ignoreForwarded: option({
+    flag: "ignore-forwarded",
+    env: "MCP_LENS_SERVER_IGNORE_FORWARDED",
+    kind: "boolean",
+    default: false,
+    help: "Do not take the public origin from X-Forwarded-Proto/-Host (when the server is reachable directly)",
+  }),
+  stateless: option({
+    flag: "stateless",
+    env: "MCP_LENS_STATELESS",
+    kind: "boolean",
+    default: false,
+    help: "No MCP sessions: every request is served on its own (for several replicas without sticky sessions)",
+  }),
+  jsonResponse: option({
+    flag: "json-response",
+    env: "MCP_LENS_JSON_RESPONSE",
+    kind: "boolean",
+    default: false,
+    help: "Answer POSTs with JSON instead of SSE streams (proxies that buffer; no progress notifications)",
+  }),
+  logLevel: option({
+    flag: "log-level",
+    env: "MCP_LENS_LOG_LEVEL",
+    kind: "string",
+    default: "info" as (typeof LOG_LEVELS)[number],
+    valueName: "LEVEL",
+    help: `Log level: ${LOG_LEVELS.join(", ")}`,
+    parse: parseChoice(LOG_LEVELS),
+  }),
+};
+
+export type ServerSettings = Values<typeof SERVER_OPTIONS>;
+
+export function serverSettings(overrides: Partial<ServerSettings> = {}): ServerSettings {
+  return { ...defaultsOf(SERVER_OPTIONS), ...overrides };
+}
