@@ -119,7 +119,7 @@ describe("when the database cannot be written", () => {
       expect(after.recorder.failing).toBe(false);
       expect(after.recorder.written + after.recorder.dropped.queue_full!).toBe(270);
       expect(lens.stdout.some((l) => l.includes('"level":40') && l.includes("SQLITE_BUSY"))).toBe(true);
-      expect(lens.stdout.some((l) => l.includes("recording to the database resumed"))).toBe(true);
+      await waitFor(() => lens.stdout.some((l) => l.includes("recording to the database resumed")), "the resume log line");
     } finally {
       await lens.stop();
       tmp.cleanup();
