@@ -34,7 +34,8 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // "close", not "exit": stdout is fully read by then, so tests that scan the logs see every line.
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   let buffered = "";
   const ready = new Promise<Record<string, string>>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
