@@ -1,16 +1,14 @@
 #!/usr/bin/env node
 // `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
-import { readFileSync } from "node:fs";
 import { formatHelp, parseOptions, UsageError, type Values } from "./config.js";
 import { startLens } from "./lens.js";
 import { createLogger, type Logger } from "./log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
 import { startCodaServer } from "../server/index.js";
 import { SERVER_OPTIONS, serverSettings } from "../server/settings.js";
+import { VERSION } from "./version.js";
 
-const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string })
-  .version;
 
 const MAIN_HELP = `Usage: mcp-lens <command> [options]
 

@@ -22,6 +22,8 @@ export interface Forwarder {
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Exchanges whose response is still open. */
   readonly inFlightCount: number;
+  /** Open SSE responses and upgraded WebSockets, counted on demand (for metrics scrapes). */
+  openStreams(): { sse: number; websockets: number };
   /**
    * For shutdown: ends streams at once (they never finish by themselves), lets other
    * requests finish within `timeoutMs`, then cuts what is left. Every one is recorded.
@@ -210,6 +212,16 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   return {
     get inFlightCount() {
       return inFlight.size;
+    },
+
+    openStreams() {
+      let sse = 0;
+      let websockets = 0;
+      for (const capture of inFlight.keys()) {
+        if (capture.sse) sse++;
+        else if (capture.websocket && capture.status === 101) websockets++;
+      }
+      return { sse, websockets };
     },
 
     async drain(timeoutMs) {

@@ -3,10 +3,13 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdminServer } from "./admin.js";
+import { HandshakeAnalysis } from "./analysis.js";
 import { createClassifier } from "./classify.js";
-import type { ClassifiedExchange, RawExchange } from "./exchange.js";
+import type { RawExchange } from "./exchange.js";
 import { createForwarder } from "./forward.js";
+import { LiveFeed } from "./live.js";
 import { exchangeLogFields, type Logger } from "./log.js";
+import { LensMetrics } from "./metrics.js";
 import { toRecorded } from "./record.js";
 import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
 import type { ProxySettings } from "./settings.js";
@@ -14,6 +17,8 @@ import { nextExchangeId, openDatabase } from "./store/db.js";
 import { makeRoom, startRetention } from "./store/retention.js";
 import { RecordWriter } from "./store/writer.js";
 import { createTrustPolicy } from "./trust.js";
+import { VERSION } from "./version.js";
+
 
 export interface Lens {
   /** Where clients reach the proxy, e.g. http://127.0.0.1:8080 */
@@ -51,25 +56,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   const classify = createClassifier();
   let nextId = nextExchangeId(db);
 
-  const writer = new RecordWriter<RawExchange>({
-    db,
-    logger,
-    flushIntervalMs: settings.flushInterval,
-    maxQueue: settings.maxQueue,
-    // A full database keeps the newest traffic: the oldest records make room.
-    makeRoom: () => makeRoom(db),
-    prepare: (raw) => classify(toRecorded(raw, redactor)),
-    onRecorded: (exchanges: ClassifiedExchange[]) => {
-      if (!logger.isLevelEnabled("info")) return;
-      for (const e of exchanges) logger.info(exchangeLogFields(e), "exchange");
-    },
-  });
-  const stopRetention = startRetention(
-    db,
-    { maxAgeDays: settings.retentionDays, maxRows: settings.retentionRows },
-    logger,
-  );
-
+  // The request path hands each finished exchange to the writer; everything else happens there.
   const forwarder = createForwarder({
     upstream: settings.upstream,
     trust,
@@ -78,6 +65,40 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     nextId: () => nextId++,
     onExchange: (raw) => writer.enqueue(raw, rawSize(raw)),
   });
+  const metrics = new LensMetrics(VERSION, {
+    inFlight: () => forwarder.inFlightCount,
+    activeSseStreams: () => forwarder.openStreams().sse,
+    activeWebSockets: () => forwarder.openStreams().websockets,
+    recorder: () => writer.stats(),
+  });
+  const analysis = new HandshakeAnalysis(db);
+  const live = new LiveFeed();
+  const writer = new RecordWriter<RawExchange>({
+    db,
+    logger,
+    flushIntervalMs: settings.flushInterval,
+    maxQueue: settings.maxQueue,
+    // A full database keeps the newest traffic: the oldest records make room.
+    makeRoom: () => makeRoom(db),
+    prepare: (raw) => classify(toRecorded(raw, redactor)),
+    analyse: (exchange) => {
+      metrics.observeExchange(exchange);
+      const result = analysis.analyse(exchange);
+      metrics.observeHandshakes(result.handshakes);
+      return result;
+    },
+    onRecorded: (exchanges, handshakes, handshakeIds) => {
+      metrics.observeBatch(exchanges.length);
+      live.publish(exchanges, handshakes, handshakeIds);
+      if (!logger.isLevelEnabled("info")) return;
+      exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
+    },
+  });
+  const stopRetention = startRetention(
+    db,
+    { maxAgeDays: settings.retentionDays, maxRows: settings.retentionRows },
+    logger,
+  );
 
   const server = http.createServer(forwarder.handleRequest);
   server.on("upgrade", forwarder.handleUpgrade);
@@ -91,7 +112,14 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     logger.debug({ code: error.code }, "malformed request from client");
   });
 
-  const admin = createAdminServer({ writer, inFlight: () => forwarder.inFlightCount, upstream: settings.upstream });
+  const admin = createAdminServer({
+    recorder: () => writer.stats(),
+    inFlight: () => forwarder.inFlightCount,
+    upstream: settings.upstream,
+    metrics,
+    live,
+    token: settings.adminToken,
+  });
 
   let publicAddress: AddressInfo;
   let adminAddress: AddressInfo;
@@ -126,6 +154,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
         await serverClosed;
         await writer.close();
         stopRetention();
+        live.close();
         forwarder.close();
         db.close();
         await new Promise<void>((resolve) => admin.close(() => resolve()));

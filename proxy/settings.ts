@@ -45,7 +45,7 @@ export const PROXY_OPTIONS = {
     kind: "string",
     default: "127.0.0.1",
     valueName: "ADDR",
-    help: "Address of the admin port (/health); keep it private",
+    help: "Address of the admin port; keep it private",
   }),
   adminPort: option({
     flag: "admin-port",
@@ -53,8 +53,16 @@ export const PROXY_OPTIONS = {
     kind: "string",
     default: 9464,
     valueName: "PORT",
-    help: "Admin port: /health",
+    help: "Admin port: /health, /metrics, WebSocket /live",
     parse: parsePort,
+  }),
+  adminToken: option({
+    flag: "admin-token",
+    env: "MCP_LENS_ADMIN_TOKEN",
+    kind: "string",
+    default: "",
+    valueName: "TOKEN",
+    help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
   }),
   db: option({
     flag: "db",

@@ -1,7 +1,6 @@
 // The Coda MCP server assembled: OAuth store and provider, the Coda tools, sessions, HTTP.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { readFileSync } from "node:fs";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Logger } from "../proxy/log.js";
 import { createApp, MCP_PATH, originResolver } from "./app.js";
@@ -14,8 +13,8 @@ import { registerCodaTools } from "./coda/tools.js";
 import { publicMcpUrl } from "./public-url.js";
 import { McpSessions } from "./sessions.js";
 import type { ServerSettings } from "./settings.js";
+import { VERSION } from "../proxy/version.js";
 
-const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 export interface RunningCodaServer {
   /** Where it listens, e.g. http://127.0.0.1:8081 */

@@ -2,6 +2,7 @@
 // mapping between a ClassifiedExchange and its row.
 import type { Database } from "better-sqlite3";
 import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
+import type { Handshake } from "../handshake.js";
 import { latestVersion, runMigrations, type Migration } from "./migrations.js";
 
 export const MIGRATIONS: Migration[] = [
@@ -61,6 +62,30 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    up: `
+      -- Connector handshakes, derived from exchanges by proxy/handshakes.ts and proxy/diagnose.ts.
+      CREATE TABLE handshakes (
+        id INTEGER PRIMARY KEY,            -- the id of its first exchange
+        client_family TEXT NOT NULL,
+        client_name TEXT,
+        started_at INTEGER NOT NULL,       -- epoch ms
+        ended_at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,             -- succeeded | failed | abandoned | in_progress
+        failed_step TEXT,
+        first_code TEXT,                   -- the most decisive diagnosis, for lists and filters
+        steps TEXT NOT NULL,               -- JSON StepRecord[]
+        diagnoses TEXT NOT NULL,           -- JSON Diagnosis[]
+        exchange_ids TEXT NOT NULL         -- JSON number[]
+      );
+      -- Newest first, and failed ones first, are the inspector's two listings.
+      CREATE INDEX handshakes_started_at ON handshakes (started_at);
+      CREATE INDEX handshakes_outcome ON handshakes (outcome, started_at);
+      ALTER TABLE exchanges ADD COLUMN handshake_id INTEGER;
+      CREATE INDEX exchanges_handshake_id ON exchanges (handshake_id, id) WHERE handshake_id IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = latestVersion(MIGRATIONS);
@@ -105,6 +130,7 @@ export interface ExchangeRow {
   res_body_truncated: 0 | 1;
   res_body_decoded: string | null;
   sse_events: number | null;
+  handshake_id: number | null;
 }
 
 const ROW_COLUMNS: Array<keyof ExchangeRow> = [
@@ -113,7 +139,7 @@ const ROW_COLUMNS: Array<keyof ExchangeRow> = [
   "user_agent", "origin", "session_id", "client_id", "bearer_fp", "mcp_method",
   "req_headers", "req_body", "req_body_encoding", "req_body_size", "req_body_truncated", "req_body_decoded",
   "res_headers", "res_body", "res_body_encoding", "res_body_size", "res_body_truncated", "res_body_decoded",
-  "sse_events",
+  "sse_events", "handshake_id",
 ];
 
 /** Named-parameter INSERT that takes an ExchangeRow as is. */
@@ -121,7 +147,7 @@ export const INSERT_EXCHANGE_SQL = `INSERT INTO exchanges (${ROW_COLUMNS.join(",
 
 const flag = (b: boolean): 0 | 1 => (b ? 1 : 0);
 
-export function exchangeToRow(e: ClassifiedExchange): ExchangeRow {
+export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null = null): ExchangeRow {
   const { facts } = e;
   return {
     id: e.id,
@@ -158,6 +184,7 @@ export function exchangeToRow(e: ClassifiedExchange): ExchangeRow {
     res_body_truncated: flag(e.responseBody.truncated),
     res_body_decoded: e.responseBody.decoded,
     sse_events: e.sseEvents,
+    handshake_id: handshakeId,
   };
 }
 
@@ -195,4 +222,54 @@ function body(
   decoded: string | null,
 ): RecordedBody {
   return { text, encoding: encoding as RecordedBody["encoding"], size, truncated: truncated === 1, decoded };
+}
+
+export interface HandshakeRow {
+  id: number;
+  client_family: string;
+  client_name: string | null;
+  started_at: number;
+  ended_at: number;
+  outcome: string;
+  failed_step: string | null;
+  first_code: string | null;
+  steps: string;
+  diagnoses: string;
+  exchange_ids: string;
+}
+
+/** Insert or replace: a handshake's row is rewritten as it grows. */
+export const UPSERT_HANDSHAKE_SQL = `INSERT OR REPLACE INTO handshakes
+  (id, client_family, client_name, started_at, ended_at, outcome, failed_step, first_code, steps, diagnoses, exchange_ids)
+  VALUES (@id, @client_family, @client_name, @started_at, @ended_at, @outcome, @failed_step, @first_code, @steps, @diagnoses, @exchange_ids)`;
+
+export function handshakeToRow(h: Handshake): HandshakeRow {
+  return {
+    id: h.id,
+    client_family: h.clientFamily,
+    client_name: h.clientName,
+    started_at: h.startedAt,
+    ended_at: h.endedAt,
+    outcome: h.outcome,
+    failed_step: h.failedStep,
+    first_code: h.diagnoses[0]?.code ?? null,
+    steps: JSON.stringify(h.steps),
+    diagnoses: JSON.stringify(h.diagnoses),
+    exchange_ids: JSON.stringify(h.exchangeIds),
+  };
+}
+
+export function rowToHandshake(row: HandshakeRow): Handshake {
+  return {
+    id: row.id,
+    clientFamily: row.client_family as Handshake["clientFamily"],
+    clientName: row.client_name,
+    startedAt: row.started_at,
+    endedAt: row.ended_at,
+    outcome: row.outcome as Handshake["outcome"],
+    failedStep: row.failed_step as Handshake["failedStep"],
+    steps: JSON.parse(row.steps) as Handshake["steps"],
+    diagnoses: JSON.parse(row.diagnoses) as Handshake["diagnoses"],
+    exchangeIds: JSON.parse(row.exchange_ids) as number[],
+  };
 }

@@ -4,15 +4,24 @@
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import type { Logger } from "pino";
 import type { ClassifiedExchange } from "../exchange.js";
-import { exchangeToRow, INSERT_EXCHANGE_SQL, type ExchangeRow } from "./schema.js";
+import type { Handshake } from "../handshake.js";
+import { exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, type ExchangeRow } from "./schema.js";
 
 export interface RecordWriterOptions<T> {
   db: Database;
   logger: Logger;
   /** Turns a raw item into what is stored; runs at flush time, off the request path. */
   prepare: (item: T) => ClassifiedExchange;
-  /** Called after each committed batch. */
-  onRecorded?: (exchanges: ClassifiedExchange[]) => void;
+  /**
+   * Runs after prepare, in order: assigns the exchange to a connector handshake and returns
+   * the handshakes it changed, stored in the same transaction as the exchange.
+   */
+  analyse?: (exchange: ClassifiedExchange) => Analysis;
+  /**
+   * Called after each committed batch with its exchanges, the handshakes they changed, and
+   * each exchange's handshake id (same order as the exchanges).
+   */
+  onRecorded?: (exchanges: ClassifiedExchange[], handshakes: Handshake[], handshakeIds: Array<number | null>) => void;
   /**
    * Called when the database is full (disk or --db-max-size): deletes the oldest records
    * and returns how many, so the newest traffic, the most useful when debugging, gets in.
@@ -25,6 +34,13 @@ export interface RecordWriterOptions<T> {
   maxQueueBytes?: number;
   now?: () => number;
 }
+
+export interface Analysis {
+  handshakeId: number | null;
+  handshakes: Handshake[];
+}
+
+const NO_ANALYSIS: Analysis = { handshakeId: null, handshakes: [] };
 
 export type DropReason = "queue_full" | "db_error" | "prepare";
 
@@ -55,6 +71,8 @@ interface Queued<T> {
 interface Batch {
   exchanges: ClassifiedExchange[];
   rows: ExchangeRow[];
+  /** The latest state of each handshake the batch changed, by id. */
+  handshakes: Map<number, Handshake>;
   /** approxBytes of the raw items, still counted against maxQueueBytes. */
   bytes: number;
 }
@@ -62,13 +80,14 @@ interface Batch {
 export class RecordWriter<T> {
   private readonly logger: Logger;
   private readonly prepare: (item: T) => ClassifiedExchange;
-  private readonly onRecorded: (exchanges: ClassifiedExchange[]) => void;
+  private readonly analyse: (exchange: ClassifiedExchange) => Analysis;
+  private readonly onRecorded: NonNullable<RecordWriterOptions<T>["onRecorded"]>;
   private readonly makeRoom: () => number;
   private readonly batchSize: number;
   private readonly maxQueue: number;
   private readonly maxQueueBytes: number;
   private readonly now: () => number;
-  private readonly insertRows: (rows: ExchangeRow[]) => void;
+  private readonly insertBatch: (batch: Batch) => void;
   private readonly timer: NodeJS.Timeout;
   private immediate: NodeJS.Immediate | null = null;
   private closed = false;
@@ -94,6 +113,7 @@ export class RecordWriter<T> {
   constructor(options: RecordWriterOptions<T>) {
     this.logger = options.logger;
     this.prepare = options.prepare;
+    this.analyse = options.analyse ?? (() => NO_ANALYSIS);
     this.onRecorded = options.onRecorded ?? (() => {});
     this.makeRoom = options.makeRoom ?? (() => 0);
     this.batchSize = options.batchSize ?? 500;
@@ -102,11 +122,13 @@ export class RecordWriter<T> {
     this.now = options.now ?? Date.now;
 
     const insert = options.db.prepare(INSERT_EXCHANGE_SQL);
-    const insertAll = options.db.transaction((rows: ExchangeRow[]) => {
-      for (const row of rows) insert.run(row);
+    const upsertHandshake = options.db.prepare(UPSERT_HANDSHAKE_SQL);
+    const insertAll = options.db.transaction((batch: Batch) => {
+      for (const row of batch.rows) insert.run(row);
+      for (const handshake of batch.handshakes.values()) upsertHandshake.run(handshakeToRow(handshake));
     });
     // IMMEDIATE: fail at BEGIN when another connection holds the write lock.
-    this.insertRows = (rows) => insertAll.immediate(rows);
+    this.insertBatch = (batch) => insertAll.immediate(batch);
 
     this.timer = setInterval(() => this.tick(), options.flushIntervalMs ?? 100).unref();
   }
@@ -185,13 +207,15 @@ export class RecordWriter<T> {
   }
 
   private prepareBatch(): Batch {
-    const batch: Batch = { exchanges: [], rows: [], bytes: 0 };
+    const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(), bytes: 0 };
     let failures = 0;
     let firstError: unknown;
     for (const { item, bytes } of this.queue.splice(0, this.batchSize)) {
       try {
         const exchange = this.prepare(item);
-        batch.rows.push(exchangeToRow(exchange));
+        const { handshakeId, handshakes } = this.analyse(exchange);
+        for (const handshake of handshakes) batch.handshakes.set(handshake.id, handshake);
+        batch.rows.push(exchangeToRow(exchange, handshakeId));
         batch.exchanges.push(exchange);
         batch.bytes += bytes;
       } catch (err) {
@@ -209,7 +233,7 @@ export class RecordWriter<T> {
   /** False when the database cannot be written now: the batch stays retained for the next attempt. */
   private write(batch: Batch): boolean {
     try {
-      if (batch.rows.length > 0) this.insertWithRoom(batch.rows);
+      if (batch.rows.length > 0) this.insertWithRoom(batch);
     } catch (err) {
       this.noteError(err);
       if (isRetryable(err)) {
@@ -226,20 +250,20 @@ export class RecordWriter<T> {
     this.written += batch.rows.length;
     this.batches++;
     this.noteRecovered();
-    this.notify(batch.exchanges);
+    this.notify(batch);
     return true;
   }
 
   /** Inserts; when the database is full, deletes old records and tries once more. */
-  private insertWithRoom(rows: ExchangeRow[]): void {
+  private insertWithRoom(batch: Batch): void {
     try {
-      this.insertRows(rows);
+      this.insertBatch(batch);
     } catch (err) {
       if (sqliteCode(err) !== "SQLITE_FULL") throw err;
       const freed = this.tryMakeRoom();
       if (freed === 0) throw err;
       this.prunedForRoom += freed;
-      this.insertRows(rows);
+      this.insertBatch(batch);
     }
   }
 
@@ -256,9 +280,9 @@ export class RecordWriter<T> {
     this.queuedBytes -= batch.bytes;
   }
 
-  private notify(exchanges: ClassifiedExchange[]): void {
+  private notify(batch: Batch): void {
     try {
-      this.onRecorded(exchanges);
+      this.onRecorded(batch.exchanges, [...batch.handshakes.values()], batch.rows.map((row) => row.handshake_id));
     } catch (err) {
       this.logger.error({ err }, "onRecorded callback failed");
     }

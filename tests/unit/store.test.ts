@@ -12,6 +12,7 @@ import {
   exchangeToRow,
   INSERT_EXCHANGE_SQL,
   migrate,
+  MIGRATIONS,
   rowToExchange,
   SCHEMA_VERSION,
   type ExchangeRow,
@@ -105,11 +106,24 @@ describe("openDatabase and migrations", () => {
     const db = open();
     expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-    expect(tables).toEqual(["exchanges", "meta"]);
+    expect(tables).toEqual(["exchanges", "handshakes", "meta"]);
     const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'exchanges'").pluck().all();
     expect(indexes).toEqual(
-      expect.arrayContaining(["exchanges_started_at", "exchanges_kind", "exchanges_session_id", "exchanges_client_id", "exchanges_bearer_fp"]),
+      expect.arrayContaining(["exchanges_started_at", "exchanges_kind", "exchanges_session_id", "exchanges_client_id", "exchanges_bearer_fp", "exchanges_handshake_id"]),
     );
+  });
+
+  it("migrates a version 1 database forward without losing rows", () => {
+    const file = dbPath();
+    const v1 = new BetterSqlite3(file);
+    v1.exec(MIGRATIONS[0]!.up);
+    v1.pragma("user_version = 1");
+    v1.prepare("INSERT INTO meta (key, value) VALUES ('kept', 'yes')").run();
+    v1.close();
+    const db = open();
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    expect(db.prepare("SELECT value FROM meta WHERE key = 'kept'").pluck().get()).toBe("yes");
+    expect(db.prepare("SELECT handshake_id FROM exchanges").all()).toEqual([]);
   });
 
   it("sets the pragmas the proxy relies on", () => {

@@ -1,0 +1,96 @@
+// Which client a connector handshake comes from, judged by what its traffic shows. Conservative:
+// "other" unless a signal names the client. Precedence, strongest first:
+//   1. mcp-remote anywhere (clientInfo name, user agent, its default client_name "MCP CLI Proxy"):
+//      it wraps other clients, so Claude Desktop through it says "claude-ai (via mcp-remote 0.1.37)"
+//   2. a hosted platform's callback among the redirect URIs: only that platform receives the code
+//   3. the clientInfo name of the initialize request
+//   4. the user agent's product token
+//   5. weaker signals that only count together: the Inspector's callback port (6274) on a loopback
+//      host; client_name "Claude Code" with a loopback callback; python-httpx registering as "Claude"
+import type { ClientFamily } from "./handshake.js";
+
+export interface ClientSignals {
+  userAgent?: string;
+  redirectUris?: string[];
+  /** The client_name of a registration. */
+  clientName?: string;
+  /** clientInfo.name of an initialize request. */
+  clientInfoName?: string;
+}
+
+export function clientFamily(signals: ClientSignals): ClientFamily {
+  if (isMcpRemote(signals)) return "mcp-remote";
+  const callbacks = (signals.redirectUris ?? []).flatMap(parseUrl);
+  return (
+    hostedCallbackFamily(callbacks) ??
+    clientInfoFamily(signals.clientInfoName) ??
+    userAgentFamily(signals.userAgent) ??
+    combinedFamily(signals, callbacks) ??
+    "other"
+  );
+}
+
+const MCP_REMOTE_CLIENT_NAME = "MCP CLI Proxy";
+
+function isMcpRemote({ userAgent, clientName, clientInfoName }: ClientSignals): boolean {
+  return /mcp-remote/i.test(`${clientInfoName ?? ""} ${userAgent ?? ""}`) || clientName === MCP_REMOTE_CLIENT_NAME;
+}
+
+function hostedCallbackFamily(callbacks: URL[]): ClientFamily | undefined {
+  for (const url of callbacks) {
+    if (url.protocol !== "https:") continue;
+    const { hostname, pathname } = url;
+    if ((hostname === "claude.ai" || hostname === "claude.com") && pathname === "/api/mcp/auth_callback") return "claude.ai";
+    if (hostname === "chatgpt.com" && (pathname === "/connector_platform_oauth_redirect" || pathname.startsWith("/connector/oauth/"))) {
+      return "chatgpt";
+    }
+  }
+  return undefined;
+}
+
+const CLIENT_INFO_FAMILIES = new Map<string, ClientFamily>([
+  ["anthropic", "claude.ai"],
+  ["claude-ai", "claude.ai"],
+  ["openai-mcp", "chatgpt"],
+  ["claude-code", "claude-code"],
+  ["mcp-inspector", "mcp-inspector"],
+  ["inspector-client", "mcp-inspector"],
+]);
+
+function clientInfoFamily(name: string | undefined): ClientFamily | undefined {
+  return name === undefined ? undefined : CLIENT_INFO_FAMILIES.get(name.trim().toLowerCase());
+}
+
+/** claude-code/ comes first: Claude Code's own fetches say "Claude-User (claude-code/1.0.88; …)". */
+const USER_AGENT_FAMILIES: Array<[RegExp, ClientFamily]> = [
+  [/\bclaude-code\//i, "claude-code"],
+  [/\bopenai-mcp\//i, "chatgpt"],
+  [/(^|[\s(;])claude-user\b/i, "claude.ai"],
+];
+
+function userAgentFamily(userAgent: string | undefined): ClientFamily | undefined {
+  if (userAgent === undefined) return undefined;
+  return USER_AGENT_FAMILIES.find(([pattern]) => pattern.test(userAgent))?.[1];
+}
+
+const INSPECTOR_PORT = "6274";
+
+function combinedFamily({ userAgent, clientName }: ClientSignals, callbacks: URL[]): ClientFamily | undefined {
+  const loopback = callbacks.filter(isLoopback);
+  if (loopback.some((url) => url.port === INSPECTOR_PORT)) return "mcp-inspector";
+  if (clientName?.startsWith("Claude Code") && loopback.length > 0) return "claude-code";
+  if (clientName === "Claude" && /^python-httpx\//i.test(userAgent ?? "")) return "claude.ai";
+  return undefined;
+}
+
+function isLoopback(url: URL): boolean {
+  return url.protocol === "http:" && ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+}
+
+function parseUrl(uri: string): URL[] {
+  try {
+    return [new URL(uri)];
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,52 @@
+// The live feed: a WebSocket on the admin port (/live) that streams every recorded exchange
+// and handshake update as JSON, for the inspector's live view and for other tools.
+import type http from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import type { ClassifiedExchange } from "./exchange.js";
+import type { Handshake } from "./handshake.js";
+
+/** A subscriber this far behind is cut: the feed never grows memory without bound. */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
+export type LiveMessage =
+  | { type: "exchange"; exchange: ClassifiedExchange; handshakeId: number | null }
+  | { type: "handshake"; handshake: Handshake };
+
+export class LiveFeed {
+  private readonly wss = new WebSocketServer({ noServer: true });
+
+  get subscribers(): number {
+    return this.wss.clients.size;
+  }
+
+  /** Called from the admin server's upgrade event once the request is authorized. */
+  accept(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on("error", () => ws.terminate());
+      ws.send(JSON.stringify({ type: "hello", version: 1 }));
+    });
+  }
+
+  publish(exchanges: ClassifiedExchange[], handshakes: Handshake[], handshakeIds: Array<number | null>): void {
+    if (this.wss.clients.size === 0) return;
+    const messages: string[] = [];
+    exchanges.forEach((exchange, i) => messages.push(JSON.stringify({ type: "exchange", exchange, handshakeId: handshakeIds[i] ?? null } satisfies LiveMessage)));
+    for (const handshake of handshakes) messages.push(JSON.stringify({ type: "handshake", handshake } satisfies LiveMessage));
+    for (const client of this.wss.clients) this.send(client, messages);
+  }
+
+  close(): void {
+    for (const client of this.wss.clients) client.terminate();
+    this.wss.close();
+  }
+
+  private send(client: WebSocket, messages: string[]): void {
+    if (client.readyState !== client.OPEN) return;
+    if (client.bufferedAmount > MAX_BUFFERED_BYTES) {
+      client.close(1013, "too slow: reconnect and catch up from the database");
+      return;
+    }
+    for (const message of messages) client.send(message);
+  }
+}

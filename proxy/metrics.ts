@@ -1,0 +1,195 @@
+// Prometheus metrics (prom-client): one prefix, base units, bounded labels. Never a session
+// id, token, client_id or raw path as a label: kinds, families, steps and codes are closed sets.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ClassifiedExchange, ExchangeKind } from "./exchange.js";
+import type { Handshake, HandshakeOutcome } from "./handshake.js";
+import type { WriterStats } from "./store/writer.js";
+
+/** JSON-RPC methods worth a label of their own; anything else is `other`. */
+const MCP_METHODS = new Set([
+  "initialize",
+  "notifications/initialized",
+  "ping",
+  "tools/list",
+  "tools/call",
+  "prompts/list",
+  "prompts/get",
+  "resources/list",
+  "resources/read",
+  "resources/templates/list",
+  "resources/subscribe",
+  "completion/complete",
+  "logging/setLevel",
+  "notifications/cancelled",
+  "notifications/progress",
+  "notifications/roots/list_changed",
+]);
+const OAUTH_KINDS = new Set<ExchangeKind>([
+  "protected_resource_metadata",
+  "authorization_server_metadata",
+  "openid_configuration",
+  "registration",
+  "authorize",
+  "authorize_consent",
+  "token",
+  "revoke",
+]);
+/** Distinct tool names get their own label up to this many; later ones count as `other`. */
+const MAX_TOOL_LABELS = 50;
+const MAX_TRACKED_HANDSHAKES = 10_000;
+
+export interface LiveGauges {
+  inFlight(): number;
+  activeSseStreams(): number;
+  activeWebSockets(): number;
+  recorder(): WriterStats;
+}
+
+export class LensMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<"kind" | "method" | "status">;
+  private readonly duration: Histogram<"kind">;
+  private readonly ttfb: Histogram<"kind">;
+  private readonly sseStreams: Counter<"kind">;
+  private readonly upstreamErrors: Counter<"reason">;
+  private readonly jsonRpc: Counter<"method" | "outcome">;
+  private readonly toolCalls: Counter<"tool" | "outcome">;
+  private readonly oauth: Counter<"kind" | "status">;
+  private readonly handshakesStarted: Counter<"client_family">;
+  private readonly handshakesSucceeded: Counter<"client_family">;
+  private readonly handshakesFailed: Counter<"client_family" | "failed_step" | "code">;
+  private readonly batchSize: Histogram;
+  private readonly toolLabels = new Set<string>();
+  /** The terminal outcomes already counted per handshake (bounded, most recent kept). */
+  private readonly counted = new Map<number, Set<HandshakeOutcome>>();
+
+  constructor(version: string, live: LiveGauges) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "mcp_lens_" });
+    // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool fails).
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) {
+      this.registry.removeSingleMetric(`mcp_lens_${name}`);
+    }
+    new Gauge({
+      name: "mcp_lens_build_info",
+      help: "Build information: always 1",
+      labelNames: ["version", "node_version"],
+      registers,
+    }).set({ version, node_version: process.version }, 1);
+
+    this.requests = new Counter({ name: "mcp_lens_requests_total", help: "Exchanges by route kind, method and status (status 0: no response)", labelNames: ["kind", "method", "status"], registers });
+    this.duration = new Histogram({
+      name: "mcp_lens_request_duration_seconds",
+      help: "Whole exchange duration, SSE and WebSocket streams excluded",
+      labelNames: ["kind"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.ttfb = new Histogram({
+      name: "mcp_lens_upstream_ttfb_seconds",
+      help: "Time until the upstream's response headers arrived",
+      labelNames: ["kind"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.sseStreams = new Counter({ name: "mcp_lens_sse_streams_total", help: "Exchanges answered with an SSE stream (not in the duration histogram)", labelNames: ["kind"], registers });
+    this.upstreamErrors = new Counter({ name: "mcp_lens_upstream_errors_total", help: "Upstream failures by reason", labelNames: ["reason"], registers });
+    this.jsonRpc = new Counter({ name: "mcp_lens_jsonrpc_requests_total", help: "JSON-RPC messages clients sent, by MCP method and outcome", labelNames: ["method", "outcome"], registers });
+    this.toolCalls = new Counter({ name: "mcp_lens_tool_calls_total", help: "tools/call by tool and outcome", labelNames: ["tool", "outcome"], registers });
+    this.oauth = new Counter({ name: "mcp_lens_oauth_exchanges_total", help: "OAuth exchanges by kind and status", labelNames: ["kind", "status"], registers });
+    this.handshakesStarted = new Counter({ name: "mcp_lens_handshakes_started_total", help: "Connector handshakes seen, by client family", labelNames: ["client_family"], registers });
+    this.handshakesSucceeded = new Counter({ name: "mcp_lens_handshakes_succeeded_total", help: "Connector handshakes that connected", labelNames: ["client_family"], registers });
+    this.handshakesFailed = new Counter({
+      name: "mcp_lens_handshakes_failed_total",
+      help: "Connector handshakes that failed, by failed step and first diagnosis code",
+      labelNames: ["client_family", "failed_step", "code"],
+      registers,
+    });
+    this.batchSize = new Histogram({ name: "mcp_lens_recorder_batch_size", help: "Exchanges per committed batch", buckets: [1, 5, 10, 25, 50, 100, 250, 500], registers });
+
+    new Gauge({ name: "mcp_lens_in_flight_requests", help: "Requests whose response is still open", registers, collect() { this.set(live.inFlight()); } });
+    new Gauge({ name: "mcp_lens_active_sse_streams", help: "Open SSE responses", registers, collect() { this.set(live.activeSseStreams()); } });
+    new Gauge({ name: "mcp_lens_active_websockets", help: "Open proxied WebSocket connections", registers, collect() { this.set(live.activeWebSockets()); } });
+    new Gauge({ name: "mcp_lens_recorder_queue_depth", help: "Exchanges waiting to be written", registers, collect() { this.set(live.recorder().queued); } });
+    new Gauge({ name: "mcp_lens_recorder_failing", help: "1 while the database cannot be written", registers, collect() { this.set(live.recorder().failing ? 1 : 0); } });
+    // Totals kept by the writer, exposed as counters that follow them. prom-client collects in
+    // registration order, so the first counter's collect() brings all three up to date.
+    let last: WriterStats | null = null;
+    const dropped = new Counter({ name: "mcp_lens_recorder_rows_dropped_total", help: "Exchanges not recorded, by reason", labelNames: ["reason"], registers: [] });
+    const pruned = new Counter({ name: "mcp_lens_recorder_rows_pruned_for_room_total", help: "Old exchanges deleted because the database was full", registers: [] });
+    new Counter({
+      name: "mcp_lens_recorder_rows_written_total",
+      help: "Exchanges written to the database",
+      registers,
+      collect() {
+        const now = live.recorder();
+        this.inc(now.written - (last?.written ?? 0));
+        pruned.inc(now.prunedForRoom - (last?.prunedForRoom ?? 0));
+        for (const reason of Object.keys(now.dropped) as Array<keyof WriterStats["dropped"]>) {
+          dropped.inc({ reason }, now.dropped[reason] - (last?.dropped[reason] ?? 0));
+        }
+        last = now;
+      },
+    });
+    this.registry.registerMetric(dropped);
+    this.registry.registerMetric(pruned);
+  }
+
+  /** One classified exchange: called off the request path, before it is stored. */
+  observeExchange(e: ClassifiedExchange): void {
+    const status = String(e.status ?? 0);
+    this.requests.inc({ kind: e.kind, method: e.method, status });
+    const streamed = e.sseEvents !== null || e.websocket;
+    if (streamed) this.sseStreams.inc({ kind: e.kind });
+    else if (e.durationMs !== null) this.duration.observe({ kind: e.kind }, e.durationMs / 1000);
+    if (e.ttfbMs !== null) this.ttfb.observe({ kind: e.kind }, e.ttfbMs / 1000);
+    if (e.upstreamError) this.upstreamErrors.inc({ reason: e.upstreamError });
+    if (OAUTH_KINDS.has(e.kind)) this.oauth.inc({ kind: e.kind, status });
+    this.observeJsonRpc(e);
+  }
+
+  /** Counts each handshake once when first seen, and once the first time it succeeds or fails. */
+  observeHandshakes(handshakes: Handshake[]): void {
+    for (const h of handshakes) {
+      const seen = this.counted.get(h.id);
+      if (seen === undefined) this.handshakesStarted.inc({ client_family: h.clientFamily });
+      const terminal = seen ?? new Set<HandshakeOutcome>();
+      if ((h.outcome === "succeeded" || h.outcome === "failed") && !terminal.has(h.outcome)) {
+        terminal.add(h.outcome);
+        if (h.outcome === "succeeded") this.handshakesSucceeded.inc({ client_family: h.clientFamily });
+        else this.handshakesFailed.inc({ client_family: h.clientFamily, failed_step: h.failedStep ?? "unknown", code: h.diagnoses[0]?.code ?? "none" });
+      }
+      this.counted.delete(h.id); // re-insert: the map's order is recency, the oldest go first
+      this.counted.set(h.id, terminal);
+    }
+    while (this.counted.size > MAX_TRACKED_HANDSHAKES) this.counted.delete(this.counted.keys().next().value!);
+  }
+
+  observeBatch(size: number): void {
+    this.batchSize.observe(size);
+  }
+
+  private observeJsonRpc(e: ClassifiedExchange): void {
+    const mcp = e.facts.mcp;
+    if (!mcp) return;
+    const responses = new Map<string | number, "result" | "error">();
+    for (const m of mcp.messages) {
+      if (m.direction === "response" && m.id !== undefined && m.id !== null) responses.set(m.id, m.type === "error" ? "error" : "result");
+    }
+    for (const m of mcp.messages) {
+      if (m.direction !== "request" || !m.method) continue;
+      const outcome = m.type === "notification" ? "notification" : (m.id !== undefined && m.id !== null && responses.get(m.id)) || (e.status !== null && e.status >= 400 ? "http_error" : "no_response");
+      const method = MCP_METHODS.has(m.method) ? m.method : "other";
+      this.jsonRpc.inc({ method, outcome });
+      if (m.method === "tools/call") this.toolCalls.inc({ tool: this.toolLabel(mcp.toolNames?.[0]), outcome });
+    }
+  }
+
+  private toolLabel(name: string | undefined): string {
+    if (!name) return "unknown";
+    if (this.toolLabels.has(name)) return name;
+    if (this.toolLabels.size >= MAX_TOOL_LABELS || !/^[\w.-]{1,64}$/.test(name)) return "other";
+    this.toolLabels.add(name);
+    return name;
+  }
+}

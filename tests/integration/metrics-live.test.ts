@@ -1,0 +1,115 @@
+// The admin port: Prometheus metrics that pass promtool, and the /live WebSocket feed.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { startMinimalServer } from "../fixtures/minimal-server.js";
+import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { request } from "../helpers/upstream.js";
+
+const PROMTOOL = "/usr/bin/promtool";
+const ADMIN_TOKEN = "admin-token-for-tests";
+const havePromtool = existsSync(PROMTOOL);
+if (!havePromtool && process.env.CI !== "true") {
+  console.warn(`promtool check skipped: ${PROMTOOL} is missing (apt-get install prometheus); CI=true makes this a failure`);
+}
+
+describe("admin port: metrics and live feed", () => {
+  let server: Awaited<ReturnType<typeof startMinimalServer>>;
+  let lens: RunningLens;
+  let sessionId: string | undefined;
+  const tmp = tempDir();
+
+  beforeAll(async () => {
+    server = await startMinimalServer({ port: 0, responseMode: "sse" });
+    lens = await startLensProcess({
+      upstream: server.url,
+      dbPath: `${tmp.dir}/lens.db`,
+      args: ["--flush-interval", "20", "--admin-token", ADMIN_TOKEN],
+    });
+    const client = new Client({ name: "metrics-test", version: "1.0.0" });
+    const transport = new StreamableHTTPClientTransport(new URL(lens.url + "/mcp"));
+    await client.connect(transport);
+    await client.listTools();
+    await client.callTool({ name: "echo", arguments: { text: "hello" } });
+    sessionId = transport.sessionId;
+    await client.close();
+    await request(lens.url + "/.well-known/oauth-authorization-server");
+  });
+
+  afterAll(async () => {
+    await lens?.stop();
+    await server?.close();
+    tmp.cleanup();
+  });
+
+  async function scrape(): Promise<string> {
+    const res = await request(lens.adminUrl + "/metrics", { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers["content-type"]).toContain("text/plain");
+    return res.body.toString();
+  }
+
+  it("requires the admin token for /metrics and /live, not for /health", async () => {
+    expect((await request(lens.adminUrl + "/metrics")).status).toBe(401);
+    expect((await request(lens.adminUrl + "/metrics?token=wrong")).status).toBe(401);
+    expect((await request(lens.adminUrl + "/health")).status).toBe(200);
+    const refused = new WebSocket(lens.adminUrl.replace("http", "ws") + "/live");
+    await expect(new Promise((resolve, reject) => { refused.once("open", resolve); refused.once("error", reject); })).rejects.toThrow(/401/);
+  });
+
+  it("exposes RED metrics by route kind, JSON-RPC methods, tools, OAuth and the recorder", async () => {
+    const text = await waitFor(async () => {
+      const t = await scrape();
+      return t.includes('method="tools/call"') ? t : null;
+    }, "tools/call to be counted");
+    expect(text).toMatch(/mcp_lens_requests_total\{kind="mcp_post",method="POST",status="200"\} [1-9]/);
+    expect(text).toMatch(/mcp_lens_jsonrpc_requests_total\{method="initialize",outcome="result"\} 1/);
+    expect(text).toMatch(/mcp_lens_tool_calls_total\{tool="echo",outcome="result"\} 1/);
+    expect(text).toMatch(/mcp_lens_oauth_exchanges_total\{kind="authorization_server_metadata",status="200"\} 1/);
+    expect(text).toMatch(/mcp_lens_request_duration_seconds_bucket\{le="[^"]+",kind="authorization_server_metadata"\}/);
+    expect(text).toMatch(/mcp_lens_upstream_ttfb_seconds_count\{kind="mcp_post"\} [1-9]/);
+    expect(text).toMatch(/mcp_lens_recorder_rows_written_total [1-9]/);
+    expect(text).toMatch(/mcp_lens_recorder_rows_dropped_total\{reason="queue_full"\} 0/);
+    expect(text).toMatch(/mcp_lens_recorder_queue_depth \d/);
+    expect(text).toMatch(/mcp_lens_in_flight_requests \d/);
+    expect(text).toMatch(/mcp_lens_active_sse_streams \d/);
+    expect(text).toMatch(/mcp_lens_handshakes_started_total\{client_family="[^"]+"\} [1-9]/);
+    expect(text).toMatch(/mcp_lens_build_info\{version="\d+\.\d+\.\d+",node_version="v\d+/);
+    // Bounded labels: no session id, no raw path.
+    expect(sessionId).toBeTruthy();
+    expect(text).not.toContain(sessionId!);
+    expect(text).not.toContain("/.well-known");
+  });
+
+  it.skipIf(!havePromtool && process.env.CI !== "true")("passes promtool check metrics", async () => {
+    const text = await scrape();
+    const result = spawnSync(PROMTOOL, ["check", "metrics"], { input: text, encoding: "utf8" });
+    expect(result.stdout + result.stderr).toBe("");
+    expect(result.status).toBe(0);
+  });
+
+  it("streams each recorded exchange and handshake update on /live", async () => {
+    const socket = new WebSocket(lens.adminUrl.replace("http", "ws") + "/live", { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const messages: Array<{ type: string; exchange?: { path: string; kind: string }; handshakeId?: number | null; handshake?: { id: number } }> = [];
+    socket.on("message", (data) => messages.push(JSON.parse(data.toString())));
+    await new Promise((resolve, reject) => {
+      socket.once("open", resolve);
+      socket.once("error", reject);
+    });
+    await request(lens.url + "/mcp", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "user-agent": "python-httpx/0.28.1" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "Anthropic", version: "1" } } }),
+    });
+    const exchange = await waitFor(() => messages.find((m) => m.type === "exchange" && m.exchange?.kind === "mcp_post"), "the exchange on /live");
+    expect(messages[0]!.type).toBe("hello");
+    expect(exchange.exchange!.path).toBe("/mcp");
+    expect(exchange.handshakeId).toEqual(expect.any(Number));
+    const update = await waitFor(() => messages.find((m) => m.type === "handshake" && m.handshake?.id === exchange.handshakeId), "the handshake update on /live");
+    expect(update.handshake!.id).toBe(exchange.handshakeId);
+    socket.close();
+  });
+});

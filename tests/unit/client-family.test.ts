@@ -1,0 +1,58 @@
+import { describe, expect, it } from "vitest";
+import { clientFamily, type ClientSignals } from "../../proxy/client-family.js";
+import type { ClientFamily } from "../../proxy/handshake.js";
+
+const CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback";
+
+const cases: Array<[name: string, signals: ClientSignals, family: ClientFamily]> = [
+  // Hosted callbacks
+  ["the claude.ai callback", { redirectUris: [CLAUDE_CALLBACK] }, "claude.ai"],
+  ["the claude.com callback", { redirectUris: ["https://claude.com/api/mcp/auth_callback"] }, "claude.ai"],
+  ["ChatGPT's platform callback", { redirectUris: ["https://chatgpt.com/connector_platform_oauth_redirect"] }, "chatgpt"],
+  ["ChatGPT's per-connector callback", { redirectUris: ["https://chatgpt.com/connector/oauth/abc123"] }, "chatgpt"],
+  ["a hosted callback among others", { redirectUris: ["not a url", "https://example.com/cb", CLAUDE_CALLBACK] }, "claude.ai"],
+  ["a look-alike callback over http", { redirectUris: ["http://claude.ai/api/mcp/auth_callback"] }, "other"],
+  ["a look-alike host", { redirectUris: ["https://claude.ai.evil.example/api/mcp/auth_callback"] }, "other"],
+
+  // clientInfo names
+  ["clientInfo Anthropic", { clientInfoName: "Anthropic" }, "claude.ai"],
+  ["clientInfo claude-ai", { clientInfoName: "claude-ai" }, "claude.ai"],
+  ["clientInfo openai-mcp", { clientInfoName: "openai-mcp" }, "chatgpt"],
+  ["clientInfo claude-code", { clientInfoName: "claude-code" }, "claude-code"],
+  ["clientInfo mcp-inspector", { clientInfoName: "mcp-inspector" }, "mcp-inspector"],
+  ["clientInfo inspector-client", { clientInfoName: "inspector-client" }, "mcp-inspector"],
+  ["an unknown clientInfo", { clientInfoName: "acme-agent" }, "other"],
+
+  // User agents
+  ["UA Claude-User", { userAgent: "Claude-User" }, "claude.ai"],
+  ["UA openai-mcp", { userAgent: "openai-mcp/1.0.0" }, "chatgpt"],
+  ["UA claude-code", { userAgent: "claude-code/2.0.14" }, "claude-code"],
+  ["Claude Code's own fetches", { userAgent: "Claude-User (claude-code/1.0.88; +https://support.anthropic.com/)" }, "claude-code"],
+  ["python-httpx alone", { userAgent: "python-httpx/0.28.1" }, "other"],
+  ["python-httpx registering as Claude", { userAgent: "python-httpx/0.28.1", clientName: "Claude" }, "claude.ai"],
+  ["python-httpx with the Anthropic clientInfo", { userAgent: "python-httpx/0.28.1", clientInfoName: "Anthropic" }, "claude.ai"],
+  ["a browser", { userAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/141.0 Safari/537.36" }, "other"],
+
+  // mcp-remote wraps other clients
+  ["Claude Desktop through mcp-remote", { clientInfoName: "claude-ai (via mcp-remote 0.1.37)", redirectUris: ["http://localhost:3334/oauth/callback"] }, "mcp-remote"],
+  ["mcp-remote's default client_name", { clientName: "MCP CLI Proxy", redirectUris: ["http://127.0.0.1:5173/oauth/callback"] }, "mcp-remote"],
+  ["mcp-remote in the user agent", { userAgent: "mcp-remote/0.1.29 node" }, "mcp-remote"],
+
+  // Loopback callbacks count only with other signals
+  ["the Inspector's callback port", { redirectUris: ["http://localhost:6274/oauth/callback"] }, "mcp-inspector"],
+  ["the Inspector's port on 127.0.0.1", { redirectUris: ["http://127.0.0.1:6274/oauth/callback/debug"] }, "mcp-inspector"],
+  ["Claude Code's client_name with a loopback callback", { clientName: "Claude Code (acme)", redirectUris: ["http://localhost:54212/callback"] }, "claude-code"],
+  ["Claude Code's client_name alone", { clientName: "Claude Code (acme)" }, "other"],
+  ["a bare loopback callback", { redirectUris: ["http://localhost:33418/callback"] }, "other"],
+  ["nothing at all", {}, "other"],
+
+  // Precedence
+  ["a hosted callback over a contradicting clientInfo", { redirectUris: [CLAUDE_CALLBACK], clientInfoName: "openai-mcp" }, "claude.ai"],
+  ["clientInfo over the user agent", { clientInfoName: "claude-code", userAgent: "openai-mcp/1.0.0" }, "claude-code"],
+];
+
+describe("clientFamily", () => {
+  it.each(cases)("%s", (_name, signals, family) => {
+    expect(clientFamily(signals)).toBe(family);
+  });
+});
