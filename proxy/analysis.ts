@@ -8,11 +8,10 @@ import type { Diagnosis, Handshake } from "./handshake.js";
 import { HandshakeTracker } from "./handshakes.js";
 import { rowToExchange, type ExchangeRow } from "./store/schema.js";
 import type { Analysis } from "./store/writer.js";
+import { withVerdict } from "./verdict.js";
 
 /** Recent exchanges kept in memory for diagnosis; older ones are read back from the database. */
 const CACHE_BYTES = 32 * 1024 * 1024;
-/** Idle handshakes are closed (in progress → abandoned) this often. */
-const EVICT_EVERY_MS = 30_000;
 /** A very long session is diagnosed on its first and last exchanges. */
 const MAX_DIAGNOSED_EXCHANGES = 1000;
 
@@ -29,12 +28,15 @@ function signature(h: Handshake): string {
   return `${h.outcome}|${h.failedStep}|${steps.join(",")}`;
 }
 
+const verdictKey = (h: Handshake) => `${h.outcome}|${h.failedStep}`;
+
 export class HandshakeAnalysis {
   private readonly tracker = new HandshakeTracker();
   private readonly cache = new Map<number, ClassifiedExchange>();
   private cacheBytes = 0;
   private readonly diagnosed = new Map<number, { signature: string; diagnoses: Diagnosis[] }>();
-  private lastEviction = 0;
+  /** The outcome and failed step last handed out per handshake, to report only changes on tick. */
+  private readonly reported = new Map<number, string>();
   private readonly selectExchange;
 
   constructor(db: Database) {
@@ -44,15 +46,39 @@ export class HandshakeAnalysis {
   analyse(exchange: ClassifiedExchange): Analysis {
     this.remember(exchange);
     const { handshakeId, updated } = this.tracker.add(exchange);
-    const changed = [...updated];
-    if (exchange.startedAt - this.lastEviction > EVICT_EVERY_MS) {
-      this.lastEviction = exchange.startedAt;
-      changed.push(...this.tracker.evictIdle(exchange.startedAt));
-    }
-    return { handshakeId, handshakes: changed.map((h) => this.withDiagnoses(h)) };
+    const now = exchange.startedAt + (exchange.durationMs ?? 0);
+    return { handshakeId, handshakes: updated.map((h) => this.judge(h, now)) };
   }
 
-  private withDiagnoses(h: Handshake): Handshake {
+  /**
+   * Time passing changes verdicts without any new exchange: a client that went quiet after an
+   * error has failed, one that never came back from the browser has abandoned. Returns the
+   * handshakes whose outcome or failed step changed since they were last handed out.
+   */
+  tick(now: number): Handshake[] {
+    const candidates = new Map<number, Handshake>();
+    for (const h of this.tracker.evictIdle(now)) candidates.set(h.id, h);
+    for (const h of this.tracker.snapshot(now)) if (!candidates.has(h.id) && h.outcome !== "succeeded") candidates.set(h.id, h);
+    const changed: Handshake[] = [];
+    for (const h of candidates.values()) {
+      const judged = withVerdict(h, this.diagnosesOf(h), now);
+      if (this.reported.get(h.id) !== verdictKey(judged)) changed.push(this.report(judged));
+    }
+    return changed;
+  }
+
+  private judge(h: Handshake, now: number): Handshake {
+    return this.report(withVerdict(h, this.diagnosesOf(h), now));
+  }
+
+  private report(h: Handshake): Handshake {
+    this.reported.delete(h.id); // re-insert: oldest first, for the bound below
+    this.reported.set(h.id, verdictKey(h));
+    while (this.reported.size > 20_000) this.reported.delete(this.reported.keys().next().value!);
+    return h;
+  }
+
+  private diagnosesOf(h: Handshake): Diagnosis[] {
     const sig = signature(h);
     let entry = this.diagnosed.get(h.id);
     if (!entry || entry.signature !== sig) {
@@ -61,7 +87,7 @@ export class HandshakeAnalysis {
       this.diagnosed.set(h.id, entry);
       while (this.diagnosed.size > 10_000) this.diagnosed.delete(this.diagnosed.keys().next().value!);
     }
-    return { ...h, diagnoses: entry.diagnoses };
+    return entry.diagnoses;
   }
 
   private exchangesOf(ids: number[]): ClassifiedExchange[] {

@@ -40,7 +40,17 @@ export interface DiagnosisRule {
   meaning: string;
   /** Steps whose failure this cause explains: it ranks first when one of them failed. */
   steps: readonly HandshakeStep[];
+  /** Codes that show up as symptoms of this cause: when both fire on shared evidence, this goes first. */
+  explains?: readonly DiagnosisCode[];
   check(ctx: DiagnosisContext): Finding | null;
+}
+
+export interface CodeExplanation {
+  code: DiagnosisCode;
+  severity: Severity;
+  reference: string;
+  meaning: string;
+  steps: readonly HandshakeStep[];
 }
 
 /** The URL the client connected to, as far as the traffic shows. */
@@ -75,15 +85,17 @@ export interface DiagnosisContext {
 
 export function diagnose(handshake: Handshake, exchanges: ClassifiedExchange[]): Diagnosis[] {
   const ctx = contextOf(handshake, exchanges);
-  const found: Array<{ diagnosis: Diagnosis; index: number; rule: DiagnosisRule }> = [];
+  const found: Found[] = [];
   DIAGNOSIS_RULES.forEach((rule, index) => {
     const finding = rule.check(ctx);
     if (!finding) return;
+    const severity = finding.severity ?? rule.severity;
     const diagnosis: Diagnosis = {
       code: rule.code,
-      severity: finding.severity ?? rule.severity,
+      // Errors are causes of a failed step: when the handshake succeeded, it will break later or elsewhere.
+      severity: handshake.outcome === "succeeded" && severity === "error" ? "warning" : severity,
       summary: finding.summary,
-      evidence: uniqueSorted(finding.evidence),
+      evidence: [...new Set(finding.evidence)].sort((a, b) => a - b),
       fix: finding.fix,
       reference: rule.reference,
     };
@@ -93,25 +105,35 @@ export function diagnose(handshake: Handshake, exchanges: ClassifiedExchange[]):
   // then those that explain that kind of step, then the earliest in the flow (a cause precedes
   // its effects), then table order. One rule per code, so codes are unique.
   const failedIds = new Set(handshake.steps.filter((s) => s.status === "failed").flatMap((s) => s.exchangeIds));
-  const key = ({ diagnosis: d, index, rule }: (typeof found)[number]) => [
+  const key = ({ diagnosis: d, index, rule }: Found) => [
     SEVERITY_RANK[d.severity],
     d.evidence.some((id) => failedIds.has(id)) ? 0 : 1,
     handshake.failedStep !== null && rule.steps.includes(handshake.failedStep) ? 0 : 1,
     d.evidence[0] ?? Number.MAX_SAFE_INTEGER,
     index,
   ];
-  return found
+  const ordered = found
     .map((f) => ({ f, k: key(f) }))
     .sort((a, b) => compareKeys(a.k, b.k))
-    .map(({ f }) => f.diagnosis);
+    .map(({ f }) => f);
+  for (const cause of [...ordered]) {
+    const at = ordered.indexOf(cause);
+    const symptom = ordered.findIndex((f) => explains(cause, f));
+    if (symptom !== -1 && symptom < at) ordered.splice(symptom, 0, ...ordered.splice(at, 1));
+  }
+  return ordered.map((f) => f.diagnosis);
 }
 
-export function explainCode(
-  code: DiagnosisCode,
-): { code: DiagnosisCode; severity: Severity; reference: string; meaning: string; steps: readonly HandshakeStep[] } {
+export function explainCode(code: DiagnosisCode): CodeExplanation {
   const rule = DIAGNOSIS_RULES.find((r) => r.code === code);
   if (!rule) throw new Error(`unknown diagnosis code: ${code}`);
   return { code, severity: rule.severity, reference: rule.reference, meaning: rule.meaning, steps: rule.steps };
+}
+
+interface Found {
+  diagnosis: Diagnosis;
+  index: number;
+  rule: DiagnosisRule;
 }
 
 const SEVERITY_RANK: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
@@ -122,6 +144,15 @@ function compareKeys(a: number[], b: number[]): number {
     if (d !== 0) return d;
   }
   return 0;
+}
+
+/** A cause goes right before its symptom when both fire on the same exchanges. */
+function explains(cause: Found, symptom: Found): boolean {
+  return (
+    (cause.rule.explains ?? []).includes(symptom.rule.code) &&
+    SEVERITY_RANK[cause.diagnosis.severity] <= SEVERITY_RANK[symptom.diagnosis.severity] &&
+    cause.diagnosis.evidence.some((id) => symptom.diagnosis.evidence.includes(id))
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,13 +169,15 @@ const CODE_LIFETIME_MS = 60_000;
 // The rules, one per code, in DIAGNOSIS_CODES order
 
 const PRM_PATH = "/.well-known/oauth-protected-resource";
+const MCP_STEPS: HandshakeStep[] = ["initialize", "initialized", "list", "tool_call"];
 
 export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
   {
     code: "www_authenticate_missing",
     severity: "error",
     reference: "RFC 9728 §5.1; MCP 2025-06-18 Authorization §2.3",
-    meaning: "The probe's 401 has no WWW-Authenticate header, or one without resource_metadata: the client cannot find the protected resource metadata.",
+    meaning:
+      "The probe's 401 has no WWW-Authenticate header, or one without resource_metadata: the client cannot find the protected resource metadata.",
     steps: ["probe", "protected_resource_metadata"],
     check(ctx) {
       const e = ctx.probes.find((p) => p.status === 401 && p.facts.resourceMetadataUrl === undefined);
@@ -166,13 +199,14 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "resource_metadata_url_invalid",
     severity: "error",
     reference: "RFC 9728 §5.1",
-    meaning: "WWW-Authenticate's resource_metadata is relative, not a URL, points at the authorization server metadata or at another host.",
+    meaning:
+      "WWW-Authenticate's resource_metadata is relative, not a URL, points at the authorization server metadata or at another host.",
     steps: ["probe", "protected_resource_metadata"],
     check(ctx) {
       for (const e of ctx.probes) {
         const url = e.facts.resourceMetadataUrl;
         const problem = url === undefined ? undefined : metadataUrlProblem(url, ctx.connector);
-        if (url === undefined || problem === undefined) continue;
+        if (problem === undefined) continue;
         return {
           summary: `The probe ${describe(e)} points the client at resource_metadata="${url}", which ${problem}`,
           evidence: [e.id],
@@ -192,7 +226,7 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const e = ctx.probes.find((p) => p.status !== null && !is2xx(p) && p.status !== 401 && !claimed(p));
       if (!e || e.status === null) return null;
       return {
-        summary: `The probe ${describe(e)} answered ${e.status}${detailSuffix(e)} instead of 401 (protected) or 200 (authless)`,
+        summary: `The probe ${describe(e)} answered ${e.status}${detail(e)} instead of 401 (protected) or 200 (authless)`,
         evidence: [e.id],
         fix: probeFix(e.status, e.path),
       };
@@ -203,16 +237,19 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "MCP 2025-06-18 Transports: Streamable HTTP §Sending Messages to the Server",
     meaning: "The MCP endpoint answered 406 because the client's Accept (e.g. */*) does not list text/event-stream.",
-    steps: ["probe", "initialize", "initialized", "list", "tool_call", "stream"],
+    steps: ["probe", ...MCP_STEPS, "stream"],
     check(ctx) {
       const hits = ctx.of(...MCP_KINDS).filter(isAcceptRejection);
       const e = hits[0];
       if (!e) return null;
       const accept = reqHeader(e, "accept");
+      const sent = accept === undefined ? "a request without Accept" : `Accept: ${accept}`;
       return {
-        summary: `${describe(e)} answered 406${detailSuffix(e)} to ${accept === undefined ? "a request without Accept" : `Accept: ${accept}`}${andMore(hits)}`,
+        summary: `${describe(e)} answered 406${detail(e)} to ${sent}${andMore(hits)}`,
         evidence: ids(hits),
-        fix: "Treat Accept: */* (or no Accept) as accepting both application/json and text/event-stream: the MCP SDK's transport answers 406 to it, so rewrite the header in front of the transport or relax the check",
+        fix:
+          "Treat Accept: */* (or no Accept) as accepting both application/json and text/event-stream: the MCP SDK's " +
+          "transport answers 406 to it, so rewrite the header in front of the transport or relax the check",
       };
     },
   },
@@ -220,22 +257,23 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "protected_resource_metadata_missing",
     severity: "error",
     reference: "RFC 9728 §3; MCP 2025-06-18 Authorization §2.3",
-    meaning: "No protected resource metadata: 404 at every well-known variant, 401 from the auth middleware, or HTML/non-JSON.",
+    meaning:
+      "No protected resource metadata: 404 at every well-known variant, 401 from the auth middleware, or HTML/non-JSON.",
     steps: ["protected_resource_metadata"],
     check(ctx) {
       if (ctx.authless || ctx.prm) return null;
       const failures = ctx.of("protected_resource_metadata").filter((e) => !claimed(e));
       if (failures.length === 0) return null;
-      const reasons = failures.map((e) => metadataFailure(e) ?? String(e.status));
       const url = expectedPrmUrl(ctx);
       return {
-        summary: `No protected resource metadata: ${failures.map((e, i) => `${e.method} ${e.path} (#${e.id}) → ${reasons[i]}`).join(", ")}`,
+        summary: `No protected resource metadata: ${attempts(failures)}`,
         evidence: ids(failures),
         fix: failures.some((e) => e.status === 401)
           ? `Exempt ${PRM_PATH}* from the auth middleware: the metadata is how clients learn to authenticate (serve it at ${url})`
           : failures.some(isHtml)
             ? `Route ${PRM_PATH}* to the MCP server before the web app's catch-all, and serve JSON at ${url}`
-            : `Serve RFC 9728 metadata at ${url}: {"resource": "${ctx.connector?.url ?? "<MCP URL>"}", "authorization_servers": ["<issuer>"]}`,
+            : `Serve RFC 9728 metadata at ${url}: ` +
+              `{"resource": "${ctx.connector?.url ?? "<MCP URL>"}", "authorization_servers": ["<issuer>"]}`,
         // A client that fell back to the 2025-03-26 discovery got past it; 2025-06-18 clients do not.
         severity: ctx.asDocs.length > 0 ? "warning" : "error",
       };
@@ -245,7 +283,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "resource_mismatch",
     severity: "error",
     reference: "RFC 9728 §3.3",
-    meaning: "The metadata's resource differs from the URL the client connected to (http vs https, origin only, trailing slash, other host).",
+    meaning:
+      "The metadata's resource differs from the URL the client connected to (http vs https, origin only, trailing slash, other host).",
     steps: ["protected_resource_metadata"],
     check(ctx) {
       const { prm, connector } = ctx;
@@ -258,7 +297,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
         summary:
           resource === undefined
             ? `The protected resource metadata ${describe(prm)} has no resource; the client connected to ${connector.url}`
-            : `The protected resource metadata ${describe(prm)} says resource ${resource} but the client connected to ${connector.url}${via}: ${difference}`,
+            : `The protected resource metadata ${describe(prm)} says resource ${resource} ` +
+              `but the client connected to ${connector.url}${via}: ${difference}`,
         evidence: [prm.id, connector.exchangeId],
         fix: resourceFix(difference, connector),
       };
@@ -268,7 +308,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "issuer_mismatch",
     severity: "error",
     reference: "RFC 8414 §3.3",
-    meaning: "The authorization server metadata's issuer is not string-identical to the authorization_servers entry (scheme, port, path, trailing slash).",
+    meaning:
+      "The authorization server metadata's issuer is not string-identical to the authorization_servers entry (scheme, port, path, trailing slash).",
     steps: ["authorization_server_metadata"],
     check(ctx) {
       const servers = ctx.prm?.facts.metadata?.authorizationServers ?? [];
@@ -289,10 +330,15 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
         const expected = advertised ?? issuerFromWellKnown(doc, ctx);
         if (expected === undefined) continue;
         if (advertised === undefined && looselyEqual(issuer, expected, ctx.connector)) continue;
+        const against =
+          advertised !== undefined ? `authorization_servers[0] is "${advertised}"` : `it was fetched for issuer "${expected}"`;
         return {
-          summary: `The authorization server metadata ${describe(doc)} has issuer "${issuer}" but ${advertised !== undefined ? `authorization_servers[0] is "${advertised}"` : `it was fetched for issuer "${expected}"`}`,
+          summary: `The authorization server metadata ${describe(doc)} has issuer "${issuer}" but ${against}`,
           evidence: [...(advertised !== undefined && ctx.prm ? [ctx.prm.id] : []), doc.id],
-          fix: `Make them identical strings: set the issuer to exactly "${expected}"${advertised !== undefined ? " or advertise the issuer in authorization_servers" : ""} (scheme, host, port, path and trailing slash all count)`,
+          fix:
+            `Make them identical strings: set the issuer to exactly "${expected}"` +
+            `${advertised !== undefined ? " or advertise the issuer in authorization_servers" : ""}` +
+            " (scheme, host, port, path and trailing slash all count)",
         };
       }
       return null;
@@ -302,7 +348,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "authorization_server_metadata_missing",
     severity: "error",
     reference: "RFC 8414 §3.1; OpenID Connect Discovery 1.0 §4",
-    meaning: "Every authorization server metadata / OpenID configuration URL tried failed (404, non-JSON), including the issuer-with-path variants.",
+    meaning:
+      "Every authorization server metadata / OpenID configuration URL tried failed (404, non-JSON), including the issuer-with-path variants.",
     steps: ["authorization_server_metadata"],
     check(ctx) {
       if (ctx.asDocs.length > 0) return null;
@@ -312,15 +359,16 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const issuer = ctx.prm?.facts.metadata?.authorizationServers?.[0] ?? issuerFromWellKnown(e, ctx) ?? "<issuer>";
       const path = pathOf(issuer);
       const wellKnown = `${originOf(issuer) ?? "https://<host>"}/.well-known/oauth-authorization-server${path}`;
+      // Some clients then invent /authorize, /token and /register on the MCP origin.
       const wentOn = ctx.of("registration", "authorize", "authorize_consent", "token").some((x) => x.id > e.id);
       return {
-        summary: `No authorization server metadata for issuer ${issuer}: ${failures.map((f) => `${f.method} ${f.path} (#${f.id}) → ${metadataFailure(f) ?? f.status}`).join(", ")}`,
+        summary: `No authorization server metadata for issuer ${issuer}: ${attempts(failures)}`,
         evidence: ids(failures),
         fix:
           path === ""
             ? `Serve RFC 8414 metadata at ${wellKnown} with "issuer": "${issuer}"`
-            : `The issuer has a path: serve RFC 8414 metadata at ${wellKnown} (path inserted after /.well-known/) — or advertise an issuer without a path`,
-        // Some clients then invent /authorize, /token and /register on the MCP origin.
+            : `The issuer has a path: serve RFC 8414 metadata at ${wellKnown} (path inserted after /.well-known/) ` +
+              "— or advertise an issuer without a path",
         severity: wentOn ? "warning" : "error",
       };
     },
@@ -340,7 +388,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
         summary:
           methods === undefined
             ? `The authorization server metadata ${describe(doc)} has no code_challenge_methods_supported`
-            : `The authorization server metadata ${describe(doc)} lists code_challenge_methods_supported ${JSON.stringify(methods)} without S256`,
+            : `The authorization server metadata ${describe(doc)} lists code_challenge_methods_supported ` +
+              `${JSON.stringify(methods)} without S256`,
         evidence: [doc.id],
         fix: 'Add "code_challenge_methods_supported": ["S256"] to the authorization server metadata (and enforce PKCE S256)',
         severity: wentOn ? "warning" : "error",
@@ -351,26 +400,34 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "registration_unavailable",
     severity: "error",
     reference: "RFC 7591 §3; MCP 2025-06-18 Authorization §2.4",
-    meaning: "The client cannot get a client id: no registration_endpoint (nor a static id, nor CIMD used), or the registration endpoint is 404/405.",
+    meaning:
+      "The client cannot get a client id: no registration_endpoint (nor a static id, nor CIMD used), or the registration endpoint is 404/405.",
     steps: ["authorization_server_metadata", "registration"],
     check(ctx) {
-      const missing = ctx.of("registration").find((e) => (e.status === 404 || e.status === 405 || e.status === 501) && !claimed(e));
+      const missing = ctx.of("registration").find((e) => [404, 405, 501].includes(e.status ?? 0) && !claimed(e));
       if (missing) {
         return {
-          summary: `Dynamic client registration ${describe(missing)} answered ${missing.status}${detailSuffix(missing)}`,
+          summary: `Dynamic client registration ${describe(missing)} answered ${missing.status}${detail(missing)}`,
           evidence: [missing.id],
-          fix: `Serve RFC 7591 registration at ${missing.path} (and advertise it as registration_endpoint), or support Client ID Metadata Documents`,
+          fix:
+            `Serve RFC 7591 registration at ${missing.path} (and advertise it as registration_endpoint), ` +
+            "or support Client ID Metadata Documents",
         };
       }
       const doc = ctx.asDocs.find((d) => d.facts.metadata?.registrationEndpoint === undefined);
       if (!doc || !ended(ctx) || ctx.of("registration").length > 0) return null;
-      const hadClientId = ctx.exchanges.some((e) => e.id > doc.id && AUTH_FLOW_KINDS.has(e.kind) && e.facts.clientId !== undefined);
-      if (hadClientId) return null;
+      const later = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.id > doc.id);
+      if (later.some((e) => e.facts.clientId !== undefined)) return null;
       const cimd = doc.facts.metadata?.clientIdMetadataDocumentSupported === true;
       return {
-        summary: `The authorization server metadata ${describe(doc)} has no registration_endpoint${cimd ? " (it supports Client ID Metadata Documents, which this client did not use)" : ""}, and the client never presented a client id`,
+        summary:
+          `The authorization server metadata ${describe(doc)} has no registration_endpoint` +
+          `${cimd ? " (it supports Client ID Metadata Documents, which this client did not use)" : ""}, ` +
+          "and the client never presented a client id",
         evidence: [doc.id],
-        fix: "Enable dynamic client registration (RFC 7591) and advertise registration_endpoint, or have the user enter a static client id (and secret) in the connector's advanced settings",
+        fix:
+          "Enable dynamic client registration (RFC 7591) and advertise registration_endpoint, or have the user " +
+          "enter a static client id (and secret) in the connector's advanced settings",
       };
     },
   },
@@ -378,15 +435,20 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "registration_rejected",
     severity: "error",
     reference: "RFC 7591 §3.2.2",
-    meaning: "Dynamic client registration answered 4xx to the client's metadata (auth method, redirect host, scope, initial access token).",
+    meaning:
+      "Dynamic client registration answered 4xx to the client's metadata (auth method, redirect host, scope, initial access token).",
     steps: ["registration"],
     check(ctx) {
-      const e = ctx.of("registration").find((r) => isClientError(r) && ![404, 405].includes(r.status ?? 0) && !claimed(r));
+      const e = ctx
+        .of("registration")
+        .find((r) => isClientError(r) && ![404, 405].includes(r.status ?? 0) && !claimed(r));
       if (!e) return null;
       const method = e.facts.tokenEndpointAuthMethod;
       const uris = e.facts.redirectUris ?? [];
       return {
-        summary: `Registration ${describe(e)} answered ${e.status}${detailSuffix(e)} to token_endpoint_auth_method=${method ?? "(none given)"}, redirect_uris=${JSON.stringify(uris)}`,
+        summary:
+          `Registration ${describe(e)} answered ${e.status}${detail(e)} to ` +
+          `token_endpoint_auth_method=${method ?? "(none given)"}, redirect_uris=${JSON.stringify(uris)}`,
         evidence: [e.id],
         fix: registrationFix(e, method, uris),
       };
@@ -396,42 +458,45 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "registration_stub",
     severity: "error",
     reference: "RFC 7591 §3.2.1",
-    meaning: "Registration does not really register: every client gets the same client_id, or redirect_uris are not stored, so a later authorize rejects them.",
+    meaning:
+      "Registration does not really register: every client gets the same client_id, or redirect_uris are not stored, so a later authorize rejects them.",
     steps: ["registration", "authorize", "callback"],
+    explains: ["redirect_uri_rejected"],
     check(ctx) {
       const registered = ctx.of("registration").filter((e) => is2xx(e) && e.facts.clientId !== undefined);
       for (const [i, a] of registered.entries()) {
         const b = registered.slice(i + 1).find((r) => r.facts.clientId === a.facts.clientId);
-        if (b) {
-          return {
-            summary: `Registrations ${describe(a)} and ${describe(b)} both got client_id ${a.facts.clientId}: the endpoint hands out a fixed client`,
-            evidence: [a.id, b.id],
-            fix: "Issue a fresh client_id per registration and store each client's redirect_uris (RFC 7591 §3.2.1)",
-          };
-        }
+        if (!b) continue;
+        return {
+          summary: `Registrations ${describe(a)} and ${describe(b)} both got client_id ${a.facts.clientId}: the endpoint hands out a fixed client`,
+          evidence: [a.id, b.id],
+          fix: "Issue a fresh client_id per registration and store each client's redirect_uris (RFC 7591 §3.2.1)",
+        };
       }
       for (const authorize of ctx.of(...AUTHORIZE_KINDS).filter(isRedirectRejection)) {
-        const uri = authorize.facts.redirectUris?.[0];
-        const reg = registered.find((r) => r.facts.clientId === authorize.facts.clientId && uri !== undefined && (r.facts.redirectUris ?? []).includes(uri));
-        if (!reg || uri === undefined) continue;
+        const reg = registrationAccepting(registered, authorize);
+        if (!reg) continue;
         return {
-          summary: `Registration ${describe(reg)} accepted redirect_uri ${uri} for client ${reg.facts.clientId}, yet ${describe(authorize)} rejected it${detailSuffix(authorize)}`,
+          summary:
+            `Registration ${describe(reg)} accepted redirect_uri ${authorize.facts.redirectUris?.[0]} for client ` +
+            `${reg.facts.clientId}, yet ${describe(authorize)} rejected it${detail(authorize)}`,
           evidence: [reg.id, authorize.id],
           fix: "Store the redirect_uris each registration sends and check authorize requests against that client's own list",
         };
       }
       const dropped = registered.find((r) => {
-        const sent = r.facts.redirectUris ?? [];
         const echoed = stringList(bodyJson(r.responseBody)?.redirect_uris);
-        return sent.length > 0 && !sent.every((u) => echoed.includes(u));
+        return (r.facts.redirectUris ?? []).some((u) => !echoed.includes(u));
       });
       if (!dropped) return null;
-      const failed = ctx.of(...AUTHORIZE_KINDS).some((x) => x.id > dropped.id && isClientError(x));
+      const failedLater = ctx.of(...AUTHORIZE_KINDS).some((x) => x.id > dropped.id && isClientError(x));
       return {
-        summary: `Registration ${describe(dropped)} sent redirect_uris ${JSON.stringify(dropped.facts.redirectUris)} but the response does not return them`,
+        summary:
+          `Registration ${describe(dropped)} sent redirect_uris ${JSON.stringify(dropped.facts.redirectUris)} ` +
+          "but the response does not return them",
         evidence: [dropped.id],
         fix: "Return the registered metadata, redirect_uris included, in the registration response (and store them)",
-        severity: failed ? "error" : "warning",
+        severity: failedLater ? "error" : "warning",
       };
     },
   },
@@ -439,23 +504,25 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "redirect_uri_rejected",
     severity: "error",
     reference: "RFC 6749 §3.1.2.3; RFC 6749 §4.1.2.1",
-    meaning: "The authorization endpoint rejects the client's callback (unregistered redirect URI, e.g. claude.com next to claude.ai).",
+    meaning:
+      "The authorization endpoint rejects the client's callback (unregistered redirect URI, e.g. claude.com next to claude.ai).",
     steps: ["authorize", "callback"],
     check(ctx) {
-      const registered = ctx.of("registration").filter(is2xx);
-      const hits = ctx.of(...AUTHORIZE_KINDS).filter((e) => {
-        if (!isRedirectRejection(e)) return false;
-        const uri = e.facts.redirectUris?.[0];
-        // A registration that accepted this very URI makes it a stub registration instead.
-        return !registered.some((r) => r.facts.clientId === e.facts.clientId && uri !== undefined && (r.facts.redirectUris ?? []).includes(uri));
-      });
+      const hits = ctx.of(...AUTHORIZE_KINDS).filter(isRedirectRejection);
       const e = hits[0];
       if (!e) return null;
       const uri = e.facts.redirectUris?.[0];
+      const client = e.facts.clientId ? ` for client ${e.facts.clientId}` : "";
+      // When this client's registration listed the URI, registration_stub names the cause.
+      const reg = registrationAccepting(ctx.of("registration").filter(is2xx), e);
       return {
-        summary: `${describe(e)} rejected redirect_uri ${uri ?? "(none sent)"}${e.facts.clientId ? ` for client ${e.facts.clientId}` : ""}: ${e.status}${detailSuffix(e)}`,
-        evidence: ids(hits),
-        fix: redirectFix(uri),
+        summary:
+          `${describe(e)} rejected redirect_uri ${uri ?? "(none sent)"}${client}: ${e.status}${detail(e)}` +
+          `${reg ? `, although registration ${describe(reg)} listed it` : ""}`,
+        evidence: [...ids(hits), ...(reg ? [reg.id] : [])],
+        fix: reg
+          ? "Check authorize requests against the redirect_uris this client registered, not a fixed list"
+          : redirectFix(uri),
       };
     },
   },
@@ -472,9 +539,13 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const asked = e.facts.scope ?? lastUpTo(ctx.of("authorize"), e)?.facts.scope;
       const supported = ctx.asDocs[0]?.facts.metadata?.scopesSupported ?? ctx.prm?.facts.metadata?.scopesSupported;
       return {
-        summary: `${describe(e)} answered invalid_scope${descriptionSuffix(e)} to scope "${asked ?? "(none)"}"${supported ? `; scopes_supported is ${JSON.stringify(supported)}` : ""}`,
+        summary:
+          `${describe(e)} answered invalid_scope${description(e)} to scope "${asked ?? "(none)"}"` +
+          `${supported ? `; scopes_supported is ${JSON.stringify(supported)}` : ""}`,
         evidence: ids(hits),
-        fix: `Accept the scope the client asks for ("${asked ?? ""}"), or advertise the valid ones in scopes_supported (PRM) and the WWW-Authenticate scope so the client asks for those`,
+        fix:
+          `Accept the scope the client asks for ("${asked ?? ""}"), or advertise the valid ones in scopes_supported ` +
+          "(PRM) and the WWW-Authenticate scope so the client asks for those",
       };
     },
   },
@@ -482,13 +553,14 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "authorization_redirect_status",
     severity: "error",
     reference: "RFC 9700 §4.12",
-    meaning: "The authorization response is a 307/308, which replays the consent POST (with the user's form) to the callback, instead of a 302/303.",
+    meaning:
+      "The authorization response is a 307/308, which replays the consent POST (with the user's form) to the callback, instead of a 302/303.",
     steps: ["authorize", "callback"],
     check(ctx) {
-      const e = ctx.of(...AUTHORIZE_KINDS).find((x) => (x.status === 307 || x.status === 308) && resHeader(x, "location") !== undefined);
+      const e = ctx.of(...AUTHORIZE_KINDS).find((x) => (x.status === 307 || x.status === 308) && x.facts.location);
       if (!e) return null;
       return {
-        summary: `${describe(e)} redirected to the callback with ${e.status} (Location: ${resHeader(e, "location")}) instead of 302/303`,
+        summary: `${describe(e)} redirected to the callback with ${e.status} (Location: ${e.facts.location}) instead of 302/303`,
         evidence: [e.id],
         fix: "Redirect to the callback with 302 Found or 303 See Other: a 307/308 makes the browser re-POST the consent form to the client",
       };
@@ -501,15 +573,19 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     meaning: "The token endpoint rejects the request itself (form encoding, client credentials) or answers non-JSON.",
     steps: ["token"],
     check(ctx) {
-      const hits = codeGrants(ctx).filter((e) => tokenFailed(e) && e.facts.oauthError !== "invalid_grant" && e.facts.oauthError !== "invalid_scope");
+      const hits = codeGrants(ctx).filter(
+        (e) => tokenFailed(e) && e.facts.oauthError !== "invalid_grant" && e.facts.oauthError !== "invalid_scope",
+      );
       const e = hits[0];
       if (!e) return null;
       const auth = clientAuthUsed(e);
-      const failedWith = is2xx(e)
+      const outcome = is2xx(e)
         ? `answered ${e.status} ${e.facts.responseContentType ?? "without a content type"} without an access_token`
-        : `answered ${e.status}${detailSuffix(e)}`;
+        : `answered ${e.status}${detail(e)}`;
       return {
-        summary: `The token request ${describe(e)} (Content-Type: ${e.facts.contentType ?? "none"}, client authentication: ${auth}) ${failedWith}`,
+        summary:
+          `The token request ${describe(e)} (Content-Type: ${e.facts.contentType ?? "none"}, ` +
+          `client authentication: ${auth}) ${outcome}`,
         evidence: ids(hits),
         fix: tokenFix(e, auth),
       };
@@ -519,16 +595,25 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "token_invalid_grant",
     severity: "error",
     reference: "RFC 6749 §5.2; RFC 7636 §4.6",
-    meaning: "The token endpoint answered invalid_grant: the code was reused or expired, redirect_uri differs from the authorize call, or PKCE failed.",
+    meaning:
+      "The token endpoint answered invalid_grant: the code was reused or expired, redirect_uri differs from the authorize call, or PKCE failed.",
     steps: ["token"],
     check(ctx) {
       const e = codeGrants(ctx).find((t) => t.facts.oauthError === "invalid_grant");
       if (!e) return null;
-      const { reasons, evidence } = invalidGrantCauses(ctx, e);
+      const causes = invalidGrantCauses(ctx, e);
+      const why =
+        causes.length > 0
+          ? causes.map((c) => c.reason).join("; ")
+          : "the traffic shows no reuse, redirect_uri change or delay, so probably the PKCE verifier or the code's binding to the client";
       return {
-        summary: `The token request ${describe(e)} got invalid_grant${descriptionSuffix(e)}: ${reasons.length > 0 ? reasons.join("; ") : "the traffic shows no reuse, redirect_uri change or delay, so probably the PKCE verifier or the code's binding to the client"}`,
-        evidence: [...evidence, e.id],
-        fix: "Redeem each code once, promptly, with the same redirect_uri as the authorize request and the verifier matching its S256 code_challenge; on the server, keep codes long enough (≥ 60 s) and bound to client_id, redirect_uri and code_challenge",
+        summary: `The token request ${describe(e)} got invalid_grant${description(e)}: ${why}`,
+        evidence: [...causes.flatMap((c) => c.evidence), e.id],
+        fix:
+          causes.length > 0
+            ? causes.map((c) => c.fix).join("; ")
+            : "Check the code is bound to the same client_id, redirect_uri and code_challenge the token request " +
+              "presents, and lives long enough (≥ 60 s)",
       };
     },
   },
@@ -536,25 +621,32 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "token_audience_mismatch",
     severity: "error",
     reference: "RFC 8707 §2; MCP 2025-06-18 Authorization §Token Audience Binding and Validation",
-    meaning: "A token was issued, then the MCP endpoint refused it (401/403): the audience/resource it validates differs from the one the token got.",
-    steps: ["initialize", "initialized", "list", "tool_call"],
+    meaning:
+      "A token was issued, then the MCP endpoint refused it (401/403): the audience/resource it validates differs from the one the token got.",
+    steps: MCP_STEPS,
     check(ctx) {
       for (const token of codeGrants(ctx).filter((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined)) {
         const issued = token.facts.issued?.accessToken;
         const uses = ctx
           .of(...MCP_KINDS)
-          .filter((e) => e.id > token.id && isAuthenticated(e) && (e.facts.bearerFingerprint === undefined || e.facts.bearerFingerprint === issued));
+          .filter((e) => e.id > token.id && isAuthenticated(e) && (e.facts.bearerFingerprint ?? issued) === issued);
         const refused = uses.find((e) => e.status === 401 || e.status === 403);
+        // Refused after it worked once is expiry or revocation, not the audience.
         if (!refused || claimed(refused) || uses.some((e) => e.id < refused.id && is2xx(e))) continue;
         const requested = token.facts.resource;
-        const challenge = refused.facts.wwwAuthenticate;
+        const challenge = refused.facts.wwwAuthenticate ? ` (WWW-Authenticate: ${refused.facts.wwwAuthenticate})` : "";
+        const mcpUrl = ctx.connector?.url ?? refused.path;
         return {
-          summary: `${describe(refused)} answered ${refused.status} to the token issued by ${describe(token)}${challenge ? ` (WWW-Authenticate: ${challenge})` : ""}; the token was requested for resource ${requested ?? "(none: no resource parameter)"}, the MCP URL is ${ctx.connector?.url ?? refused.path}`,
+          summary:
+            `${describe(refused)} answered ${refused.status} to the token issued by ${describe(token)}${challenge}; ` +
+            `the token was requested for resource ${requested ?? "(none: no resource parameter)"}, the MCP URL is ${mcpUrl}`,
           evidence: [token.id, refused.id],
           fix:
-            requested !== undefined && ctx.connector && requested !== ctx.connector.url
-              ? `Issue tokens for the resource the client asks for and validate the same string at the MCP route: make the PRM resource, the token's audience and the check all exactly ${ctx.connector.url}`
-              : "The MCP route validates the token differently from how it was issued: check its expected audience/issuer (origin vs /mcp, trailing slash) and that the MCP route uses the same validator as the authorization server",
+            requested !== undefined && requested !== mcpUrl
+              ? "Issue tokens for the resource the client asks for and validate the same string at the MCP route: " +
+                `make the PRM resource, the token's audience and the check all exactly ${mcpUrl}`
+              : "The MCP route validates the token differently from how it was issued: check its expected audience and " +
+                "issuer (origin vs /mcp, trailing slash) and that it uses the same validator as the authorization server",
         };
       }
       return null;
@@ -565,12 +657,12 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "MCP 2025-06-18 Transports: Streamable HTTP",
     meaning: "The MCP URL answers 301/302/307/308: hosted clients do not follow it (and a 301/302 turns POST into GET).",
-    steps: ["probe", "initialize", "initialized", "list", "tool_call", "stream", "teardown"],
+    steps: ["probe", ...MCP_STEPS, "stream", "teardown"],
     check(ctx) {
       const hits = ctx.of(...MCP_KINDS).filter(isRedirect);
       const e = hits[0];
       if (!e) return null;
-      const location = resHeader(e, "location") ?? "(no Location)";
+      const location = e.facts.location ?? "(no Location)";
       return {
         summary: `${describe(e)} answered ${e.status} → ${location}${andMore(hits)}`,
         evidence: ids(hits),
@@ -582,20 +674,25 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "mcp_endpoint_not_found",
     severity: "error",
     reference: "RFC 9728 §3.3; MCP 2025-06-18 Transports: Streamable HTTP",
-    meaning: "404 on the MCP URL after the token step: the client posts to / while MCP is at /mcp (or the reverse), or the route is missing.",
-    steps: ["initialize", "initialized", "list", "tool_call"],
+    meaning:
+      "404 on the MCP URL after the token step: the client posts to / while MCP is at /mcp (or the reverse), or the route is missing.",
+    steps: MCP_STEPS,
     check(ctx) {
       const firstToken = codeGrants(ctx).find((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined);
+      const afterToken = (e: ClassifiedExchange) =>
+        isAuthenticated(e) || (firstToken !== undefined && e.id > firstToken.id);
       const hits = ctx
         .of("mcp_post")
-        .filter((e) => e.status === 404 && !claimed(e) && !isSessionError(e) && (isAuthenticated(e) || (firstToken !== undefined && e.id > firstToken.id)));
+        .filter((e) => e.status === 404 && !claimed(e) && !isSessionError(e) && afterToken(e));
       const e = hits[0];
       if (!e) return null;
       const resource = ctx.prm?.facts.metadata?.resource;
-      const resourcePath = resource === undefined ? undefined : pathOf(resource);
-      const elsewhere = resourcePath !== undefined && resourcePath !== "" && trimSlash(resourcePath) !== trimSlash(e.path);
+      const resourcePath = resource === undefined ? "" : pathOf(resource);
+      const elsewhere = resourcePath !== "" && resourcePath !== trimSlash(e.path);
       return {
-        summary: `${describe(e)} answered 404${detailSuffix(e)} after the token step${elsewhere ? `, while the protected resource metadata says the resource is ${resource}` : ""}`,
+        summary:
+          `${describe(e)} answered 404${detail(e)} after the token step` +
+          `${elsewhere ? `, while the protected resource metadata says the resource is ${resource}` : ""}`,
         evidence: [...ids(hits), ...(elsewhere && ctx.prm ? [ctx.prm.id] : [])],
         fix: elsewhere
           ? `Point the connector at ${resource} (where MCP is mounted), or mount MCP at ${e.path} and advertise that as the resource`
@@ -607,7 +704,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "host_header_rejected",
     severity: "error",
     reference: "MCP 2025-06-18 Transports §Security Warning",
-    meaning: "The server's Host check (DNS-rebinding protection) rejects the Host the proxy passes on: 421, or 400/403 'Invalid Host'.",
+    meaning:
+      "The server's Host check (DNS-rebinding protection) rejects the Host the proxy passes on: 421, or 400/403 'Invalid Host'.",
     steps: ["probe", "protected_resource_metadata", "authorization_server_metadata", "initialize"],
     check(ctx) {
       const hits = ctx.exchanges.filter(isHostRejection);
@@ -616,9 +714,13 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const host = e.host ?? "(none)";
       const forwarded = reqHeader(e, "x-forwarded-host");
       return {
-        summary: `${describe(e)} answered ${e.status}${detailSuffix(e)}: the server rejected Host ${host}${forwarded ? ` (X-Forwarded-Host ${forwarded})` : ""}${andMore(hits)}`,
+        summary:
+          `${describe(e)} answered ${e.status}${detail(e)}: the server rejected Host ${host}` +
+          `${forwarded ? ` (X-Forwarded-Host ${forwarded})` : ""}${andMore(hits)}`,
         evidence: ids(hits),
-        fix: `Add ${forwarded ?? host} to the server's allowed hosts (MCP SDK: allowedHosts with DNS-rebinding protection; set PUBLIC_URL) or have the front proxy pass the public Host (nginx: proxy_set_header Host $host)`,
+        fix:
+          `Add ${forwarded ?? host} to the server's allowed hosts (MCP SDK: allowedHosts with DNS-rebinding protection; ` +
+          "set PUBLIC_URL) or have the front proxy pass the public Host (nginx: proxy_set_header Host $host)",
       };
     },
   },
@@ -627,14 +729,14 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "MCP 2025-11-25 Transports §Origin",
     meaning: "The server's Origin allow-list rejects a browser client (403); hosted connectors send no Origin.",
-    steps: ["probe", "initialize", "initialized", "list", "tool_call", "stream"],
+    steps: ["probe", ...MCP_STEPS, "stream"],
     check(ctx) {
       const hits = ctx.exchanges.filter(isOriginRejection);
       const e = hits[0];
       if (!e) return null;
       const origin = reqHeader(e, "origin") ?? "";
       return {
-        summary: `${describe(e)} from Origin ${origin} answered 403${detailSuffix(e)}${andMore(hits)}`,
+        summary: `${describe(e)} from Origin ${origin} answered 403${detail(e)}${andMore(hits)}`,
         evidence: ids(hits),
         fix: `Allow ${origin} in the server's Origin allow-list (browser clients such as MCP Inspector send it; keep rejecting unknown origins)`,
       };
@@ -644,17 +746,22 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "sse_not_flushed",
     severity: "error",
     reference: "MCP 2025-06-18 Transports: Streamable HTTP §Sending Messages to the Server",
-    meaning: "An SSE response or GET stream does not deliver its first event in time (buffering in nginx, Cloudflare, compression) and the client gives up.",
-    steps: ["probe", "initialize", "initialized", "list", "tool_call", "stream"],
+    meaning:
+      "An SSE response or GET stream does not deliver its first event in time (buffering in nginx, Cloudflare, compression) and the client gives up.",
+    steps: ["probe", ...MCP_STEPS, "stream"],
     check(ctx) {
       const streamFailed = stepFailed(ctx, "stream");
-      const hits = ctx.exchanges.filter((e) => isSse(e) && e.upstreamError === null && sseStall(e, streamFailed) !== undefined);
+      const hits = ctx.exchanges.filter((e) => e.upstreamError === null && sseStall(e, streamFailed) !== undefined);
       const e = hits[0];
       if (!e) return null;
+      const compressed = e.responseBody.decoded ? ` (the stream is ${e.responseBody.decoded}-compressed)` : "";
       return {
-        summary: `${describe(e)} answered ${e.status} text/event-stream but ${sseStall(e, streamFailed)}${e.responseBody.decoded ? ` (the stream is ${e.responseBody.decoded}-compressed)` : ""}${andMore(hits)}`,
+        summary: `${describe(e)} answered ${e.status} text/event-stream but ${sseStall(e, streamFailed)}${compressed}${andMore(hits)}`,
         evidence: ids(hits),
-        fix: "Flush each event as it is written: turn off buffering between the server and the client (nginx `proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip on text/event-stream), send `: keep-alive` comments during long calls — or answer POSTs with JSON (enableJsonResponse)",
+        fix:
+          "Flush each event as it is written: turn off buffering between the server and the client (nginx " +
+          "`proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip on text/event-stream), " +
+          "send `: keep-alive` comments during long calls — or answer POSTs with JSON (enableJsonResponse)",
       };
     },
   },
@@ -662,14 +769,16 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "session_not_found",
     severity: "error",
     reference: "MCP 2025-03-26 Transports: Streamable HTTP §Session Management",
-    meaning: "After initialize, requests get 400/404 'session' errors: sent without Mcp-Session-Id, or the id is unknown (another replica, a restart).",
+    meaning:
+      "After initialize, requests get 400/404 'session' errors: sent without Mcp-Session-Id, or the id is unknown (another replica, a restart).",
     steps: ["initialized", "list", "tool_call"],
     check(ctx) {
-      const init = ctx.of("mcp_post").find((e) => is2xx(e) && (e.facts.mcp?.methods ?? []).includes("initialize"));
+      const init = ctx.of("mcp_post").find((e) => is2xx(e) && methods(e).includes("initialize"));
       if (!init) return null;
       const hits = ctx
         .of("mcp_post")
-        .filter((e) => e.id > init.id && (e.status === 400 || e.status === 404) && isSessionError(e) && !claimed(e) && !(e.facts.mcp?.methods ?? []).includes("initialize"));
+        .filter((e) => e.id > init.id && (e.status === 400 || e.status === 404) && !methods(e).includes("initialize"))
+        .filter((e) => isSessionError(e) && !claimed(e));
       const e = hits[0];
       if (!e) return null;
       const { summary, fix } = sessionStory(e, init);
@@ -680,14 +789,16 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "protocol_version_rejected",
     severity: "error",
     reference: "MCP 2025-06-18 Lifecycle §Version Negotiation; MCP 2025-06-18 Transports §Protocol Version Header",
-    meaning: "400 'Unsupported protocol version', or initialize answered a version the client did not ask for and the client stopped.",
-    steps: ["probe", "initialize", "initialized", "list", "tool_call"],
+    meaning:
+      "400 'Unsupported protocol version', or initialize answered a version the client did not ask for and the client stopped.",
+    steps: ["probe", ...MCP_STEPS],
     check(ctx) {
       const rejected = ctx.of(...MCP_KINDS).find(isProtocolRejection);
       if (rejected) {
-        const version = rejected.facts.mcp?.protocolVersionRequested ?? rejected.facts.mcp?.protocolVersionHeader ?? "(none)";
+        const mcp = rejected.facts.mcp;
+        const version = mcp?.protocolVersionRequested ?? mcp?.protocolVersionHeader ?? "(none)";
         return {
-          summary: `${describe(rejected)} with protocol version ${version} answered ${rejected.status}${detailSuffix(rejected)}`,
+          summary: `${describe(rejected)} with protocol version ${version} answered ${rejected.status}${detail(rejected)}`,
           evidence: [rejected.id],
           fix: `Accept protocol version ${version}: upgrade the server's MCP SDK (or add ${version} to its supported versions)`,
         };
@@ -695,14 +806,17 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       if (!ended(ctx)) return null;
       const e = ctx.of("mcp_post").find((x) => {
         const m = x.facts.mcp;
-        return is2xx(x) && m?.protocolVersionRequested !== undefined && m.protocolVersionAnswered !== undefined && m.protocolVersionAnswered !== m.protocolVersionRequested;
+        return is2xx(x) && m?.protocolVersionAnswered !== undefined && m.protocolVersionRequested !== undefined &&
+          m.protocolVersionAnswered !== m.protocolVersionRequested;
       });
       if (!e || ctx.of("mcp_post").some((x) => x.id > e.id)) return null;
-      const m = e.facts.mcp;
+      const asked = e.facts.mcp?.protocolVersionRequested;
       return {
-        summary: `initialize ${describe(e)} asked for protocol version ${m?.protocolVersionRequested} and the server answered ${m?.protocolVersionAnswered}; the client sent nothing more`,
+        summary:
+          `initialize ${describe(e)} asked for protocol version ${asked} and the server answered ` +
+          `${e.facts.mcp?.protocolVersionAnswered}; the client sent nothing more`,
         evidence: [e.id],
-        fix: `Support protocol version ${m?.protocolVersionRequested} (answer it when requested): upgrade the server's MCP SDK`,
+        fix: `Support protocol version ${asked} (answer it when requested): upgrade the server's MCP SDK`,
       };
     },
   },
@@ -710,17 +824,23 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "cors_preflight_failed",
     severity: "error",
     reference: "Fetch Standard §3.2 (CORS protocol)",
-    meaning: "A browser client's OPTIONS preflight fails: non-2xx, no Access-Control-Allow-Origin, or a requested header/method (mcp-protocol-version, authorization) not allowed.",
-    steps: ["probe", "protected_resource_metadata", "authorization_server_metadata", "registration", "token", "initialize", "initialized", "list", "tool_call", "stream", "teardown"],
+    meaning:
+      "A browser client's OPTIONS preflight fails: non-2xx, no Access-Control-Allow-Origin, or a requested header/method (mcp-protocol-version, authorization) not allowed.",
+    steps: HANDSHAKE_STEPS,
     check(ctx) {
       const hits = ctx.of("cors_preflight").filter((e) => !claimed(e) && preflightProblem(e) !== undefined);
       const e = hits[0];
       if (!e) return null;
       const origin = reqHeader(e, "origin") ?? "<origin>";
       return {
-        summary: `The CORS preflight ${describe(e)} from ${origin} for ${e.facts.cors?.requestMethod ?? "?"} ${preflightProblem(e)}${andMore(hits)}`,
+        summary:
+          `The CORS preflight ${describe(e)} from ${origin} for ${e.facts.cors?.requestMethod ?? "?"}: ` +
+          `${preflightProblem(e)}${andMore(hits)}`,
         evidence: ids(hits),
-        fix: `Answer OPTIONS ${e.path} with 204 before any auth check, with Access-Control-Allow-Origin: ${origin}, Access-Control-Allow-Methods: GET, POST, DELETE and Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID`,
+        fix:
+          `Answer OPTIONS ${e.path} with 204 before any auth check, with Access-Control-Allow-Origin: ${origin}, ` +
+          "Access-Control-Allow-Methods: GET, POST, DELETE and Access-Control-Allow-Headers: Authorization, " +
+          "Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID",
       };
     },
   },
@@ -728,14 +848,24 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     code: "cors_expose_headers_missing",
     severity: "error",
     reference: "Fetch Standard §3.2 (CORS protocol); MCP 2025-03-26 Transports: Streamable HTTP §Session Management",
-    meaning: "A browser client got Mcp-Session-Id without Access-Control-Expose-Headers listing it, so it cannot read the session id.",
-    steps: ["initialize", "initialized", "list", "tool_call"],
+    meaning:
+      "A browser client got Mcp-Session-Id without Access-Control-Expose-Headers listing it, so it cannot read the session id.",
+    steps: MCP_STEPS,
+    explains: ["session_not_found"],
     check(ctx) {
-      const e = ctx.exchanges.find((x) => reqHeader(x, "origin") !== undefined && resHeader(x, "mcp-session-id") !== undefined && !exposes(x, "mcp-session-id"));
+      const e = ctx.exchanges.find(
+        (x) =>
+          reqHeader(x, "origin") !== undefined &&
+          resHeader(x, "mcp-session-id") !== undefined &&
+          !exposes(x, "mcp-session-id"),
+      );
       if (!e) return null;
       const next = ctx.of("mcp_post").find((x) => x.id > e.id && reqHeader(x, "mcp-session-id") === undefined);
       return {
-        summary: `${describe(e)} assigned Mcp-Session-Id to the browser client at ${reqHeader(e, "origin")} without Access-Control-Expose-Headers listing it (${e.facts.cors?.exposeHeaders ?? "none"})${next ? `; the next request ${describe(next)} came without it` : ""}`,
+        summary:
+          `${describe(e)} assigned Mcp-Session-Id to the browser client at ${reqHeader(e, "origin")} without ` +
+          `Access-Control-Expose-Headers listing it (${e.facts.cors?.exposeHeaders ?? "none"})` +
+          `${next ? `; the next request ${describe(next)} came without it` : ""}`,
         evidence: [e.id, ...(next ? [next.id] : [])],
         fix: "Add Access-Control-Expose-Headers: Mcp-Session-Id (cors: exposedHeaders: ['Mcp-Session-Id', 'WWW-Authenticate'])",
       };
@@ -748,14 +878,16 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     meaning: "mcp-lens could not reach the MCP server (refused, DNS, no route) or the connection broke (reset, malformed HTTP).",
     steps: HANDSHAKE_STEPS,
     check(ctx) {
-      const hits = ctx.exchanges.filter((e) => e.upstreamError !== null && e.upstreamError in UPSTREAM_FAILURES);
+      const hits = ctx.exchanges.filter((e) => upstreamFailure(e) !== undefined);
       const e = hits[0];
-      if (!e || e.upstreamError === null) return null;
-      const failure = UPSTREAM_FAILURES[e.upstreamError];
+      const failure = e && upstreamFailure(e);
+      if (!e || !failure) return null;
       return {
-        summary: `mcp-lens could not complete ${describe(e)} with the upstream: ${failure?.what} (${e.upstreamError})${e.status !== null ? `; the client got ${e.status}` : ""}${andMore(hits)}`,
+        summary:
+          `mcp-lens could not complete ${describe(e)} with the upstream: ${failure.what} (${e.upstreamError})` +
+          `${e.status !== null ? `; the client got ${e.status}` : ""}${andMore(hits)}`,
         evidence: ids(hits),
-        fix: failure?.fix ?? "Check the upstream",
+        fix: failure.fix,
       };
     },
   },
@@ -766,17 +898,22 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     meaning: "The MCP server sent no response headers in time: mcp-lens (or a gateway behind it) answered 504.",
     steps: HANDSHAKE_STEPS,
     check(ctx) {
-      const hits = ctx.exchanges.filter((e) => e.upstreamError === "upstream_timeout" || (e.upstreamError === null && e.status === 504));
+      const hits = ctx.exchanges.filter(
+        (e) => e.upstreamError === "upstream_timeout" || (e.upstreamError === null && e.status === 504),
+      );
       const e = hits[0];
       if (!e) return null;
-      const waited = e.durationMs ?? e.ttfbMs;
+      const waited = seconds(e.durationMs ?? e.ttfbMs);
       return {
         summary:
           e.upstreamError === "upstream_timeout"
-            ? `The upstream sent no response to ${describe(e)} within ${seconds(waited)}; mcp-lens answered ${e.status ?? 504}${andMore(hits)}`
-            : `${describe(e)} answered 504 Gateway Timeout after ${seconds(waited)}: a gateway behind mcp-lens timed out${andMore(hits)}`,
+            ? `The upstream sent no response to ${describe(e)} within ${waited}; mcp-lens answered ${e.status ?? 504}${andMore(hits)}`
+            : `${describe(e)} answered 504 Gateway Timeout after ${waited}: a gateway behind mcp-lens timed out${andMore(hits)}`,
         evidence: ids(hits),
-        fix: "Find what the server waits on for this request (a slow upstream API, a lock, a cold start): discovery, registration and token calls must answer within a few seconds; stream long tool calls with progress. If the server is merely slow to start, raise mcp-lens --upstream-timeout",
+        fix:
+          "Find what the server waits on for this request (a slow upstream API, a lock, a cold start): discovery, " +
+          "registration and token calls must answer within a few seconds; stream long tool calls with progress. " +
+          "If the server is merely slow to start, raise mcp-lens --upstream-timeout",
       };
     },
   },
@@ -786,19 +923,25 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     reference: "mcp-lens field guide §Reachability and edge (clients time out after ~10 s)",
     meaning: "A discovery, registration or token response took over ~10 s: hosted clients give up around then.",
     steps: ["probe", "protected_resource_metadata", "authorization_server_metadata", "registration", "token"],
+    // A token call the client gave up on, then retried with the same code.
+    explains: ["token_invalid_grant"],
     check(ctx) {
-      const candidates = [...ctx.probes, ...ctx.of("protected_resource_metadata", ...AS_KINDS, "registration", "token")];
-      const hits = candidates
+      const hits = [...ctx.probes, ...ctx.of("protected_resource_metadata", ...AS_KINDS, "registration", "token")]
         .filter((e) => e.upstreamError === null && e.status !== 504 && isSlow(e))
         .sort((a, b) => a.id - b.id);
       const e = hits[0];
       if (!e) return null;
-      const gaveUp = hits.some((x) => x.aborted);
+      const remedy =
+        e.kind === "registration" || e.kind === "token"
+          ? "keep slow calls to other services (database, upstream identity provider) off the registration and token paths"
+          : "serve it from memory";
       return {
-        summary: `${describe(e)} took ${seconds(e.durationMs)}${e.aborted ? " and the client gave up" : ""} (hosted clients time out after ~10 s)${andMore(hits)}`,
+        summary:
+          `${describe(e)} took ${seconds(e.durationMs)}${e.aborted ? " and the client gave up" : ""} ` +
+          `(hosted clients time out after ~10 s)${andMore(hits)}`,
         evidence: ids(hits),
-        fix: `Make ${e.path} answer in well under 10 s: serve metadata from memory, keep the server warm (no cold starts), and keep slow calls to other services off the registration and token paths`,
-        severity: gaveUp ? "error" : "warning",
+        fix: `Make ${e.path} answer in well under 10 s: ${remedy}, and keep the server warm (no cold starts)`,
+        severity: hits.some((x) => x.aborted) ? "error" : "warning",
       };
     },
   },
@@ -812,10 +955,14 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const hits = ctx.exchanges.filter((e) => wafMarker(e) !== undefined);
       const e = hits[0];
       if (!e) return null;
+      const paths = new Set(hits.map((x) => x.path));
+      for (const path of [ctx.connector?.path ?? "/mcp", "/.well-known/*", "/register", "/token"]) paths.add(path);
       return {
         summary: `${describe(e)} answered ${e.status} from bot protection (${wafMarker(e)})${andMore(hits)}`,
         evidence: ids(hits),
-        fix: `Exempt ${[...new Set(hits.map((x) => x.path))].join(", ")} (and /mcp, /.well-known/*, /register, /token) from bot protection: hosted clients cannot solve challenges (e.g. a Cloudflare WAF skip rule for these paths, or Bot Fight Mode off)`,
+        fix:
+          `Exempt ${[...paths].join(", ")} from bot protection: hosted clients cannot solve challenges ` +
+          "(e.g. a Cloudflare WAF skip rule for these paths, or Bot Fight Mode off)",
       };
     },
   },
@@ -826,21 +973,28 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     meaning: "No refresh_token was issued, or the refresh_token grant fails: the connector dies when the access token expires.",
     steps: ["refresh"],
     check(ctx) {
-      const refresh = ctx.of("token").find((e) => e.facts.grantType === "refresh_token" && e.status !== null && e.status >= 400 && !claimed(e));
+      const refresh = ctx
+        .of("token")
+        .find((e) => e.facts.grantType === "refresh_token" && isFailure(e) && !claimed(e));
       if (refresh) {
         return {
-          summary: `The refresh_token grant ${describe(refresh)} answered ${refresh.status}${detailSuffix(refresh)}`,
+          summary: `The refresh_token grant ${describe(refresh)} answered ${refresh.status}${detail(refresh)}`,
           evidence: [refresh.id],
           fix: "Keep refresh tokens redeemable: persist them across restarts and replicas, and when rotating, accept the one just issued",
           severity: "error",
         };
       }
-      const e = codeGrants(ctx).find((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined && t.facts.issued.refreshToken === undefined);
+      const e = codeGrants(ctx).find(
+        (t) => is2xx(t) && t.facts.issued?.accessToken !== undefined && !t.facts.issued.refreshToken,
+      );
       if (!e) return null;
+      const expires = e.facts.expiresIn !== undefined ? ` (the access token expires in ${e.facts.expiresIn} s)` : "";
       return {
-        summary: `The token response ${describe(e)} has no refresh_token${e.facts.expiresIn !== undefined ? ` (the access token expires in ${e.facts.expiresIn} s)` : ""}`,
+        summary: `The token response ${describe(e)} has no refresh_token${expires}`,
         evidence: [e.id],
-        fix: 'Issue a refresh_token with the authorization_code grant (list "refresh_token" in grant_types_supported and honour the registered grant_types)',
+        fix:
+          'Issue a refresh_token with the authorization_code grant (list "refresh_token" in grant_types_supported ' +
+          "and honour the registered grant_types)",
       };
     },
   },
@@ -857,31 +1011,37 @@ if (DIAGNOSIS_RULES.map((r) => r.code).join() !== DIAGNOSIS_CODES.join()) {
 const MCP_KINDS: ExchangeKind[] = ["mcp_post", "mcp_get_stream", "mcp_delete"];
 const AS_KINDS: ExchangeKind[] = ["authorization_server_metadata", "openid_configuration"];
 const AUTHORIZE_KINDS: ExchangeKind[] = ["authorize", "authorize_consent"];
-const AUTH_FLOW_KINDS = new Set<ExchangeKind>(["authorize", "authorize_consent", "token"]);
 const HOSTED_FAMILIES = new Set(["claude.ai", "chatgpt"]);
 
 function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[]): DiagnosisContext {
   const sorted = [...exchanges].sort((a, b) => a.id - b.id);
   const of = (...kinds: ExchangeKind[]) => sorted.filter((e) => kinds.includes(e.kind));
   const unauthenticated = of("mcp_post").filter((e) => !isAuthenticated(e));
-  const initializes = unauthenticated.filter((e) => (e.facts.mcp?.methods ?? []).includes("initialize"));
+  const initializes = unauthenticated.filter((e) => methods(e).includes("initialize"));
   const probes = initializes.length > 0 ? initializes : unauthenticated.slice(0, 1);
+  const metadata = (e: ClassifiedExchange) => (is2xx(e) ? e.facts.metadata : undefined);
   return {
     handshake,
     exchanges: sorted,
     probes,
     authless: initializes.some(is2xx),
     connector: connectorUrl(handshake, sorted, probes),
-    prm: of("protected_resource_metadata").find((e) => is2xx(e) && e.facts.metadata !== undefined && (e.facts.metadata.resource !== undefined || e.facts.metadata.authorizationServers !== undefined)),
-    asDocs: of(...AS_KINDS).filter((e) => is2xx(e) && (e.facts.metadata?.issuer !== undefined || e.facts.metadata?.authorizationEndpoint !== undefined)),
+    prm: of("protected_resource_metadata").find((e) => metadata(e)?.resource ?? metadata(e)?.authorizationServers),
+    asDocs: of(...AS_KINDS).filter((e) => metadata(e)?.issuer ?? metadata(e)?.authorizationEndpoint),
     of,
   };
 }
 
 /** From the probe's host and path (else any MCP request, else a path-inserted PRM fetch). */
-function connectorUrl(handshake: Handshake, exchanges: ClassifiedExchange[], probes: readonly ClassifiedExchange[]): ConnectorUrl | undefined {
+function connectorUrl(
+  handshake: Handshake,
+  exchanges: readonly ClassifiedExchange[],
+  probes: readonly ClassifiedExchange[],
+): ConnectorUrl | undefined {
   const mcp = exchanges.find((e) => MCP_KINDS.includes(e.kind));
-  const prm = exchanges.find((e) => e.kind === "protected_resource_metadata" && e.facts.wellKnownVariant === "path_inserted");
+  const prm = exchanges.find(
+    (e) => e.kind === "protected_resource_metadata" && e.facts.wellKnownVariant === "path_inserted",
+  );
   const source = probes[0] ?? mcp ?? prm;
   const host = source && publicHost(source);
   if (!source || !host) return undefined;
@@ -894,7 +1054,8 @@ function connectorUrl(handshake: Handshake, exchanges: ClassifiedExchange[], pro
       : ["http", "assumed"];
   const url = parseUrl(`${scheme}://${host}${path || "/"}`);
   if (!url) return undefined;
-  return { url: url.href, origin: url.origin, host: url.host, path: url.pathname, scheme, schemeFrom, exchangeId: source.id };
+  const { href, origin, host: urlHost, pathname } = url;
+  return { url: href, origin, host: urlHost, path: pathname, scheme, schemeFrom, exchangeId: source.id };
 }
 
 /** The host the client asked for: X-Forwarded-Host from a front proxy, else Host. */
@@ -914,7 +1075,7 @@ function stepFailed(ctx: DiagnosisContext, step: HandshakeStep): boolean {
   return ctx.handshake.failedStep === step || ctx.handshake.steps.some((s) => s.step === step && s.status === "failed");
 }
 
-/** The client stopped: absence of a next step only means something then. */
+/** The client stopped: the absence of a next step only means something then. */
 function ended(ctx: DiagnosisContext): boolean {
   return ctx.handshake.outcome === "failed" || ctx.handshake.outcome === "abandoned";
 }
@@ -935,8 +1096,24 @@ function claimed(e: ClassifiedExchange): boolean {
   );
 }
 
-const WAF_PAGE =
-  /cf-chl|challenge-platform|just a moment\.\.\.|attention required! \| cloudflare|cf-error-details|sucuri website firewall|incapsula incident|_incapsula_resource|the requested url was rejected|aws waf|mod_?security|ddos-guard|reference #\d+\.[0-9a-f]+/i;
+const WAF_PAGE = new RegExp(
+  [
+    "cf-chl",
+    "challenge-platform",
+    "just a moment\\.\\.\\.",
+    "attention required! \\| cloudflare",
+    "cf-error-details",
+    "sucuri website firewall",
+    "incapsula incident",
+    "_incapsula_resource",
+    "the requested url was rejected", // F5
+    "aws waf",
+    "mod_?security",
+    "ddos-guard",
+    "reference #\\d+\\.[0-9a-f]+", // Akamai
+  ].join("|"),
+  "i",
+);
 
 function wafMarker(e: ClassifiedExchange): string | undefined {
   const mitigated = resHeader(e, "cf-mitigated");
@@ -955,7 +1132,8 @@ function isHostRejection(e: ClassifiedExchange): boolean {
 }
 
 function isOriginRejection(e: ClassifiedExchange): boolean {
-  return e.status === 403 && reqHeader(e, "origin") !== undefined && /origin/i.test(errorText(e)) && !isHostRejection(e);
+  if (e.status !== 403 || reqHeader(e, "origin") === undefined) return false;
+  return /origin/i.test(errorText(e)) && !isHostRejection(e);
 }
 
 function isAcceptRejection(e: ClassifiedExchange): boolean {
@@ -980,45 +1158,58 @@ function isRedirectRejection(e: ClassifiedExchange): boolean {
   return failed && error !== "invalid_scope" && /redirect|callback/i.test(errorText(e));
 }
 
+const UPSTREAM_FAILURES: Record<string, { what: string; fix: string }> = {
+  upstream_refused: {
+    what: "the connection was refused",
+    fix: "Start the MCP server, or point mcp-lens at the port it listens on (--upstream / MCP_LENS_UPSTREAM)",
+  },
+  upstream_dns: {
+    what: "the upstream host name does not resolve",
+    fix: "Fix the upstream host name in --upstream (MCP_LENS_UPSTREAM)",
+  },
+  upstream_unreachable: {
+    what: "there is no route to the upstream",
+    fix: "Check the network path from mcp-lens to the upstream (container network, firewall, --upstream address)",
+  },
+  upstream_reset: {
+    what: "the upstream closed the connection",
+    fix: "The server crashed or dropped the connection on this request: check its logs (and idle timeouts shorter than a stream)",
+  },
+  upstream_bad_response: {
+    what: "the upstream answered malformed HTTP",
+    fix: "Check that --upstream points at an HTTP server (not TLS or another protocol) and that it answers valid HTTP/1.1",
+  },
+  upstream_error: {
+    what: "the upstream connection failed",
+    fix: "Check the server's logs and the --upstream address",
+  },
+};
+
+/** Every upstream failure but the timeout, which has its own code. */
+function upstreamFailure(e: ClassifiedExchange): { what: string; fix: string } | undefined {
+  return e.upstreamError === null ? undefined : UPSTREAM_FAILURES[e.upstreamError];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rule helpers
 
-function sessionStory(e: ClassifiedExchange, init: ClassifiedExchange): { summary: string; fix: string } {
-  const assigned = resHeader(init, "mcp-session-id");
-  const sent = reqHeader(e, "mcp-session-id");
-  const request = `${(e.facts.mcp?.methods ?? [])[0] ?? "the request"} ${describe(e)}`;
-  const answered = `answered ${e.status}${detailSuffix(e)}`;
-  if (sent === undefined && assigned === undefined) {
-    return {
-      summary: `${request} was ${answered}, but initialize ${describe(init)} assigned no Mcp-Session-Id`,
-      fix: "Either return Mcp-Session-Id from initialize or run the transport stateless (sessionIdGenerator: undefined) so requests without a session are served",
-    };
-  }
-  if (sent === undefined) {
-    return {
-      summary: `${request} came without Mcp-Session-Id although initialize ${describe(init)} assigned ${assigned}; ${answered}`,
-      fix: "Make sure the Mcp-Session-Id response header reaches the client (proxies must pass it; browsers need Access-Control-Expose-Headers: Mcp-Session-Id), or run stateless",
-    };
-  }
-  const known = sent === assigned ? `, which initialize ${describe(init)} assigned` : ` (initialize ${describe(init)} assigned ${assigned ?? "none"})`;
-  return {
-    summary: `${request} sent Mcp-Session-Id ${sent}${known}; ${answered}`,
-    fix: "Keep sessions where every request finds them: sticky routing on Mcp-Session-Id or a shared session store across replicas and restarts — or run the transport stateless",
-  };
-}
-
 function probeFix(status: number, path: string): string {
-  if (status === 403) return "Answer requests without a token with 401 and WWW-Authenticate (RFC 6750 §3.1), not 403 (which means: authenticated but not allowed)";
+  if (status === 403) {
+    return "Answer requests without a token with 401 and WWW-Authenticate (RFC 6750 §3.1), not 403 (which means: authenticated but not allowed)";
+  }
   if (status === 404) return `Nothing serves MCP at ${path}: check the connector URL, or mount the MCP endpoint there`;
-  if (status === 405) return `${path} does not take POST: Streamable HTTP needs POST on the MCP URL (a 2024-11-05 HTTP+SSE server only serves GET /sse — upgrade it)`;
-  if (status >= 500) return "The server failed on an unauthenticated initialize (see its logs): it must answer 401 with WWW-Authenticate, or 200 when authless";
+  if (status === 405) {
+    return `${path} does not take POST: Streamable HTTP needs POST on the MCP URL (a 2024-11-05 HTTP+SSE server only serves GET /sse — upgrade it)`;
+  }
+  if (status >= 500) {
+    return "The server failed on an unauthenticated initialize (see its logs): it must answer 401 with WWW-Authenticate, or 200 when authless";
+  }
   return "Answer an unauthenticated initialize with 401 and WWW-Authenticate: Bearer resource_metadata=… (protected) or 200 with an InitializeResult (authless)";
 }
 
 function expectedPrmUrl(ctx: DiagnosisContext): string {
   const c = ctx.connector;
-  if (!c) return `https://<host>${PRM_PATH}/<mcp path>`;
-  return `${c.origin}${PRM_PATH}${c.path === "/" ? "" : c.path}`;
+  return c ? `${c.origin}${PRM_PATH}${c.path === "/" ? "" : c.path}` : `https://<host>${PRM_PATH}/<mcp path>`;
 }
 
 function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined): string | undefined {
@@ -1028,8 +1219,9 @@ function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined): s
   if (/oauth-authorization-server|openid-configuration/.test(parsed.pathname)) {
     return "is the authorization server metadata, not the protected resource metadata";
   }
-  if (connector && parsed.host !== connector.host) return `is on host ${parsed.host} while the client connected to ${connector.host}`;
-  if (connector && connector.schemeFrom !== "assumed" && parsed.protocol !== `${connector.scheme}:`) {
+  if (!connector) return undefined;
+  if (parsed.host !== connector.host) return `is on host ${parsed.host} while the client connected to ${connector.host}`;
+  if (connector.schemeFrom !== "assumed" && parsed.protocol !== `${connector.scheme}:`) {
     return `uses ${parsed.protocol.slice(0, -1)} while the client connected over ${connector.scheme}`;
   }
   return undefined;
@@ -1051,9 +1243,15 @@ function urlDifference(resource: string, c: ConnectorUrl): string | undefined {
 
 function resourceFix(difference: string, c: ConnectorUrl): string {
   if (/^https? instead/.test(difference)) {
-    return `Set PUBLIC_URL=${c.origin} or trust X-Forwarded-Proto so the resource is ${c.url} (TLS ends at the front proxy; if mcp-lens receives X-Forwarded-Proto, check --trusted-proxies keeps it)`;
+    return (
+      `Set PUBLIC_URL=${c.origin} or trust X-Forwarded-Proto so the resource is ${c.url} (TLS ends at the front ` +
+      "proxy; if mcp-lens receives X-Forwarded-Proto, check --trusted-proxies keeps it)"
+    );
   }
   if (difference.startsWith("other host")) return `Set PUBLIC_URL=${c.origin} (the host clients use) so the resource is ${c.url}`;
+  if (difference.startsWith("path ")) {
+    return `Make them one URL: point the connector at the MCP endpoint the resource names, or advertise "resource": "${c.url}"`;
+  }
   return `Advertise exactly the URL the connector uses: "resource": "${c.url}"`;
 }
 
@@ -1071,8 +1269,12 @@ function looselyEqual(issuer: string, expected: string, c: ConnectorUrl | undefi
   const a = parseUrl(issuer);
   const b = parseUrl(expected);
   if (!a || !b) return false;
-  if (a.href === b.href) return true;
-  return c?.schemeFrom === "assumed" && a.host === b.host && a.pathname === b.pathname;
+  return a.href === b.href || (c?.schemeFrom === "assumed" && a.host === b.host && a.pathname === b.pathname);
+}
+
+/** "GET /x (#3) → 404, GET /y (#4) → 200 HTML instead of JSON" */
+function attempts(list: readonly ClassifiedExchange[]): string {
+  return list.map((e) => `${describe(e)} → ${metadataFailure(e) ?? e.status}`).join(", ");
 }
 
 function metadataFailure(e: ClassifiedExchange): string | undefined {
@@ -1086,7 +1288,9 @@ function metadataFailure(e: ClassifiedExchange): string | undefined {
 
 function registrationFix(e: ClassifiedExchange, method: string | undefined, uris: string[]): string {
   const said = errorText(e);
-  if (e.status === 401 || e.status === 403) return "Open registration to anonymous clients: hosted connectors have no initial access token (RFC 7591 §3)";
+  if (e.status === 401 || e.status === 403) {
+    return "Open registration to anonymous clients: hosted connectors have no initial access token (RFC 7591 §3)";
+  }
   if (e.facts.oauthError === "invalid_redirect_uri" || /redirect/i.test(said)) {
     return `Accept the client's redirect URIs ${JSON.stringify(uris)} (claude.ai, claude.com, chatgpt.com callbacks; any loopback port for local clients)`;
   }
@@ -1097,12 +1301,28 @@ function registrationFix(e: ClassifiedExchange, method: string | undefined, uris
   return "Accept the client's registration metadata (RFC 7591 §2), or ignore fields you do not support instead of rejecting them";
 }
 
+/** The successful registration of the authorize request's client that listed its redirect_uri. */
+function registrationAccepting(
+  registered: readonly ClassifiedExchange[],
+  authorize: ClassifiedExchange,
+): ClassifiedExchange | undefined {
+  const uri = authorize.facts.redirectUris?.[0];
+  if (uri === undefined) return undefined;
+  return registered.find(
+    (r) => r.facts.clientId === authorize.facts.clientId && (r.facts.redirectUris ?? []).includes(uri),
+  );
+}
+
 function redirectFix(uri: string | undefined): string {
   if (uri === undefined) return "The authorize request had no redirect_uri: with one registered redirect URI the server may default to it";
   if (uri.startsWith("https://claude.com/")) return `Register ${uri} next to claude.ai's (https://claude.ai/api/mcp/auth_callback)`;
   if (uri.startsWith("https://claude.ai/")) return `Register ${uri} next to claude.com's (https://claude.com/api/mcp/auth_callback)`;
-  if (uri.startsWith("https://chatgpt.com/")) return `Register ${uri} (ChatGPT also uses per-connector callbacks https://chatgpt.com/connector/oauth/<id>)`;
-  if (/^https?:\/\/(localhost|127\.0\.0\.1|\[::1\])[:/]/.test(uri)) return `Allow ${uri}: accept loopback redirect URIs on any port (RFC 8252 §7.3)`;
+  if (uri.startsWith("https://chatgpt.com/")) {
+    return `Register ${uri} (ChatGPT also uses per-connector callbacks https://chatgpt.com/connector/oauth/<id>)`;
+  }
+  if (/^https?:\/\/(localhost|127\.0\.0\.1|\[::1\])[:/]/.test(uri)) {
+    return `Allow ${uri}: accept loopback redirect URIs on any port (RFC 8252 §7.3)`;
+  }
   return `Register ${uri} as a redirect URI of this client`;
 }
 
@@ -1112,62 +1332,86 @@ function codeGrants(ctx: DiagnosisContext): ClassifiedExchange[] {
 }
 
 function tokenFailed(e: ClassifiedExchange): boolean {
-  if (e.status === null || claimed(e)) return false;
-  return e.status >= 400 || (is2xx(e) && e.facts.issued?.accessToken === undefined);
+  return !claimed(e) && (isFailure(e) || (is2xx(e) && e.facts.issued?.accessToken === undefined));
 }
 
 function clientAuthUsed(e: ClassifiedExchange): string {
   if (/^basic\s/i.test(reqHeader(e, "authorization") ?? "")) return "client_secret_basic";
-  if (/(^|&)client_secret=/.test(bodyText(e.requestBody)) || /"client_secret"\s*:/.test(bodyText(e.requestBody))) return "client_secret_post";
-  return "none";
+  return /(^|&)client_secret=|"client_secret"\s*:/.test(bodyText(e.requestBody)) ? "client_secret_post" : "none";
 }
 
 function tokenFix(e: ClassifiedExchange, auth: string): string {
-  const said = errorText(e);
-  if (e.status === 415 || /json|content.?type|media type/i.test(said)) {
+  if (e.status === 415 || /json|content.?type|media type/i.test(errorText(e))) {
     return "Parse token requests as application/x-www-form-urlencoded (RFC 6749 §4.1.3), not only JSON";
   }
   if (e.facts.oauthError === "invalid_client" || e.status === 401) {
-    return `Accept the client's ${auth} credentials as registered (support client_secret_post and client_secret_basic, and none for public clients, as token_endpoint_auth_methods_supported says)`;
+    return (
+      `Accept the client's ${auth} credentials as registered (support client_secret_post and client_secret_basic, ` +
+      "and none for public clients, as token_endpoint_auth_methods_supported says)"
+    );
   }
-  if (is2xx(e)) return "Answer with application/json: {access_token, token_type: \"Bearer\", expires_in, refresh_token} (RFC 6749 §5.1)";
-  return "Accept the standard authorization_code request: grant_type, code, redirect_uri, code_verifier, resource, client_id (RFC 6749 §4.1.3, RFC 8707 §2)";
+  if (is2xx(e)) return 'Answer with application/json: {access_token, token_type: "Bearer", expires_in, refresh_token} (RFC 6749 §5.1)';
+  return (
+    "Accept the standard authorization_code request: grant_type, code, redirect_uri, code_verifier, resource, " +
+    "client_id (RFC 6749 §4.1.3, RFC 8707 §2)"
+  );
 }
 
-/** What the traffic suggests about an invalid_grant, with the exchanges that show it. */
-function invalidGrantCauses(ctx: DiagnosisContext, token: ClassifiedExchange): { reasons: string[]; evidence: number[] } {
-  const reasons: string[] = [];
-  const evidence: number[] = [];
+interface GrantCause {
+  reason: string;
+  fix: string;
+  evidence: number[];
+}
+
+/** What the traffic suggests about an invalid_grant: reuse, redirect_uri change, delay, PKCE. */
+function invalidGrantCauses(ctx: DiagnosisContext, token: ClassifiedExchange): GrantCause[] {
+  const causes: GrantCause[] = [];
   const code = token.facts.codeFingerprint;
-  const earlier = code === undefined ? undefined : codeGrants(ctx).find((t) => t.id < token.id && t.facts.codeFingerprint === code);
+  const sameCode = (e: ClassifiedExchange) => code !== undefined && e.facts.codeFingerprint === code;
+  const earlier = codeGrants(ctx).find((t) => t.id < token.id && sameCode(t));
   if (earlier) {
-    reasons.push(`the code was already redeemed by ${describe(earlier)} (codes are single-use)`);
-    evidence.push(earlier.id);
+    causes.push({
+      reason: `the code was already redeemed by ${describe(earlier)} (codes are single-use)`,
+      fix:
+        "Redeem each code once: a client that retries a timed-out token call needs a fresh authorization " +
+        "(and the token endpoint must answer well within 10 s)",
+      evidence: [earlier.id],
+    });
   }
-  const delivery = code === undefined ? undefined : ctx.of(...AUTHORIZE_KINDS).find((e) => e.facts.issued?.code === code);
+  const delivery = ctx.of(...AUTHORIZE_KINDS).find((e) => code !== undefined && e.facts.issued?.code === code);
   const request = lastUpTo(ctx.of("authorize").filter((e) => e.facts.redirectUris !== undefined), delivery ?? token);
   const asked = request?.facts.redirectUris?.[0];
   const redeemed = token.facts.redirectUris?.[0];
   if (request && asked !== undefined && redeemed !== undefined && asked !== redeemed) {
-    reasons.push(`redirect_uri ${redeemed} differs from the authorize request's ${asked} (${describe(request)})`);
-    evidence.push(request.id);
+    causes.push({
+      reason: `redirect_uri ${redeemed} differs from the authorize request's ${asked} (${describe(request)})`,
+      fix: "Send the token request the same redirect_uri as the authorize request (RFC 6749 §4.1.3)",
+      evidence: [request.id],
+    });
   }
-  if (delivery) {
-    const age = token.startedAt - (delivery.startedAt + (delivery.durationMs ?? 0));
-    if (age > CODE_LIFETIME_MS) {
-      reasons.push(`the code was redeemed ${seconds(age)} after ${describe(delivery)} issued it (expired?)`);
-      evidence.push(delivery.id);
-    }
+  const age = delivery ? token.startedAt - (delivery.startedAt + (delivery.durationMs ?? 0)) : 0;
+  if (delivery && age > CODE_LIFETIME_MS) {
+    causes.push({
+      reason: `the code was redeemed ${seconds(age)} after ${describe(delivery)} issued it (expired?)`,
+      fix: "Keep authorization codes valid for at least 60 s (up to 10 min) and redeem them at once",
+      evidence: [delivery.id],
+    });
   }
-  const pkceSaid = /pkce|verifier|code.?challenge/i.test(errorText(token));
-  const noVerifier = token.facts.contentType?.includes("x-www-form-urlencoded") && !/(^|&)code_verifier=/.test(bodyText(token.requestBody));
-  if (pkceSaid || noVerifier || request?.facts.codeChallengePresent === false) {
-    reasons.push(
-      noVerifier ? "the token request carries no code_verifier" : request?.facts.codeChallengePresent === false ? `the authorize request ${describe(request)} carried no code_challenge` : "the PKCE verifier does not match the code_challenge",
-    );
-    if (request) evidence.push(request.id);
+  const form = (token.facts.contentType ?? "").includes("x-www-form-urlencoded");
+  const noVerifier = form && !/(^|&)code_verifier=/.test(bodyText(token.requestBody));
+  const noChallenge = request?.facts.codeChallengePresent === false;
+  if (noVerifier || noChallenge || /pkce|verifier|code.?challenge/i.test(errorText(token))) {
+    causes.push({
+      reason: noVerifier
+        ? "the token request carries no code_verifier"
+        : noChallenge && request
+          ? `the authorize request ${describe(request)} carried no code_challenge`
+          : "the PKCE verifier does not match the code_challenge",
+      fix: "Verify PKCE as S256: BASE64URL(SHA-256(code_verifier)) must equal the code_challenge stored with the code (RFC 7636 §4.6)",
+      evidence: request ? [request.id] : [],
+    });
   }
-  return { reasons, evidence };
+  return causes;
 }
 
 function mcpRedirectFix(e: ClassifiedExchange, location: string, c: ConnectorUrl | undefined): string {
@@ -1179,16 +1423,58 @@ function mcpRedirectFix(e: ClassifiedExchange, location: string, c: ConnectorUrl
   if (target && c && target.protocol === "http:" && c.scheme === "https") {
     return "The server redirects to http: it does not know TLS ends in front of it — set PUBLIC_URL or trust X-Forwarded-Proto";
   }
-  return `Configure the connector with ${target?.href ?? location}, or serve MCP at ${e.path} without a redirect: hosted clients do not follow redirects (and a 301/302 turns POST into GET)`;
+  return (
+    `Configure the connector with ${target?.href ?? location}, or serve MCP at ${e.path} without a redirect: ` +
+    "hosted clients do not follow redirects (and a 301/302 turns POST into GET)"
+  );
 }
 
 /** Why an SSE response stalled, in words, or undefined when it did not. */
 function sseStall(e: ClassifiedExchange, streamFailed: boolean): string | undefined {
+  if (!isSse(e)) return undefined;
   if ((e.ttfbMs ?? 0) > CLIENT_TIMEOUT_MS) return `its headers arrived only after ${seconds(e.ttfbMs)}`;
   const none = (e.sseEvents ?? 0) === 0;
-  if (e.method === "POST" && e.aborted && none) return `no event came before the client gave up after ${seconds(e.durationMs)}`;
-  if (e.kind === "mcp_get_stream" && is2xx(e) && streamFailed && none) return `the stream delivered no event in ${seconds(e.durationMs)} and the client gave up on it`;
+  if (e.method === "POST" && e.aborted && none) {
+    return `no event came before the client gave up after ${seconds(e.durationMs)}`;
+  }
+  // An idle GET stream is normal; it counts only when the client needed it and gave up on it.
+  if (e.kind === "mcp_get_stream" && is2xx(e) && streamFailed && none) {
+    return `the stream delivered no event in ${seconds(e.durationMs)} and the client gave up on it`;
+  }
   return undefined;
+}
+
+function sessionStory(e: ClassifiedExchange, init: ClassifiedExchange): { summary: string; fix: string } {
+  const assigned = resHeader(init, "mcp-session-id");
+  const sent = reqHeader(e, "mcp-session-id");
+  const request = `${methods(e)[0] ?? "the request"} ${describe(e)}`;
+  const answered = `answered ${e.status}${detail(e)}`;
+  if (sent === undefined && assigned === undefined) {
+    return {
+      summary: `${request} ${answered}, but initialize ${describe(init)} assigned no Mcp-Session-Id`,
+      fix:
+        "Either return Mcp-Session-Id from initialize or run the transport stateless (sessionIdGenerator: undefined) " +
+        "so requests without a session are served",
+    };
+  }
+  if (sent === undefined) {
+    return {
+      summary: `${request} came without Mcp-Session-Id although initialize ${describe(init)} assigned ${assigned}; ${answered}`,
+      fix:
+        "Make sure the Mcp-Session-Id response header reaches the client (proxies must pass it; browsers need " +
+        "Access-Control-Expose-Headers: Mcp-Session-Id), or run stateless",
+    };
+  }
+  const known =
+    sent === assigned
+      ? `, which initialize ${describe(init)} assigned`
+      : ` (initialize ${describe(init)} assigned ${assigned ?? "none"})`;
+  return {
+    summary: `${request} sent Mcp-Session-Id ${sent}${known}; ${answered}`,
+    fix:
+      "Keep sessions where every request finds them: sticky routing on Mcp-Session-Id or a shared session store " +
+      "across replicas and restarts — or run the transport stateless",
+  };
 }
 
 const SAFELISTED_METHODS = new Set(["GET", "HEAD", "POST"]);
@@ -1199,14 +1485,17 @@ function preflightProblem(e: ClassifiedExchange): string | undefined {
   if (!is2xx(e)) return `answered ${e.status}${e.status === 401 ? " (the auth middleware runs before CORS)" : ""}`;
   const origin = reqHeader(e, "origin");
   if (cors.allowOrigin === undefined) return "has no Access-Control-Allow-Origin";
-  if (cors.allowOrigin !== "*" && origin !== undefined && cors.allowOrigin !== origin) return `allows origin ${cors.allowOrigin}, not ${origin}`;
-  const allowed = tokens(cors.allowHeaders);
+  if (cors.allowOrigin !== "*" && origin !== undefined && cors.allowOrigin !== origin) {
+    return `allows origin ${cors.allowOrigin}, not ${origin}`;
+  }
   // "*" covers every header but Authorization (Fetch Standard).
-  const missing = tokens(cors.requestHeaders).filter((h) => !allowed.includes(h) && !(allowed.includes("*") && h !== "authorization"));
+  const allowed = tokens(cors.allowHeaders);
+  const covered = (h: string) => allowed.includes(h) || (allowed.includes("*") && h !== "authorization");
+  const missing = tokens(cors.requestHeaders).filter((h) => !covered(h));
   if (missing.length > 0) return `Access-Control-Allow-Headers (${cors.allowHeaders ?? "none"}) lacks ${missing.join(", ")}`;
   const method = cors.requestMethod?.toUpperCase();
-  const methods = tokens(cors.allowMethods).map((m) => m.toUpperCase());
-  if (method && !SAFELISTED_METHODS.has(method) && !methods.includes(method) && !methods.includes("*")) {
+  const allowedMethods = tokens(cors.allowMethods).map((m) => m.toUpperCase());
+  if (method && !SAFELISTED_METHODS.has(method) && !allowedMethods.includes(method) && !allowedMethods.includes("*")) {
     return `Access-Control-Allow-Methods (${cors.allowMethods ?? "none"}) lacks ${method}`;
   }
   return undefined;
@@ -1217,15 +1506,6 @@ function exposes(e: ClassifiedExchange, header: string): boolean {
   return list.includes(header) || list.includes("*");
 }
 
-const UPSTREAM_FAILURES: Record<string, { what: string; fix: string }> = {
-  upstream_refused: { what: "the connection was refused", fix: "Start the MCP server, or point mcp-lens at the port it listens on (--upstream / MCP_LENS_UPSTREAM)" },
-  upstream_dns: { what: "the upstream host name does not resolve", fix: "Fix the upstream host name in --upstream (MCP_LENS_UPSTREAM)" },
-  upstream_unreachable: { what: "there is no route to the upstream", fix: "Check the network path from mcp-lens to the upstream (container network, firewall, --upstream address)" },
-  upstream_reset: { what: "the upstream closed the connection", fix: "The server crashed or dropped the connection on this request: check its logs (and idle timeouts shorter than a stream)" },
-  upstream_bad_response: { what: "the upstream answered malformed HTTP", fix: "Check that --upstream points at an HTTP server (not TLS or another protocol) and that it answers valid HTTP/1.1" },
-  upstream_error: { what: "the upstream connection failed", fix: "Check the server's logs and the --upstream address" },
-};
-
 function isSlow(e: ClassifiedExchange): boolean {
   const ms = e.durationMs ?? e.ttfbMs ?? 0;
   return ms > CLIENT_TIMEOUT_MS || (e.aborted && ms >= GAVE_UP_MS);
@@ -1234,8 +1514,8 @@ function isSlow(e: ClassifiedExchange): boolean {
 // ---------------------------------------------------------------------------------------------
 // Reading exchanges
 
-function headerOf(pairs: HeaderPairs | null, name: string): string | undefined {
-  const values = (pairs ?? []).filter(([n]) => n.toLowerCase() === name).map(([, v]) => v);
+function headerOf(pairs: HeaderPairs | null, lowerName: string): string | undefined {
+  const values = (pairs ?? []).filter(([n]) => n.toLowerCase() === lowerName).map(([, v]) => v);
   return values.length > 0 ? values.join(", ") : undefined;
 }
 const reqHeader = (e: ClassifiedExchange, lowerName: string) => headerOf(e.requestHeaders, lowerName);
@@ -1248,7 +1528,8 @@ function bodyText(body: RecordedBody): string {
 function bodyJson(body: RecordedBody): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(bodyText(body));
-    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+    const isObject = typeof value === "object" && value !== null && !Array.isArray(value);
+    return isObject ? (value as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
@@ -1268,40 +1549,42 @@ function errorText(e: ClassifiedExchange): string {
     .join(" ");
 }
 
-/** A short quote of what the server said, for summaries. */
-function errorDetail(e: ClassifiedExchange): string | undefined {
+/** A short quote of what the server said, for summaries: ` "invalid_grant: code expired"`, or "". */
+function detail(e: ClassifiedExchange): string {
   const { oauthError, oauthErrorDescription } = e.facts;
-  if (oauthError !== undefined) return oauthErrorDescription ? `${oauthError}: ${oauthErrorDescription}` : oauthError;
   const rpc = e.facts.mcp?.messages.find((m) => m.errorMessage)?.errorMessage;
-  if (rpc) return rpc;
   const text = (isRedirect(e) ? "" : bodyText(e.responseBody))
     .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
     .replace(/<[^>]+>/g, " ")
     .replace(/\s+/g, " ")
     .trim();
-  return text ? (text.length > 120 ? `${text.slice(0, 117)}…` : text) : undefined;
+  const said =
+    oauthError !== undefined
+      ? oauthErrorDescription
+        ? `${oauthError}: ${oauthErrorDescription}`
+        : oauthError
+      : (rpc ?? (text.length > 120 ? `${text.slice(0, 117)}…` : text));
+  return said ? ` "${said}"` : "";
 }
 
-const detailSuffix = (e: ClassifiedExchange) => {
-  const detail = errorDetail(e);
-  return detail ? ` "${detail}"` : "";
-};
-const descriptionSuffix = (e: ClassifiedExchange) => (e.facts.oauthErrorDescription ? ` ("${e.facts.oauthErrorDescription}")` : "");
-
+const description = (e: ClassifiedExchange) =>
+  e.facts.oauthErrorDescription ? ` ("${e.facts.oauthErrorDescription}")` : "";
 const describe = (e: ClassifiedExchange) => `${e.method} ${e.path} (#${e.id})`;
 const andMore = (hits: readonly unknown[]) => (hits.length > 1 ? ` (and ${hits.length - 1} more)` : "");
 const seconds = (ms: number | null | undefined) => `${((ms ?? 0) / 1000).toFixed(1)} s`;
 const ids = (list: readonly ClassifiedExchange[]) => list.map((e) => e.id);
-const uniqueSorted = (list: number[]) => [...new Set(list)].sort((a, b) => a - b);
+const methods = (e: ClassifiedExchange) => e.facts.mcp?.methods ?? [];
 
 const is2xx = (e: ClassifiedExchange) => e.status !== null && e.status >= 200 && e.status < 300;
+const isFailure = (e: ClassifiedExchange) => e.status !== null && e.status >= 400;
 const isClientError = (e: ClassifiedExchange) => e.status !== null && e.status >= 400 && e.status < 500;
 const isRedirect = (e: ClassifiedExchange) => [301, 302, 303, 307, 308].includes(e.status ?? 0);
 const isAuthenticated = (e: ClassifiedExchange) => reqHeader(e, "authorization") !== undefined;
-const isSse = (e: ClassifiedExchange) => (resHeader(e, "content-type") ?? "").toLowerCase().startsWith("text/event-stream");
+const isSse = (e: ClassifiedExchange) => /^text\/event-stream/i.test(e.facts.responseContentType ?? "");
 
 function isHtml(e: ClassifiedExchange): boolean {
-  return /text\/html/i.test(e.facts.responseContentType ?? "") || /^\s*<(!doctype|html)/i.test(bodyText(e.responseBody));
+  const type = e.facts.responseContentType ?? "";
+  return /text\/html/i.test(type) || /^\s*<(!doctype|html)/i.test(bodyText(e.responseBody));
 }
 
 /** The last of `list` up to and including `e`. */
@@ -1311,7 +1594,10 @@ function lastUpTo(list: readonly ClassifiedExchange[], e: ClassifiedExchange): C
 
 /** Comma-separated header tokens, lower-cased. */
 function tokens(value: string | undefined): string[] {
-  return (value ?? "").split(",").map((s) => s.trim().toLowerCase()).filter(Boolean);
+  return (value ?? "")
+    .split(",")
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
 }
 
 function parseUrl(url: string): URL | undefined {

@@ -172,6 +172,9 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
     capture.respond(proxyRes.statusCode ?? 0, proxyRes.rawHeaders, eventStream);
     proxyRes.on("data", (chunk: Buffer) => capture.onResponseChunk(chunk));
+    // Node sends headers with the first body byte; an SSE client must see the stream open at
+    // once, as it would without mcp-lens. By the next tick http-proxy has copied the headers.
+    if (eventStream) process.nextTick(() => res.headersSent || res.destroyed || res.flushHeaders());
     // The upstream died mid-response: pipe() would leave the client waiting forever.
     proxyRes.once("close", () => {
       if (proxyRes.complete || res.destroyed) return;

@@ -20,6 +20,9 @@ import { createTrustPolicy } from "./trust.js";
 import { VERSION } from "./version.js";
 
 
+/** How often idle handshakes are re-judged (see proxy/verdict.ts). */
+const SETTLE_CHECK_MS = 2_000;
+
 export interface Lens {
   /** Where clients reach the proxy, e.g. http://127.0.0.1:8080 */
   url: string;
@@ -88,12 +91,18 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
       return result;
     },
     onRecorded: (exchanges, handshakes, handshakeIds) => {
-      metrics.observeBatch(exchanges.length);
+      if (exchanges.length > 0) metrics.observeBatch(exchanges.length);
       live.publish(exchanges, handshakes, handshakeIds);
       if (!logger.isLevelEnabled("info")) return;
       exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
     },
   });
+  // Verdicts that change with time alone (a client gone quiet after an error) are stored too.
+  const settler = setInterval(() => {
+    const settled = analysis.tick(Date.now());
+    metrics.observeHandshakes(settled);
+    writer.enqueueHandshakes(settled);
+  }, SETTLE_CHECK_MS).unref();
   const stopRetention = startRetention(
     db,
     { maxAgeDays: settings.retentionDays, maxRows: settings.retentionRows },
@@ -128,8 +137,10 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     adminAddress = await listen(admin, settings.adminPort, settings.adminHost);
   } catch (error) {
     server.close();
+    clearInterval(settler);
     await writer.close();
     stopRetention();
+    live.close();
     db.close();
     const e = error as NodeJS.ErrnoException;
     throw new Error(`cannot listen: ${e.code === "EADDRINUSE" ? `address ${(e as { address?: string }).address}:${(e as { port?: number }).port} is already in use` : e.message}`);
@@ -152,6 +163,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
         await forwarder.drain(settings.shutdownTimeout);
         server.closeAllConnections();
         await serverClosed;
+        clearInterval(settler);
         await writer.close();
         stopRetention();
         live.close();

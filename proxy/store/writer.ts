@@ -93,6 +93,7 @@ export class RecordWriter<T> {
   private closed = false;
 
   private readonly queue: Array<Queued<T>> = [];
+  private readonly pendingHandshakes = new Map<number, Handshake>();
   /** Prepared but not yet accepted by the database. */
   private retained: Batch | null = null;
   private queuedBytes = 0;
@@ -147,9 +148,20 @@ export class RecordWriter<T> {
     return true;
   }
 
+  /**
+   * Handshake states that changed without a new exchange (an idle handshake settling as failed
+   * or abandoned): stored with the next batch. Bounded like the queue; the newest state wins.
+   */
+  enqueueHandshakes(handshakes: Handshake[]): void {
+    for (const handshake of handshakes) {
+      if (this.closed || (this.pendingHandshakes.size >= this.maxQueue && !this.pendingHandshakes.has(handshake.id))) return;
+      this.pendingHandshakes.set(handshake.id, handshake);
+    }
+  }
+
   /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
   flush(): void {
-    while (this.retained || this.queue.length > 0) {
+    while (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0) {
       const batch = (this.retained ??= this.prepareBatch());
       if (!this.write(batch)) return;
     }
@@ -207,7 +219,9 @@ export class RecordWriter<T> {
   }
 
   private prepareBatch(): Batch {
-    const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(), bytes: 0 };
+    // Updates made without a new exchange (time passing) go first: the items' are newer.
+    const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
+    this.pendingHandshakes.clear();
     let failures = 0;
     let firstError: unknown;
     for (const { item, bytes } of this.queue.splice(0, this.batchSize)) {
@@ -233,7 +247,7 @@ export class RecordWriter<T> {
   /** False when the database cannot be written now: the batch stays retained for the next attempt. */
   private write(batch: Batch): boolean {
     try {
-      if (batch.rows.length > 0) this.insertWithRoom(batch);
+      if (batch.rows.length > 0 || batch.handshakes.size > 0) this.insertWithRoom(batch);
     } catch (err) {
       this.noteError(err);
       if (isRetryable(err)) {
@@ -246,9 +260,9 @@ export class RecordWriter<T> {
       return true;
     }
     this.release(batch);
-    if (batch.rows.length === 0) return true;
+    if (batch.rows.length === 0 && batch.handshakes.size === 0) return true;
     this.written += batch.rows.length;
-    this.batches++;
+    if (batch.rows.length > 0) this.batches++;
     this.noteRecovered();
     this.notify(batch);
     return true;

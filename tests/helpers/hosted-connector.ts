@@ -1,8 +1,10 @@
 // A connector that behaves, step by step, like the hosted ones in the field guide
-// (shared/reference/connector-handshake.md): plain fetch, no SDK, and it stops at the first step
-// that fails the way real clients do. Every request has a timeout and nothing is retried beyond
-// the discovery fallbacks the guide describes, so a run is bounded.
+// (shared/reference/connector-handshake.md): no SDK, and it stops at the first step that fails
+// the way real clients do. Every request has a timeout and nothing is retried beyond the discovery
+// fallbacks the guide describes, so a run is bounded. node:http rather than fetch: fetch retries a
+// 421 on a new connection and adds Sec-Fetch-* headers, which hosted backends do not.
 import { randomBytes } from "node:crypto";
+import http from "node:http";
 import type { HandshakeStep } from "../../proxy/handshake.js";
 import { pkcePair } from "./pkce.js";
 
@@ -76,6 +78,16 @@ class StepFailure extends Error {
   }
 }
 
+/** A response whose body has not been read yet. */
+interface Reply {
+  status: number;
+  headers: Headers;
+  res: http.IncomingMessage;
+  /** Cuts the connection. */
+  cancel(): void;
+  timedOut(): boolean;
+}
+
 interface RpcReply {
   status: number;
   headers: Headers;
@@ -101,33 +113,47 @@ export async function runHostedConnector(connectorUrl: string, opts: HostedConne
   let requests = 0;
   const corsAllowed = new Set<string>();
 
-  /** One bounded request; the body is read within the same timeout. */
-  async function send(
-    step: HandshakeStep,
-    url: string,
-    init: { method?: string; headers?: Record<string, string>; body?: string; browser?: boolean; signal?: AbortSignal } = {},
-  ): Promise<Response> {
+  /** One request; the timeout covers the answer's headers and body. Redirects are not followed. */
+  function send(step: HandshakeStep, url: string, init: { method?: string; headers?: Record<string, string>; body?: string; browser?: boolean } = {}): Promise<Reply> {
+    const method = init.method ?? "GET";
     const target = new URL(url);
     if (tls !== "none" && target.protocol === "https:" && target.host === logical.host) target.protocol = "http:";
+    if (target.protocol !== "http:") return Promise.reject(new StepFailure(step, `cannot dial ${target.href} from a test`));
     const headers: Record<string, string> = { "user-agent": init.browser || origin ? BROWSER_UA : family.userAgent, ...init.headers };
     if (tls === "forwarded") headers["x-forwarded-proto"] = "https";
     if (origin && !init.browser) headers.origin = origin; // a navigation (authorize) sends none
     requests++;
-    const signal = init.signal ? AbortSignal.any([init.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
-    try {
-      return await fetch(target, { method: init.method ?? "GET", headers, body: init.body, redirect: "manual", signal });
-    } catch (error) {
-      const e = error as Error & { cause?: Error };
-      throw new StepFailure(step, `${init.method ?? "GET"} ${url}: ${e.name === "TimeoutError" ? `no answer within ${timeoutMs} ms` : (e.cause?.message ?? e.message)}`);
-    }
+    return new Promise((resolve, reject) => {
+      let timedOut = false;
+      const req = http.request(target, { method, headers, agent: false });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        req.destroy(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      req.once("error", (error) => {
+        clearTimeout(timer);
+        reject(new StepFailure(step, `${method} ${url}: ${error.message}`));
+      });
+      req.once("response", (res) => {
+        res.once("close", () => clearTimeout(timer));
+        const h = new Headers();
+        for (const [name, value] of Object.entries(res.headers)) for (const v of [value ?? []].flat()) h.append(name, v);
+        resolve({ status: res.statusCode!, headers: h, res, cancel: () => req.destroy(), timedOut: () => timedOut });
+      });
+      req.end(init.body);
+    });
   }
 
-  async function readText(step: HandshakeStep, res: Response): Promise<string> {
-    try {
-      return await res.text();
-    } catch (error) {
-      throw new StepFailure(step, `reading the ${res.status} answer: ${(error as Error).message}`);
-    }
+  function readText(step: HandshakeStep, reply: Reply): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      reply.res.on("data", (c: Buffer) => chunks.push(c));
+      reply.res.once("error", () => {}); // reported by close
+      reply.res.once("close", () => {
+        if (reply.res.complete) resolve(Buffer.concat(chunks).toString("utf8"));
+        else reject(new StepFailure(step, `the ${reply.status} answer was cut${reply.timedOut() ? `: no end within ${timeoutMs} ms` : ""}`));
+      });
+    });
   }
 
   async function getJson(step: HandshakeStep, url: string): Promise<{ status: number; json?: Record<string, unknown> }> {
@@ -135,7 +161,7 @@ export async function runHostedConnector(connectorUrl: string, opts: HostedConne
     const text = await readText(step, res);
     try {
       const json = JSON.parse(text) as unknown;
-      return { status: res.status, json: res.ok && json && typeof json === "object" ? (json as Record<string, unknown>) : undefined };
+      return { status: res.status, json: res.status === 200 && json && typeof json === "object" ? (json as Record<string, unknown>) : undefined };
     } catch {
       return { status: res.status };
     }
@@ -167,50 +193,52 @@ export async function runHostedConnector(connectorUrl: string, opts: HostedConne
   async function rpc(step: HandshakeStep, message: Record<string, unknown>, extra: Record<string, string>): Promise<RpcReply> {
     const headers = { "content-type": "application/json", accept, ...extra };
     if (origin) await preflight(step, resourceUrl, Object.keys(headers));
-    const abort = new AbortController();
-    const res = await send(step, resourceUrl, { method: "POST", headers, body: JSON.stringify(message), signal: abort.signal });
+    const res = await send(step, resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
     if (origin) corsCheck(step, res.headers);
     const sessionId = exposed(res.headers, "mcp-session-id") ? (res.headers.get("mcp-session-id") ?? undefined) : undefined;
     const reply: RpcReply = { status: res.status, headers: res.headers, text: "", ...(sessionId ? { sessionId } : {}) };
-    if (!(res.headers.get("content-type") ?? "").includes("text/event-stream")) {
-      reply.text = await readText(step, res);
+    const parse = (text: string) => {
       try {
-        reply.message = JSON.parse(reply.text) as RpcReply["message"];
+        reply.message = JSON.parse(text) as RpcReply["message"];
       } catch {
         /* not JSON: the caller reports the status and text */
       }
+    };
+    if (!(res.headers.get("content-type") ?? "").includes("text/event-stream")) {
+      reply.text = await readText(step, res);
+      parse(reply.text);
       return reply;
     }
     // SSE: the first event carrying a JSON-RPC message must arrive within sseTimeoutMs.
-    const reader = res.body!.getReader();
-    const decoder = new TextDecoder();
-    let timedOut = false;
+    let sseTimedOut = false;
     const timer = setTimeout(() => {
-      timedOut = true;
-      abort.abort();
+      sseTimedOut = true;
+      res.cancel();
     }, sseTimeoutMs);
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (value) reply.text += decoder.decode(value, { stream: true });
-        for (const event of reply.text.split(/\r?\n\r?\n/).slice(0, -1)) {
-          const data = event.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-          if (!data) continue;
-          try {
-            reply.message = JSON.parse(data) as RpcReply["message"];
-          } catch {
-            /* not JSON: the caller reports the status and text */
-          }
-          await reader.cancel().catch(() => {});
-          return reply;
-        }
-        if (done) return reply;
-      }
-    } catch (error) {
-      throw new StepFailure(step, timedOut ? `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms` : `reading the SSE answer: ${(error as Error).message}`);
-    } finally {
-      clearTimeout(timer);
+    const data = await new Promise<string | undefined>((resolve) => {
+      const onData = (chunk: Buffer) => {
+        reply.text += chunk.toString("utf8");
+        const first = reply.text
+          .split(/\r?\n\r?\n/)
+          .slice(0, -1)
+          .map((event) => event.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n"))
+          .find(Boolean);
+        if (first === undefined) return;
+        res.res.off("data", onData); // the answer is in; let the server end its stream, do not cut it
+        resolve(first);
+      };
+      res.res.on("data", onData);
+      res.res.once("error", () => {});
+      res.res.once("close", () => resolve(undefined));
+    });
+    clearTimeout(timer);
+    if (data !== undefined) {
+      parse(data);
+      return reply;
     }
+    if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`);
+    if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`);
+    return reply;
   }
 
   const describe = (status: number, text: string) => `${status} ${text.slice(0, 200)}`;

@@ -55,6 +55,11 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
     });
     child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
     void exited.then((code) => reject(new Error(`mcp-lens ${args[0]} exited with ${code} before it was ready: ${stderr.join("")}`)));
+    // Bounded: a process that never says it is ready is killed, not left behind.
+    setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`mcp-lens ${args[0]} did not log "${readyMessage}" within 15 s`));
+    }, 15_000).unref();
   });
   const entry = await ready;
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {

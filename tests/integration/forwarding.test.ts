@@ -314,3 +314,29 @@ describe("X-Forwarded-* from a peer that is not trusted", () => {
     }
   });
 });
+
+describe("SSE response headers", () => {
+  it("reach the client as soon as the upstream sends them, before any event", async () => {
+    const tmp = tempDir();
+    const upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.flushHeaders(); // the first event comes much later (or never)
+      setTimeout(() => res.end("data: late\n\n"), 1500);
+    });
+    const lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db` });
+    try {
+      const started = performance.now();
+      const headersAfter = await new Promise<number>((resolve, reject) => {
+        http.get(lens.url + "/stream", { agent: false }, (res) => {
+          resolve(performance.now() - started);
+          res.resume();
+        }).on("error", reject);
+      });
+      expect(headersAfter).toBeLessThan(500);
+    } finally {
+      await lens.stop();
+      await upstream.close();
+      tmp.cleanup();
+    }
+  });
+});

@@ -209,7 +209,8 @@ class Flow {
       ...(this.client.forwardedProto ? [["X-Forwarded-Proto", this.client.forwardedProto] as Pair] : []),
       ...(browser ? [["Origin", this.client.origin!] as Pair] : []),
     ];
-    const requestHeaders = [...base, ...(s.req ?? [])].filter(([n]) => !without.includes(n.toLowerCase())).concat(extraReq);
+    const kept = (names: string[]) => ([n]: Pair) => !names.includes(n.toLowerCase());
+    const requestHeaders = [...base, ...(s.req ?? [])].filter(kept(without)).concat(extraReq);
     if (browser && s.method !== "OPTIONS") {
       const asked = requestHeaders
         .map(([n, v]) => [n.toLowerCase(), v] as Pair)
@@ -225,10 +226,10 @@ class Flow {
             ["Access-Control-Expose-Headers", "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"],
           ]
         : [];
-    const responseHeaders = [...(s.res ?? []), ...cors].filter(([n]) => !resWithout.includes(n.toLowerCase())).concat(extraRes);
+    const responseHeaders = [...(s.res ?? []), ...cors].filter(kept(resWithout)).concat(extraRes);
     this.clock += s.gap ?? 100;
     const durationMs = s.durationMs ?? 15;
-    const isSse = responseHeaders.some(([n, v]) => n.toLowerCase() === "content-type" && v.startsWith("text/event-stream"));
+    const isSse = responseHeaders.some(([n, v]) => /^content-type$/i.test(n) && v.startsWith("text/event-stream"));
     const recorded: RecordedExchange = {
       id: this.exchanges.length + 1,
       startedAt: this.clock,
@@ -305,12 +306,20 @@ class Flow {
       jsonrpc: "2.0",
       id: 0,
       method: "initialize",
-      params: { protocolVersion: this.client.protocolVersion, capabilities: {}, clientInfo: { name: this.client.name, version: "1.0.0" } },
+      params: {
+        protocolVersion: this.client.protocolVersion,
+        capabilities: {},
+        clientInfo: { name: this.client.name, version: "1.0.0" },
+      },
     });
   }
 
   private initializeResult(version = this.client.protocolVersion) {
-    return { protocolVersion: version, capabilities: { tools: { listChanged: true } }, serverInfo: { name: "acme-mcp", version: "2.3.0" } };
+    return {
+      protocolVersion: version,
+      capabilities: { tools: { listChanged: true } },
+      serverInfo: { name: "acme-mcp", version: "2.3.0" },
+    };
   }
 
   probe(t?: Tweak): ClassifiedExchange {
@@ -378,7 +387,7 @@ class Flow {
         method: "POST",
         path: this.path,
         req: this.mcpHeaders({ auth, session: true, version: true }),
-        body: json({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "search_docs", arguments: { q: "x" } } }),
+        body: json({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "search_docs", arguments: {} } }),
         ...this.answer(2, { content: [{ type: "text", text: "found" }] }),
       },
       t,
@@ -420,12 +429,19 @@ class Flow {
   // --- Discovery ---------------------------------------------------------------------------
 
   get(step: HandshakeStep, path: string, t?: Tweak): ClassifiedExchange {
-    return this.add({ step, method: "GET", path, req: [["Accept", "application/json"]], status: 200, res: [JSON_TYPE] }, t);
+    const accept: Pair = ["Accept", "application/json"];
+    return this.add({ step, method: "GET", path, req: [accept], status: 200, res: [JSON_TYPE] }, t);
   }
 
   prm(t?: Tweak): ClassifiedExchange {
-    const doc = { resource: this.client.url, authorization_servers: [this.client.issuer], scopes_supported: ["mcp"], bearer_methods_supported: ["header"] };
-    return this.get("protected_resource_metadata", `${PRM}${this.path === "/" ? "" : this.path}`, { reply: json(doc), ...t });
+    const doc = {
+      resource: this.client.url,
+      authorization_servers: [this.client.issuer],
+      scopes_supported: ["mcp"],
+      bearer_methods_supported: ["header"],
+    };
+    const path = `${PRM}${this.path === "/" ? "" : this.path}`;
+    return this.get("protected_resource_metadata", path, { reply: json(doc), ...t });
   }
 
   asDoc(overrides: Record<string, unknown> = {}): Record<string, unknown> {
@@ -447,7 +463,8 @@ class Flow {
 
   asMetadata(t?: Tweak): ClassifiedExchange {
     const issuerPath = new URL(this.client.issuer).pathname.replace(/\/$/, "");
-    return this.get("authorization_server_metadata", `/.well-known/oauth-authorization-server${issuerPath}`, { reply: json(this.asDoc()), ...t });
+    const path = `/.well-known/oauth-authorization-server${issuerPath}`;
+    return this.get("authorization_server_metadata", path, { reply: json(this.asDoc()), ...t });
   }
 
   // --- OAuth -------------------------------------------------------------------------------
@@ -501,9 +518,12 @@ class Flow {
   authorize(t?: Tweak, fields?: Record<string, string>): ClassifiedExchange {
     const params = this.authorizeParams(fields);
     // The login page carries the request along: its text mentions redirect_uri on a healthy 200.
-    const page = `<!doctype html><html><body><form method="post" action="${this.asPath}/authorize"><input type="hidden" name="redirect_uri" value="${params.redirect_uri}"><button>Allow</button></form></body></html>`;
+    const page =
+      `<!doctype html><html><body><form method="post" action="${this.asPath}/authorize">` +
+      `<input type="hidden" name="redirect_uri" value="${params.redirect_uri}"><button>Allow</button></form></body></html>`;
+    const path = `${this.asPath}/authorize`;
     return this.add(
-      { step: "authorize", method: "GET", path: `${this.asPath}/authorize`, query: form(params), navigation: true, status: 200, res: [HTML_TYPE], reply: page },
+      { step: "authorize", method: "GET", path, query: form(params), navigation: true, res: [HTML_TYPE], reply: page },
       t,
     );
   }
@@ -538,7 +558,14 @@ class Flow {
       ...(this.confidential ? { client_secret: marker(FP.secret) } : {}),
       ...fields,
     };
-    const tokens = { access_token: marker(FP.access), token_type: "Bearer", expires_in: 3600, refresh_token: marker(FP.refresh), scope: "mcp", ...reply };
+    const tokens = {
+      access_token: marker(FP.access),
+      token_type: "Bearer",
+      expires_in: 3600,
+      refresh_token: marker(FP.refresh),
+      scope: "mcp",
+      ...reply,
+    };
     return this.add(
       {
         step: "token",
@@ -561,10 +588,10 @@ class Flow {
         method: "POST",
         path: `${this.asPath}/token`,
         req: [FORM_TYPE],
-        body: form({ grant_type: "refresh_token", refresh_token: marker(FP.refresh), client_id: CLIENT_ID, resource: this.client.url }),
+        body: form({ grant_type: "refresh_token", refresh_token: marker(FP.refresh), client_id: CLIENT_ID }),
         status: 200,
         res: [JSON_TYPE],
-        reply: json({ access_token: marker("acce55e2"), token_type: "Bearer", expires_in: 3600, refresh_token: marker("4ef4e541") }),
+        reply: json({ access_token: marker("acce55e2"), token_type: "Bearer", refresh_token: marker("4ef4e541") }),
       },
       t,
     );
@@ -648,7 +675,11 @@ describe("healthy handshakes", () => {
         const f = flow(CHATGPT);
         f.probe();
         f.prm();
-        f.get("authorization_server_metadata", "/.well-known/openid-configuration", { status: 404, res: [HTML_TYPE], reply: "<h1>Not Found</h1>" });
+        f.get("authorization_server_metadata", "/.well-known/openid-configuration", {
+          status: 404,
+          res: [HTML_TYPE],
+          reply: "<h1>Not Found</h1>",
+        });
         f.asMetadata();
         f.register();
         f.authorize();
@@ -670,13 +701,19 @@ describe("healthy handshakes", () => {
         return f;
       },
     ],
-    ["MCP Inspector: browser, Origin and CORS preflights answered correctly", () => flow(INSPECTOR).authorizeAll().session()],
-    ["mcp-remote: issuer with a path, no X-Forwarded-Proto from the TLS proxy", () => flow(MCP_REMOTE).authorizeAll().session()],
+    ["MCP Inspector: browser, Origin and CORS preflights right", () => flow(INSPECTOR).authorizeAll().session()],
+    ["mcp-remote: issuer with a path, TLS proxy without X-Forwarded-Proto", () => flow(MCP_REMOTE).authorizeAll().session()],
     [
       "an authless server",
       () => {
+        const serverInfo = { name: "open", version: "1" };
         const f = flow(CLAUDE);
-        f.probe({ status: 200, res: [JSON_TYPE], resWithout: ["www-authenticate"], reply: json({ jsonrpc: "2.0", id: 0, result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "open", version: "1" } } }) });
+        f.probe({
+          status: 200,
+          res: [JSON_TYPE],
+          resWithout: ["www-authenticate"],
+          reply: json({ jsonrpc: "2.0", id: 0, result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo } }),
+        });
         f.initialized({}, false);
         f.list({}, false);
         f.toolCall({}, false);
@@ -718,8 +755,10 @@ interface Expectation {
   fix?: string[];
   /** Default: the step of the last exchange. */
   failed?: HandshakeStep | null;
-  /** Other codes that rightly fire too; the case's code must still come first. */
+  /** Other codes that rightly fire too. */
   also?: DiagnosisCode[];
+  /** The code that must come first, when not the case's own (its cause fired too). */
+  first?: DiagnosisCode;
   severity?: Severity;
 }
 
@@ -740,7 +779,11 @@ const cases: Case[] = [
     code: "www_authenticate_missing",
     build: (f) => {
       const p = f.probe(noChallenge);
-      return { evidence: [p], says: ["POST /mcp (#1)", "without a WWW-Authenticate"], fix: [`resource_metadata="https://mcp.example.com${PRM}/mcp"`] };
+      return {
+        evidence: [p],
+        says: ["POST /mcp (#1)", "without a WWW-Authenticate"],
+        fix: [`resource_metadata="https://mcp.example.com${PRM}/mcp"`],
+      };
     },
   },
   {
@@ -797,7 +840,11 @@ const cases: Case[] = [
     code: "accept_header_rejected",
     client: CHATGPT,
     build: (f) => {
-      const p = f.probe({ ...noChallenge, status: 406, reply: rpcError("Not Acceptable: Client must accept both application/json and text/event-stream") });
+      const p = f.probe({
+        ...noChallenge,
+        status: 406,
+        reply: rpcError("Not Acceptable: Client must accept both application/json and text/event-stream"),
+      });
       return { evidence: [p], says: ["406", "Accept: */*", "Not Acceptable"], fix: ["*/*"] };
     },
   },
@@ -807,9 +854,18 @@ const cases: Case[] = [
     code: "protected_resource_metadata_missing",
     build: (f) => {
       f.probe();
-      const a = f.prm({ status: 404, reply: "Not Found", res: [["Content-Type", "text/plain"]], resWithout: ["content-type"] });
+      const a = f.prm({
+        status: 404,
+        reply: "Not Found",
+        res: [["Content-Type", "text/plain"]],
+        resWithout: ["content-type"],
+      });
       const b = f.get("protected_resource_metadata", PRM, { status: 404, reply: "Not Found" });
-      return { evidence: [a, b], says: [`GET ${PRM}/mcp (#2) → 404`, `GET ${PRM} (#3) → 404`], fix: [`https://mcp.example.com${PRM}/mcp`, '"resource": "https://mcp.example.com/mcp"'] };
+      return {
+        evidence: [a, b],
+        says: [`GET ${PRM}/mcp (#2) → 404`, `GET ${PRM} (#3) → 404`],
+        fix: [`https://mcp.example.com${PRM}/mcp`, '"resource": "https://mcp.example.com/mcp"'],
+      };
     },
   },
   {
@@ -826,7 +882,11 @@ const cases: Case[] = [
     code: "protected_resource_metadata_missing",
     build: (f) => {
       f.probe();
-      const a = f.prm({ resWithout: ["content-type"], res: [HTML_TYPE], reply: '<!doctype html><html><div id="root"></div></html>' });
+      const a = f.prm({
+        resWithout: ["content-type"],
+        res: [HTML_TYPE],
+        reply: '<!doctype html><html><div id="root"></div></html>',
+      });
       return { evidence: [a], says: ["200 HTML instead of JSON"], fix: ["catch-all"] };
     },
   },
@@ -844,7 +904,10 @@ const cases: Case[] = [
       build: (f) => {
         const p = f.probe();
         const m = f.prm({ reply: json({ resource, authorization_servers: [CLAUDE.issuer] }) });
-        return { evidence: [p, m], says: [`resource ${resource}`, "connected to https://mcp.example.com/mcp", difference], fix: [...fix] };
+        return {
+          evidence: [p, m],
+          says: [`resource ${resource}`, "connected to https://mcp.example.com/mcp", difference], fix: [...fix],
+        };
       },
     }),
   ),
@@ -857,7 +920,11 @@ const cases: Case[] = [
         f.probe();
         const m = f.prm();
         const a = f.asMetadata({ reply: json(f.asDoc({ issuer })) });
-        return { evidence: [m, a], says: [`issuer "${issuer}"`, 'authorization_servers[0] is "https://mcp.example.com"'], fix: ['exactly "https://mcp.example.com"'] };
+        return {
+          evidence: [m, a],
+          says: [`issuer "${issuer}"`, 'authorization_servers[0] is "https://mcp.example.com"'],
+          fix: ['exactly "https://mcp.example.com"'],
+        };
       },
     }),
   ),
@@ -868,7 +935,10 @@ const cases: Case[] = [
       f.probe();
       f.prm();
       const a = f.asMetadata({ status: 404, reply: "Not Found" });
-      const b = f.get("authorization_server_metadata", "/.well-known/openid-configuration", { status: 404, reply: "Not Found" });
+      const b = f.get("authorization_server_metadata", "/.well-known/openid-configuration", {
+        status: 404,
+        reply: "Not Found",
+      });
       return {
         evidence: [a, b],
         says: ["issuer https://mcp.example.com", "/.well-known/oauth-authorization-server (#3) → 404", "/.well-known/openid-configuration (#4) → 404"],
@@ -902,7 +972,11 @@ const cases: Case[] = [
       f.probe();
       f.prm();
       const a = f.asMetadata({ reply: json(f.asDoc({ code_challenge_methods_supported: undefined })) });
-      return { evidence: [a], says: ["has no code_challenge_methods_supported"], fix: ['"code_challenge_methods_supported": ["S256"]'] };
+      return {
+        evidence: [a],
+        says: ["has no code_challenge_methods_supported"],
+        fix: ['"code_challenge_methods_supported": ["S256"]'],
+      };
     },
   },
   {
@@ -923,7 +997,11 @@ const cases: Case[] = [
       f.probe();
       f.prm();
       const a = f.asMetadata({ reply: json(f.asDoc({ registration_endpoint: undefined })) });
-      return { evidence: [a], says: ["has no registration_endpoint", "never presented a client id"], fix: ["registration_endpoint"] };
+      return {
+        evidence: [a],
+        says: ["has no registration_endpoint", "never presented a client id"],
+        fix: ["registration_endpoint"],
+      };
     },
   },
   {
@@ -931,7 +1009,12 @@ const cases: Case[] = [
     code: "registration_unavailable",
     build: (f) => {
       uptoAs(f);
-      const r = f.register({ status: 404, res: [["Content-Type", "text/plain"]], resWithout: ["content-type"], reply: "Cannot POST /register" });
+      const r = f.register({
+        status: 404,
+        res: [["Content-Type", "text/plain"]],
+        resWithout: ["content-type"],
+        reply: "Cannot POST /register",
+      });
       return { evidence: [r], says: ["POST /register (#4) answered 404", "Cannot POST /register"] };
     },
   },
@@ -940,7 +1023,10 @@ const cases: Case[] = [
     code: "registration_rejected",
     build: (f) => {
       uptoAs(f);
-      const r = f.register({ status: 400, reply: json({ error: "invalid_client_metadata", error_description: "token_endpoint_auth_method client_secret_post is not supported" }) });
+      const r = f.register({
+        status: 400,
+        reply: json({ error: "invalid_client_metadata", error_description: "token_endpoint_auth_method client_secret_post is not supported" }),
+      });
       return {
         evidence: [r],
         says: ["400", "invalid_client_metadata", "token_endpoint_auth_method=client_secret_post", CLAUDE.callback],
@@ -964,8 +1050,17 @@ const cases: Case[] = [
     build: (f) => {
       uptoAs(f);
       const r = f.register();
-      const a = f.authorize({ status: 400, res: [JSON_TYPE], resWithout: ["content-type"], reply: json({ error: "invalid_request", error_description: "redirect_uri is not registered for this client" }) });
-      return { evidence: [r, a], says: [`accepted redirect_uri ${CLAUDE.callback}`, "rejected it", "not registered"] };
+      const a = f.authorize({
+        status: 400,
+        res: [JSON_TYPE],
+        resWithout: ["content-type"],
+        reply: json({ error: "invalid_request", error_description: "redirect_uri is not registered for this client" }),
+      });
+      return {
+        evidence: [r, a],
+        says: [`accepted redirect_uri ${CLAUDE.callback}`, "rejected it", "not registered"],
+        also: ["redirect_uri_rejected"],
+      };
     },
   },
   {
@@ -988,7 +1083,12 @@ const cases: Case[] = [
     client: { ...CLAUDE, callback: "https://claude.com/api/mcp/auth_callback" },
     build: (f) => {
       uptoAs(f);
-      const a = f.authorize({ status: 400, resWithout: ["content-type"], res: [JSON_TYPE], reply: json({ error: "invalid_request", error_description: "Invalid redirect_uri" }) });
+      const a = f.authorize({
+        status: 400,
+        resWithout: ["content-type"],
+        res: [JSON_TYPE],
+        reply: json({ error: "invalid_request", error_description: "Invalid redirect_uri" }),
+      });
       return {
         evidence: [a],
         says: ["rejected redirect_uri https://claude.com/api/mcp/auth_callback", `client ${CLIENT_ID}`, "Invalid redirect_uri"],
@@ -1002,7 +1102,10 @@ const cases: Case[] = [
     client: { ...CHATGPT, callback: "https://chatgpt.com/connector/oauth/abc123" },
     build: (f) => {
       uptoAs(f);
-      const a = f.authorize({ status: 400, reply: "<html><body><h1>Error</h1><p>Unregistered redirect URI.</p></body></html>" });
+      const a = f.authorize({
+        status: 400,
+        reply: "<html><body><h1>Error</h1><p>Unregistered redirect URI.</p></body></html>",
+      });
       return { evidence: [a], says: ["https://chatgpt.com/connector/oauth/abc123", "Unregistered redirect URI"] };
     },
   },
@@ -1012,7 +1115,12 @@ const cases: Case[] = [
     client: CLAUDE_CODE,
     build: (f) => {
       uptoAs(f);
-      const a = f.authorize({ status: 400, resWithout: ["content-type"], res: [JSON_TYPE], reply: json({ error: "invalid_redirect_uri" }) });
+      const a = f.authorize({
+        status: 400,
+        resWithout: ["content-type"],
+        res: [JSON_TYPE],
+        reply: json({ error: "invalid_redirect_uri" }),
+      });
       return { evidence: [a], says: ["http://localhost:54212/callback"], fix: ["any port"] };
     },
   },
@@ -1042,7 +1150,10 @@ const cases: Case[] = [
       f.register();
       f.authorize();
       const c = f.consent({ status: 307 });
-      return { evidence: [c], says: ["with 307", `Location: ${CLAUDE.callback}?code=`], fix: ["302 Found or 303 See Other"] };
+      return {
+        evidence: [c],
+        says: ["with 307", `Location: ${CLAUDE.callback}?code=`], fix: ["302 Found or 303 See Other"],
+      };
     },
   },
   // --- token -------------------------------------------------------------------------------
@@ -1050,10 +1161,19 @@ const cases: Case[] = [
     name: "token endpoint parses JSON only",
     code: "token_request_rejected",
     build: (f) => {
-      f.authorizeAll();
-      f.exchanges.pop(); // replace the healthy token call
-      const t = f.token({ status: 415, reply: json({ error: "invalid_request", error_description: "Content-Type must be application/json" }) });
-      return { evidence: [t], says: ["415", "Content-Type: application/x-www-form-urlencoded", "must be application/json"], fix: ["application/x-www-form-urlencoded"] };
+      uptoAs(f);
+      f.register();
+      f.authorize();
+      f.consent();
+      const t = f.token({
+        status: 415,
+        reply: json({ error: "invalid_request", error_description: "Content-Type must be application/json" }),
+      });
+      return {
+        evidence: [t],
+        says: ["415", "Content-Type: application/x-www-form-urlencoded", "must be application/json"],
+        fix: ["application/x-www-form-urlencoded"],
+      };
     },
   },
   {
@@ -1064,8 +1184,15 @@ const cases: Case[] = [
       f.register();
       f.authorize();
       f.consent();
-      const t = f.token({ status: 401, reply: json({ error: "invalid_client", error_description: "Client authentication failed" }) });
-      return { evidence: [t], says: ["client authentication: client_secret_post", "invalid_client: Client authentication failed"], fix: ["client_secret_post"] };
+      const t = f.token({
+        status: 401,
+        reply: json({ error: "invalid_client", error_description: "Client authentication failed" }),
+      });
+      return {
+        evidence: [t],
+        says: ["client authentication: client_secret_post", "invalid_client: Client authentication failed"],
+        fix: ["client_secret_post"],
+      };
     },
   },
   {
@@ -1088,9 +1215,24 @@ const cases: Case[] = [
       f.register();
       f.authorize();
       f.consent();
-      const first = f.token({ status: null, aborted: true, durationMs: 10_200, reply: undefined, res: [], resWithout: ["content-type", "cache-control"] });
-      const second = f.token({ status: 400, reply: json({ error: "invalid_grant", error_description: "Invalid authorization code" }) });
-      return { evidence: [first, second], says: ["already redeemed by POST /token (#8)", "Invalid authorization code"], also: ["slow_response"] };
+      const first = f.token({
+        status: null,
+        aborted: true,
+        durationMs: 10_200,
+        reply: undefined,
+        res: [],
+        resWithout: ["content-type", "cache-control"],
+      });
+      const second = f.token({
+        status: 400,
+        reply: json({ error: "invalid_grant", error_description: "Invalid authorization code" }),
+      });
+      return {
+        evidence: [first, second],
+        says: ["already redeemed by POST /token (#7)", "Invalid authorization code"],
+        also: ["slow_response"],
+        first: "slow_response",
+      };
     },
   },
   {
@@ -1101,8 +1243,14 @@ const cases: Case[] = [
       f.register();
       const a = f.authorize();
       f.consent();
-      const t = f.token({ status: 400, reply: json({ error: "invalid_grant" }) }, { redirect_uri: "https://claude.com/api/mcp/auth_callback" });
-      return { evidence: [a, t], says: ["redirect_uri https://claude.com/api/mcp/auth_callback differs", CLAUDE.callback] };
+      const t = f.token({
+        status: 400,
+        reply: json({ error: "invalid_grant" }) }, { redirect_uri: "https://claude.com/api/mcp/auth_callback",
+      });
+      return {
+        evidence: [a, t],
+        says: ["redirect_uri https://claude.com/api/mcp/auth_callback differs", CLAUDE.callback],
+      };
     },
   },
   {
@@ -1113,8 +1261,12 @@ const cases: Case[] = [
       f.register();
       f.authorize();
       const c = f.consent();
-      const t = f.token({ gap: 300_000, status: 400, reply: json({ error: "invalid_grant", error_description: "code expired" }) });
-      return { evidence: [c, t], says: ["300.1 s after", "expired"] };
+      const t = f.token({
+        gap: 300_000,
+        status: 400,
+        reply: json({ error: "invalid_grant", error_description: "code expired" }),
+      });
+      return { evidence: [c, t], says: ["300.0 s after", "expired"] };
     },
   },
   {
@@ -1125,7 +1277,10 @@ const cases: Case[] = [
       f.register();
       const a = f.authorize();
       f.consent();
-      const t = f.token({ status: 400, reply: json({ error: "invalid_grant", error_description: "PKCE verification failed" }) });
+      const t = f.token({
+        status: 400,
+        reply: json({ error: "invalid_grant", error_description: "PKCE verification failed" }),
+      });
       return { evidence: [a, t], says: ["PKCE verifier does not match"] };
     },
   },
@@ -1157,7 +1312,12 @@ const cases: Case[] = [
     name: "/mcp redirects to /mcp/",
     code: "mcp_endpoint_redirect",
     build: (f) => {
-      const p = f.probe({ ...noChallenge, status: 307, res: [["Location", "https://mcp.example.com/mcp/"]], reply: "" });
+      const p = f.probe({
+        ...noChallenge,
+        status: 307,
+        res: [["Location", "https://mcp.example.com/mcp/"]],
+        reply: "",
+      });
       return { evidence: [p], says: ["answered 307 → https://mcp.example.com/mcp/"], fix: ["redirect_slashes=False"] };
     },
   },
@@ -1175,14 +1335,27 @@ const cases: Case[] = [
     client: { ...CLAUDE, url: "https://mcp.example.com/" },
     build: (f) => {
       f.probe();
-      const m = f.prm({ reply: json({ resource: "https://mcp.example.com/mcp", authorization_servers: [CLAUDE.issuer] }) });
+      const m = f.prm({
+        reply: json({ resource: "https://mcp.example.com/mcp", authorization_servers: [CLAUDE.issuer] }),
+      });
       f.asMetadata();
       f.register();
       f.authorize();
       f.consent();
       f.token();
-      const i = f.initialize({ status: 404, resWithout: ["content-type", "mcp-session-id"], res: [HTML_TYPE], reply: "<pre>Cannot POST /</pre>", sseEvents: null });
-      return { evidence: [m, i], says: ["POST / (#8) answered 404", "Cannot POST /", "resource is https://mcp.example.com/mcp"], fix: ["Point the connector at https://mcp.example.com/mcp"], also: ["resource_mismatch"] };
+      const i = f.initialize({
+        status: 404,
+        resWithout: ["content-type", "mcp-session-id"],
+        res: [HTML_TYPE],
+        reply: "<pre>Cannot POST /</pre>",
+        sseEvents: null,
+      });
+      return {
+        evidence: [m, i],
+        says: ["POST / (#8) answered 404", "Cannot POST /", "resource is https://mcp.example.com/mcp"],
+        fix: ["Point the connector at https://mcp.example.com/mcp"],
+        also: ["resource_mismatch"],
+      };
     },
   },
   {
@@ -1190,7 +1363,13 @@ const cases: Case[] = [
     code: "mcp_endpoint_not_found",
     build: (f) => {
       f.authorizeAll();
-      const i = f.initialize({ status: 404, resWithout: ["content-type", "mcp-session-id"], res: [JSON_TYPE], reply: json({ error: "not_found" }), sseEvents: null });
+      const i = f.initialize({
+        status: 404,
+        resWithout: ["content-type", "mcp-session-id"],
+        res: [JSON_TYPE],
+        reply: json({ error: "not_found" }),
+        sseEvents: null,
+      });
       return { evidence: [i], says: ["POST /mcp (#8) answered 404"] };
     },
   },
@@ -1198,8 +1377,16 @@ const cases: Case[] = [
     name: "421 from the server's Host check",
     code: "host_header_rejected",
     build: (f) => {
-      const p = f.probe({ ...noChallenge, status: 421, reply: json({ error: "misdirected_request", error_description: "This server answers for coda.example.com, not 'mcp.example.com'" }) });
-      return { evidence: [p], says: ["421", "rejected Host mcp.example.com", "not 'mcp.example.com'"], fix: ["mcp.example.com", "proxy_set_header Host $host"] };
+      const p = f.probe({
+        ...noChallenge,
+        status: 421,
+        reply: json({ error: "misdirected_request", error_description: "This server answers for coda.example.com, not 'mcp.example.com'" }),
+      });
+      return {
+        evidence: [p],
+        says: ["421", "rejected Host mcp.example.com", "not 'mcp.example.com'"],
+        fix: ["mcp.example.com", "proxy_set_header Host $host"],
+      };
     },
   },
   {
@@ -1216,8 +1403,18 @@ const cases: Case[] = [
     client: INSPECTOR,
     build: (f) => {
       f.authorizeAll();
-      const i = f.initialize({ status: 403, resWithout: ["content-type", "mcp-session-id"], res: [JSON_TYPE], reply: rpcError("Origin http://localhost:6274 is not allowed"), sseEvents: null });
-      return { evidence: [i], says: ["from Origin http://localhost:6274 answered 403", "is not allowed"], fix: ["Allow http://localhost:6274"] };
+      const i = f.initialize({
+        status: 403,
+        resWithout: ["content-type", "mcp-session-id"],
+        res: [JSON_TYPE],
+        reply: rpcError("Origin http://localhost:6274 is not allowed"),
+        sseEvents: null,
+      });
+      return {
+        evidence: [i],
+        says: ["from Origin http://localhost:6274 answered 403", "is not allowed"],
+        fix: ["Allow http://localhost:6274"],
+      };
     },
   },
   {
@@ -1226,7 +1423,11 @@ const cases: Case[] = [
     build: (f) => {
       f.authorizeAll();
       const i = f.initialize({ aborted: true, durationMs: 30_000, sseEvents: 0, reply: undefined });
-      return { evidence: [i], says: ["POST /mcp (#8) answered 200 text/event-stream", "no event came before the client gave up after 30.0 s"], fix: ["proxy_buffering off;", "X-Accel-Buffering: no"] };
+      return {
+        evidence: [i],
+        says: ["POST /mcp (#8) answered 200 text/event-stream", "no event came before the client gave up after 30.0 s"],
+        fix: ["proxy_buffering off;", "X-Accel-Buffering: no"],
+      };
     },
   },
   {
@@ -1258,8 +1459,16 @@ const cases: Case[] = [
     build: (f) => {
       f.authorizeAll();
       const i = f.initialize();
-      const n = f.initialized({ without: ["mcp-session-id"], status: 400, res: [JSON_TYPE], reply: rpcError("Bad Request: Mcp-Session-Id header is required") });
-      return { evidence: [i, n], says: ["notifications/initialized POST /mcp (#9) came without Mcp-Session-Id", `assigned ${SESSION}`, "Bad Request: Mcp-Session-Id header is required"] };
+      const n = f.initialized({
+        without: ["mcp-session-id"],
+        status: 400,
+        res: [JSON_TYPE],
+        reply: rpcError("Bad Request: Mcp-Session-Id header is required"),
+      });
+      return {
+        evidence: [i, n],
+        says: ["notifications/initialized POST /mcp (#9) came without Mcp-Session-Id", `assigned ${SESSION}`, "Bad Request: Mcp-Session-Id header is required"],
+      };
     },
   },
   {
@@ -1269,8 +1478,17 @@ const cases: Case[] = [
       f.authorizeAll();
       const i = f.initialize();
       f.initialized();
-      const l = f.list({ status: 404, resWithout: ["content-type"], res: [JSON_TYPE], reply: rpcError("Session not found", -32001), sseEvents: null });
-      return { evidence: [i, l], says: [`sent Mcp-Session-Id ${SESSION}`, "answered 404", "Session not found"], fix: ["sticky routing"] };
+      const l = f.list({
+        status: 404,
+        resWithout: ["content-type"],
+        res: [JSON_TYPE],
+        reply: rpcError("Session not found", -32001),
+        sseEvents: null,
+      });
+      return {
+        evidence: [i, l],
+        says: [`sent Mcp-Session-Id ${SESSION}`, "answered 404", "Session not found"], fix: ["sticky routing"],
+      };
     },
   },
   {
@@ -1280,8 +1498,16 @@ const cases: Case[] = [
     build: (f) => {
       f.authorizeAll();
       f.initialize();
-      const n = f.initialized({ status: 400, res: [JSON_TYPE], reply: rpcError("Bad Request: Unsupported protocol version: 2025-11-25 (supported versions: 2025-06-18, 2025-03-26)") });
-      return { evidence: [n], says: ["protocol version 2025-11-25 answered 400", "Unsupported protocol version"], fix: ["upgrade the server's MCP SDK"] };
+      const n = f.initialized({
+        status: 400,
+        res: [JSON_TYPE],
+        reply: rpcError("Bad Request: Unsupported protocol version: 2025-11-25 (supported versions: 2025-06-18, 2025-03-26)"),
+      });
+      return {
+        evidence: [n],
+        says: ["protocol version 2025-11-25 answered 400", "Unsupported protocol version"],
+        fix: ["upgrade the server's MCP SDK"],
+      };
     },
   },
   {
@@ -1301,11 +1527,16 @@ const cases: Case[] = [
     build: (f) => {
       f.authorizeAll();
       f.initialize();
-      const p = f.preflight("initialized", "/mcp", "POST", ["authorization", "content-type", "mcp-protocol-version", "mcp-session-id"], {
+      const asked = ["authorization", "content-type", "mcp-protocol-version", "mcp-session-id"];
+      const p = f.preflight("initialized", "/mcp", "POST", asked, {
         resWithout: ["access-control-allow-headers"],
         res: [["Access-Control-Allow-Headers", "Content-Type, Authorization, Mcp-Session-Id"]],
       });
-      return { evidence: [p], says: ["OPTIONS /mcp", "from http://localhost:6274 for POST", "lacks mcp-protocol-version"], fix: ["MCP-Protocol-Version"] };
+      return {
+        evidence: [p],
+        says: ["OPTIONS /mcp", "from http://localhost:6274 for POST", "lacks mcp-protocol-version"],
+        fix: ["MCP-Protocol-Version"],
+      };
     },
   },
   {
@@ -1313,8 +1544,15 @@ const cases: Case[] = [
     code: "cors_preflight_failed",
     client: INSPECTOR,
     build: (f) => {
-      const p = f.preflight("probe", "/mcp", "POST", ["content-type"], { status: 401, resWithout: ["access-control-allow-origin"] });
-      return { evidence: [p], says: ["answered 401 (the auth middleware runs before CORS)"], fix: ["before any auth check"] };
+      const p = f.preflight("probe", "/mcp", "POST", ["content-type"], {
+        status: 401,
+        resWithout: ["access-control-allow-origin"],
+      });
+      return {
+        evidence: [p],
+        says: ["answered 401 (the auth middleware runs before CORS)"],
+        fix: ["before any auth check"],
+      };
     },
   },
   {
@@ -1324,8 +1562,18 @@ const cases: Case[] = [
     build: (f) => {
       f.authorizeAll();
       const i = f.initialize({ resWithout: ["access-control-expose-headers"] });
-      const n = f.initialized({ without: ["mcp-session-id"], status: 400, res: [JSON_TYPE], reply: rpcError("Bad Request: Mcp-Session-Id header is required") });
-      return { evidence: [i, n], says: ["assigned Mcp-Session-Id to the browser client at http://localhost:6274", "came without it"], fix: ["Access-Control-Expose-Headers: Mcp-Session-Id"], also: ["session_not_found"] };
+      const n = f.initialized({
+        without: ["mcp-session-id"],
+        status: 400,
+        res: [JSON_TYPE],
+        reply: rpcError("Bad Request: Mcp-Session-Id header is required"),
+      });
+      return {
+        evidence: [i, n],
+        says: ["assigned Mcp-Session-Id to the browser client at http://localhost:6274", "came without it"],
+        fix: ["Access-Control-Expose-Headers: Mcp-Session-Id"],
+        also: ["session_not_found"],
+      };
     },
   },
   // --- edge ----------------------------------------------------------------------------------
@@ -1333,7 +1581,13 @@ const cases: Case[] = [
     name: "upstream refused the connection",
     code: "upstream_unreachable",
     build: (f) => {
-      const p = f.probe({ ...noChallenge, status: 502, upstreamError: "upstream_refused", res: [["x-mcp-lens-error", "upstream_refused"]], reply: rpcError("cannot reach the upstream http://127.0.0.1:8081: ECONNREFUSED") });
+      const p = f.probe({
+        ...noChallenge,
+        status: 502,
+        upstreamError: "upstream_refused",
+        res: [["x-mcp-lens-error", "upstream_refused"]],
+        reply: rpcError("cannot reach the upstream http://127.0.0.1:8081: ECONNREFUSED"),
+      });
       return { evidence: [p], says: ["POST /mcp (#1)", "refused", "client got 502"], fix: ["--upstream"] };
     },
   },
@@ -1345,8 +1599,18 @@ const cases: Case[] = [
       f.register();
       f.authorize();
       f.consent();
-      const t = f.token({ status: 504, upstreamError: "upstream_timeout", durationMs: 120_000, ttfbMs: 120_000, reply: json({ error: "upstream_timeout" }) });
-      return { evidence: [t], says: ["POST /token (#7)", "within 120.0 s", "answered 504"], fix: ["--upstream-timeout"] };
+      const t = f.token({
+        status: 504,
+        upstreamError: "upstream_timeout",
+        durationMs: 120_000,
+        ttfbMs: 120_000,
+        reply: json({ error: "upstream_timeout" }),
+      });
+      return {
+        evidence: [t],
+        says: ["POST /token (#7)", "within 120.0 s", "answered 504"],
+        fix: ["--upstream-timeout"],
+      };
     },
   },
   {
@@ -1361,7 +1625,12 @@ const cases: Case[] = [
       f.consent();
       f.token();
       f.session();
-      return { evidence: [a], says: ["/.well-known/oauth-authorization-server (#3) took 12.5 s"], failed: null, severity: "warning" };
+      return {
+        evidence: [a],
+        says: ["/.well-known/oauth-authorization-server (#3) took 12.5 s"],
+        failed: null,
+        severity: "warning",
+      };
     },
   },
   {
@@ -1369,7 +1638,14 @@ const cases: Case[] = [
     code: "slow_response",
     build: (f) => {
       uptoAs(f);
-      const r = f.register({ status: null, aborted: true, durationMs: 9_900, reply: undefined, res: [], resWithout: ["content-type"] });
+      const r = f.register({
+        status: null,
+        aborted: true,
+        durationMs: 9_900,
+        reply: undefined,
+        res: [],
+        resWithout: ["content-type"],
+      });
       return { evidence: [r], says: ["POST /register (#4) took 9.9 s and the client gave up"] };
     },
   },
@@ -1384,7 +1660,11 @@ const cases: Case[] = [
         res: [["cf-mitigated", "challenge"], HTML_TYPE, ["Server", "cloudflare"]],
         reply: '<!DOCTYPE html><html><head><title>Just a moment...</title></head><body><script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script></body></html>',
       });
-      return { evidence: [p], says: ["POST /mcp (#1) answered 403", "cf-mitigated: challenge"], fix: ["/mcp", "bot protection"] };
+      return {
+        evidence: [p],
+        says: ["POST /mcp (#1) answered 403", "cf-mitigated: challenge"],
+        fix: ["/mcp", "bot protection"],
+      };
     },
   },
   {
@@ -1392,7 +1672,12 @@ const cases: Case[] = [
     code: "waf_block",
     build: (f) => {
       f.probe();
-      const m = f.prm({ status: 403, resWithout: ["content-type"], res: [HTML_TYPE], reply: "<html><title>Attention Required! | Cloudflare</title><div class='cf-error-details'>blocked</div></html>" });
+      const m = f.prm({
+        status: 403,
+        resWithout: ["content-type"],
+        res: [HTML_TYPE],
+        reply: "<html><title>Attention Required! | Cloudflare</title><div class='cf-error-details'>blocked</div></html>",
+      });
       return { evidence: [m], says: [`GET ${PRM}/mcp (#2) answered 403`, "Attention Required! | Cloudflare"] };
     },
   },
@@ -1407,7 +1692,12 @@ const cases: Case[] = [
       f.consent();
       const t = f.token({}, {}, { refresh_token: undefined });
       f.session();
-      return { evidence: [t], says: ["POST /token (#7) has no refresh_token", "expires in 3600 s"], failed: null, severity: "warning" };
+      return {
+        evidence: [t],
+        says: ["POST /token (#7) has no refresh_token", "expires in 3600 s"],
+        failed: null,
+        severity: "warning",
+      };
     },
   },
   {
@@ -1415,7 +1705,10 @@ const cases: Case[] = [
     code: "refresh_token_missing",
     build: (f) => {
       f.authorizeAll().session();
-      const r = f.refresh({ status: 400, reply: json({ error: "invalid_grant", error_description: "refresh token not found" }) });
+      const r = f.refresh({
+        status: 400,
+        reply: json({ error: "invalid_grant", error_description: "refresh token not found" }),
+      });
       return { evidence: [r], says: ["refresh_token grant POST /token", "answered 400", "refresh token not found"] };
     },
   },
@@ -1429,8 +1722,8 @@ describe("each code fires on the traffic that shows it", () => {
     const ds = f.diagnose(failed);
 
     expect(codes(ds).sort()).toEqual([c.code, ...(expected.also ?? [])].sort());
-    expect(ds[0]?.code).toBe(c.code); // most decisive first
-    const d = ds[0]!;
+    expect(ds[0]?.code).toBe(expected.first ?? c.code); // most decisive first
+    const d = ds.find((x) => x.code === c.code)!;
     expect(d.evidence).toEqual(expected.evidence.map((e) => e.id).sort((a, b) => a - b));
     for (const value of expected.says) expect(d.summary).toContain(value);
     for (const value of expected.fix ?? []) expect(d.fix).toContain(value);
@@ -1463,6 +1756,37 @@ describe("ordering and dedupe", () => {
     expect(codes(f.diagnose("token"))).toEqual(["token_request_rejected", "issuer_mismatch"]);
   });
 
+  it("a symptom fires too, after its cause: authorize rejects a redirect_uri the registration accepted", () => {
+    const f = flow(CLAUDE);
+    uptoAs(f);
+    const r = f.register();
+    const a = f.authorize({
+      status: 400,
+      resWithout: ["content-type"],
+      res: [JSON_TYPE],
+      reply: json({ error: "invalid_request", error_description: "bad redirect_uri" }),
+    });
+    const ds = f.diagnose("authorize");
+    expect(codes(ds)).toEqual(["registration_stub", "redirect_uri_rejected"]);
+    expect(ds[1]!.evidence).toEqual([r.id, a.id]);
+    expect(ds[1]!.summary).toContain(`although registration POST /register (#${r.id}) listed it`);
+  });
+
+  it("downgrades errors to warnings when the handshake succeeded anyway", () => {
+    const f = flow(CLAUDE);
+    f.probe();
+    f.prm();
+    f.asMetadata({ reply: json(f.asDoc({ issuer: "https://mcp.example.com/" })) });
+    f.register();
+    f.authorize();
+    f.consent();
+    f.token();
+    f.session();
+    const ds = f.diagnose(null);
+    expect(ds.map((d) => [d.code, d.severity])).toEqual([["issuer_mismatch", "warning"]]);
+    expect(explainCode("issuer_mismatch").severity).toBe("error");
+  });
+
   it("puts errors before warnings", () => {
     const f = flow(CLAUDE);
     f.probe();
@@ -1480,7 +1804,14 @@ describe("ordering and dedupe", () => {
   it("reports a code once, with every exchange that shows it", () => {
     const f = flow(CLAUDE).authorizeAll();
     const init = f.initialize();
-    const lost = [1, 2, 3].map(() => f.list({ status: 404, resWithout: ["content-type"], res: [JSON_TYPE], reply: rpcError("Session not found", -32001), sseEvents: null }));
+    const notFound: Tweak = {
+      status: 404,
+      resWithout: ["content-type"],
+      res: [JSON_TYPE],
+      reply: rpcError("Session not found", -32001),
+      sseEvents: null,
+    };
+    const lost = [1, 2, 3].map(() => f.list(notFound));
     const ds = f.diagnose("list");
     expect(codes(ds)).toEqual(["session_not_found"]);
     expect(ds[0]!.evidence).toEqual([init.id, ...lost.map((e) => e.id)]);

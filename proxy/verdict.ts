@@ -1,0 +1,23 @@
+// A handshake's final word combines the grouping's outcome with the diagnoses: a client that
+// stops after a 200 whose content is wrong (a resource or issuer mismatch, no S256) has not
+// "abandoned" — it failed at that step. Pure, so the inspector reaches the same verdict.
+import type { Diagnosis, Handshake, HandshakeStep } from "./handshake.js";
+
+/** How long a client that stopped after an error may stay quiet before we call it failed. */
+export const SETTLE_MS = 10_000;
+
+function stepOf(h: Handshake, exchangeId: number | undefined): HandshakeStep | null {
+  if (exchangeId === undefined) return null;
+  return h.steps.find((s) => s.exchangeIds.includes(exchangeId))?.step ?? null;
+}
+
+export function withVerdict(h: Handshake, diagnoses: Diagnosis[], now: number): Handshake {
+  const judged = { ...h, diagnoses };
+  if (h.outcome === "succeeded") return judged;
+  const cause = diagnoses.find((d) => d.severity === "error");
+  if (!cause) return judged;
+  const settled = h.outcome === "failed" || h.outcome === "abandoned" || now - h.endedAt >= SETTLE_MS;
+  if (!settled) return judged;
+  const lastEvidence = cause.evidence[cause.evidence.length - 1];
+  return { ...judged, outcome: "failed", failedStep: h.failedStep ?? stepOf(h, lastEvidence) ?? h.steps.at(-1)?.step ?? null };
+}
