@@ -28,7 +28,7 @@ export interface Finding {
   summary: string;
   evidence: number[];
   fix: string;
-  /** Overrides the rule's severity, e.g. a slow answer the client still waited for. */
+  /** The severity the traffic shows (e.g. a slow answer the client still waited for), over the rule's default. */
   severity?: Severity;
 }
 
@@ -85,15 +85,17 @@ export interface DiagnosisContext {
 
 export function diagnose(handshake: Handshake, exchanges: ClassifiedExchange[]): Diagnosis[] {
   const ctx = contextOf(handshake, exchanges);
+  // Errors are causes of a failed step. When nothing failed, a rule's default "error" becomes a
+  // warning (it will break later, or stricter clients); a severity the rule judged from the traffic stands.
+  const nothingFailed = handshake.outcome === "succeeded" && !handshake.steps.some((s) => s.status === "failed");
   const found: Found[] = [];
   DIAGNOSIS_RULES.forEach((rule, index) => {
     const finding = rule.check(ctx);
     if (!finding) return;
-    const severity = finding.severity ?? rule.severity;
+    const severity = finding.severity ?? (nothingFailed && rule.severity === "error" ? "warning" : rule.severity);
     const diagnosis: Diagnosis = {
       code: rule.code,
-      // Errors are causes of a failed step: when the handshake succeeded, it will break later or elsewhere.
-      severity: handshake.outcome === "succeeded" && severity === "error" ? "warning" : severity,
+      severity,
       summary: finding.summary,
       evidence: [...new Set(finding.evidence)].sort((a, b) => a - b),
       fix: finding.fix,
@@ -205,7 +207,7 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     check(ctx) {
       for (const e of ctx.probes) {
         const url = e.facts.resourceMetadataUrl;
-        const problem = url === undefined ? undefined : metadataUrlProblem(url, ctx.connector);
+        const problem = url === undefined ? undefined : metadataUrlProblem(url, ctx.connector, ctx.prm !== undefined);
         if (problem === undefined) continue;
         return {
           summary: `The probe ${describe(e)} points the client at resource_metadata="${url}", which ${problem}`,
@@ -832,15 +834,19 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const e = hits[0];
       if (!e) return null;
       const origin = reqHeader(e, "origin") ?? "<origin>";
+      const method = e.facts.cors?.requestMethod?.toUpperCase();
+      // The browser does not send a request whose preflight failed: when none followed, it was blocked.
+      const blocked = !ctx.exchanges.some((x) => x.id > e.id && x.path === e.path && x.method.toUpperCase() === method);
       return {
         summary:
-          `The CORS preflight ${describe(e)} from ${origin} for ${e.facts.cors?.requestMethod ?? "?"}: ` +
-          `${preflightProblem(e)}${andMore(hits)}`,
+          `The CORS preflight ${describe(e)} from ${origin} for ${method ?? "?"}: ` +
+          `${preflightProblem(e)}${blocked ? "; the browser never sent the request" : ""}${andMore(hits)}`,
         evidence: ids(hits),
         fix:
           `Answer OPTIONS ${e.path} with 204 before any auth check, with Access-Control-Allow-Origin: ${origin}, ` +
           "Access-Control-Allow-Methods: GET, POST, DELETE and Access-Control-Allow-Headers: Authorization, " +
           "Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID",
+        ...(blocked ? { severity: "error" as const } : {}),
       };
     },
   },
@@ -1212,7 +1218,7 @@ function expectedPrmUrl(ctx: DiagnosisContext): string {
   return c ? `${c.origin}${PRM_PATH}${c.path === "/" ? "" : c.path}` : `https://<host>${PRM_PATH}/<mcp path>`;
 }
 
-function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined): string | undefined {
+function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined, prmFetched: boolean): string | undefined {
   if (url.startsWith("/")) return "is relative: it must be an absolute URL";
   const parsed = parseUrl(url);
   if (!parsed || !/^https?:$/.test(parsed.protocol)) return "is not an http(s) URL";
@@ -1221,7 +1227,8 @@ function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined): s
   }
   if (!connector) return undefined;
   if (parsed.host !== connector.host) return `is on host ${parsed.host} while the client connected to ${connector.host}`;
-  if (connector.schemeFrom !== "assumed" && parsed.protocol !== `${connector.scheme}:`) {
+  // A wrong scheme matters when the client could not fetch it; once it did, resource_mismatch says it.
+  if (!prmFetched && connector.schemeFrom !== "assumed" && parsed.protocol !== `${connector.scheme}:`) {
     return `uses ${parsed.protocol.slice(0, -1)} while the client connected over ${connector.scheme}`;
   }
   return undefined;
@@ -1535,6 +1542,11 @@ function bodyJson(body: RecordedBody): Record<string, unknown> | undefined {
   }
 }
 
+function stringField(record: Record<string, unknown> | undefined, name: string): string | undefined {
+  const value = record?.[name];
+  return typeof value === "string" ? value : undefined;
+}
+
 function stringList(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : [];
 }
@@ -1558,10 +1570,12 @@ function detail(e: ClassifiedExchange): string {
     .replace(/<[^>]+>/g, " ")
     .replace(/\s+/g, " ")
     .trim();
+  // Many error bodies say it in "message" rather than error_description.
+  const message = oauthErrorDescription ?? (isRedirect(e) ? undefined : stringField(bodyJson(e.responseBody), "message"));
   const said =
     oauthError !== undefined
-      ? oauthErrorDescription
-        ? `${oauthError}: ${oauthErrorDescription}`
+      ? message
+        ? `${oauthError}: ${message}`
         : oauthError
       : (rpc ?? (text.length > 120 ? `${text.slice(0, 117)}…` : text));
   return said ? ` "${said}"` : "";

@@ -9,17 +9,21 @@
 //      state (authorize → callback), client_id (registration → authorize → token)
 //   3. the same client (address + user agent), then the same address, within a short window and
 //      only into a handshake the exchange can continue (a probe after anything but a probe, or
-//      discovery after the token step, is a new attempt)
+//      discovery after the token step, is a new attempt); a preflight for a request after the
+//      probe joins only the same client's handshake that showed its Origin
 //   4. the user's browser without ids (a pre-registered or metadata-document client_id): the
 //      handshake from the same address, else the latest one, that did discovery without
 //      registering and awaits authorization
 //   Else the exchange starts a handshake, unless it can only be evidence within one (`other`, revoke).
 //
 // Outcome:
-//   succeeded    an initialize was answered ok (for a handshake seen from mid-session on, any
-//                MCP request): the connector is connected, whatever fails later
-//   failed       its last exchange failed: the client stopped there. A failed probe or discovery
-//                document gets a grace period first, since clients try a fallback at once
+//   succeeded    the connector is usable: an initialize (not its preflight) was answered ok (for a
+//                handshake seen from mid-session on, any MCP request), and neither
+//                notifications/initialized nor the list step failed; once a list or tool call is
+//                answered ok it stays succeeded, whatever fails later
+//   failed       connected but unusable (initialized or list failed), or its last exchange failed:
+//                the client stopped there. A failed probe or discovery document gets a grace
+//                period first, since clients try a fallback at once
 //   in_progress  activity within ACTIVE_MS, or USER_MS while the user is on the authorization page
 //   abandoned    otherwise
 import { clientFamily, type ClientSignals } from "./client-family.js";
@@ -137,8 +141,8 @@ function preflightPlacement(e: ClassifiedExchange): Placement | null {
   if (!/\/(mcp|sse|messages)$/.test(path) && !asked.includes("mcp-")) return null;
   if (method === "DELETE") return place("session", false, "teardown");
   if (method === "GET") return place("session", false, "stream");
-  // The first request to carry the session id is notifications/initialized.
-  if (asked.includes("mcp-session-id")) return place("session", false, "initialized");
+  // Only requests after initialize send these (2025-06-18): the first is notifications/initialized.
+  if (/mcp-(session-id|protocol-version)/.test(asked)) return place("session", false, "initialized");
   if (asked.includes("authorization")) return place("session", false, "initialize");
   return place("probe", true, "probe");
 }
@@ -165,7 +169,7 @@ function exchangeFailed(e: ClassifiedExchange, step: HandshakeStep): boolean {
   // A client ends its GET stream by going away: only a stream that never got headers failed.
   if (e.aborted && !(step === "stream" && e.ttfbMs !== null)) return true;
   if (isRedirect(status) && e.facts.oauthError !== undefined) return true;
-  if (e.kind === "cors_preflight") return !isSuccess(status) || e.facts.cors?.allowOrigin === undefined;
+  if (e.kind === "cors_preflight") return !isSuccess(status) || !preflightAllows(e);
   switch (step) {
     case "probe":
       return status === 401 ? e.facts.wwwAuthenticate === undefined : !answeredMcp(e);
@@ -183,11 +187,25 @@ function exchangeFailed(e: ClassifiedExchange, step: HandshakeStep): boolean {
     case "list":
     case "tool_call":
       return !answeredMcp(e); // a redirect too: hosted clients do not follow it
+    case "callback":
+      return status >= 400 || status === 307 || status === 308; // replays the consent POST: hosted clients need 302/303
     case "registration":
     case "authorize":
-    case "callback":
       return status >= 400;
   }
+}
+
+/** What the browser checks: the origin allowed, and the method and headers it asked for. */
+function preflightAllows(e: ClassifiedExchange): boolean {
+  const cors = e.facts.cors;
+  if (cors?.allowOrigin === undefined) return false;
+  const list = (value: string | undefined) => (value ?? "").toLowerCase().split(",").map((v) => v.trim()).filter(Boolean);
+  const methods = list(cors.allowMethods);
+  const headers = list(cors.allowHeaders);
+  const method = (cors.requestMethod ?? "").toUpperCase();
+  // GET, HEAD and POST need no allowance; `*` allows any method and any header but Authorization.
+  const methodOk = ["", "GET", "HEAD", "POST"].includes(method) || methods.includes("*") || methods.includes(method.toLowerCase());
+  return methodOk && list(cors.requestHeaders).every((h) => headers.includes(h) || (headers.includes("*") && h !== "authorization"));
 }
 
 function answeredMcp(e: ClassifiedExchange): boolean {
@@ -236,10 +254,15 @@ interface State {
   startedAt: number;
   endedAt: number;
   seq: number;
+  /** An initialize was answered ok (or, seen from mid-session on, any MCP request). */
   connected: boolean;
+  /** A list or tool call was answered ok: succeeded for good. */
+  usable: boolean;
   last: { step: HandshakeStep; failed: boolean };
   clientId: string | undefined;
   signals: { userAgents: string[]; redirectUris: string[]; clientName?: string; clientInfoName?: string };
+  /** Origin headers seen: a browser's later preflights join by them. */
+  origins: string[];
   family: ClientFamily;
   /** Index keys pointing here, least recently used first. */
   keys: Set<string>;
@@ -248,6 +271,9 @@ interface State {
 }
 
 const CONNECTING_STEPS = new Set<HandshakeStep>(["initialize", "list", "tool_call"]);
+const USING_STEPS = new Set<HandshakeStep>(["list", "tool_call"]);
+/** After initialize, the connector is unusable when one of these failed before a list or tool call succeeded. */
+const UNUSABLE_STEPS: HandshakeStep[] = ["initialized", "list"];
 /**
  * Failures clients follow up at once: the next well-known variant; well-known discovery after a
  * 401 without challenge; the older SSE transport after a probe's 404 or 405.
@@ -265,24 +291,36 @@ function newState(e: ClassifiedExchange): State {
     endedAt: endOf(e),
     seq: 0,
     connected: false,
+    usable: false,
     last: { step: "probe", failed: false },
     clientId: undefined,
     signals: { userAgents: [], redirectUris: [] },
+    origins: [],
     family: "other",
     keys: new Set(),
     reported: undefined,
   };
 }
 
+/** The step that makes a connected handshake unusable, if any. */
+function unusableStep(s: State): HandshakeStep | undefined {
+  return s.connected && !s.usable ? UNUSABLE_STEPS.find((step) => s.steps.get(step)?.ok === false) : undefined;
+}
+
+const succeeded = (s: State) => s.usable || (s.connected && unusableStep(s) === undefined);
+
 function outcomeAt(s: State, now: number): HandshakeOutcome {
-  if (s.connected) return "succeeded";
+  if (succeeded(s)) return "succeeded";
+  if (s.connected) return "failed";
   const quiet = now - s.endedAt;
   if (s.last.failed && (!FALLBACK_STEPS.has(s.last.step) || quiet > FALLBACK_GRACE_MS)) return "failed";
   return quiet <= (s.last.step === "authorize" ? USER_MS : ACTIVE_MS) ? "in_progress" : "abandoned";
 }
 
 function failedStepOf(s: State): HandshakeStep | null {
-  if (s.connected) return null;
+  if (succeeded(s)) return null;
+  const unusable = unusableStep(s);
+  if (unusable) return unusable;
   let latest: StepState | undefined;
   for (const step of s.steps.values()) {
     if (!step.ok && (!latest || step.lastSeq > latest.lastSeq)) latest = step;
@@ -322,22 +360,28 @@ function insertId(ids: number[], id: number, cap: number): void {
 }
 
 function recordExchange(s: State, e: ClassifiedExchange, placement: Placement): void {
-  const failed = exchangeFailed(e, placement.steps[0]!);
   s.seq++;
+  let failed = false;
   for (const step of placement.steps) {
+    failed = exchangeFailed(e, step);
     let record = s.steps.get(step);
     if (!record) s.steps.set(step, (record = { step, ok: true, exchangeIds: [], at: e.startedAt, lastSeq: 0 }));
     insertId(record.exchangeIds, e.id, MAX_STEP_IDS);
     record.at = Math.min(record.at, e.startedAt);
     record.ok = !failed; // a step's status is its latest exchange's: a later variant may succeed
     record.lastSeq = s.seq;
+    // A preflight only says whether the request it precedes may be sent: it connects nothing.
+    if (!failed && e.kind !== "cors_preflight" && CONNECTING_STEPS.has(step)) {
+      s.connected = true;
+      s.usable ||= USING_STEPS.has(step);
+    }
   }
   insertId(s.exchangeIds, e.id, MAX_EXCHANGE_IDS);
   s.startedAt = Math.min(s.startedAt, e.startedAt);
   s.endedAt = Math.max(s.endedAt, endOf(e));
   s.last = { step: placement.steps.at(-1)!, failed };
-  if (!failed && placement.steps.some((step) => CONNECTING_STEPS.has(step))) s.connected = true;
   s.clientId = e.facts.clientId ?? s.clientId;
+  addSignal(s.origins, e.facts.origin);
   if (noteSignals(s.signals, e)) s.family = familyOf(s.signals);
 }
 
@@ -504,6 +548,8 @@ export class HandshakeTracker {
       case "refresh":
         return undefined; // a refresh token names its handshake, or the tracker never saw it issued
       case "session":
+        // A browser's preflight: only into the handshake of the same client and Origin.
+        if (e.kind === "cors_preflight") return joinable(peer, PEER_WINDOW_MS, (s) => facts.origin !== undefined && s.origins.includes(facts.origin));
         // A bearer names its handshake: with an unknown one, this is another client or an older token.
         return facts.bearerFingerprint === undefined ? joinable(peer, PEER_WINDOW_MS, anyState) : undefined;
     }

@@ -6,18 +6,18 @@ import type { Diagnosis, Handshake, HandshakeStep } from "./handshake.js";
 /** How long a client that stopped after an error may stay quiet before we call it failed. */
 export const SETTLE_MS = 10_000;
 
-function stepOf(h: Handshake, exchangeId: number | undefined): HandshakeStep | null {
-  if (exchangeId === undefined) return null;
+function stepOf(h: Handshake, exchangeId: number): HandshakeStep | null {
   return h.steps.find((s) => s.exchangeIds.includes(exchangeId))?.step ?? null;
 }
 
 export function withVerdict(h: Handshake, diagnoses: Diagnosis[], now: number): Handshake {
   const judged = { ...h, diagnoses };
   if (h.outcome === "succeeded") return judged;
-  const cause = diagnoses.find((d) => d.severity === "error");
-  if (!cause) return judged;
+  const errors = diagnoses.filter((d) => d.severity === "error");
+  if (errors.length === 0) return judged;
   const settled = h.outcome === "failed" || h.outcome === "abandoned" || now - h.endedAt >= SETTLE_MS;
   if (!settled) return judged;
-  const lastEvidence = cause.evidence[cause.evidence.length - 1];
+  // The client stopped at the last exchange an error points to: that step is where it failed.
+  const lastEvidence = Math.max(...errors.flatMap((d) => d.evidence));
   return { ...judged, outcome: "failed", failedStep: h.failedStep ?? stepOf(h, lastEvidence) ?? h.steps.at(-1)?.step ?? null };
 }

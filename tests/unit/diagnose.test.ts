@@ -1534,7 +1534,7 @@ const cases: Case[] = [
       });
       return {
         evidence: [p],
-        says: ["OPTIONS /mcp", "from http://localhost:6274 for POST", "lacks mcp-protocol-version"],
+        says: ["OPTIONS /mcp", "from http://localhost:6274 for POST", "lacks mcp-protocol-version", "the browser never sent the request"],
         fix: ["MCP-Protocol-Version"],
       };
     },
@@ -1785,6 +1785,24 @@ describe("ordering and dedupe", () => {
     const ds = f.diagnose(null);
     expect(ds.map((d) => [d.code, d.severity])).toEqual([["issuer_mismatch", "warning"]]);
     expect(explainCode("issuer_mismatch").severity).toBe("error");
+  });
+
+  it("keeps an error the traffic proves even when the grouping called the handshake a success", () => {
+    const f = flow(INSPECTOR).authorizeAll();
+    f.preflight("initialize", "/mcp", "POST", ["authorization", "content-type"], {
+      resWithout: ["access-control-allow-headers"],
+      res: [["Access-Control-Allow-Headers", "content-type"]],
+    });
+    const ds = f.diagnose(null);
+    expect(ds.map((d) => [d.code, d.severity])).toEqual([["cors_preflight_failed", "error"]]);
+  });
+
+  it("does not downgrade when a step failed, whatever the outcome says", () => {
+    const f = flow(CLAUDE).authorizeAll();
+    f.initialize();
+    f.initialized({ status: 404, res: [JSON_TYPE], reply: rpcError("Session not found", -32001) });
+    const handshake = { ...f.handshake("initialized"), outcome: "succeeded" as const, failedStep: null };
+    expect(diagnose(handshake, f.exchanges).map((d) => [d.code, d.severity])).toEqual([["session_not_found", "error"]]);
   });
 
   it("puts errors before warnings", () => {

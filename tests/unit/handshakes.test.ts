@@ -170,14 +170,14 @@ const http = {
     };
   },
 
-  consent(redirectUri: string, state: string, outcome: { code: string } | { error: string }): Spec {
+  consent(redirectUri: string, state: string, outcome: { code: string } | { error: string }, status = 302): Spec {
     const params: Record<string, string> = "code" in outcome ? { code: outcome.code, state } : { error: outcome.error, state };
     return {
       method: "POST",
       path: "/consent",
       req: [FORM_TYPE, ["origin", ORIGIN]],
       body: form({ decision: "code" in outcome ? "approve" : "deny" }),
-      status: 302,
+      status,
       res: [["location", `${redirectUri}?${form(params)}`]],
     };
   },
@@ -195,6 +195,17 @@ const http = {
           ? { error: answer.error, error_description: "authorization code expired" }
           : { access_token: answer.access, token_type: "Bearer", expires_in: 3600, refresh_token: answer.refresh },
       ),
+    };
+  },
+
+  /** A browser's CORS preflight from `origin`; the answer allows the headers in `allowed` (default: those asked). */
+  preflight(origin: string, path: string, method: string, headers: string, allowed = headers): Spec {
+    return {
+      method: "OPTIONS",
+      path,
+      req: [["origin", origin], ["access-control-request-method", method], ["access-control-request-headers", headers]],
+      status: 204,
+      res: [["access-control-allow-origin", origin], ["access-control-allow-methods", "GET, POST, DELETE"], ["access-control-allow-headers", allowed]],
     };
   },
 
@@ -246,6 +257,17 @@ const CHATGPT: Profile = {
   clientInfo: "openai-mcp",
   clientName: "ChatGPT",
   redirectUri: CALLBACKS.chatgpt,
+  authMethod: "none",
+};
+
+/** A browser-based client: every request from the browser, preflighted. */
+const INSPECTOR_ORIGIN = "http://localhost:6274";
+const INSPECTOR: Profile = {
+  backend: browserAt("192.0.2.80"),
+  browser: browserAt("192.0.2.80"),
+  clientInfo: "mcp-inspector",
+  clientName: "MCP Inspector",
+  redirectUri: CALLBACKS.inspector,
   authMethod: "none",
 };
 
@@ -301,10 +323,10 @@ class Connector {
     return this;
   }
 
-  consent(outcome: "approve" | "deny" = "approve"): this {
+  consent(outcome: "approve" | "deny" = "approve", status = 302): this {
     this.code = secret();
     const answer = outcome === "approve" ? { code: this.code } : { error: "access_denied" };
-    this.w.wait(25 * SECOND).send(this.p.browser, http.consent(this.p.redirectUri, this.state, answer));
+    this.w.wait(25 * SECOND).send(this.p.browser, http.consent(this.p.redirectUri, this.state, answer, status));
     return this;
   }
 
@@ -331,15 +353,16 @@ class Connector {
     return this;
   }
 
-  initialized(): this {
+  /** `session`: the one sent, none when the client could not read it. */
+  initialized(status = 202, session: string | undefined = this.session): this {
     const body = json({ jsonrpc: "2.0", method: "notifications/initialized" });
-    this.w.send(this.mcpPeer, http.rpcAnswer({ body, bearer: this.access, session: this.session, status: 202 }));
+    this.w.send(this.mcpPeer, http.rpcAnswer({ body, bearer: this.access, session, status }));
     return this;
   }
 
-  call(method: string, params: object = {}): this {
-    const result = method === "tools/list" ? { tools: [{ name: "search" }] } : { content: [] };
-    this.w.send(this.mcpPeer, http.rpcAnswer({ body: rpc(this.rpcId++, method, params), bearer: this.access, session: this.session, status: 200, result }));
+  call(method: string, params: object = {}, status = 200): this {
+    const result = status !== 200 ? undefined : method === "tools/list" ? { tools: [{ name: "search" }] } : { content: [] };
+    this.w.send(this.mcpPeer, http.rpcAnswer({ body: rpc(this.rpcId++, method, params), bearer: this.access, session: this.session, status, result }));
     return this;
   }
 
@@ -521,15 +544,9 @@ const scenarios: Scenario[] = [
   {
     name: "The MCP Inspector in the browser: preflights stand for the requests they precede",
     run: (w) => {
-      const browser = browserAt("192.0.2.80");
-      const preflight = (path: string, method: string, headers: string): Spec => ({
-        method: "OPTIONS",
-        path,
-        req: [["origin", "http://localhost:6274"], ["access-control-request-method", method], ["access-control-request-headers", headers]],
-        status: 204,
-        res: [["access-control-allow-origin", "http://localhost:6274"]],
-      });
-      const c = new Connector(w, { backend: browser, browser, clientInfo: "mcp-inspector", clientName: "MCP Inspector", redirectUri: CALLBACKS.inspector, authMethod: "none" });
+      const browser = INSPECTOR.browser;
+      const preflight = (path: string, method: string, headers: string) => http.preflight(INSPECTOR_ORIGIN, path, method, headers);
+      const c = new Connector(w, INSPECTOR);
       w.send(browser, preflight("/mcp", "POST", "content-type"));
       c.probe();
       w.send(browser, preflight("/.well-known/oauth-protected-resource/mcp", "GET", "mcp-protocol-version"));
@@ -559,6 +576,83 @@ const scenarios: Scenario[] = [
     outcome: "failed",
     failedStep: "probe",
     steps: ["probe:failed"],
+  },
+  {
+    name: "A browser client whose initialize preflight answers 204 without allowing Authorization: failed at initialize",
+    run: (w) => {
+      w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "content-type"));
+      new Connector(w, INSPECTOR).oauth();
+      w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "authorization", "content-type"));
+    },
+    outcome: "failed",
+    failedStep: "initialize",
+    family: "mcp-inspector",
+    steps: [...ok(OAUTH_STEPS), "initialize:failed"],
+  },
+  {
+    name: "A preflight answered ok is not the initialize: without the POST the handshake has not succeeded",
+    run: (w) => {
+      w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "content-type"));
+      new Connector(w, INSPECTOR).oauth();
+      w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "authorization"));
+    },
+    outcome: "in_progress",
+    steps: ok([...OAUTH_STEPS, "initialize"]),
+  },
+  {
+    name: "A browser that cannot read Mcp-Session-Id: its preflight for mcp-protocol-version alone joins after initialize",
+    run: (w) => {
+      const preflight = (headers: string) => w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", headers));
+      const c = new Connector(w, INSPECTOR);
+      preflight("content-type");
+      c.oauth();
+      preflight("authorization");
+      c.initialize();
+      preflight("content-type,mcp-protocol-version");
+      c.initialized(202, undefined);
+    },
+    outcome: "succeeded",
+    family: "mcp-inspector",
+    steps: ok([...OAUTH_STEPS, "initialize", "initialized"]),
+  },
+  {
+    name: "notifications/initialized answered 404 Session not found after a good initialize: failed at initialized",
+    run: (w) => void new Connector(w, CHATGPT).oauth().initialize().initialized(404),
+    outcome: "failed",
+    failedStep: "initialized",
+    steps: [...ok([...OAUTH_STEPS, "initialize"]), "initialized:failed"],
+  },
+  {
+    name: "The first tools/list answered 400 (session missing): failed at list",
+    run: (w) => void new Connector(w, CLAUDE).oauth().initialize().initialized().call("tools/list", {}, 400),
+    outcome: "failed",
+    failedStep: "list",
+    steps: [...ok([...OAUTH_STEPS, "initialize", "initialized"]), "list:failed"],
+  },
+  {
+    name: "The session lost during tool calls, after a good tools/list: still succeeded",
+    run: (w) => void new Connector(w, CLAUDE).connect().call("tools/list", {}, 404).call("tools/call", { name: "search" }, 404),
+    outcome: "succeeded",
+    steps: [...ok(CONNECTED_STEPS.slice(0, -2)), "list:failed", "tool_call:failed"],
+  },
+  {
+    name: "The consent POST answered with a 307 to the callback (replaying the POST): the callback failed",
+    run: (w) => void new Connector(w, CLAUDE).probe().discover().register().authorize().consent("approve", 307),
+    outcome: "failed",
+    failedStep: "callback",
+    steps: [...ok(OAUTH_STEPS.slice(0, 5)), "callback:failed"],
+  },
+  {
+    name: "Consent remembered, the authorize GET answered 308 with the code: authorize ok, the callback failed",
+    run: (w) => {
+      const c = new Connector(w, CLAUDE).probe().discover().register();
+      c.code = secret();
+      const location = `${CLAUDE.redirectUri}?${form({ code: c.code, state: c.state })}`;
+      w.wait(2 * SECOND).send(CLAUDE.browser, { ...http.authorize(c.clientId, CLAUDE.redirectUri, c.state), status: 308, res: [["location", location]], reply: undefined });
+    },
+    outcome: "failed",
+    failedStep: "callback",
+    steps: [...ok(OAUTH_STEPS.slice(0, 5)), "callback:failed"],
   },
 ];
 
@@ -718,6 +812,17 @@ describe("telling handshakes apart", () => {
     w.send(peer, http.rpcAnswer({ body: rpc(5, "tools/call", { name: "search" }), session: "sess-7", status: 200, result: { content: [] } }));
     const h = only(track(w.exchanges).tracker.snapshot(w.now));
     expect(stepList(h)).toEqual(ok(["probe", "initialize", "tool_call"]));
+  });
+
+  it("takes a preflight for a request after initialize only into the handshake of its client and Origin, never as a new one", () => {
+    const w = new Wire();
+    w.send(INSPECTOR.browser, http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "content-type"));
+    new Connector(w, INSPECTOR).oauth().initialize();
+    w.send(INSPECTOR.browser, http.preflight("https://elsewhere.example", "/mcp", "POST", "mcp-protocol-version"));
+    w.send(browserAt("192.0.2.99"), http.preflight(INSPECTOR_ORIGIN, "/mcp", "POST", "mcp-protocol-version, mcp-session-id"));
+    const { tracker, ids } = track(w.exchanges);
+    expect(ids.slice(-2)).toEqual([null, null]);
+    expect(stepList(only(tracker.snapshot(w.now)))).toEqual(ok([...OAUTH_STEPS, "initialize"]));
   });
 
   it("does not draw a new attempt from a shared address into a connected session's traffic", () => {
