@@ -417,7 +417,9 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
         };
       }
       const doc = ctx.asDocs.find((d) => d.facts.metadata?.registrationEndpoint === undefined);
-      if (!doc || !ended(ctx) || ctx.of("registration").length > 0) return null;
+      // No "client stopped" condition: a client that goes on with a static client id shows it
+      // in a later authorize or token request, and the rules run again then.
+      if (!doc || ctx.of("registration").length > 0) return null;
       const later = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.id > doc.id);
       if (later.some((e) => e.facts.clientId !== undefined)) return null;
       const cimd = doc.facts.metadata?.clientIdMetadataDocumentSupported === true;

@@ -733,6 +733,16 @@ describe("healthy handshakes", () => {
     expect(f.exchanges.find((e) => e.kind === "mcp_post")?.facts.origin).toBe(INSPECTOR.origin);
   });
 
+  it("blames a missing registration_endpoint as soon as it is seen; the verdict waits for the client to stop", () => {
+    const f = flow(CLAUDE);
+    f.probe();
+    f.prm();
+    f.asMetadata({ reply: json(f.asDoc({ registration_endpoint: undefined })) });
+    const handshake = { ...f.handshake(null), outcome: "in_progress" as const };
+    expect(codes(diagnose(handshake, f.exchanges))).toEqual(["registration_unavailable"]);
+    expect(codes(diagnose({ ...handshake, outcome: "abandoned" }, f.exchanges))).toEqual(["registration_unavailable"]);
+  });
+
   it("a retried registration that gets a fresh client_id is not a stub", () => {
     const f = flow(CLAUDE);
     f.probe();
@@ -911,6 +921,18 @@ const cases: Case[] = [
       },
     }),
   ),
+  {
+    name: "X-Forwarded-Proto ignored everywhere: resource_metadata and resource both http",
+    code: "resource_mismatch",
+    build: (f) => {
+      const p = f.probe({
+        ...noChallenge,
+        res: [["WWW-Authenticate", `Bearer resource_metadata="http://mcp.example.com${PRM}/mcp"`]],
+      });
+      const m = f.prm({ reply: json({ resource: "http://mcp.example.com/mcp", authorization_servers: [CLAUDE.issuer] }) });
+      return { evidence: [p, m], says: ["http instead of https"], fix: ["X-Forwarded-Proto"] };
+    },
+  },
   // --- authorization server metadata -----------------------------------------------------
   ...(["https://mcp.example.com/", "http://mcp.example.com", "https://mcp.example.com:443"] as const).map(
     (issuer): Case => ({
@@ -1367,10 +1389,10 @@ const cases: Case[] = [
         status: 404,
         resWithout: ["content-type", "mcp-session-id"],
         res: [JSON_TYPE],
-        reply: json({ error: "not_found" }),
+        reply: json({ error: "not_found", message: "Cannot POST /mcp" }),
         sseEvents: null,
       });
-      return { evidence: [i], says: ["POST /mcp (#8) answered 404"] };
+      return { evidence: [i], says: ['POST /mcp (#8) answered 404 "not_found: Cannot POST /mcp"'] };
     },
   },
   {
