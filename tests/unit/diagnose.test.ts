@@ -743,6 +743,15 @@ describe("healthy handshakes", () => {
     expect(codes(diagnose({ ...handshake, outcome: "abandoned" }, f.exchanges))).toEqual(["registration_unavailable"]);
   });
 
+  it("stays silent when the client goes on with a static client id instead of registering", () => {
+    const f = flow(CLAUDE);
+    f.probe();
+    f.prm();
+    f.asMetadata({ reply: json(f.asDoc({ registration_endpoint: undefined })) });
+    f.authorize();
+    expect(codes(diagnose({ ...f.handshake(null), outcome: "in_progress" }, f.exchanges))).not.toContain("registration_unavailable");
+  });
+
   it("a retried registration that gets a fresh client_id is not a stub", () => {
     const f = flow(CLAUDE);
     f.probe();
@@ -1887,5 +1896,13 @@ describe("the rules table", () => {
 
   it("refuses an unknown code", () => {
     expect(() => explainCode("nope" as DiagnosisCode)).toThrow(/unknown/);
+  });
+});
+
+describe("documentation", () => {
+  it("the README lists every diagnosis code", async () => {
+    const { readFileSync } = await import("node:fs");
+    const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+    for (const code of DIAGNOSIS_CODES) expect(readme, code).toContain(`| \`${code}\` |`);
   });
 });
