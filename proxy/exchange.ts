@@ -94,6 +94,18 @@ export const EXCHANGE_KINDS = [
 ] as const;
 export type ExchangeKind = (typeof EXCHANGE_KINDS)[number];
 
+/** The kinds that make up the OAuth part of a connector handshake. */
+export const OAUTH_KINDS: ReadonlySet<ExchangeKind> = new Set<ExchangeKind>([
+  "protected_resource_metadata",
+  "authorization_server_metadata",
+  "openid_configuration",
+  "registration",
+  "authorize",
+  "authorize_consent",
+  "token",
+  "revoke",
+]);
+
 /** Which well-known URL form a metadata document was fetched from (RFC 8414 §3, RFC 9728 §3, OIDC Discovery). */
 export type WellKnownVariant =
   | "root" // /.well-known/<name>

@@ -7,6 +7,7 @@ import { HandshakeAnalysis } from "./analysis.js";
 import { createClassifier } from "./classify.js";
 import type { RawExchange } from "./exchange.js";
 import { createForwarder } from "./forward.js";
+import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
 import { exchangeLogFields, type Logger } from "./log.js";
 import { LensMetrics } from "./metrics.js";
@@ -35,21 +36,6 @@ export interface Lens {
 /** Bytes a raw exchange holds in memory, for the writer's queue bound. */
 function rawSize(raw: RawExchange): number {
   return raw.requestBody.bytes.length + raw.responseBody.bytes.length + 1024;
-}
-
-function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
-function urlOf(address: AddressInfo): string {
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  return `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${address.port}`;
 }
 
 export async function startLens(settings: ProxySettings, logger: Logger): Promise<Lens> {

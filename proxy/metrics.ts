@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client): one prefix, base units, bounded labels. Never a session
 // id, token, client_id or raw path as a label: kinds, families, steps and codes are closed sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { ClassifiedExchange, ExchangeKind } from "./exchange.js";
+import { OAUTH_KINDS, type ClassifiedExchange } from "./exchange.js";
 import type { Handshake, HandshakeOutcome } from "./handshake.js";
 import type { WriterStats } from "./store/writer.js";
 
@@ -23,16 +23,6 @@ const MCP_METHODS = new Set([
   "notifications/cancelled",
   "notifications/progress",
   "notifications/roots/list_changed",
-]);
-const OAUTH_KINDS = new Set<ExchangeKind>([
-  "protected_resource_metadata",
-  "authorization_server_metadata",
-  "openid_configuration",
-  "registration",
-  "authorize",
-  "authorize_consent",
-  "token",
-  "revoke",
 ]);
 /** Distinct tool names get their own label up to this many; later ones count as `other`. */
 const MAX_TOOL_LABELS = 50;

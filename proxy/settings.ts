@@ -12,6 +12,19 @@ import {
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
+/** --log-level, shared by every command. */
+export function logLevelOption(note = "") {
+  return option({
+    flag: "log-level",
+    env: "MCP_LENS_LOG_LEVEL",
+    kind: "string",
+    default: "info" as (typeof LOG_LEVELS)[number],
+    valueName: "LEVEL",
+    help: `Log level: ${LOG_LEVELS.join(", ")}${note}`,
+    parse: parseChoice(LOG_LEVELS),
+  });
+}
+
 export const PROXY_OPTIONS = {
   upstream: option({
     flag: "upstream",
@@ -159,15 +172,7 @@ export const PROXY_OPTIONS = {
     help: "On SIGTERM, how long in-flight requests may take to finish",
     parse: parseInteger(0, 600_000),
   }),
-  logLevel: option({
-    flag: "log-level",
-    env: "MCP_LENS_LOG_LEVEL",
-    kind: "string",
-    default: "info" as (typeof LOG_LEVELS)[number],
-    valueName: "LEVEL",
-    help: `Log level: ${LOG_LEVELS.join(", ")}; one JSON line per exchange at info`,
-    parse: parseChoice(LOG_LEVELS),
-  }),
+  logLevel: logLevelOption("; one JSON line per exchange at info"),
 };
 
 export type ProxySettings = Values<typeof PROXY_OPTIONS>;

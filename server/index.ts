@@ -14,6 +14,7 @@ import { publicMcpUrl } from "./public-url.js";
 import { McpSessions } from "./sessions.js";
 import type { ServerSettings } from "./settings.js";
 import { VERSION } from "../proxy/version.js";
+import { listen, urlOf } from "../proxy/listen.js";
 
 
 export interface RunningCodaServer {
@@ -38,16 +39,6 @@ function codaTokenValidator(baseUrl: string) {
       throw error;
     }
   };
-}
-
-function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
 }
 
 export async function startCodaServer(settings: ServerSettings, logger: Logger): Promise<RunningCodaServer> {
@@ -92,8 +83,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     const e = error as NodeJS.ErrnoException;
     throw new Error(e.code === "EADDRINUSE" ? `cannot listen: port ${settings.port} is already in use` : `cannot listen: ${e.message}`);
   }
-  const host = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}`;
+  const url = urlOf(address);
   logger.info({ url, publicUrl: settings.publicUrl || "(from X-Forwarded-Proto/-Host)", codaApi: settings.codaApiBase }, "Coda MCP server listening");
 
   let closing: Promise<void> | null = null;

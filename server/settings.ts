@@ -1,6 +1,6 @@
 // The Coda MCP server's settings: every flag has an environment variable for containers.
 import { defaultsOf, option, parseChoice, parseHttpUrl, parsePort, UsageError, type Values } from "../proxy/config.js";
-import { LOG_LEVELS } from "../proxy/settings.js";
+import { logLevelOption } from "../proxy/settings.js";
 
 function parseKeyHex(raw: string, where: string): string {
   if (!/^[0-9a-fA-F]{64}$/.test(raw.trim())) throw new UsageError(`${where} must be 64 hex characters (32 bytes), e.g. from 'openssl rand -hex 32'`);
@@ -112,15 +112,7 @@ export const SERVER_OPTIONS = {
     default: false,
     help: "Answer POSTs with JSON instead of SSE streams (proxies that buffer; no progress notifications)",
   }),
-  logLevel: option({
-    flag: "log-level",
-    env: "MCP_LENS_LOG_LEVEL",
-    kind: "string",
-    default: "info" as (typeof LOG_LEVELS)[number],
-    valueName: "LEVEL",
-    help: `Log level: ${LOG_LEVELS.join(", ")}`,
-    parse: parseChoice(LOG_LEVELS),
-  }),
+  logLevel: logLevelOption(),
 };
 
 export type ServerSettings = Values<typeof SERVER_OPTIONS>;

@@ -63,8 +63,9 @@ describe("admin port: metrics and live feed", () => {
   it("exposes RED metrics by route kind, JSON-RPC methods, tools, OAuth and the recorder", async () => {
     const text = await waitFor(async () => {
       const t = await scrape();
-      return t.includes('method="tools/call"') ? t : null;
-    }, "tools/call to be counted");
+      // Every exchange of beforeAll is recorded (batched, off the request path) before asserting.
+      return t.includes('method="tools/call"') && t.includes('kind="authorization_server_metadata"') ? t : null;
+    }, "the exchanges to be counted");
     expect(text).toMatch(/mcp_lens_requests_total\{kind="mcp_post",method="POST",status="200"\} [1-9]/);
     expect(text).toMatch(/mcp_lens_jsonrpc_requests_total\{method="initialize",outcome="result"\} 1/);
     expect(text).toMatch(/mcp_lens_tool_calls_total\{tool="echo",outcome="result"\} 1/);
