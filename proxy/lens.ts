@@ -134,6 +134,11 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
 
   const url = urlOf(publicAddress);
   const adminUrl = urlOf(adminAddress);
+  // Where this proxy runs, for the inspector: replays go through it so they are recorded too.
+  const setMeta = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
+  for (const [key, value] of Object.entries({ upstream: settings.upstream, proxy_url: url, admin_url: adminUrl, version: VERSION })) {
+    setMeta.run(key, value);
+  }
   logger.info({ url, adminUrl, upstream: settings.upstream, db: settings.db }, "mcp-lens proxy listening");
 
   let closing: Promise<void> | null = null;
