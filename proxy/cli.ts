@@ -19,6 +19,7 @@ Commands:
   start     Run the bundled Coda MCP server and the proxy in front of it (what 'npm start' runs)
   proxy     Run the proxy in front of an MCP server you already have
   server    Run the Coda MCP server alone (Streamable HTTP + OAuth 2.1)
+  inspector Which connector handshakes failed, where and why, from the recording database
 
 Run 'mcp-lens <command> --help' for the options of each command.
 `;
@@ -138,6 +139,12 @@ async function main(argv: string[]): Promise<void> {
       return runCommand(START_COMMAND, rest);
     case "server":
       return runCommand(SERVER_COMMAND, rest);
+    case "inspector": {
+      // Loaded on demand: the proxy and server do not need the inspector's modules.
+      const inspector = await import("../inspector/cli.js");
+      process.exitCode = await inspector.main(rest, "mcp-lens inspector");
+      return;
+    }
     case undefined:
     case "help":
     case "--help":

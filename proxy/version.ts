@@ -1,4 +1,7 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 
-/** mcp-lens's version, from package.json (dist/proxy/version.js → ../../package.json). */
-export const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+// package.json is one level up from proxy/*.ts (sources, as tests run them) and two from dist/proxy/*.js.
+const packageJson = [new URL("../package.json", import.meta.url), new URL("../../package.json", import.meta.url)].find((url) => existsSync(url))!;
+
+/** mcp-lens's version, from package.json. */
+export const VERSION = (JSON.parse(readFileSync(packageJson, "utf8")) as { version: string }).version;

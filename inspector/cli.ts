@@ -1,0 +1,354 @@
+#!/usr/bin/env node
+// `inspector` (also `mcp-lens inspector`): which connector handshakes failed, where, why and how
+// to fix them, from the recording database opened read-only. Without a command, the interactive
+// view; with one (list, show, replay, export, tail), output for scripts. Options come from tables
+// (proxy/config.ts), so every flag has its --help line and errors are one line: exit 2 for bad
+// input, 1 for a failure (an unknown id, a database that cannot be read, a replay that still fails).
+import { realpathSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { formatHelp, option, parseHttpUrl, parseInteger, parseOptions, UsageError, type Values } from "../proxy/config.js";
+import { PROXY_OPTIONS } from "../proxy/settings.js";
+import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
+import { toCurl, toHar } from "./export.js";
+import {
+  colorEnabled,
+  formatHandshake,
+  formatHandshakeTable,
+  formatLiveLine,
+  formatReplay,
+  handshakeJson,
+  liveMessageJson,
+  painter,
+  type TextOptions,
+} from "./format.js";
+import { replayHandshake } from "./replay.js";
+
+type Specs = Parameters<typeof parseOptions>[0];
+
+/** An expected failure (unknown id, replay still failing): one line, exit code 1. */
+class Failure extends Error {}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const DB = { ...PROXY_OPTIONS.db, help: "Recording database of the proxy, opened read-only" };
+const JSON_OUTPUT = option({ flag: "json", kind: "boolean", default: false, help: "JSON output (the shape is in the README)" });
+const ADMIN = {
+  adminUrl: option({
+    flag: "admin-url",
+    env: "MCP_LENS_ADMIN_URL",
+    kind: "string",
+    default: "",
+    valueName: "URL",
+    help: "The proxy's admin port, whose WebSocket /live is followed (default: the admin_url the proxy recorded)",
+    parse: parseHttpUrl,
+  }),
+  adminToken: { ...PROXY_OPTIONS.adminToken, help: "Bearer token for the proxy's /live (its --admin-token)" },
+};
+
+const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** "30m", "1h", "2d" ago, or an ISO date → epoch ms. */
+function parseSince(raw: string, where: string): number {
+  const relative = /^(\d+)\s*([smhdw])$/i.exec(raw.trim());
+  if (relative) return Date.now() - Number(relative[1]) * UNIT_MS[relative[2]!.toLowerCase()]!;
+  const absolute = /^\d{4}-\d{2}-\d{2}/.test(raw) ? Date.parse(raw) : NaN;
+  if (Number.isNaN(absolute)) throw new UsageError(`${where} must be a duration such as 30m, 1h or 2d, or an ISO date, got '${raw}'`);
+  return absolute;
+}
+
+function parseId(raw: string): number {
+  const match = /^#?(\d{1,15})$/.exec(raw);
+  if (!match) throw new UsageError(`'${raw}' is not a handshake id (a number, e.g. 123)`);
+  return Number(match[1]);
+}
+
+const LIST_OPTIONS = {
+  db: DB,
+  failed: option({ flag: "failed", kind: "boolean", default: false, help: "Only failed handshakes" }),
+  client: option({ flag: "client", kind: "string", default: "", valueName: "CLIENT", help: "Only this client (family or name, e.g. claude.ai, chatgpt)" }),
+  since: option<number | undefined>({
+    flag: "since",
+    kind: "string",
+    default: undefined,
+    valueName: "WHEN",
+    help: "Only handshakes started since then: 30m, 1h, 2d ago or an ISO date",
+    parse: parseSince,
+  }),
+  text: option({ flag: "text", kind: "string", default: "", valueName: "TEXT", help: "Only those mentioning TEXT: client, code, summary, failed step or a path" }),
+  limit: option({ flag: "limit", kind: "string", default: 50, valueName: "N", help: "At most N handshakes, newest first", parse: parseInteger(1, 1_000_000) }),
+  json: JSON_OUTPUT,
+};
+
+const SHOW_OPTIONS = { db: DB, json: JSON_OUTPUT };
+
+const REPLAY_OPTIONS = {
+  db: DB,
+  target: option({
+    flag: "target",
+    kind: "string",
+    default: "",
+    valueName: "URL",
+    help: "Where to re-run the handshake (default: the proxy that recorded it, so the re-run is recorded too; else its upstream)",
+    parse: parseHttpUrl,
+  }),
+  token: option({
+    flag: "token",
+    env: "MCP_LENS_REPLAY_TOKEN",
+    kind: "string",
+    default: "",
+    valueName: "TOKEN",
+    help: "A bearer (or Coda API) token for the MCP steps; without it the browser authorize step is skipped",
+  }),
+  timeout: option<number | undefined>({
+    flag: "timeout",
+    kind: "string",
+    default: undefined,
+    valueName: "MS",
+    help: "Per-request timeout of the re-run",
+    parse: parseInteger(1, 600_000),
+  }),
+  json: JSON_OUTPUT,
+};
+
+const EXPORT_OPTIONS = {
+  db: DB,
+  har: option({ flag: "har", kind: "boolean", default: false, help: "HAR 1.2 (redacted as stored), for browser devtools and HAR viewers" }),
+  curl: option({ flag: "curl", kind: "boolean", default: false, help: "One curl command per exchange (redacted values stay markers to replace)" }),
+  output: option({ flag: "output", kind: "string", default: "", valueName: "FILE", help: "Write to FILE instead of stdout (also -o FILE)" }),
+};
+
+const TAIL_OPTIONS = { db: DB, ...ADMIN, json: JSON_OUTPUT };
+const INTERACTIVE_OPTIONS = { db: DB, ...ADMIN };
+
+/** Short flags, spelled out before parsing. */
+const ALIASES: Record<string, string> = { "-o": "--output", "-h": "--help" };
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+interface Command<S extends Specs> {
+  name: string;
+  /** For the command list of --help. */
+  brief: string;
+  /** Takes a handshake ID as its one argument. */
+  takesId: boolean;
+  usage: string;
+  summary: string;
+  options: S;
+  run(settings: Values<S>, id: number): Promise<number>;
+}
+
+/** How the user called us, for messages: "inspector" or "mcp-lens inspector". */
+let prog = "inspector";
+
+const write = (text: string) => process.stdout.write(text);
+
+function textOptions(stream: NodeJS.WriteStream): TextOptions {
+  return { width: stream.isTTY && stream.columns ? Math.max(40, stream.columns) : 80, paint: painter(colorEnabled(stream)) };
+}
+
+const json = (value: unknown) => write(`${JSON.stringify(value, null, 2)}\n`);
+
+/** Opens the database for the duration of `use`. */
+async function withData<T>(path: string, use: (data: InspectorData) => T | Promise<T>): Promise<T> {
+  const data = new InspectorData(path);
+  try {
+    return await use(data);
+  } finally {
+    data.close();
+  }
+}
+
+function handshakeOrFail(data: InspectorData, id: number): HandshakeDetail {
+  const detail = data.getHandshake(id);
+  if (!detail) throw new Failure(`no handshake #${id} in ${data.path} (see '${prog} list')`);
+  return detail;
+}
+
+/** ws://…/live of the proxy's admin port: --admin-url, else the one it recorded. */
+function liveUrlOf(data: InspectorData, adminUrl: string): string | undefined {
+  const base = adminUrl || data.meta().admin_url;
+  if (!base) return undefined;
+  const url = new URL("/live", base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+const LIST: Command<typeof LIST_OPTIONS> = {
+  name: "list",
+  brief: "Handshakes, newest first, with filters",
+  takesId: false,
+  usage: "list [options]",
+  summary: "Handshakes newest first: time, id, client, outcome, failed step and first diagnosis.",
+  options: LIST_OPTIONS,
+  run: (s) =>
+    withData(s.db, (data) => {
+      const filter = { failedOnly: s.failed, client: s.client, sinceMs: s.since, text: s.text, limit: s.limit };
+      if (s.json) json(data.findHandshakes(filter).map((h) => handshakeJson(h)));
+      else write(formatHandshakeTable(data.listHandshakes(filter), textOptions(process.stdout)));
+      return 0;
+    }),
+};
+
+const SHOW: Command<typeof SHOW_OPTIONS> = {
+  name: "show",
+  brief: "One handshake: steps, exchanges, diagnoses",
+  takesId: true,
+  usage: "show ID [options]",
+  summary: "One handshake: its steps with timing, its exchanges with their key facts, its diagnoses with evidence, fix and reference.",
+  options: SHOW_OPTIONS,
+  run: (s, id) =>
+    withData(s.db, (data) => {
+      const detail = handshakeOrFail(data, id);
+      if (s.json) json(handshakeJson(detail.handshake, detail.exchanges));
+      else write(formatHandshake(detail, textOptions(process.stdout)));
+      return 0;
+    }),
+};
+
+const REPLAY: Command<typeof REPLAY_OPTIONS> = {
+  name: "replay",
+  brief: "Re-run a handshake now and compare",
+  takesId: true,
+  usage: "replay ID [options]",
+  summary: "Re-run a recorded handshake now, as the same client, and compare it step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
+  options: REPLAY_OPTIONS,
+  async run(s, id) {
+    const { detail, target } = await withData(s.db, (data) => {
+      const meta = data.meta();
+      const target = s.target || meta.proxy_url || meta.upstream;
+      if (!target) throw new Failure(`${data.path} records no proxy_url or upstream: pass --target URL`);
+      return { detail: handshakeOrFail(data, id), target };
+    });
+    const result = await replayHandshake(detail, { target, ...(s.token ? { token: s.token } : {}), ...(s.timeout ? { timeoutMs: s.timeout } : {}) });
+    if (s.json) json(result);
+    else write(formatReplay(result, textOptions(process.stdout)));
+    return result.verdict === "now_passes" ? 0 : 1;
+  },
+};
+
+const EXPORT: Command<typeof EXPORT_OPTIONS> = {
+  name: "export",
+  brief: "Its exchanges as HAR 1.2 or curl commands",
+  takesId: true,
+  usage: "export ID --har|--curl [-o FILE]",
+  summary: "A handshake's exchanges as HAR 1.2 or as curl commands, redacted as stored.",
+  options: EXPORT_OPTIONS,
+  async run(s, id) {
+    if (s.har === s.curl) throw new UsageError(`export needs one of --har or --curl (see '${prog} export --help')`);
+    const detail = await withData(s.db, (data) => handshakeOrFail(data, id));
+    const text = s.har ? `${JSON.stringify(toHar(detail), null, 2)}\n` : toCurl(detail);
+    if (s.output) writeFileSync(s.output, text);
+    else write(text);
+    return 0;
+  },
+};
+
+const TAIL: Command<typeof TAIL_OPTIONS> = {
+  name: "tail",
+  brief: "Live traffic, one line per event",
+  takesId: false,
+  usage: "tail [options]",
+  summary: "Live traffic, one line per exchange and per handshake update: the proxy's /live feed, else polling the database. Ctrl-C stops.",
+  options: TAIL_OPTIONS,
+  run: (s) =>
+    withData(s.db, async (data) => {
+      const text = textOptions(process.stdout);
+      const note = (line: string) => process.stderr.write(`${prog}: ${line}\n`);
+      const follow = followTraffic(data, {
+        liveUrl: liveUrlOf(data, s.adminUrl),
+        adminToken: s.adminToken,
+        onMessage: (m) => write(`${s.json ? JSON.stringify(liveMessageJson(m)) : formatLiveLine(m, text)}\n`),
+        onMode: (mode, reason) => note(mode === "live" ? reason : `${reason}; polling ${data.path} read-only every 500 ms`),
+        onError: (error) => note(`cannot read ${data.path}: ${error.message}`),
+      });
+      await new Promise<void>((resolve) => {
+        process.once("SIGINT", resolve);
+        process.once("SIGTERM", resolve);
+        process.stdout.once("error", resolve); // a closed pipe (| head)
+      });
+      follow.close();
+      return 0;
+    }),
+};
+
+const COMMANDS = { list: LIST, show: SHOW, replay: REPLAY, export: EXPORT, tail: TAIL };
+
+function mainHelp(): string {
+  const rows = Object.values(COMMANDS).map((c) => `  ${c.usage.replace(/ \[options\]$/, "").padEnd(34)}${c.brief}`);
+  const summary = `The mcp-lens inspector: which connector handshakes failed, where, why and how to fix them,
+from the proxy's recording database (opened read-only, never written).
+
+Commands, for scripts:
+${rows.join("\n")}
+
+Run '${prog} <command> --help' for the options of each command. Without a command: the
+interactive view (it needs a terminal), with the options below.`;
+  return formatHelp(`Usage: ${prog} [command] [options]`, summary, INTERACTIVE_OPTIONS);
+}
+
+/** Separates positional arguments from flags, knowing which flags take a value. */
+function splitArgs(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
+  return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
+}
+
+async function runCommand<S extends Specs>(command: Command<S>, argv: string[]): Promise<number> {
+  const usage = `${prog} ${command.name}`;
+  const { positionals, flags } = splitArgs(command.options, argv);
+  const settings = parseOptions(command.options, flags, process.env, usage);
+  if (settings.help) {
+    write(formatHelp(`Usage: ${prog} ${command.usage}`, command.summary, command.options));
+    return 0;
+  }
+  const expected = command.takesId ? 1 : 0;
+  if (positionals.length < expected) throw new UsageError(`${usage} needs a handshake ID (see '${usage} --help')`);
+  if (positionals.length > expected) throw new UsageError(`unexpected argument '${positionals[expected]}' (see '${usage} --help')`);
+  return command.run(settings, command.takesId ? parseId(positionals[0]!) : 0);
+}
+
+async function interactive(argv: string[]): Promise<number> {
+  const s = parseOptions(INTERACTIVE_OPTIONS, argv, process.env, prog);
+  if (s.help) {
+    write(mainHelp());
+    return 0;
+  }
+  if (!process.stdout.isTTY || !process.stdin.isTTY) {
+    process.stderr.write(`${mainHelp()}\n`);
+    throw new UsageError(`the interactive view needs a terminal; in scripts use a command: ${Object.keys(COMMANDS).join(", ")}`);
+  }
+  const { runInteractive } = await import("./ui/app.js");
+  await withData(s.db, (data) =>
+    runInteractive({ data, dbPath: data.path, liveUrl: liveUrlOf(data, s.adminUrl), adminToken: s.adminToken || undefined }),
+  );
+  return 0;
+}
+
+/** Runs the inspector; returns the exit code, having printed any error as one line. */
+export async function main(argv: string[], invokedAs = "inspector"): Promise<number> {
+  prog = invokedAs;
+  const args = argv.map((a) => ALIASES[a] ?? a);
+  const [first, ...rest] = args;
+  try {
+    if (first === "help") return await interactive(["--help"]);
+    if (first === undefined || first.startsWith("-")) return await interactive(args);
+    const command = Object.hasOwn(COMMANDS, first) ? (COMMANDS[first as keyof typeof COMMANDS] as Command<Specs>) : undefined;
+    if (!command) throw new UsageError(`unknown command '${first}' (see '${prog} --help')`);
+    return await runCommand(command, rest);
+  } catch (error) {
+    const e = error as Error;
+    process.stderr.write(`${prog}: ${e.message.replace(/\s*\n\s*/g, " ")}\n`);
+    if (process.env.MCP_LENS_DEBUG && !(e instanceof UsageError || e instanceof Failure)) process.stderr.write(`${e.stack}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+const entry = process.argv[1];
+if (entry !== undefined && realpathSync(entry) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2));
+}

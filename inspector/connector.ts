@@ -1,0 +1,543 @@
+// A connector's handshake, step by step, as hosted clients perform it (see
+// shared/reference/connector-handshake.md): probe → Protected Resource Metadata → AS metadata →
+// registration → [authorize → callback → token] → initialize → initialized → list [→ tools/call].
+// No SDK: it stops at the first step that fails the way real clients do, and every check it makes
+// is one a connector makes on the wire. Every request has a timeout and nothing is retried beyond
+// the discovery fallbacks the guide describes, so a run is bounded. node:http rather than fetch:
+// fetch retries a 421 on a new connection, adds Sec-Fetch-* headers and cannot set Host, and
+// hosted backends do none of that. Used by the replay (inspector/replay.ts) and by the tests'
+// hosted connector.
+import { createHash, randomBytes } from "node:crypto";
+import http from "node:http";
+import https from "node:https";
+import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../proxy/handshake.js";
+
+/** What the known clients send, from their traffic; the replay's fallback when a recording lacks it. */
+export const KNOWN_CLIENTS = {
+  "claude.ai": {
+    userAgent: "python-httpx/0.28.1",
+    clientInfo: { name: "Anthropic", version: "1.0.0" },
+    clientName: "Claude",
+    authMethod: "client_secret_post",
+    redirectUri: "https://claude.ai/api/mcp/auth_callback",
+  },
+  chatgpt: {
+    userAgent: "openai-mcp/1.0.0",
+    clientInfo: { name: "openai-mcp", version: "1.0.0" },
+    clientName: "ChatGPT",
+    authMethod: "none",
+    redirectUri: "https://chatgpt.com/connector_platform_oauth_redirect",
+  },
+  "claude-code": {
+    userAgent: "claude-code/2.0",
+    clientInfo: { name: "claude-code", version: "2.0.0" },
+    clientName: "Claude Code",
+    authMethod: "none",
+    redirectUri: "http://localhost:33418/callback",
+  },
+} as const;
+export type KnownClient = keyof typeof KNOWN_CLIENTS;
+
+/** The user's browser, for the authorize step. */
+export const BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+export const LATEST_PROTOCOL_VERSION = "2025-11-25";
+export const MCP_ACCEPT = "application/json, text/event-stream";
+
+/** The DCR payload a client registers with (RFC 7591); its first redirect URI is the callback. */
+export function registrationPayload(clientName: string, redirectUri: string, authMethod: string): ConnectorOptions["registration"] {
+  return {
+    client_name: clientName,
+    redirect_uris: [redirectUri],
+    grant_types: ["authorization_code", "refresh_token"],
+    response_types: ["code"],
+    token_endpoint_auth_method: authMethod,
+  };
+}
+
+export interface ConnectorOptions {
+  /** User-Agent of the client's backend requests; none is sent when absent. */
+  userAgent?: string;
+  /** Accept of the MCP requests; none is sent when absent (some clients send none, or *\/*). */
+  accept?: string;
+  /** The params of initialize as the client sends them (protocolVersion, capabilities, clientInfo). */
+  initialize: { protocolVersion: string } & Record<string, unknown>;
+  registration: { redirect_uris: string[] } & Record<string, unknown>;
+  /** `resource` of the authorize and token requests; default the connector URL. */
+  resource?: string;
+  /** `scope` of the authorize request; default the PRM's scopes_supported, else the AS's. */
+  scope?: string;
+  /** A browser-based client: sends this Origin, preflights its MCP requests and obeys CORS. */
+  origin?: string;
+  /**
+   * Where requests for the connector's host are dialled (scheme://host:port), e.g. the proxy in
+   * front of the server or a plain-http port behind a TLS front; default the connector URL itself.
+   */
+  via?: string;
+  /** Added to every request for the connector's host, e.g. Host, X-Forwarded-Host, X-Forwarded-Proto. */
+  forwardHeaders?: Record<string, string>;
+  /**
+   * Past registration:
+   *  - "stop" (default): the browser step needs the user; authorize, callback, token and the MCP
+   *    steps after them are skipped (`needs_user`) and the run ends;
+   *  - "follow": plays a browser whose authorization server consents at once (test servers,
+   *    remembered consent): GET authorize, only a 302/303 to the callback is followed, then the
+   *    code is redeemed at the token endpoint;
+   *  - { bearer }: authorize, callback and token are skipped (`credential_given`) and the MCP steps use this token.
+   */
+  auth?: "stop" | "follow" | { bearer: string };
+  /** Also call the first listed tool (side effects: off by default). */
+  toolCall?: boolean;
+  /** Per request, headers and body, like the ~10 s hosted clients allow; default 10 000 ms. */
+  timeoutMs?: number;
+  /** How long an SSE answer may take to send its first event; default timeoutMs. */
+  sseTimeoutMs?: number;
+}
+
+/** Why a step was not performed. */
+export type SkipReason =
+  | "authless" // the server answered the unauthenticated initialize: no OAuth needed
+  | "needs_user" // the user's browser step (and what depends on it) without a credential
+  | "credential_given"; // a token was given in place of the OAuth steps
+
+export interface StepOutcome {
+  step: HandshakeStep;
+  status: "ok" | "failed" | "skipped";
+  /** The status of the step's last HTTP answer. */
+  httpStatus?: number;
+  /** Why it failed, or was skipped. */
+  detail?: string;
+  skipped?: SkipReason;
+  /** The failure mapped to a diagnosis code, where the client-side check tells one. */
+  code?: DiagnosisCode;
+}
+
+export interface ConnectorRun {
+  /** The connector URL as the client used it. */
+  url: string;
+  /** The steps performed or skipped, in handshake order; absent ones were not reached. */
+  steps: StepOutcome[];
+  failedAt: HandshakeStep | null;
+  code: DiagnosisCode | null;
+  error?: string;
+  /** HTTP requests sent (each one exchange at a proxy on the way). */
+  requests: number;
+}
+
+/** A step that failed: the run stops there. */
+class StepFailure extends Error {
+  constructor(
+    readonly step: HandshakeStep,
+    message: string,
+    readonly code?: DiagnosisCode,
+  ) {
+    super(message);
+  }
+}
+
+/** A response whose body has not been read yet. */
+interface Reply {
+  status: number;
+  headers: Headers;
+  res: http.IncomingMessage;
+  /** Cuts the connection. */
+  cancel(): void;
+  timedOut(): boolean;
+}
+
+interface RpcReply {
+  status: number;
+  headers: Headers;
+  text: string;
+  message?: { result?: Record<string, unknown>; error?: { code: number; message: string } };
+  sessionId?: string;
+}
+
+const SAFELISTED = new Set(["accept", "accept-language", "content-language", "user-agent", "origin"]);
+const MCP_STEPS = new Set<HandshakeStep>(["probe", "initialize", "initialized", "list", "tool_call"]);
+const OAUTH_STEPS: HandshakeStep[] = ["protected_resource_metadata", "authorization_server_metadata", "registration", "authorize", "callback", "token"];
+const USER_STEPS: HandshakeStep[] = ["authorize", "callback", "token"];
+const SESSION_STEPS: HandshakeStep[] = ["initialize", "initialized", "list"];
+
+/**
+ * What a connector can tell from one unusable answer, as a diagnosis code: the client-side view,
+ * not the analyser's rules (proxy/diagnose.ts), which see the whole recorded handshake.
+ */
+function answerCode(step: HandshakeStep, status: number, headers: Headers, text: string, origin?: string): DiagnosisCode | undefined {
+  if (status === 403 && (headers.has("cf-mitigated") || /cf-chl|challenge-platform|just a moment/i.test(text))) return "waf_block";
+  if (status === 421) return "host_header_rejected";
+  if (status === 502) return "upstream_unreachable"; // mcp-lens answers 502/504 when the upstream fails
+  if (status === 504) return "upstream_timeout";
+  if (MCP_STEPS.has(step)) {
+    if (status >= 300 && status < 400) return "mcp_endpoint_redirect";
+    if (status === 406) return "accept_header_rejected";
+    if (status === 403 && origin) return "origin_rejected";
+    if (status === 400 && /protocol.version/i.test(text)) return "protocol_version_rejected";
+  }
+  switch (step) {
+    case "probe":
+      return "probe_unexpected_status";
+    case "protected_resource_metadata":
+      return "protected_resource_metadata_missing";
+    case "authorization_server_metadata":
+      return "authorization_server_metadata_missing";
+    case "registration":
+      return "registration_rejected";
+    case "authorize":
+      return /redirect_uri/i.test(text) ? "redirect_uri_rejected" : /invalid_scope/.test(text) ? "scope_rejected" : undefined;
+    case "token":
+      return /invalid_grant/.test(text) ? "token_invalid_grant" : "token_request_rejected";
+    case "initialize":
+      return status === 404 ? "mcp_endpoint_not_found" : status === 401 || status === 403 ? "token_audience_mismatch" : undefined;
+    case "initialized":
+    case "list":
+    case "tool_call":
+      return status === 404 || /session/i.test(text) ? "session_not_found" : undefined;
+    default:
+      return undefined;
+  }
+}
+
+export async function runConnector(connectorUrl: string, opts: ConnectorOptions): Promise<ConnectorRun> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const sseTimeoutMs = opts.sseTimeoutMs ?? timeoutMs;
+  const { origin, accept, userAgent } = opts;
+  const logical = new URL(connectorUrl);
+  const resourceUrl = logical.href;
+  const via = new URL(opts.via ?? logical.origin);
+  const outcomes = new Map<HandshakeStep, StepOutcome>();
+  const lastStatus = new Map<HandshakeStep, number>();
+  let requests = 0;
+  const corsAllowed = new Set<string>();
+
+  const httpOf = (step: HandshakeStep) => (lastStatus.has(step) ? { httpStatus: lastStatus.get(step)! } : {});
+  const pass = (step: HandshakeStep) => outcomes.set(step, { step, status: "ok", ...httpOf(step) });
+  const skip = (steps: HandshakeStep[], skipped: SkipReason, detail: string) => {
+    for (const step of steps) if (!outcomes.has(step)) outcomes.set(step, { step, status: "skipped", skipped, detail });
+  };
+
+  /** One request; the timeout covers the answer's headers and body. Redirects are not followed. */
+  function send(step: HandshakeStep, url: string, init: { method?: string; headers?: Record<string, string>; body?: string; browser?: boolean } = {}): Promise<Reply> {
+    const method = init.method ?? "GET";
+    const target = new URL(url);
+    const ours = target.host === logical.host;
+    if (ours) {
+      target.protocol = via.protocol;
+      target.host = via.host;
+    }
+    const ua = init.browser ? BROWSER_UA : userAgent;
+    const headers: Record<string, string> = { ...(ours ? opts.forwardHeaders : {}), ...(ua ? { "user-agent": ua } : {}), ...init.headers };
+    if (origin && !init.browser) headers.origin = origin; // a navigation (authorize) sends none
+    requests++;
+    return new Promise((resolve, reject) => {
+      let timedOut = false;
+      const req = (target.protocol === "https:" ? https : http).request(target, { method, headers, agent: false });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        req.destroy(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      req.once("error", (error) => {
+        clearTimeout(timer);
+        const code = timedOut ? "slow_response" : (error as NodeJS.ErrnoException).code === "ECONNREFUSED" ? "upstream_unreachable" : undefined;
+        reject(new StepFailure(step, `${method} ${url}: ${error.message}`, code));
+      });
+      req.once("response", (res) => {
+        res.once("close", () => clearTimeout(timer));
+        lastStatus.set(step, res.statusCode!);
+        const h = new Headers();
+        for (const [name, value] of Object.entries(res.headers)) for (const v of [value ?? []].flat()) h.append(name, v);
+        resolve({ status: res.statusCode!, headers: h, res, cancel: () => req.destroy(), timedOut: () => timedOut });
+      });
+      req.end(init.body);
+    });
+  }
+
+  function readText(step: HandshakeStep, reply: Reply): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      reply.res.on("data", (c: Buffer) => chunks.push(c));
+      reply.res.once("error", () => {}); // reported by close
+      reply.res.once("close", () => {
+        if (reply.res.complete) resolve(Buffer.concat(chunks).toString("utf8"));
+        else reject(new StepFailure(step, `the ${reply.status} answer was cut${reply.timedOut() ? `: no end within ${timeoutMs} ms` : ""}`, reply.timedOut() ? "slow_response" : undefined));
+      });
+    });
+  }
+
+  const describe = (status: number, text: string) => `${status} ${text.slice(0, 200)}`;
+  /** The step failed on an unusable answer: the code is what the answer itself tells. */
+  const unusable = (step: HandshakeStep, what: string, status: number, headers: Headers, text: string) =>
+    new StepFailure(step, `${what} answered ${describe(status, text)}`, answerCode(step, status, headers, text, origin));
+
+  async function getJson(step: HandshakeStep, url: string): Promise<{ status: number; json?: Record<string, unknown> }> {
+    const res = await send(step, url, { headers: { accept: "application/json" } });
+    const text = await readText(step, res);
+    try {
+      const json = JSON.parse(text) as unknown;
+      return { status: res.status, json: res.status === 200 && json && typeof json === "object" ? (json as Record<string, unknown>) : undefined };
+    } catch {
+      return { status: res.status };
+    }
+  }
+
+  function corsCheck(step: HandshakeStep, headers: Headers): void {
+    const allow = headers.get("access-control-allow-origin");
+    if (allow !== origin && allow !== "*") throw new StepFailure(step, `CORS: the answer allows origin ${allow ?? "(none)"}, not ${origin}`, "cors_preflight_failed");
+  }
+
+  const exposed = (headers: Headers, name: string) =>
+    !origin || (headers.get("access-control-expose-headers") ?? "").split(",").some((h) => [name, "*"].includes(h.trim().toLowerCase()));
+
+  /** A browser sends a preflight for header names it has not been allowed yet. */
+  async function preflight(step: HandshakeStep, url: string, headerNames: string[]): Promise<void> {
+    const needed = headerNames.filter((h) => !SAFELISTED.has(h) && !corsAllowed.has(h)).sort();
+    if (needed.length === 0) return;
+    const res = await send(step, url, { method: "OPTIONS", headers: { "access-control-request-method": "POST", "access-control-request-headers": needed.join(",") } });
+    await readText(step, res);
+    if (res.status < 200 || res.status > 299) throw new StepFailure(step, `CORS preflight answered ${res.status}`, "cors_preflight_failed");
+    corsCheck(step, res.headers);
+    const allowed = (res.headers.get("access-control-allow-headers") ?? "").split(",").map((h) => h.trim().toLowerCase());
+    const missing = needed.filter((h) => !allowed.includes(h) && !(allowed.includes("*") && h !== "authorization"));
+    if (missing.length) throw new StepFailure(step, `CORS preflight does not allow ${missing.join(", ")} (Access-Control-Allow-Headers: ${allowed.join(", ")})`, "cors_preflight_failed");
+    for (const h of needed) corsAllowed.add(h);
+  }
+
+  /** POST one JSON-RPC message to the connector URL; reads the JSON answer or the first SSE event. */
+  async function rpc(step: HandshakeStep, message: Record<string, unknown>, extra: Record<string, string>): Promise<RpcReply> {
+    const headers = { "content-type": "application/json", ...(accept ? { accept } : {}), ...extra };
+    if (origin) await preflight(step, resourceUrl, Object.keys(headers));
+    const res = await send(step, resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
+    if (origin) corsCheck(step, res.headers);
+    const sessionId = exposed(res.headers, "mcp-session-id") ? (res.headers.get("mcp-session-id") ?? undefined) : undefined;
+    const reply: RpcReply = { status: res.status, headers: res.headers, text: "", ...(sessionId ? { sessionId } : {}) };
+    const parse = (text: string) => {
+      try {
+        reply.message = JSON.parse(text) as RpcReply["message"];
+      } catch {
+        /* not JSON: the caller reports the status and text */
+      }
+    };
+    if (!(res.headers.get("content-type") ?? "").includes("text/event-stream")) {
+      reply.text = await readText(step, res);
+      parse(reply.text);
+      return reply;
+    }
+    // SSE: the first event carrying a JSON-RPC message must arrive within sseTimeoutMs.
+    let sseTimedOut = false;
+    const timer = setTimeout(() => {
+      sseTimedOut = true;
+      res.cancel();
+    }, sseTimeoutMs);
+    const data = await new Promise<string | undefined>((resolve) => {
+      const onData = (chunk: Buffer) => {
+        reply.text += chunk.toString("utf8");
+        const first = reply.text
+          .split(/\r?\n\r?\n/)
+          .slice(0, -1)
+          .map((event) => event.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n"))
+          .find(Boolean);
+        if (first === undefined) return;
+        res.res.off("data", onData); // the answer is in; let the server end its stream, do not cut it
+        resolve(first);
+      };
+      res.res.on("data", onData);
+      res.res.once("error", () => {});
+      res.res.once("close", () => resolve(undefined));
+    });
+    clearTimeout(timer);
+    if (data !== undefined) {
+      parse(data);
+      return reply;
+    }
+    if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`, "sse_not_flushed");
+    if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`, "sse_not_flushed");
+    return reply;
+  }
+
+  try {
+    // 1. Probe: unauthenticated initialize.
+    const initialize = { jsonrpc: "2.0", id: 0, method: "initialize", params: opts.initialize };
+    const probe = await rpc("probe", initialize, {});
+    let session: RpcReply | undefined;
+    let bearer: string | undefined;
+    let metadataUrl: string | undefined;
+    if (probe.status === 200 && probe.message?.result) {
+      session = probe; // authless server: the probe was the initialize
+      skip(OAUTH_STEPS, "authless", "the server answered the unauthenticated initialize: no OAuth needed");
+    } else if (probe.status === 401) {
+      const challenge = exposed(probe.headers, "www-authenticate") ? probe.headers.get("www-authenticate") : null;
+      metadataUrl = /resource_metadata="([^"]*)"/.exec(challenge ?? "")?.[1];
+      if (metadataUrl !== undefined && !/^https?:\/\//i.test(metadataUrl)) {
+        throw new StepFailure("probe", `resource_metadata ${metadataUrl} is not an absolute URL`, "resource_metadata_url_invalid");
+      }
+    } else {
+      throw unusable("probe", "probe", probe.status, probe.headers, probe.text);
+    }
+    pass("probe");
+
+    if (!session) {
+      // 2. Protected Resource Metadata: the challenge's URL, else the path form, then the root.
+      const candidates = [...new Set([metadataUrl, `${logical.origin}/.well-known/oauth-protected-resource${logical.pathname.replace(/\/$/, "")}`, `${logical.origin}/.well-known/oauth-protected-resource`])].filter((u): u is string => !!u);
+      const tried: string[] = [];
+      let prm: Record<string, unknown> | undefined;
+      for (const url of candidates) {
+        const got = await getJson("protected_resource_metadata", url);
+        tried.push(`${url} → ${got.status}`);
+        if (typeof got.json?.resource === "string") {
+          prm = got.json;
+          break;
+        }
+      }
+      if (!prm) throw new StepFailure("protected_resource_metadata", `no Protected Resource Metadata: ${tried.join("; ")}`, "protected_resource_metadata_missing");
+      if (new URL(String(prm.resource)).href !== resourceUrl) {
+        throw new StepFailure("protected_resource_metadata", `PRM resource ${String(prm.resource)} is not the connector URL ${resourceUrl}`, "resource_mismatch");
+      }
+      const issuer = (prm.authorization_servers as unknown[] | undefined)?.[0];
+      if (typeof issuer !== "string") throw new StepFailure("protected_resource_metadata", "PRM has no authorization_servers", "protected_resource_metadata_missing");
+      pass("protected_resource_metadata");
+
+      // 3. AS metadata: RFC 8414 then OIDC, path-inserted forms when the issuer has a path.
+      const step = "authorization_server_metadata";
+      let is: URL;
+      try {
+        is = new URL(issuer);
+      } catch {
+        throw new StepFailure(step, `the advertised authorization server ${issuer} is not a URL`, "issuer_mismatch");
+      }
+      const p = is.pathname.replace(/\/$/, "");
+      const asCandidates = p
+        ? [`${is.origin}/.well-known/oauth-authorization-server${p}`, `${is.origin}/.well-known/openid-configuration${p}`, `${is.origin}${p}/.well-known/openid-configuration`]
+        : [`${is.origin}/.well-known/oauth-authorization-server`, `${is.origin}/.well-known/openid-configuration`];
+      let as: Record<string, unknown> | undefined;
+      const asTried: string[] = [];
+      for (const url of asCandidates) {
+        const got = await getJson(step, url);
+        asTried.push(`${url} → ${got.status}`);
+        if (got.json?.issuer !== undefined) {
+          as = got.json;
+          break;
+        }
+      }
+      if (!as) throw new StepFailure(step, `no authorization server metadata: ${asTried.join("; ")}`, "authorization_server_metadata_missing");
+      if (as.issuer !== issuer) throw new StepFailure(step, `issuer ${String(as.issuer)} differs from the advertised authorization server ${issuer}`, "issuer_mismatch");
+      if (!(as.code_challenge_methods_supported as unknown[] | undefined)?.includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256", "pkce_s256_not_advertised");
+      if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing", "authorization_server_metadata_missing");
+      if (typeof as.registration_endpoint !== "string") throw new StepFailure(step, "no registration_endpoint (and no client ID metadata document support used)", "registration_unavailable");
+      pass(step);
+
+      // 4. Dynamic client registration with the client's payload.
+      const reg = await send("registration", as.registration_endpoint, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json" },
+        body: JSON.stringify(opts.registration),
+      });
+      const regText = await readText("registration", reg);
+      let client: { client_id?: string; client_secret?: string } = {};
+      try {
+        if (reg.status === 200 || reg.status === 201) client = JSON.parse(regText) as typeof client;
+      } catch {
+        /* reported below */
+      }
+      if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, reg.headers, regText);
+      pass("registration");
+
+      const auth = opts.auth ?? "stop";
+      if (auth === "stop") {
+        skip([...USER_STEPS, ...SESSION_STEPS], "needs_user", "needs the user's sign-in in a browser");
+        return finish(null);
+      }
+      if (auth !== "follow") {
+        skip(USER_STEPS, "credential_given", "a credential was given instead");
+        bearer = auth.bearer;
+      } else {
+        // 5-6. Authorize in the user's browser; consent is automatic; only 302/303 is followed.
+        const redirectUri = opts.registration.redirect_uris[0]!;
+        const verifier = randomBytes(32).toString("base64url");
+        const state = randomBytes(12).toString("base64url");
+        const scopes = (prm.scopes_supported ?? as.scopes_supported) as string[] | undefined;
+        const scope = opts.scope ?? scopes?.join(" ");
+        const authorizeUrl = new URL(as.authorization_endpoint);
+        const query: Record<string, string> = {
+          response_type: "code",
+          client_id: client.client_id,
+          redirect_uri: redirectUri,
+          code_challenge: createHash("sha256").update(verifier).digest("base64url"),
+          code_challenge_method: "S256",
+          state,
+          ...(scope ? { scope } : {}),
+          resource: opts.resource ?? resourceUrl,
+        };
+        for (const [k, v] of Object.entries(query)) authorizeUrl.searchParams.set(k, v);
+        const authz = await send("authorize", authorizeUrl.href, { browser: true, headers: { accept: "text/html" } });
+        const authText = await readText("authorize", authz);
+        if (authz.status === 307 || authz.status === 308) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`, "authorization_redirect_status");
+        if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authz.headers, authText);
+        pass("authorize");
+        const callback = new URL(authz.headers.get("location") ?? "", authorizeUrl);
+        if (`${callback.origin}${callback.pathname}` !== redirectUri) throw new StepFailure("callback", `redirected to ${callback.href}, not ${redirectUri}`);
+        if (callback.searchParams.get("state") !== state) throw new StepFailure("callback", "state mismatch");
+        const error = callback.searchParams.get("error");
+        if (error) throw new StepFailure("callback", `authorization error ${error}: ${callback.searchParams.get("error_description") ?? ""}`, error === "invalid_scope" ? "scope_rejected" : undefined);
+        const code = callback.searchParams.get("code");
+        if (!code) throw new StepFailure("callback", "no code in the authorization response");
+        pass("callback");
+
+        // 7. Token, form-encoded, from the client's backend.
+        const form = new URLSearchParams({ grant_type: "authorization_code", code, redirect_uri: redirectUri, code_verifier: verifier, resource: opts.resource ?? resourceUrl, client_id: client.client_id });
+        if (client.client_secret) form.set("client_secret", client.client_secret);
+        const tok = await send("token", as.token_endpoint, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" }, body: form.toString() });
+        const tokText = await readText("token", tok);
+        let tokens: { access_token?: string; token_type?: string } = {};
+        try {
+          tokens = JSON.parse(tokText) as typeof tokens;
+        } catch {
+          /* reported below */
+        }
+        if (tok.status !== 200 || typeof tokens.access_token !== "string" || tokens.token_type?.toLowerCase() !== "bearer") {
+          throw unusable("token", "token", tok.status, tok.headers, tokText);
+        }
+        pass("token");
+        bearer = tokens.access_token;
+      }
+
+      // 8. Authenticated initialize.
+      session = await rpc("initialize", { ...initialize, id: 1 }, { authorization: `Bearer ${bearer}` });
+      if (session.status !== 200 || !session.message?.result) throw unusable("initialize", "initialize", session.status, session.headers, session.text);
+    }
+    pass("initialize");
+
+    // 9-10. initialized, tools/list, optionally one tools/call, with the session id and protocol version.
+    const common: Record<string, string> = {
+      ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+      ...(session.sessionId ? { "mcp-session-id": session.sessionId } : {}),
+      "mcp-protocol-version": String(session.message!.result!.protocolVersion ?? opts.initialize.protocolVersion),
+    };
+    const notified = await rpc("initialized", { jsonrpc: "2.0", method: "notifications/initialized" }, common);
+    if (![200, 202, 204].includes(notified.status)) throw unusable("initialized", "notifications/initialized", notified.status, notified.headers, notified.text);
+    pass("initialized");
+
+    const list = await rpc("list", { jsonrpc: "2.0", id: 2, method: "tools/list", params: {} }, common);
+    const tools = list.message?.result?.tools as Array<{ name: string; inputSchema?: { required?: string[] } }> | undefined;
+    if (list.status !== 200 || !Array.isArray(tools) || tools.length === 0) throw unusable("list", "tools/list", list.status, list.headers, list.text);
+    pass("list");
+
+    if (opts.toolCall) {
+      const tool = tools[0]!;
+      const args = Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"]));
+      const call = await rpc("tool_call", { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: tool.name, arguments: args } }, common);
+      if (call.status !== 200 || !call.message?.result) throw unusable("tool_call", "tools/call", call.status, call.headers, call.text);
+      pass("tool_call");
+    }
+    return finish(null);
+  } catch (error) {
+    if (!(error instanceof StepFailure)) throw error;
+    outcomes.set(error.step, { step: error.step, status: "failed", ...httpOf(error.step), detail: error.message, ...(error.code ? { code: error.code } : {}) });
+    return finish(error);
+  }
+
+  function finish(failure: StepFailure | null): ConnectorRun {
+    const order = (s: StepOutcome) => HANDSHAKE_STEPS.indexOf(s.step);
+    const steps = [...outcomes.values()].sort((a, b) => order(a) - order(b));
+    if (!failure) return { url: resourceUrl, steps, failedAt: null, code: null, requests };
+    return { url: resourceUrl, steps, failedAt: failure.step, code: failure.code ?? null, error: failure.message, requests };
+  }
+}

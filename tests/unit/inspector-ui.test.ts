@@ -1,0 +1,341 @@
+// The interactive inspector's screens, rendered with ink-testing-library at 80×24 over a real
+// recording: a misbehaving server that only accepts the claude.ai callback, the real mcp-lens in
+// front of it, a ChatGPT connector that fails at authorize, then a claude.ai one that connects.
+import { EventEmitter } from "node:events";
+import { render } from "ink-testing-library";
+import { createElement } from "react";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { InspectorData } from "../../inspector/data.js";
+import { App, type AppProps } from "../../inspector/ui/app.js";
+import { ExchangeView } from "../../inspector/ui/exchange.js";
+import { KeyRouter } from "../../inspector/ui/input.js";
+import { KEYMAP, keyLabel } from "../../inspector/ui/keymap.js";
+import { toneProps } from "../../inspector/ui/lines.js";
+import { LineDiffScreen } from "../../inspector/ui/screen.js";
+import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
+import { runHostedConnector } from "../helpers/hosted-connector.js";
+import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { request } from "../helpers/upstream.js";
+
+const KEYS = { enter: "\r", esc: "\u001B", left: "\u001B[D", right: "\u001B[C", down: "\u001B[B", up: "\u001B[A", backspace: "\u007F", space: " ", tab: "\t" };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let server: MisbehavingServer;
+let lens: RunningLens;
+let data: InspectorData;
+const tmp = tempDir("mcp-lens-inspector-ui-");
+
+beforeAll(async () => {
+  server = await startMisbehavingServer("redirect_uri_rejected");
+  lens = await startLensProcess({ upstream: server.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20"] });
+  const failed = await runHostedConnector(`${lens.url}/mcp`, { family: "chatgpt" });
+  expect(failed.failedAt).toBe("authorize");
+  await sleep(20); // the two handshakes start in distinct milliseconds
+  const ok = await runHostedConnector(`${lens.url}/mcp`, { family: "claude.ai" });
+  expect(ok.failedAt).toBeNull();
+  // A body above --max-body (64k): recorded truncated.
+  await request(`${lens.url}/upload`, { method: "POST", headers: { "content-type": "text/plain", "user-agent": "curl/8.5.0" }, body: "x".repeat(70_000) });
+  data = new InspectorData(lens.dbPath);
+  // Both handshakes recorded and settled (a failure is final once the client has gone quiet).
+  await waitFor(
+    () => {
+      const rows = data.listHandshakes({});
+      const upload = data.exchangeEntries([data.maxExchangeId()])[0]?.exchange.path === "/upload";
+      return upload && rows.length === 2 && rows.every((r) => r.outcome !== "in_progress") && rows.some((r) => r.outcome === "failed");
+    },
+    "both handshakes settled",
+    25_000,
+  );
+}, 60_000);
+
+afterAll(async () => {
+  data?.close();
+  await lens?.stop();
+  await server?.close();
+  tmp.cleanup();
+});
+
+const mounted: Array<{ unmount(): void }> = [];
+afterEach(() => {
+  for (const m of mounted.splice(0)) m.unmount();
+});
+
+function show(props: Partial<AppProps> = {}) {
+  const app = render(createElement(App, { data, dbPath: lens.dbPath, width: 80, height: 24, follow: false, ...props }));
+  mounted.push(app);
+  const frame = () => app.lastFrame() ?? "";
+  /** Types keys one at a time, letting Ink parse each (a lone Esc waits a tick). */
+  const press = async (...keys: string[]) => {
+    for (const k of keys) {
+      app.stdin.write(k);
+      await sleep(40);
+    }
+  };
+  /** Waits until `text` is on screen (keys are handled one render at a time). */
+  const shows = (text: string | RegExp) => (typeof text === "string" ? frame().includes(text) : text.test(frame()));
+  const see = async (text: string | RegExp) => {
+    await waitFor(() => shows(text), `${text} on screen`, 3000).catch(() => expect(frame()).toMatch(text));
+  };
+  /** Presses `key` until `text` is on screen (at most `max` times). */
+  const scrollTo = async (text: string | RegExp, key = "j", max = 80) => {
+    for (let i = 0; i < max && !shows(text); i++) await press(key);
+    await see(text);
+  };
+  return { ...app, frame, press, see, scrollTo, lines: () => frame().split("\n") };
+}
+
+const rowOf = (lines: string[], text: string) => lines.findIndex((l) => l.includes(text));
+
+describe("handshake list", () => {
+  it("lists newest first, the failed one marked ✗ with its step and first diagnosis", () => {
+    const failed = data.listHandshakes({ failedOnly: true })[0]!;
+    expect(failed.clientFamily).toBe("chatgpt");
+    const { lines } = show();
+    const screen = lines();
+    const chatgpt = rowOf(screen, "chatgpt");
+    const claude = rowOf(screen, "claude.ai");
+    expect(claude).toBeGreaterThan(0);
+    expect(chatgpt).toBeGreaterThan(claude); // claude.ai connected last: it is on top
+    expect(screen[chatgpt]).toMatch(new RegExp(`✗ .*chatgpt\\s+FAILED\\s+authorize\\s+${failed.firstCode}: `));
+    expect(screen[claude]).toMatch(/✓ .*claude\.ai\s+succeeded/);
+    expect(screen[claude]).toContain("›"); // the newest is selected
+    expect(screen.join("\n")).toContain("2 handshakes, 1 failed");
+  });
+
+  it("fits 80×24: no line wider than 80, exactly 24 lines", () => {
+    const { lines } = show();
+    expect(lines().length).toBe(24);
+    for (const l of lines()) expect(l.length).toBeLessThanOrEqual(80);
+  });
+
+  it("toggles failed only, cycles the client, and filters by text with /", async () => {
+    const { frame, press, see } = show();
+    await press("f");
+    await see("outcome: failed");
+    await see("chatgpt");
+    expect(frame()).not.toContain("claude.ai ");
+    await press("f");
+    await see("claude.ai");
+
+    await press("c");
+    await see("client: claude.ai");
+    expect(frame()).not.toMatch(/chatgpt\s+FAILED/);
+    await press("c");
+    await see("client: chatgpt");
+    await see(/chatgpt\s+FAILED/);
+    await press("x");
+    await see("client: all");
+
+    await press("/", ..."redirect_uri_rej");
+    await see("redirect_uri_rej▏");
+    await see(/chatgpt\s+FAILED/);
+    expect(frame()).not.toMatch(/claude\.ai\s+succeeded/);
+    await press(KEYS.backspace, KEYS.enter);
+    await see("text: redirect_uri_re");
+    // Esc in the prompt puts the text back as it was.
+    await press("/", "zzz", KEYS.esc);
+    await see("text: redirect_uri_re");
+    await press("x", "o");
+    await see("outcome: failed");
+    await press("o");
+    await see("outcome: succeeded");
+    expect(frame()).not.toMatch(/chatgpt\s+FAILED/);
+  });
+});
+
+describe("handshake view", () => {
+  it("shows the diagnosis with summary, evidence, fix and reference, then the timeline", async () => {
+    const { frame, press, see, scrollTo } = show();
+    const failed = data.listHandshakes({ failedOnly: true })[0]!;
+    const detail = data.getHandshake(failed.id)!;
+    const diagnosis = detail.handshake.diagnoses[0]!;
+    expect(detail.handshake.diagnoses.map((d) => d.code)).toContain("redirect_uri_rejected");
+    await press("j", KEYS.enter);
+    const screen = frame();
+    expect(screen).toContain(`Handshake #${failed.id}`);
+    expect(screen).toContain(`✗ FAILED at authorize: ${diagnosis.code}`);
+    expect(screen).toContain(diagnosis.summary.slice(0, 40));
+    expect(screen).toContain(`evidence ▸ #${diagnosis.evidence[0]}`);
+    expect(screen).toMatch(/fix: \S/);
+    expect(screen).toMatch(/ref: \S/);
+    // The evidence row is selected: Enter opens that exchange.
+    expect(screen).toMatch(new RegExp(`› +evidence ▸ #${diagnosis.evidence[0]}`));
+    // Below the diagnoses, the timeline: every step, every exchange on its row.
+    await scrollTo("TIMELINE");
+    for (const step of detail.handshake.steps) await scrollTo(new RegExp(`${step.status === "ok" ? "✓" : "✗"} ${step.step} +\\+\\d+m?s`));
+    const last = detail.exchanges.at(-1)!;
+    await see(new RegExp(`› +#${last.id} +\\+\\d+m?s +${last.status} +${last.method} ${last.path}.*${last.kind}`));
+  });
+
+  it("e jumps to the evidence exchange in the timeline; q goes back to the list", async () => {
+    const { frame, press, see } = show();
+    await press("j", KEYS.enter, "e");
+    const evidence = data.getHandshake(data.listHandshakes({ failedOnly: true })[0]!.id)!.handshake.diagnoses[0]!.evidence[0]!;
+    const e = data.getExchange(evidence)!;
+    await see(new RegExp(`› +#${evidence} .*${e.status} +${e.method} ${e.path}.*${e.kind}`));
+    await press("q");
+    await see("FIRST DIAGNOSIS");
+    await see(/› ✗ .*chatgpt/); // the selection was kept
+  });
+});
+
+describe("exchange view", () => {
+  it("shows the request and response, query pairs, the rejected redirect URI and copy as curl", async () => {
+    const { frame, press, see, scrollTo } = show();
+    // G: the last row of the timeline, the rejected authorize.
+    await press("j", KEYS.enter, "G", KEYS.enter);
+    const screen = frame();
+    expect(screen).toMatch(/Exchange #\d+ · authorize · handshake #\d+/);
+    expect(screen).toContain("REQUEST GET /authorize");
+    expect(screen).toContain("redirect_uri = https://chatgpt.com/connector_platform_oauth_redirect");
+    expect(screen).toMatch(/GET \/authorize\?… → 400/);
+    await scrollTo("RESPONSE 400");
+    await scrollTo('"error": "invalid_request"'); // JSON pretty-printed
+    await press("c");
+    await see("COPY AS CURL");
+    await see(/curl '(http|https):\/\/127\.0\.0\.1:\d+\/authorize\?/);
+    await press("c", "q", "q");
+    await see("FIRST DIAGNOSIS");
+  });
+
+  it("states truncation up front and at the end of the body", async () => {
+    const upload = data.maxExchangeId();
+    const app = render(createElement(KeyRouter, { fallback: () => {} }, createElement(ExchangeView, { data, id: upload, active: true, width: 80, height: 24, tick: 0, open: () => {} })));
+    mounted.push(app);
+    await sleep(20);
+    expect(app.lastFrame()).toContain("REQUEST POST /upload");
+    expect(app.lastFrame()).toMatch(/body: 70000 bytes, text\/plain\n +⋯ truncated at 65536 of 70000 bytes/);
+    app.stdin.write("G");
+    await sleep(40);
+    expect(app.lastFrame()).toMatch(/⋯ truncated at 65536 of 70000 bytes\n\s*\nRESPONSE 404/);
+  });
+
+  it("marks redacted secrets", async () => {
+    const detail = data.getHandshake(data.listHandshakes({ client: "claude.ai" })[0]!.id)!;
+    const token = detail.exchanges.find((e) => e.kind === "token" && e.status === 200)!;
+    const row = detail.exchanges.indexOf(token);
+    const { frame, press, see, scrollTo } = show();
+    await press(KEYS.enter, ...Array.from({ length: row }, () => "j"));
+    // The cursor starts on the first exchange row (no diagnosis evidence to start on).
+    await see(new RegExp(`› +#${token.id} `));
+    await press(KEYS.enter);
+    await scrollTo(/"access_token": "\[redacted:[0-9a-f]{8}\]"/);
+  });
+});
+
+describe("help", () => {
+  it("lists every keymap entry on one 80×24 screen", async () => {
+    const { frame, press, see } = show();
+    await press("?");
+    const screen = frame();
+    expect(screen.split("\n").length).toBeLessThanOrEqual(24);
+    for (const b of KEYMAP) {
+      expect(screen, `${b.key} (${b.action})`).toContain(keyLabel(b.key));
+      expect(screen, `${b.key} (${b.action})`).toContain(b.description);
+    }
+    await press("?");
+    await see("FIRST DIAGNOSIS");
+    await press("?", KEYS.esc);
+    await see("FIRST DIAGNOSIS");
+  });
+});
+
+describe("replay", () => {
+  it("plays the recorded handshake back exchange by exchange: what was sent beside what came back", async () => {
+    const { frame, press, see } = show();
+    const failed = data.getHandshake(data.listHandshakes({ failedOnly: true })[0]!.id)!;
+    const n = failed.exchanges.length;
+    await press("j", "r");
+    await see(`Replay #${failed.handshake.id}`);
+    await see(`1/${n} ✓ probe`);
+    await see(/CLIENT SENT +│ IT GOT/);
+    await see(`REQUEST ${failed.exchanges[0]!.method} ${failed.exchanges[0]!.path}`);
+    await see(`RESPONSE ${failed.exchanges[0]!.status}`);
+    await press(KEYS.right, KEYS.right);
+    await see(`3/${n}`);
+    await press(KEYS.left);
+    await see(`2/${n}`);
+    await press(...Array.from({ length: n }, () => "l"));
+    await see(`${n}/${n} ✗ authorize`);
+    await see("RESPONSE 400");
+    // Space plays from the start when at the end, one exchange every 1.2 s.
+    await press(KEYS.space);
+    await see("▶ playing");
+    await see(`1/${n}`);
+    await see(`2/${n}`);
+    await press(KEYS.space);
+    await see("❚❚ paused");
+  });
+
+  it("re-runs the handshake against the proxy and shows each step beside the original, with the verdict", async () => {
+    const { frame, press, see } = show();
+    await press("j", "r", "r");
+    await see(`Target URL: ${lens.url}`);
+    await press(KEYS.enter, KEYS.enter);
+    await waitFor(() => frame().includes("still fails") || frame().includes("now passes"), "the re-run verdict", 20_000);
+    const screen = frame();
+    expect(screen).toContain(`RE-RUN against ${lens.url}`);
+    // The server still rejects the ChatGPT callback, and without a token the authorize step
+    // (the user's browser) cannot be re-checked anyway: it still fails.
+    expect(screen).toMatch(/✗ still fails at step \S+/);
+    expect(screen).toMatch(/STEP +ORIGINAL +RE-RUN +SAME\?/);
+    expect(screen).toMatch(/probe +✓ ok #\d+ +✓ ok 401 +same/);
+    expect(screen).toMatch(/authorize +✗ failed #\d+ +· \w+.* CHANGED/);
+    await press(KEYS.tab);
+    await see("CLIENT SENT");
+  }, 30_000);
+});
+
+describe("NO_COLOR", () => {
+  it("drops every colour but keeps the markers", async () => {
+    const saved = process.env.NO_COLOR;
+    process.env.NO_COLOR = "1";
+    try {
+      expect(toneProps("bad").color).toBeUndefined();
+      expect(toneProps("redacted").color).toBeUndefined();
+      expect(toneProps("redacted").underline).toBe(true);
+      const { frame, see } = show();
+      await see(/✗ .*chatgpt/);
+      expect(frame()).not.toMatch(/\x1b\[3\dm/);
+      delete process.env.NO_COLOR;
+      expect(toneProps("bad").color).toBe("red");
+    } finally {
+      if (saved === undefined) delete process.env.NO_COLOR;
+      else process.env.NO_COLOR = saved;
+    }
+  });
+});
+
+describe("following new traffic", () => {
+  const count = (text: string) => Number(/(\d+) handshakes?,/.exec(text)?.[1] ?? -1);
+
+  it("through the proxy's /live feed, updating the list in place", async () => {
+    const { frame } = show({ follow: true });
+    await waitFor(() => frame().includes("● live"), "the live feed", 5000);
+    const before = count(frame());
+    await runHostedConnector(`${lens.url}/mcp`, { family: "chatgpt" });
+    await waitFor(() => count(frame()) === before + 1, "the new handshake", 5000);
+    expect(frame().split("\n").length).toBe(24);
+  });
+
+  it("by polling the database when the feed cannot be reached", async () => {
+    const { frame } = show({ follow: true, liveUrl: "ws://127.0.0.1:9/live", pollMs: 100 });
+    await waitFor(() => frame().includes("○ polling the database"), "polling", 5000);
+    const before = count(frame());
+    await runHostedConnector(`${lens.url}/mcp`, { family: "claude.ai" });
+    await waitFor(() => count(frame()) === before + 1, "the new handshake", 5000);
+  });
+
+  it("rewrites only the lines that changed, at their row, never clearing the screen", () => {
+    const writes: string[] = [];
+    const out = Object.assign(new EventEmitter(), { columns: 80, rows: 24, write: (s: string) => (writes.push(s), true) });
+    const screen = new LineDiffScreen(out as unknown as NodeJS.WriteStream);
+    screen.write("title\nrow 1\nrow 2\nfooter");
+    screen.write("title\nrow 1\nrow 2 changed\nfooter");
+    screen.write("title\nrow 1\nrow 2 changed\nfooter");
+    expect(writes).toHaveLength(2);
+    expect(writes[1]).toContain("\x1b[3;1Hrow 2 changed");
+    expect(writes[1]).not.toMatch(/title|row 1|footer|\x1b\[2J|\x1b\[\d*J/);
+    screen.close();
+  });
+});

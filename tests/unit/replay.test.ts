@@ -1,0 +1,290 @@
+// The replay engine on real recordings: a connector's handshake recorded by mcp-lens (in-process)
+// in front of a server with one fault, re-analysed the way the inspector does, then re-run against
+// the same faulty server, a fixed one, the bundled Coda server with a raw token, or a server that
+// only notes the headers it gets.
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { KNOWN_CLIENTS, registrationPayload, runConnector } from "../../inspector/connector.js";
+import type { HandshakeDetail } from "../../inspector/data.js";
+import { replayHandshake, type ReplayResult } from "../../inspector/replay.js";
+import { createClassifier } from "../../proxy/classify.js";
+import { diagnose } from "../../proxy/diagnose.js";
+import type { ClassifiedExchange } from "../../proxy/exchange.js";
+import { createForwarder } from "../../proxy/forward.js";
+import type { DiagnosisCode, HandshakeStep } from "../../proxy/handshake.js";
+import { groupHandshakes } from "../../proxy/handshakes.js";
+import { toRecorded } from "../../proxy/record.js";
+import { createRedactor } from "../../proxy/redact.js";
+import { createTrustPolicy } from "../../proxy/trust.js";
+import { withVerdict } from "../../proxy/verdict.js";
+import { FAKE_TOKEN, startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
+import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-server.js";
+import { runHostedConnector, type HostedConnectorOptions } from "../helpers/hosted-connector.js";
+import { startServerProcess, tempDir, waitFor, type RunningServer } from "../helpers/processes.js";
+
+const closers: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+async function listening(server: http.Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  closers.push(() => new Promise((r) => server.close(r)));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function server(faults: Fault[] | Fault = []) {
+  const s = await startMisbehavingServer(faults);
+  closers.push(s.close);
+  return s;
+}
+
+/**
+ * Records one connector run the way mcp-lens does (its forwarder, redaction and classifier, in
+ * process, without the database) and returns its handshake as the inspector re-analyses it, judged
+ * once the client has long gone quiet.
+ */
+async function record(upstream: string, connect: (proxyUrl: string) => Promise<unknown>): Promise<HandshakeDetail> {
+  const redactor = createRedactor(randomBytes(32));
+  const classify = createClassifier();
+  const exchanges: ClassifiedExchange[] = [];
+  let ids = 0;
+  const forwarder = createForwarder({
+    upstream,
+    trust: createTrustPolicy(false, "loopback"),
+    maxBodyBytes: 256 * 1024,
+    upstreamTimeoutMs: 10_000,
+    nextId: () => ++ids,
+    onExchange: (raw) => exchanges.push(classify(toRecorded(raw, redactor))),
+  });
+  const proxy = http.createServer(forwarder.handleRequest);
+  try {
+    await connect(await listening(proxy));
+    await waitFor(() => exchanges.length === ids, "every exchange recorded");
+  } finally {
+    forwarder.close();
+  }
+  exchanges.sort((a, b) => a.id - b.id);
+  const now = Date.now() + 60_000;
+  const handshakes = groupHandshakes(exchanges, now);
+  expect(handshakes).toHaveLength(1);
+  const handshake = handshakes[0]!;
+  return { handshake: withVerdict(handshake, diagnose(handshake, exchanges), now), exchanges };
+}
+
+const recordConnector = (upstream: string, opts: Partial<HostedConnectorOptions> = {}) =>
+  record(upstream, (url) => runHostedConnector(`${url}/mcp`, { family: "claude.ai", ...opts }));
+
+const rerun = (r: ReplayResult, step: HandshakeStep) => r.steps.find((s) => s.step === step)!;
+const statuses = (r: ReplayResult) => Object.fromEntries(r.steps.map((s) => [s.step, s.rerun.status]));
+const DISCOVERY: HandshakeStep[] = ["probe", "protected_resource_metadata", "authorization_server_metadata", "registration"];
+
+describe("replayHandshake against the server that failed", () => {
+  const cases: Array<[Fault, HandshakeStep, DiagnosisCode]> = [
+    ["probe_404", "probe", "probe_unexpected_status"],
+    ["relative_resource_metadata", "probe", "resource_metadata_url_invalid"],
+    ["prm_http_resource", "protected_resource_metadata", "resource_mismatch"],
+    ["issuer_trailing_slash", "authorization_server_metadata", "issuer_mismatch"],
+    ["no_s256", "authorization_server_metadata", "pkce_s256_not_advertised"],
+    ["registration_rejects_auth_method", "registration", "registration_rejected"],
+  ];
+  it.each(cases)("%s: still fails at %s with %s", async (fault, step, code) => {
+    const faulty = await server(fault);
+    const detail = await recordConnector(faulty.url);
+    expect(detail.handshake.failedStep).toBe(step);
+
+    const result = await replayHandshake(detail, { target: faulty.url, timeoutMs: 3000 });
+    expect(result).toMatchObject({ handshakeId: detail.handshake.id, target: faulty.url, verdict: "still_fails", failedStep: step, code });
+    expect(result.summary).toMatch(new RegExp(`^still fails at ${step}: ${code} — `));
+    const failed = rerun(result, step);
+    expect(failed).toMatchObject({ original: { status: "failed" }, rerun: { status: "failed" }, same: true });
+    expect(failed.original.exchangeIds.length).toBeGreaterThan(0);
+    // Nothing after the failure ran.
+    const after = result.steps.slice(result.steps.indexOf(failed) + 1);
+    expect(new Set(after.map((s) => s.rerun.status))).toEqual(new Set(["not_reached"]));
+  });
+});
+
+describe("replayHandshake against a fixed server", () => {
+  it("now passes the discovery and registration it could check; the user's steps are skipped", async () => {
+    const detail = await recordConnector((await server("issuer_trailing_slash")).url);
+    const fixed = await server();
+    const result = await replayHandshake(detail, { target: fixed.url, timeoutMs: 3000 });
+    expect(result).toMatchObject({ verdict: "now_passes", failedStep: null, code: null });
+    expect(statuses(result)).toEqual({
+      probe: "ok",
+      protected_resource_metadata: "ok",
+      authorization_server_metadata: "ok",
+      registration: "ok",
+      authorize: "skipped",
+      callback: "skipped",
+      token: "skipped",
+      initialize: "skipped",
+      initialized: "skipped",
+      list: "skipped",
+    });
+    expect(rerun(result, "probe")).toMatchObject({ original: { status: "ok" }, rerun: { httpStatus: 401 }, same: true });
+    expect(rerun(result, "authorization_server_metadata")).toMatchObject({ original: { status: "failed" }, rerun: { status: "ok", httpStatus: 200 }, same: false });
+    expect(rerun(result, "registration")).toMatchObject({ original: { status: "absent", exchangeIds: [] }, rerun: { httpStatus: 201 }, same: false });
+    expect(rerun(result, "authorize").rerun.detail).toContain("--token");
+    expect(result.summary).toMatch(/^now passes: probe, protected_resource_metadata, authorization_server_metadata, registration ok; originally failed at authorization_server_metadata; authorize, .*list not checked without --token$/);
+  });
+
+  it("cannot re-check a step that needs the user without a token: still_fails, worded as not re-checked", async () => {
+    const detail = await recordConnector((await server("token_invalid_grant")).url);
+    expect(detail.handshake.failedStep).toBe("token");
+    const result = await replayHandshake(detail, { target: (await server()).url, timeoutMs: 3000 });
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "token", code: null });
+    expect(result.summary).toBe(
+      "not re-checked: could not re-check token without --token; the steps that ran pass now: probe, protected_resource_metadata, authorization_server_metadata, registration ok",
+    );
+    expect(rerun(result, "token")).toMatchObject({ original: { status: "failed" }, rerun: { status: "skipped" }, same: false });
+    // Steps the re-run never performs are listed when the original has them.
+    expect(rerun(result, "authorize")).toMatchObject({ original: { status: "ok" }, rerun: { status: "skipped" } });
+  });
+
+  it("re-runs an authless server's handshake through initialize, initialized and list", async () => {
+    const detail = await recordConnector((await server("probe_404")).url);
+    // An authless server: the unauthenticated initialize is answered.
+    const authless = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        const message = JSON.parse(body || "{}") as { id?: number; method?: string };
+        if (message.id === undefined) return void res.writeHead(202).end();
+        const result = message.method === "initialize" ? { protocolVersion: "2025-11-25", capabilities: { tools: {} }, serverInfo: { name: "authless", version: "1" } } : { tools: [{ name: "echo", inputSchema: { type: "object" } }] };
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ jsonrpc: "2.0", id: message.id, result }));
+      });
+    });
+    const result = await replayHandshake(detail, { target: await listening(authless) });
+    expect(result.verdict).toBe("now_passes");
+    expect(statuses(result)).toMatchObject({ probe: "ok", protected_resource_metadata: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok" });
+    expect(rerun(result, "registration").rerun.detail).toMatch(/not needed/);
+  });
+});
+
+describe("replayHandshake with a token", () => {
+  // The bundled Coda server accepts a raw Coda API token as the bearer.
+  const tmp = tempDir("mcp-lens-replay-");
+  let coda: FakeCoda;
+  let codaServer: RunningServer;
+  beforeAll(async () => {
+    coda = await startFakeCoda();
+    codaServer = await startServerProcess({ dbPath: `${tmp.dir}/server.db`, codaApiBase: coda.url });
+  });
+  afterAll(async () => {
+    await codaServer?.stop();
+    await coda?.close();
+    tmp.cleanup();
+  });
+
+  it("skips authorize/callback/token and uses the token for initialize, initialized and tools/list", async () => {
+    const detail = await recordConnector((await server("audience_mismatch")).url);
+    expect(detail.handshake.failedStep).toBe("initialize");
+
+    const result = await replayHandshake(detail, { target: codaServer.url, token: FAKE_TOKEN, timeoutMs: 5000 });
+    expect(result, result.summary).toMatchObject({ verdict: "now_passes", failedStep: null, code: null });
+    expect(statuses(result)).toMatchObject({ registration: "ok", authorize: "skipped", callback: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok" });
+    expect(rerun(result, "token").rerun.detail).toBe("replaced by the given token");
+    expect(rerun(result, "initialize")).toMatchObject({ original: { status: "failed" }, rerun: { httpStatus: 200 }, same: false });
+    // The raw Coda token reached Coda: the server validated it.
+    expect(coda.requests.some((r) => r.auth === FAKE_TOKEN)).toBe(true);
+  });
+
+  it("a rejected token fails at initialize", async () => {
+    const detail = await recordConnector((await server("audience_mismatch")).url);
+    const result = await replayHandshake(detail, { target: codaServer.url, token: "not-a-token", timeoutMs: 5000 });
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "initialize", code: "token_audience_mismatch" });
+    expect(rerun(result, "initialize")).toMatchObject({ rerun: { status: "failed", httpStatus: 401 }, same: true });
+  });
+});
+
+describe("replayHandshake as the same client", () => {
+  // A client behind a TLS front that rewrites Host and passes X-Forwarded-Host/-Proto, with
+  // Accept: */* and an older protocol version, registering as ChatGPT.
+  const FRONT = { host: "lens.internal:8080", "x-forwarded-host": "mcp.example.com", "x-forwarded-proto": "https" };
+  const chatgpt = KNOWN_CLIENTS.chatgpt;
+  const client = (lensUrl: string) =>
+    runConnector("https://mcp.example.com/mcp", {
+      userAgent: chatgpt.userAgent,
+      accept: "*/*",
+      initialize: { protocolVersion: "2025-06-18", capabilities: { roots: {} }, clientInfo: chatgpt.clientInfo },
+      registration: registrationPayload(chatgpt.clientName, chatgpt.redirectUri, chatgpt.authMethod),
+      via: lensUrl,
+      forwardHeaders: FRONT,
+      auth: "follow",
+      timeoutMs: 3000,
+    });
+
+  it("sends the recorded Host, X-Forwarded-*, User-Agent, Accept, initialize params and registration payload", async () => {
+    const detail = await record((await server()).url, async (url) => expect((await client(url)).failedAt).toBeNull());
+    expect(detail.handshake.outcome).toBe("succeeded");
+
+    // A server that notes what it gets: 401 with a challenge on the public host, then registration.
+    const seen: Array<{ method: string; url: string; headers: http.IncomingHttpHeaders; body: string }> = [];
+    const base = "https://mcp.example.com";
+    const noting = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+        const json = (status: number, value: unknown, headers: Record<string, string> = {}) =>
+          res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(value));
+        if (req.url === "/mcp") return json(401, { error: "invalid_token" }, { "www-authenticate": `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` });
+        if (req.url === "/.well-known/oauth-protected-resource/mcp") return json(200, { resource: `${base}/mcp`, authorization_servers: [base] });
+        if (req.url === "/.well-known/oauth-authorization-server") {
+          return json(200, { issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token`, registration_endpoint: `${base}/register`, response_types_supported: ["code"], code_challenge_methods_supported: ["S256"] });
+        }
+        json(400, { error: "invalid_client_metadata" });
+      });
+    });
+    const target = await listening(noting);
+
+    const result = await replayHandshake(detail, { target, timeoutMs: 3000 });
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "registration", code: "registration_rejected" });
+    expect(seen.map((s) => `${s.method} ${s.url}`)).toEqual([
+      "POST /mcp",
+      "GET /.well-known/oauth-protected-resource/mcp",
+      "GET /.well-known/oauth-authorization-server",
+      "POST /register",
+    ]);
+    for (const { headers } of seen) {
+      expect(headers).toMatchObject({ ...FRONT, "user-agent": chatgpt.userAgent });
+    }
+    expect(seen[0]!.headers.accept).toBe("*/*");
+    expect(JSON.parse(seen[0]!.body)).toMatchObject({ method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: { roots: {} }, clientInfo: chatgpt.clientInfo } });
+    expect(JSON.parse(seen[3]!.body)).toEqual(registrationPayload(chatgpt.clientName, chatgpt.redirectUri, chatgpt.authMethod));
+  });
+
+  it("the server computes the same public URLs from the replayed headers", async () => {
+    const healthy = await server();
+    const detail = await record(healthy.url, async (url) => expect((await client(url)).failedAt).toBeNull());
+    // The PRM's resource is https://mcp.example.com/mcp only because X-Forwarded-Host/-Proto came along.
+    const result = await replayHandshake(detail, { target: healthy.url, timeoutMs: 3000 });
+    expect(result, result.summary).toMatchObject({ verdict: "now_passes" });
+    for (const step of DISCOVERY) expect(rerun(result, step)).toMatchObject({ original: { status: "ok" }, rerun: { status: "ok" }, same: true });
+  });
+
+  it("does not send them when the target is the connector's own origin", async () => {
+    const seen: http.IncomingHttpHeaders[] = [];
+    const plain = http.createServer((req, res) => {
+      seen.push(req.headers);
+      req.resume();
+      res.writeHead(404).end();
+    });
+    const target = await listening(plain);
+    // Recorded behind a front that rewrote Host and named the target's host in X-Forwarded-Host:
+    // the target is the connector's own host, so its front sets them again, not the replay.
+    const detail = await record((await server()).url, (url) => runHostedConnector(`${url}/mcp`, { family: "claude-code" }));
+    const front: Array<[string, string]> = [["Host", "lens.internal:8080"], ["X-Forwarded-Host", new URL(target).host], ["X-Forwarded-Proto", "http"]];
+    detail.exchanges = detail.exchanges.map((e) => ({ ...e, host: "lens.internal:8080", requestHeaders: [...front, ...e.requestHeaders.filter(([n]) => n.toLowerCase() !== "host")] }));
+    const result = await replayHandshake(detail, { target });
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "probe", code: "probe_unexpected_status" });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.host).toBe(new URL(target).host);
+    expect(seen[0]!["x-forwarded-host"]).toBeUndefined();
+    expect(seen[0]!["x-forwarded-proto"]).toBeUndefined();
+  });
+});
