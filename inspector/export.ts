@@ -5,7 +5,7 @@ import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../proxy/exc
 import { REDACTED_PATTERN } from "../proxy/redact.js";
 import { VERSION } from "../proxy/version.js";
 import type { HandshakeDetail } from "./data.js";
-import { iso } from "./format.js";
+import { iso, plural } from "./format.js";
 
 interface HarNameValue {
   name: string;
@@ -178,6 +178,6 @@ export function curlCommand(e: ClassifiedExchange): string {
 
 /** One curl command per exchange, in id order. */
 export function toCurl({ handshake: h, exchanges }: HandshakeDetail): string {
-  const head = `# mcp-lens handshake #${h.id} (${h.clientFamily}), ${h.outcome}${h.failedStep ? ` at ${h.failedStep}` : ""}: ${exchanges.length} exchanges\n`;
+  const head = `# mcp-lens handshake #${h.id} (${h.clientFamily}), ${h.outcome}${h.failedStep ? ` at ${h.failedStep}` : ""}: ${plural(exchanges.length, "exchange")}\n`;
   return [head, ...exchanges.map(curlCommand)].join("\n");
 }

@@ -29,6 +29,11 @@ import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../p
 import type { HandshakeDetail, HandshakeSummary, LiveMessage } from "./data.js";
 import type { ReplayResult } from "./replay.js";
 
+/** "1 exchange", "3 exchanges". */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON shapes
 
@@ -245,7 +250,7 @@ export function formatHandshake({ handshake: h, exchanges }: HandshakeDetail, { 
   const verdict = paint(OUTCOME_STYLES[h.outcome], OUTCOME_LABELS[h.outcome]) + (h.failedStep ? ` at ${h.failedStep}` : "");
   const out = [
     paint("bold", `Handshake #${h.id}`) + `  ${client}  ${verdict}`,
-    `started ${formatDateTime(h.startedAt)}, lasted ${formatDuration(h.endedAt - h.startedAt)}, ${h.exchangeIds.length} exchanges`,
+    `started ${formatDateTime(h.startedAt)}, lasted ${formatDuration(h.endedAt - h.startedAt)}, ${plural(h.exchangeIds.length, "exchange")}`,
     "",
     paint("bold", "Steps"),
   ];

@@ -4,7 +4,7 @@ import { Box } from "ink";
 import { useMemo, useState, type ReactNode } from "react";
 import type { ClassifiedExchange } from "../../proxy/exchange.js";
 import type { Diagnosis } from "../../proxy/handshake.js";
-import { formatDuration, formatTime, keyFacts, stepLabel } from "../format.js";
+import { formatDuration, formatTime, keyFacts, plural, stepLabel } from "../format.js";
 import { httpMark, offset, OUTCOME_MARK, stepMark } from "./fmt.js";
 import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
@@ -67,7 +67,7 @@ export function buildBody({ handshake: h, exchanges }: Detail, width: number): B
   }
 
   push([]);
-  push(line(seg(`TIMELINE (${h.steps.length} steps, ${exchanges.length} exchanges)`, "heading")));
+  push(line(seg(`TIMELINE (${plural(h.steps.length, "step")}, ${plural(exchanges.length, "exchange")})`, "heading")));
   const placed = new Set<number>();
   const exchangeLine = (e: ClassifiedExchange) => {
     placed.add(e.id);
@@ -96,7 +96,7 @@ export function headerLines({ handshake: h, exchanges }: Detail): Line[] {
   return [
     line(
       seg(`Handshake #${h.id}`, "heading"),
-      seg(` · ${h.clientFamily}${h.clientName ? ` (${h.clientName})` : ""} · ${formatTime(h.startedAt)} · ${formatDuration(h.endedAt - h.startedAt)} · ${exchanges.length} exchanges`),
+      seg(` · ${h.clientFamily}${h.clientName ? ` (${h.clientName})` : ""} · ${formatTime(h.startedAt)} · ${formatDuration(h.endedAt - h.startedAt)} · ${plural(exchanges.length, "exchange")}`),
     ),
     line(
       seg(`${o.mark} ${o.label}`, o.tone),

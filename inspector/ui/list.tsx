@@ -114,7 +114,7 @@ export function ListView({ data, active, width, height, tick, open, dbPath, mode
   const failed = rows.filter((r) => r.outcome === "failed").length;
   const title = line(
     seg("mcp-lens inspector ", "heading"),
-    seg(`${rows.length}${rows.length === LIMIT ? "+" : ""} handshakes, `),
+    seg(`${rows.length}${rows.length === LIMIT ? "+" : ""} handshake${rows.length === 1 ? "" : "s"}, `),
     seg(`${failed} failed`, failed ? "bad" : "dim"),
     seg("  "),
     mode === "live" ? seg("● live", "ok") : seg(mode === "polling" ? "○ polling the database" : "○ not following", "dim"),

@@ -74,7 +74,7 @@ function show(props: Partial<AppProps> = {}) {
   /** Waits until `text` is on screen (keys are handled one render at a time). */
   const shows = (text: string | RegExp) => (typeof text === "string" ? frame().includes(text) : text.test(frame()));
   const see = async (text: string | RegExp) => {
-    await waitFor(() => shows(text), `${text} on screen`, 3000).catch(() => expect(frame()).toMatch(text));
+    await waitFor(() => shows(text), `${text} on screen`, 8000).catch(() => expect(frame()).toMatch(text));
   };
   /** Presses `key` until `text` is on screen (at most `max` times). */
   const scrollTo = async (text: string | RegExp, key = "j", max = 80) => {
