@@ -269,7 +269,9 @@ describe("replay", () => {
 
   it("re-runs the handshake against the proxy and shows each step beside the original, with the verdict", async () => {
     const { frame, press, see } = show();
-    await press("j", "r", "r");
+    await press("j", "r");
+    await see("[playback]");
+    await press("r");
     await see(`Target URL: ${lens.url}`);
     await press(KEYS.enter, KEYS.enter);
     await waitFor(() => frame().includes("still fails") || frame().includes("now passes"), "the re-run verdict", 20_000);
