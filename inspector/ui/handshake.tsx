@@ -115,14 +115,18 @@ export function HandshakeView({ data, active, width, height, tick, open, id }: S
   const detail = useMemo(() => data.getHandshake(id), [data, id, tick]);
   const body = useMemo(() => (detail ? buildBody(detail, width) : null), [detail, width]);
   const selectable = useMemo(() => body?.targets.flatMap((t, i) => (t === null ? [] : [i])) ?? [], [body]);
-  const [view, setView] = useState<{ cursor: number | null; offset: number }>({ cursor: null, offset: 0 });
+  // The cursor is anchored to what it points at (the nth row of an exchange), not to a line
+  // index: live updates add diagnoses and exchanges above it without moving it.
+  const [view, setView] = useState<{ cursor: number | null; anchor: Anchor | null; offset: number }>({ cursor: null, anchor: null, offset: 0 });
   const [evidenceAt, setEvidenceAt] = useState(-1);
   const viewHeight = Math.max(1, height - 4);
 
-  const at = clamp(view.cursor ?? selectable[0] ?? 0, 0, Math.max(0, (body?.lines.length ?? 1) - 1));
+  const anchored = body && view.anchor ? lineOfAnchor(body.targets, view.anchor) : undefined;
+  const at = clamp(anchored ?? view.cursor ?? selectable[0] ?? 0, 0, Math.max(0, (body?.lines.length ?? 1) - 1));
   const off = follow(view.offset, at, viewHeight);
   const pos = selectable.indexOf(at);
-  const goLine = (lineIndex: number, offset = follow(off, lineIndex, viewHeight)) => setView({ cursor: lineIndex, offset });
+  const goLine = (lineIndex: number, offset = follow(off, lineIndex, viewHeight)) =>
+    setView({ cursor: lineIndex, anchor: body ? anchorOfLine(body.targets, lineIndex) : null, offset });
   const moveTo = (k: number) => selectable.length > 0 && goLine(selectable[clamp(k, 0, selectable.length - 1)]!);
   /** The first selectable row at least `n` lines below (n > 0) or above (n < 0) the cursor. */
   const rowsAway = (n: number) => {
@@ -164,6 +168,29 @@ export function HandshakeView({ data, active, width, height, tick, open, id }: S
       <LineView line={keys} />
     </Box>
   );
+}
+
+/** The nth line (0-based) pointing at an exchange: evidence rows and timeline rows share ids. */
+interface Anchor {
+  target: number;
+  nth: number;
+}
+
+function anchorOfLine(targets: Array<number | null>, lineIndex: number): Anchor | null {
+  const target = targets[lineIndex];
+  if (target === null || target === undefined) return null;
+  let nth = 0;
+  for (let i = 0; i < lineIndex; i++) if (targets[i] === target) nth++;
+  return { target, nth };
+}
+
+function lineOfAnchor(targets: Array<number | null>, anchor: Anchor): number | undefined {
+  let seen = 0;
+  for (let i = 0; i < targets.length; i++) {
+    if (targets[i] !== anchor.target) continue;
+    if (seen++ === anchor.nth) return i;
+  }
+  return undefined;
 }
 
 function lastIndex<T>(items: T[], test: (item: T) => boolean): number {

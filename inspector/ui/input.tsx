@@ -22,8 +22,12 @@ interface Router {
 
 /** Control characters inside a run of typed text. */
 const CHAR_NAMES: Record<string, string> = { "\r": "enter", "\n": "enter", "\t": "tab", "\x7f": "backspace", "\b": "backspace", " ": "space" };
-/** A key that changed nothing renders nothing: the next one goes after this long anyway. */
-const SETTLE_MS = 50;
+/**
+ * A key that changed nothing renders nothing: the next one goes after this long anyway. Long
+ * enough for a new screen to load and register on a busy machine (keys typed ahead of it must
+ * reach it, not the screen below); a key that changes something goes on at its render.
+ */
+const SETTLE_MS = 250;
 
 const RouterContext = createContext<Router>({ register: () => () => {}, rendered: () => {} });
 
