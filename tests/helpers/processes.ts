@@ -37,6 +37,7 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
   // "close", not "exit": stdout is fully read by then, so tests that scan the logs see every line.
   const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   let buffered = "";
+  let giveUp: NodeJS.Timeout | undefined;
   const ready = new Promise<Record<string, string>>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
       buffered += chunk.toString("utf8");
@@ -56,12 +57,12 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
     child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
     void exited.then((code) => reject(new Error(`mcp-lens ${args[0]} exited with ${code} before it was ready: ${stderr.join("")}`)));
     // Bounded: a process that never says it is ready is killed, not left behind.
-    setTimeout(() => {
+    giveUp = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`mcp-lens ${args[0]} did not log "${readyMessage}" within 15 s`));
-    }, 15_000).unref();
+    }, 15_000);
   });
-  const entry = await ready;
+  const entry = await ready.finally(() => clearTimeout(giveUp));
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
     if (child.exitCode === null) child.kill(signal);
     return exited;
