@@ -197,6 +197,12 @@ function answerCode(step: HandshakeStep, status: number, headers: Headers, text:
   }
 }
 
+/** A PKCE S256 pair (RFC 7636): the verifier the client keeps, the challenge it sends. */
+export function pkcePair(): { verifier: string; challenge: string } {
+  const verifier = randomBytes(32).toString("base64url");
+  return { verifier, challenge: createHash("sha256").update(verifier).digest("base64url") };
+}
+
 export async function runConnector(connectorUrl: string, opts: ConnectorOptions): Promise<ConnectorRun> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const sseTimeoutMs = opts.sseTimeoutMs ?? timeoutMs;
@@ -451,7 +457,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       } else {
         // 5-6. Authorize in the user's browser; consent is automatic; only 302/303 is followed.
         const redirectUri = opts.registration.redirect_uris[0]!;
-        const verifier = randomBytes(32).toString("base64url");
+        const { verifier, challenge } = pkcePair();
         const state = randomBytes(12).toString("base64url");
         const scopes = (prm.scopes_supported ?? as.scopes_supported) as string[] | undefined;
         const scope = opts.scope ?? scopes?.join(" ");
@@ -460,7 +466,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           response_type: "code",
           client_id: client.client_id,
           redirect_uri: redirectUri,
-          code_challenge: createHash("sha256").update(verifier).digest("base64url"),
+          code_challenge: challenge,
           code_challenge_method: "S256",
           state,
           ...(scope ? { scope } : {}),

@@ -39,6 +39,7 @@
 // those run on the re-run's recorded exchanges when the target is the proxy.
 //
 // `same` per step: the re-run's status equals the original's, "skipped" and "not_reached" counting as "absent".
+import { HOSTED_FAMILIES } from "../proxy/client-family.js";
 import type { ClassifiedExchange } from "../proxy/exchange.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../proxy/handshake.js";
 import { fingerprintsIn } from "../proxy/redact.js";
@@ -85,7 +86,6 @@ const REPLAYED = new Set<HandshakeStep>([
   "authorize", "callback", "token", "initialize", "initialized", "list",
 ]);
 const BROWSER_KINDS = new Set(["authorize", "authorize_consent"]);
-const HOSTED = new Set(["claude.ai", "chatgpt"]);
 
 const SKIP_DETAIL = {
   authless: "not needed: the server answered the unauthenticated initialize",
@@ -185,7 +185,7 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
   const prmPath = sorted.find((e) => e.kind === "protected_resource_metadata" && e.facts.wellKnownVariant === "path_inserted")?.path.replace(/^\/\.well-known\/oauth-protected-resource/, "");
   const path = probe?.path ?? (resource ? safeUrl(resource)?.pathname : undefined) ?? prmPath ?? "/mcp";
   const host = firstValue(header(source, "x-forwarded-host")) ?? source?.host ?? new URL(target).host;
-  const scheme = firstValue(header(source, "x-forwarded-proto")) ?? (HOSTED.has(handshake.clientFamily) ? "https" : "http");
+  const scheme = firstValue(header(source, "x-forwarded-proto")) ?? (HOSTED_FAMILIES.has(handshake.clientFamily) ? "https" : "http");
   const url = new URL(path, `${scheme}://${host}`).href;
 
   // Host and X-Forwarded-* as the client's requests carried them, unless the target is the connector's origin.

@@ -18,6 +18,9 @@ export interface ClientSignals {
   clientInfoName?: string;
 }
 
+/** Families that connect from their vendor's backend, over https on port 443 only. */
+export const HOSTED_FAMILIES: ReadonlySet<ClientFamily> = new Set<ClientFamily>(["claude.ai", "chatgpt"]);
+
 export function clientFamily(signals: ClientSignals): ClientFamily {
   if (isMcpRemote(signals)) return "mcp-remote";
   const callbacks = (signals.redirectUris ?? []).flatMap(parseUrl);

@@ -9,6 +9,7 @@
 // and the generic status rules (probe status, missing metadata, rejected token call…) skip
 // claimed exchanges.
 
+import { HOSTED_FAMILIES } from "./client-family.js";
 import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "./exchange.js";
 import {
   DIAGNOSIS_CODES,
@@ -1019,7 +1020,6 @@ if (DIAGNOSIS_RULES.map((r) => r.code).join() !== DIAGNOSIS_CODES.join()) {
 const MCP_KINDS: ExchangeKind[] = ["mcp_post", "mcp_get_stream", "mcp_delete"];
 const AS_KINDS: ExchangeKind[] = ["authorization_server_metadata", "openid_configuration"];
 const AUTHORIZE_KINDS: ExchangeKind[] = ["authorize", "authorize_consent"];
-const HOSTED_FAMILIES = new Set(["claude.ai", "chatgpt"]);
 
 function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[]): DiagnosisContext {
   const sorted = [...exchanges].sort((a, b) => a.id - b.id);

@@ -139,7 +139,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const capture = new ExchangeCapture(
       options.nextId(),
       req,
-      clientAddress(req.socket.remoteAddress, forwardedFor, options.trust),
+      clientAddress(req.socket.remoteAddress, forwardedFor, options.trust, trusted),
       options.maxBodyBytes,
     );
     setForwardedHeaders(req, trusted);

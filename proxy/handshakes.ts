@@ -39,7 +39,7 @@ const ACTIVE_MS = 2 * 60_000;
 /** …or this long while the user is on the authorization page. */
 const USER_MS = AUTH_WINDOW_MS;
 /** A failed step that clients follow with a fallback is final only after this much quiet. */
-const FALLBACK_GRACE_MS = 10_000;
+export const FALLBACK_GRACE_MS = 10_000;
 
 export interface TrackerLimits {
   /** Handshakes held open; beyond it the least recently active is closed. */

@@ -67,9 +67,14 @@ export function createTrustPolicy(trustAll: boolean, list: string): TrustPolicy 
  * The client address: walking X-Forwarded-For from the right, the first hop we do not trust.
  * With trust-all, the left-most entry (what the outermost proxy saw).
  */
-export function clientAddress(peer: string | undefined, forwardedFor: string | undefined, trust: TrustPolicy): string | null {
+export function clientAddress(
+  peer: string | undefined,
+  forwardedFor: string | undefined,
+  trust: TrustPolicy,
+  trusted = trust.isTrusted(peer),
+): string | null {
   const direct = peer ? normalizeAddress(peer) : null;
-  if (!forwardedFor || !trust.isTrusted(peer)) return direct;
+  if (!forwardedFor || !trusted) return direct;
   const hops = forwardedFor.split(",").map((s) => s.trim()).filter(Boolean);
   if (hops.length === 0) return direct;
   if (trust.trustsAll) return normalizeAddress(hops[0]!);

@@ -1,10 +1,14 @@
 // A handshake's final word combines the grouping's outcome with the diagnoses: a client that
 // stops after a 200 whose content is wrong (a resource or issuer mismatch, no S256) has not
 // "abandoned" — it failed at that step. Pure, so the inspector reaches the same verdict.
+import { FALLBACK_GRACE_MS } from "./handshakes.js";
 import type { Diagnosis, Handshake, HandshakeStep } from "./handshake.js";
 
-/** How long a client that stopped after an error may stay quiet before we call it failed. */
-export const SETTLE_MS = 10_000;
+/**
+ * How long a client that stopped after an error may stay quiet before we call it failed: the
+ * same grace the grouping gives a client trying discovery fallbacks.
+ */
+export const SETTLE_MS = FALLBACK_GRACE_MS;
 
 function stepOf(h: Handshake, exchangeId: number): HandshakeStep | null {
   return h.steps.find((s) => s.exchangeIds.includes(exchangeId))?.step ?? null;
