@@ -85,6 +85,8 @@ export class ExchangeCapture {
   responseHeaders: HeaderPairs | null = null;
   sse: SseEventCounter | null = null;
   upstreamError: string | null = null;
+  /** mcp-lens answered 400 itself: the request turned out malformed mid-body. */
+  rejected = false;
   websocket = false;
   /** The request to the upstream, once a socket is assigned: destroyed on timeout. */
   upstreamRequest: ClientRequest | null = null;

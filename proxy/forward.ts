@@ -5,6 +5,7 @@ import type { Duplex } from "node:stream";
 import { ProxyServer } from "http-proxy-3";
 import { ExchangeCapture, isEventStream } from "./capture.js";
 import type { RawExchange } from "./exchange.js";
+import { malformedAnswerHeaders, type MalformedAnswer } from "./malformed.js";
 import { clientAddress, type TrustPolicy } from "./trust.js";
 
 export interface ForwarderOptions {
@@ -22,6 +23,12 @@ export interface Forwarder {
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Exchanges whose response is still open. */
   readonly inFlightCount: number;
+  /**
+   * The client's request turned out malformed after its headers were forwarded (a broken
+   * chunked body, EOF mid-body): its one exchange is answered 400 by mcp-lens and the upstream
+   * request cut. False when no request of this connection is in flight.
+   */
+  rejectInFlight(socket: Duplex, answer: MalformedAnswer): boolean;
   /** Open SSE responses and upgraded WebSockets, counted on demand (for metrics scrapes). */
   openStreams(): { sse: number; websockets: number };
   /**
@@ -113,10 +120,12 @@ function errorResponse(code: string, detail: string, capture: ExchangeCapture): 
   return { status, body: JSON.stringify(body) };
 }
 
+/** Keep-alive upstream: one TCP connect per burst, not per request. Shared with the benchmark's bare proxy. */
+export const UPSTREAM_AGENT_OPTIONS: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: "lifo" };
+
 export function createForwarder(options: ForwarderOptions): Forwarder {
   const target = new URL(options.upstream);
-  // Keep-alive upstream: one TCP connect per burst, not per request.
-  const agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: "lifo" });
+  const agent = new http.Agent(UPSTREAM_AGENT_OPTIONS);
   const proxy = new ProxyServer({
     target: options.upstream,
     agent,
@@ -126,6 +135,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   });
   // Each open exchange with the function that cuts its connection.
   const inFlight = new Map<ExchangeCapture, () => void>();
+  // The response of each exchange, to answer a request rejected mid-body.
+  const responses = new WeakMap<ExchangeCapture, http.ServerResponse>();
 
   function complete(capture: ExchangeCapture, aborted: boolean): void {
     inFlight.delete(capture);
@@ -185,7 +196,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   function fail(error: NodeJS.ErrnoException, req: http.IncomingMessage, res: http.ServerResponse | Duplex): void {
     const capture = (req as Tagged)[CAPTURE];
-    if (!capture) return;
+    if (!capture || capture.rejected) return; // rejected: mcp-lens already answered 400
     const code = capture.upstreamError ?? upstreamErrorCode(error);
     capture.upstreamError = code;
     if (!(res instanceof http.ServerResponse)) {
@@ -217,6 +228,25 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       return inFlight.size;
     },
 
+    rejectInFlight(socket, answer) {
+      let capture: ExchangeCapture | undefined;
+      for (const c of inFlight.keys()) if (c.req.socket === socket && !c.websocket) capture = c;
+      const res = capture && responses.get(capture);
+      if (!capture || !res) return false;
+      capture.rejected = true;
+      capture.upstreamRequest?.destroy();
+      if (res.headersSent) {
+        socket.destroy(); // the upstream's answer has begun: cutting it is all that is left
+        return true;
+      }
+      const headers = malformedAnswerHeaders(answer);
+      capture.respond(answer.status, headers.flat(), false);
+      capture.onResponseChunk(Buffer.from(answer.body));
+      res.shouldKeepAlive = false;
+      res.writeHead(answer.status, Object.fromEntries(headers)).end(answer.body);
+      return true;
+    },
+
     openStreams() {
       let sse = 0;
       let websockets = 0;
@@ -237,6 +267,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     handleRequest(req, res) {
       const capture = begin(req);
       inFlight.set(capture, () => res.destroy());
+      responses.set(capture, res);
       // Only the wait for response headers is bounded: a stream, once started, may idle for hours.
       const timer = setTimeout(() => {
         if (capture.status !== null) return;

@@ -1,7 +1,7 @@
 // mcp-lens assembled: the request path (forward → capture) on the public port, and off
 // the request path the record pipeline (redact → classify → store / log), plus the admin port.
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { createAdminServer } from "./admin.js";
 import { HandshakeAnalysis } from "./analysis.js";
 import { createClassifier } from "./classify.js";
@@ -10,6 +10,7 @@ import { createForwarder } from "./forward.js";
 import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
 import { exchangeLogFields, type Logger } from "./log.js";
+import { headerValue, isMalformedRequest, malformedAnswer, malformedExchange, readRequestHead, sendMalformedAnswer } from "./malformed.js";
 import { LensMetrics } from "./metrics.js";
 import { toRecorded } from "./record.js";
 import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
@@ -17,9 +18,8 @@ import type { ProxySettings } from "./settings.js";
 import { nextExchangeId, openDatabase } from "./store/db.js";
 import { makeRoom, startRetention } from "./store/retention.js";
 import { RecordWriter } from "./store/writer.js";
-import { createTrustPolicy } from "./trust.js";
+import { clientAddress, createTrustPolicy } from "./trust.js";
 import { VERSION } from "./version.js";
-
 
 /** How often idle handshakes are re-judged (see proxy/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;
@@ -95,16 +95,43 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     logger,
   );
 
-  const server = http.createServer(forwarder.handleRequest);
+  // Streams may stay open for hours: no overall request timeout. Headers must arrive in time,
+  // or a slow-header client would hold a socket forever; Node checks every 30 s by default,
+  // too coarse for a short --header-timeout.
+  const server = http.createServer(
+    {
+      requestTimeout: 0,
+      headersTimeout: settings.headerTimeout,
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(settings.headerTimeout / 4))),
+    },
+    forwarder.handleRequest,
+  );
   server.on("upgrade", forwarder.handleUpgrade);
-  // Streams may stay open for hours; only a client that never finishes its request is cut.
-  server.requestTimeout = 0;
-  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
-    // Malformed HTTP never reaches the upstream: answer as Node would, without crashing.
-    const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    else socket.destroy();
-    logger.debug({ code: error.code }, "malformed request from client");
+  // Connections already answered as malformed: the client's FIN after our answer is no new error.
+  const rejectedSockets = new WeakSet<Socket>();
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (!isMalformedRequest(error) || rejectedSockets.has(socket)) {
+      socket.destroy(); // the client left (ECONNRESET, EPIPE): nobody to answer
+      return;
+    }
+    rejectedSockets.add(socket);
+    const answer = malformedAnswer(error, settings.headerTimeout);
+    // A request whose headers were fine is already an exchange: it records the rejection.
+    if (forwarder.rejectInFlight(socket, answer)) return;
+    const responseHeaders = sendMalformedAnswer(socket, answer);
+    const head = readRequestHead((error as { rawPacket?: Buffer }).rawPacket);
+    const trusted = trust.isTrusted(socket.remoteAddress);
+    const forwardedFor = trusted ? headerValue(head.headers, "x-forwarded-for") : undefined;
+    const raw = malformedExchange({
+      id: nextId++,
+      startedAt: Date.now(),
+      clientAddr: clientAddress(socket.remoteAddress, forwardedFor, trust, trusted),
+      head,
+      answer,
+      responseHeaders,
+    });
+    writer.enqueue(raw, rawSize(raw));
+    logger.debug({ code: error.code, status: answer.status }, "malformed request from client");
   });
 
   const admin = createAdminServer({

@@ -118,6 +118,15 @@ export const PROXY_OPTIONS = {
     help: "Milliseconds to wait for the upstream's response headers before answering 504 (streams are never cut)",
     parse: parseInteger(1, 3_600_000),
   }),
+  headerTimeout: option({
+    flag: "header-timeout",
+    env: "MCP_LENS_HEADER_TIMEOUT",
+    kind: "string",
+    default: 60_000,
+    valueName: "MS",
+    help: "Milliseconds a client may take to send its request headers before 408 (slow-header attacks)",
+    parse: parseInteger(1, 600_000),
+  }),
   retentionDays: option({
     flag: "retention-days",
     env: "MCP_LENS_RETENTION_DAYS",

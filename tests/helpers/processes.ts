@@ -1,17 +1,13 @@
 // Real processes on loopback: the built `mcp-lens` binary, started the way an operator would.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { keepArtifact } from "./artifacts.js";
+
+export { tempDir } from "./artifacts.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = path.join(ROOT, "dist/proxy/cli.js");
-
-export function tempDir(prefix = "mcp-lens-test-"): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
 
 export interface RunningLens {
   url: string;
@@ -34,9 +30,14 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
-  // "close", not "exit": stdout is fully read by then, so tests that scan the logs see every line.
-  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   let buffered = "";
+  // "close", not "exit": stdout is fully read by then, so tests that scan the logs see every line.
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("close", (code) => {
+      keepArtifact(`${args[0]}-${child.pid}.log`, [...stdout, buffered, ...stderr].join("\n"));
+      resolve(code);
+    }),
+  );
   let giveUp: NodeJS.Timeout | undefined;
   const ready = new Promise<Record<string, string>>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
@@ -106,7 +107,10 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
+    child.once("close", (code) => {
+      keepArtifact(`cli-${args[0] ?? "main"}-${child.pid}.out`, stdout + stderr);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 

@@ -14,6 +14,7 @@ import { InspectorData } from "../../inspector/data.js";
 import { startMinimalServer, type MinimalServerHandle } from "../fixtures/minimal-server.js";
 import { CALLBACKS, ConnectorLikeProvider } from "../helpers/connector.js";
 import { ROOT, runCli, startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { keepArtifact } from "../helpers/artifacts.js";
 import { closedPort } from "../helpers/upstream.js";
 
 const INSPECTOR = path.join(ROOT, "dist/inspector/cli.js");
@@ -23,9 +24,11 @@ const run = promisify(execFile);
 async function inspector(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await run(process.execPath, [INSPECTOR, ...args], { env: { ...process.env, MCP_LENS_DB: dbPath, ...env } });
+    keepArtifact(`inspector-${args.join("-")}.out`, stdout + stderr);
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
+    keepArtifact(`inspector-${args.join("-")}.out`, e.stdout + e.stderr);
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
@@ -39,7 +42,7 @@ function startTail(args: string[]) {
   const exited = new Promise<number | null>((resolve) => child.once("close", resolve));
   const stop = () => {
     child.kill("SIGINT");
-    return exited;
+    return exited.finally(() => keepArtifact("inspector-tail.out", out.stdout + out.stderr));
   };
   return { out, stop };
 }
