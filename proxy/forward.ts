@@ -158,8 +158,14 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     return capture;
   }
 
+  // Emitted once the upstream request has a socket, which can be after the client's request
+  // was rejected mid-body (it all arrived in one read): then it is cut here.
   proxy.on("proxyReq", (proxyReq, req) => {
     const capture = (req as Tagged)[CAPTURE];
+    if (capture?.rejected) {
+      proxyReq.destroy();
+      return;
+    }
     if (capture) capture.upstreamRequest = proxyReq;
     restoreHeaderCase(proxyReq, req.rawHeaders);
   });

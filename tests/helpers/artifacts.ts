@@ -14,10 +14,14 @@ function runDir(): string | undefined {
   return process.env[ARTIFACTS_ENV] || undefined;
 }
 
-/** A fresh directory; inside a run its cleanup is left to the global teardown (after the scan). */
-export function tempDir(prefix = "mcp-lens-test-"): { dir: string; cleanup: () => void } {
-  const root = runDir();
-  const dir = mkdtempSync(path.join(root ?? tmpdir(), prefix));
+/**
+ * A fresh directory; inside a run its cleanup is left to the global teardown (after the scan).
+ * With `parent`, it is made there instead and removed by its own cleanup.
+ */
+export function tempDir(prefix = "mcp-lens-test-", parent?: string): { dir: string; cleanup: () => void } {
+  const root = parent ? undefined : runDir();
+  if (parent) mkdirSync(parent, { recursive: true });
+  const dir = mkdtempSync(path.join(parent ?? root ?? tmpdir(), prefix));
   return { dir, cleanup: () => (root ? undefined : rmSync(dir, { recursive: true, force: true })) };
 }
 

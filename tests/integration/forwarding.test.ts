@@ -289,6 +289,20 @@ describe("upstream down", () => {
       const body = JSON.parse(wellKnown.body.toString());
       expect(body.error).toBe("upstream_refused");
       expect(body.message).toContain(`127.0.0.1:${port}`);
+      // Both recorded, with the cause.
+      const rows = await waitFor(() => {
+        const db = new Database(`${tmp.dir}/lens.db`, { readonly: true });
+        try {
+          const all = db.prepare("SELECT status, upstream_error FROM exchanges ORDER BY id").all();
+          return all.length === 2 ? all : null;
+        } finally {
+          db.close();
+        }
+      }, "both exchanges recorded");
+      expect(rows).toEqual([
+        { status: 502, upstream_error: "upstream_refused" },
+        { status: 502, upstream_error: "upstream_refused" },
+      ]);
     } finally {
       await lens.stop();
       tmp.cleanup();
