@@ -5,9 +5,14 @@ import { formatHelp, parseOptions, UsageError, type Values } from "./config.js";
 import { startLens } from "./lens.js";
 import { createLogger, type Logger } from "./log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
-import { startCodaServer } from "../server/index.js";
 import { SERVER_OPTIONS, serverSettings } from "../server/settings.js";
 import { VERSION } from "./version.js";
+
+/** Loaded only by the commands that run it: `proxy` stays free of express and the MCP SDK (~13 MiB RSS). */
+async function startCodaServer(...args: Parameters<typeof import("../server/index.js").startCodaServer>) {
+  const server = await import("../server/index.js");
+  return server.startCodaServer(...args);
+}
 
 
 const MAIN_HELP = `Usage: mcp-lens <command> [options]

@@ -108,8 +108,21 @@ const SECRET_HINT = /token|code|secret|passw|key|assert|auth|cookie|bearer|\\u/i
 
 // ---------------------------------------------------------------------------------------------
 
+const RECENT_FINGERPRINTS = 1024;
+
 export function createRedactor(key: Buffer): Redactor {
-  const fingerprint = (secret: string) => createHmac("sha256", key).update(secret, "utf8").digest("hex").slice(0, 8);
+  // A connector sends the same bearer token on every call: remember recent fingerprints rather
+  // than compute an HMAC per exchange. Bounded, in memory only, like the secrets themselves.
+  const recent = new Map<string, string>();
+  const fingerprint = (secret: string) => {
+    let fp = recent.get(secret);
+    if (fp === undefined) {
+      fp = createHmac("sha256", key).update(secret, "utf8").digest("hex").slice(0, 8);
+      if (recent.size >= RECENT_FINGERPRINTS) recent.delete(recent.keys().next().value!);
+      recent.set(secret, fp);
+    }
+    return fp;
+  };
 
   /** Empty stays empty; an existing marker stays as is so redacting twice changes nothing. */
   const mark = (secret: string) => (secret === "" || MARKER_ONLY.test(secret) ? secret : `[redacted:${fingerprint(secret)}]`);

@@ -52,16 +52,27 @@ export function createTrustPolicy(trustAll: boolean, list: string): TrustPolicy 
       blocks.addSubnet(address, prefix, type);
     }
   }
+  // Asked for every request, about the same few peers (the front proxy): BlockList.check
+  // allocates a SocketAddress each time, so answers are remembered (bounded).
+  const known = new Map<string, boolean>();
   return {
     trustsAll: false,
     isTrusted(peer) {
       if (!peer) return false;
-      const address = normalizeAddress(peer);
-      const family = isIP(address);
-      return family !== 0 && blocks.check(address, family === 4 ? "ipv4" : "ipv6");
+      let trusted = known.get(peer);
+      if (trusted === undefined) {
+        const address = normalizeAddress(peer);
+        const family = isIP(address);
+        trusted = family !== 0 && blocks.check(address, family === 4 ? "ipv4" : "ipv6");
+        if (known.size >= KNOWN_PEERS) known.clear();
+        known.set(peer, trusted);
+      }
+      return trusted;
     },
   };
 }
+
+const KNOWN_PEERS = 4096;
 
 /**
  * The client address: walking X-Forwarded-For from the right, the first hop we do not trust.
