@@ -7,7 +7,8 @@ import type { LensMetrics } from "./metrics.js";
 import type { WriterStats } from "./store/writer.js";
 
 export interface AdminDeps {
-  recorder: () => WriterStats;
+  /** The recorder's state now (asked of its thread; the metrics read the answer too). */
+  recorder: () => Promise<WriterStats>;
   inFlight: () => number;
   upstream: string;
   metrics: LensMetrics;
@@ -37,19 +38,23 @@ export function createAdminServer(deps: AdminDeps): http.Server {
     if (req.method !== "GET") return sendJson(res, 405, { error: "method_not_allowed" });
     if (path === "/health" || path === "/healthz") {
       // Healthy while traffic flows: a failing recorder is reported, not fatal.
-      return sendJson(res, 200, {
-        status: "ok",
-        uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-        upstream: deps.upstream,
-        inFlight: deps.inFlight(),
-        liveSubscribers: deps.live.subscribers,
-        recorder: deps.recorder(),
-      });
+      void deps.recorder().then((recorder) =>
+        sendJson(res, 200, {
+          status: "ok",
+          uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+          upstream: deps.upstream,
+          inFlight: deps.inFlight(),
+          liveSubscribers: deps.live.subscribers,
+          recorder,
+        }),
+      );
+      return;
     }
     if (path === "/metrics") {
       if (!authorized(req, deps.token)) return sendJson(res, 401, { error: "unauthorized", message: "send the admin token as a bearer token" });
-      deps.metrics.registry
-        .metrics()
+      deps
+        .recorder()
+        .then(() => deps.metrics.registry.metrics())
         .then((text) => res.writeHead(200, { "content-type": deps.metrics.registry.contentType }).end(text))
         .catch((error: Error) => sendJson(res, 500, { error: "metrics_failed", message: error.message }));
       return;

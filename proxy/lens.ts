@@ -1,103 +1,79 @@
-// mcp-lens assembled: the request path (forward → capture) on the public port, and off
-// the request path the record pipeline (redact → classify → store / log), plus the admin port.
+// mcp-lens assembled: the request path (forward → capture) on the public port; the record
+// pipeline (redact → classify → handshakes → store) in its own thread (proxy/recorder.ts);
+// metrics, the live feed and the admin port here.
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { createAdminServer } from "./admin.js";
-import { HandshakeAnalysis } from "./analysis.js";
-import { createClassifier } from "./classify.js";
-import type { RawExchange } from "./exchange.js";
 import { createForwarder } from "./forward.js";
 import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
-import { exchangeLogFields, type Logger } from "./log.js";
+import type { Logger } from "./log.js";
 import { headerValue, isMalformedRequest, malformedAnswer, malformedExchange, readRequestHead, sendMalformedAnswer } from "./malformed.js";
 import { LensMetrics } from "./metrics.js";
-import { toRecorded } from "./record.js";
-import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
+import { Recorder } from "./recorder.js";
 import type { ProxySettings } from "./settings.js";
 import { nextExchangeId, openDatabase } from "./store/db.js";
-import { makeRoom, startRetention } from "./store/retention.js";
-import { RecordWriter } from "./store/writer.js";
 import { clientAddress, createTrustPolicy } from "./trust.js";
 import { VERSION } from "./version.js";
-
-/** How often idle handshakes are re-judged (see proxy/verdict.ts). */
-const SETTLE_CHECK_MS = 2_000;
 
 export interface Lens {
   /** Where clients reach the proxy, e.g. http://127.0.0.1:8080 */
   url: string;
   adminUrl: string;
-  writer: RecordWriter<RawExchange>;
+  recorder: Recorder;
   /** Graceful stop: stop accepting, drain, flush every record, close the DB. */
   close(): Promise<void>;
 }
 
-/** Bytes a raw exchange holds in memory, for the writer's queue bound. */
-function rawSize(raw: RawExchange): number {
-  return raw.requestBody.bytes.length + raw.responseBody.bytes.length + 1024;
-}
-
 export async function startLens(settings: ProxySettings, logger: Logger): Promise<Lens> {
   const trust = createTrustPolicy(settings.trustProxy, settings.trustedProxies);
+  // Opened here first: migrations, and a one-line error before anything listens.
   const db = openDatabase(settings.db, { maxSizeBytes: settings.dbMaxSize || undefined });
-  const redactor = createRedactor(loadOrCreateRedactionKey(settings.db));
-  const classify = createClassifier();
   let nextId = nextExchangeId(db);
 
-  // The request path hands each finished exchange to the writer; everything else happens there.
+  // The gauges and the live feed call into the forwarder and the recorder only once traffic flows.
+  const metrics = new LensMetrics(VERSION, {
+    inFlight: () => forwarder.inFlightCount,
+    activeSseStreams: () => forwarder.openStreams().sse,
+    activeWebSockets: () => forwarder.openStreams().websockets,
+    recorder: () => recorder.stats(),
+  });
+  const live = new LiveFeed((subscribers) => recorder.setLiveWanted(subscribers > 0));
+  const recorder = await Recorder.start(
+    {
+      db: settings.db,
+      dbMaxSize: settings.dbMaxSize,
+      flushInterval: settings.flushInterval,
+      maxQueue: settings.maxQueue,
+      retentionDays: settings.retentionDays,
+      retentionRows: settings.retentionRows,
+      logLevel: settings.logLevel,
+    },
+    {
+      onObserved: (exchanges, handshakes) => {
+        for (const e of exchanges) metrics.observeExchange(e);
+        metrics.observeHandshakes(handshakes);
+      },
+      onRecorded: (count, batch) => {
+        if (count > 0) metrics.observeBatch(count);
+        if (batch) live.publish(batch.exchanges, batch.handshakes, batch.handshakeIds);
+      },
+    },
+    logger,
+  ).catch((error: Error) => {
+    db.close();
+    throw error;
+  });
+
+  // The request path hands each finished exchange to the recorder; everything else happens there.
   const forwarder = createForwarder({
     upstream: settings.upstream,
     trust,
     maxBodyBytes: settings.maxBody,
     upstreamTimeoutMs: settings.upstreamTimeout,
     nextId: () => nextId++,
-    onExchange: (raw) => writer.enqueue(raw, rawSize(raw)),
+    onExchange: (raw) => recorder.enqueue(raw),
   });
-  const metrics = new LensMetrics(VERSION, {
-    inFlight: () => forwarder.inFlightCount,
-    activeSseStreams: () => forwarder.openStreams().sse,
-    activeWebSockets: () => forwarder.openStreams().websockets,
-    recorder: () => writer.stats(),
-  });
-  const analysis = new HandshakeAnalysis(db);
-  const live = new LiveFeed();
-  const writer = new RecordWriter<RawExchange>({
-    db,
-    logger,
-    flushIntervalMs: settings.flushInterval,
-    maxQueue: settings.maxQueue,
-    // A full database keeps the newest traffic: the oldest records make room.
-    makeRoom: () => makeRoom(db),
-    prepare: (raw) => classify(toRecorded(raw, redactor)),
-    analyse: (exchange) => {
-      metrics.observeExchange(exchange);
-      const result = analysis.analyse(exchange);
-      metrics.observeHandshakes(result.handshakes);
-      return result;
-    },
-    onRecorded: (exchanges, handshakes, handshakeIds) => {
-      if (exchanges.length > 0) metrics.observeBatch(exchanges.length);
-      live.publish(exchanges, handshakes, handshakeIds);
-      if (!logger.isLevelEnabled("info")) return;
-      exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
-    },
-  });
-  // Verdicts that change with time alone (a client gone quiet after an error) are stored too.
-  const settler = setInterval(() => {
-    const settled = analysis.tick(Date.now());
-    metrics.observeHandshakes(settled);
-    writer.enqueueHandshakes(settled);
-  }, SETTLE_CHECK_MS).unref();
-  const stopRetention = startRetention(
-    db,
-    { maxAgeDays: settings.retentionDays, maxRows: settings.retentionRows },
-    logger,
-  );
-
-  // Streams may stay open for hours: no overall request timeout. Headers must arrive in time,
-  // or a slow-header client would hold a socket forever; Node checks every 30 s by default,
-  // too coarse for a short --header-timeout.
   const server = http.createServer(
     {
       requestTimeout: 0,
@@ -130,12 +106,12 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
       answer,
       responseHeaders,
     });
-    writer.enqueue(raw, rawSize(raw));
+    recorder.enqueue(raw);
     logger.debug({ code: error.code, status: answer.status }, "malformed request from client");
   });
 
   const admin = createAdminServer({
-    recorder: () => writer.stats(),
+    recorder: () => recorder.freshStats(),
     inFlight: () => forwarder.inFlightCount,
     upstream: settings.upstream,
     metrics,
@@ -150,9 +126,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     adminAddress = await listen(admin, settings.adminPort, settings.adminHost);
   } catch (error) {
     server.close();
-    clearInterval(settler);
-    await writer.close();
-    stopRetention();
+    await recorder.close();
     live.close();
     db.close();
     const e = error as NodeJS.ErrnoException;
@@ -166,13 +140,14 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   for (const [key, value] of Object.entries({ upstream: settings.upstream, proxy_url: url, admin_url: adminUrl, version: VERSION })) {
     setMeta.run(key, value);
   }
+  db.close(); // from here on only the recorder thread writes
   logger.info({ url, adminUrl, upstream: settings.upstream, db: settings.db }, "mcp-lens proxy listening");
 
   let closing: Promise<void> | null = null;
   return {
     url,
     adminUrl,
-    writer,
+    recorder,
     close() {
       closing ??= (async () => {
         logger.info({ inFlight: forwarder.inFlightCount }, "shutting down: draining in-flight requests");
@@ -181,15 +156,12 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
         await forwarder.drain(settings.shutdownTimeout);
         server.closeAllConnections();
         await serverClosed;
-        clearInterval(settler);
-        await writer.close();
-        stopRetention();
+        await recorder.close();
         live.close();
         forwarder.close();
-        db.close();
         await new Promise<void>((resolve) => admin.close(() => resolve()));
         admin.closeAllConnections();
-        logger.info(writer.stats(), "stopped");
+        logger.info(recorder.stats(), "stopped");
       })();
       return closing;
     },

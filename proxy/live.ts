@@ -16,6 +16,9 @@ export type LiveMessage =
 export class LiveFeed {
   private readonly wss = new WebSocketServer({ noServer: true });
 
+  /** `onSubscribers` hears the count change: records are only shipped while someone listens. */
+  constructor(private readonly onSubscribers: (count: number) => void = () => {}) {}
+
   get subscribers(): number {
     return this.wss.clients.size;
   }
@@ -24,6 +27,8 @@ export class LiveFeed {
   accept(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on("error", () => ws.terminate());
+      ws.on("close", () => this.onSubscribers(this.wss.clients.size));
+      this.onSubscribers(this.wss.clients.size);
       ws.send(JSON.stringify({ type: "hello", version: 1 }));
     });
   }

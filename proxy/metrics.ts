@@ -1,7 +1,8 @@
 // Prometheus metrics (prom-client): one prefix, base units, bounded labels. Never a session
 // id, token, client_id or raw path as a label: kinds, families, steps and codes are closed sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { OAUTH_KINDS, type ClassifiedExchange } from "./exchange.js";
+import { OAUTH_KINDS } from "./exchange.js";
+import type { ObservedExchange } from "./recorder.js";
 import type { Handshake, HandshakeOutcome } from "./handshake.js";
 import type { WriterStats } from "./store/writer.js";
 
@@ -126,7 +127,7 @@ export class LensMetrics {
   }
 
   /** One classified exchange: called off the request path, before it is stored. */
-  observeExchange(e: ClassifiedExchange): void {
+  observeExchange(e: ObservedExchange): void {
     const status = String(e.status ?? 0);
     this.requests.inc({ kind: e.kind, method: e.method, status });
     const streamed = e.sseEvents !== null || e.websocket;
@@ -159,7 +160,7 @@ export class LensMetrics {
     this.batchSize.observe(size);
   }
 
-  private observeJsonRpc(e: ClassifiedExchange): void {
+  private observeJsonRpc(e: ObservedExchange): void {
     const mcp = e.facts.mcp;
     if (!mcp) return;
     const responses = new Map<string | number, "result" | "error">();

@@ -50,6 +50,19 @@ export function note(...parts: Array<string | false | undefined | null>): string
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/**
+ * The headers of a connected client's MCP POST (bearer token, session, protocol version), so
+ * mcp-lens records what it records in production: one handshake per session, not per call.
+ */
+export const MCP_POST_HEADERS: Record<string, string> = {
+  "Content-Type": "application/json",
+  Accept: "application/json, text/event-stream",
+  Authorization: "Bearer eyJhbGciOiJIUzI1NiJ9.bench-session.c2lnbmF0dXJl",
+  "Mcp-Session-Id": "6f1c2d3e-0000-4000-8000-000000000001",
+  "MCP-Protocol-Version": "2025-06-18",
+  "User-Agent": "Claude-User",
+};
+
 /** A small MCP tools/call, as a connector sends it: the body every load generator posts. */
 export const TOOLS_CALL_BODY = JSON.stringify({
   jsonrpc: "2.0",

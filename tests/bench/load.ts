@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { ROOT, TOOLS_CALL_BODY } from "./common.js";
+import { MCP_POST_HEADERS, ROOT, TOOLS_CALL_BODY } from "./common.js";
 import { LOAD_CPU, pinnedCommand, track, tsxArgs, WRK } from "./procs.js";
 
 export interface WrkResult {
@@ -23,8 +23,7 @@ export function writeWrkScript(dir: string): string {
     [
       'wrk.method = "POST"',
       `wrk.body = ${luaString(TOOLS_CALL_BODY)}`,
-      'wrk.headers["Content-Type"] = "application/json"',
-      'wrk.headers["Accept"] = "application/json, text/event-stream"',
+      ...Object.entries(MCP_POST_HEADERS).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`),
       "",
     ].join("\n"),
   );

@@ -6,7 +6,7 @@
 import http from "node:http";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import { quantile, TOOLS_CALL_BODY } from "./common.js";
+import { MCP_POST_HEADERS, quantile, TOOLS_CALL_BODY } from "./common.js";
 
 const { values } = parseArgs({
   options: { url: { type: "string" }, rate: { type: "string" }, duration: { type: "string" }, warmup: { type: "string", default: "0.5" } },
@@ -26,7 +26,7 @@ const request: http.RequestOptions = {
   host: url.hostname,
   port: url.port,
   path: url.pathname,
-  headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "content-length": body.length },
+  headers: { ...MCP_POST_HEADERS, "Content-Length": String(body.length) },
 };
 
 const total = Math.round((rate * (warmupMs + durationMs)) / 1000);

@@ -1,0 +1,121 @@
+// The record pipeline in its own thread: redact → classify → handshakes → store, with the
+// settler and retention. The proxy's event loop only captures and hands raw exchanges over,
+// so neither this work nor the garbage it makes (collected in this thread's own heap) ever
+// holds a request up. Results go back as small messages: metric facts, handshakes, stats.
+import { parentPort, workerData } from "node:worker_threads";
+import { HandshakeAnalysis } from "./analysis.js";
+import { createClassifier } from "./classify.js";
+import type { ClassifiedExchange, RawExchange } from "./exchange.js";
+import type { Handshake } from "./handshake.js";
+import { createLogger, exchangeLogFields } from "./log.js";
+import { toRecorded } from "./record.js";
+import { observedFacts, type ObservedExchange, type RecorderConfig, type ToRecorder, type ToProxy } from "./recorder.js";
+import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
+import { openDatabase } from "./store/db.js";
+import { makeRoom, startRetention } from "./store/retention.js";
+import { RecordWriter } from "./store/writer.js";
+
+/** How often idle handshakes are re-judged (see proxy/verdict.ts). */
+const SETTLE_CHECK_MS = 2_000;
+/** How often the proxy hears the writer's state (for /health and the recorder gauges). */
+const STATS_INTERVAL_MS = 250;
+
+const config = workerData as RecorderConfig;
+const port = parentPort!;
+const post = (message: ToProxy) => port.postMessage(message);
+
+const logger = createLogger(config.logLevel);
+const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
+const redactor = createRedactor(loadOrCreateRedactionKey(config.db));
+const classify = createClassifier();
+const analysis = new HandshakeAnalysis(db);
+
+// What the proxy's metrics need, gathered as exchanges are prepared and sent once per turn.
+let observed: ObservedExchange[] = [];
+let changed: Handshake[] = [];
+let received = 0;
+let liveWanted = false;
+let postScheduled = false;
+
+function schedulePost(): void {
+  if (postScheduled) return;
+  postScheduled = true;
+  setImmediate(postObserved);
+}
+
+function postObserved(): void {
+  postScheduled = false;
+  if (observed.length === 0 && changed.length === 0) return;
+  post({ type: "observed", exchanges: observed, handshakes: changed });
+  observed = [];
+  changed = [];
+}
+
+const writer = new RecordWriter<RawExchange>({
+  db,
+  logger,
+  flushIntervalMs: config.flushInterval,
+  maxQueue: config.maxQueue,
+  // A full database keeps the newest traffic: the oldest records make room.
+  makeRoom: () => makeRoom(db),
+  prepare: (raw) => classify(toRecorded(raw, redactor)),
+  analyse: (exchange) => {
+    const result = analysis.analyse(exchange);
+    observed.push(observedFacts(exchange));
+    changed.push(...result.handshakes);
+    schedulePost();
+    return result;
+  },
+  onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds) => {
+    post({ type: "recorded", count: exchanges.length, live: liveWanted ? { exchanges, handshakes, handshakeIds } : undefined });
+    if (!logger.isLevelEnabled("info")) return;
+    exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
+  },
+});
+
+// Verdicts that change with time alone (a client gone quiet after an error) are stored too.
+const settler = setInterval(() => {
+  const settled = analysis.tick(Date.now());
+  if (settled.length === 0) return;
+  writer.enqueueHandshakes(settled);
+  changed.push(...settled);
+  schedulePost();
+}, SETTLE_CHECK_MS);
+const stopRetention = startRetention(db, { maxAgeDays: config.retentionDays, maxRows: config.retentionRows }, logger);
+const stats = setInterval(() => post({ type: "stats", stats: writer.stats(), received }), STATS_INTERVAL_MS);
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+port.on("message", (message: ToRecorder) => {
+  switch (message.type) {
+    case "enqueue":
+      for (const raw of message.items) {
+        received++;
+        // Buffers arrive as plain Uint8Arrays: the same bytes, wrapped again, not copied.
+        raw.requestBody.bytes = asBuffer(raw.requestBody.bytes);
+        raw.responseBody.bytes = asBuffer(raw.responseBody.bytes);
+        writer.enqueue(raw, raw.requestBody.bytes.length + raw.responseBody.bytes.length + 1024);
+      }
+      return;
+    case "stats":
+      post({ type: "stats", stats: writer.stats(), received });
+      return;
+    case "live":
+      liveWanted = message.wanted;
+      return;
+    case "close":
+      clearInterval(settler);
+      clearInterval(stats);
+      writer.close(); // the last flush: what still cannot be written is counted as lost
+      postObserved();
+      stopRetention();
+      db.close();
+      post({ type: "closed", stats: writer.stats(), received });
+      port.close();
+      return;
+  }
+});
+
+post({ type: "ready" });

@@ -1,0 +1,216 @@
+// The proxy's side of the record pipeline, which runs in a worker thread
+// (proxy/record-worker.ts): raw exchanges go over in one message per event-loop turn;
+// metric facts, live-feed batches and the writer's state come back.
+import { Worker } from "node:worker_threads";
+import type { ClassifiedExchange, McpFacts, RawExchange } from "./exchange.js";
+import type { Handshake } from "./handshake.js";
+import type { Logger } from "./log.js";
+import type { DropReason, WriterStats } from "./store/writer.js";
+
+export interface RecorderConfig {
+  db: string;
+  dbMaxSize: number;
+  flushInterval: number;
+  maxQueue: number;
+  retentionDays: number;
+  retentionRows: number;
+  logLevel: string;
+}
+
+/** What the metrics read off an exchange: a small copy, not the bodies. */
+export type ObservedExchange = Pick<
+  ClassifiedExchange,
+  "kind" | "method" | "status" | "sseEvents" | "websocket" | "durationMs" | "ttfbMs" | "upstreamError"
+> & { facts: { mcp?: McpFacts } };
+
+export function observedFacts(e: ClassifiedExchange): ObservedExchange {
+  const { kind, method, status, sseEvents, websocket, durationMs, ttfbMs, upstreamError } = e;
+  return { kind, method, status, sseEvents, websocket, durationMs, ttfbMs, upstreamError, facts: { mcp: e.facts.mcp } };
+}
+
+export interface LiveBatch {
+  exchanges: ClassifiedExchange[];
+  handshakes: Handshake[];
+  handshakeIds: Array<number | null>;
+}
+
+export type ToRecorder =
+  | { type: "enqueue"; items: RawExchange[] }
+  | { type: "live"; wanted: boolean }
+  | { type: "stats" }
+  | { type: "close" };
+
+export type ToProxy =
+  | { type: "ready" }
+  | { type: "observed"; exchanges: ObservedExchange[]; handshakes: Handshake[] }
+  | { type: "recorded"; count: number; live?: LiveBatch }
+  | { type: "stats"; stats: WriterStats; received: number }
+  | { type: "closed"; stats: WriterStats; received: number };
+
+export interface RecorderEvents {
+  /** Exchanges prepared (classified, assigned to handshakes), whether or not the DB took them yet. */
+  onObserved(exchanges: ObservedExchange[], handshakes: Handshake[]): void;
+  /** A batch committed: its size, and its records when the live feed asked for them. */
+  onRecorded(count: number, live: LiveBatch | undefined): void;
+}
+
+const EMPTY_STATS: WriterStats = {
+  queued: 0,
+  queuedBytes: 0,
+  written: 0,
+  prunedForRoom: 0,
+  dropped: { queue_full: 0, db_error: 0, prepare: 0 },
+  batches: 0,
+  lastError: null,
+  lastErrorAt: null,
+  failing: false,
+};
+
+/** A worker this slow to answer a stats request is reported from its last message. */
+const STATS_WAIT_MS = 1_000;
+const CLOSE_WAIT_MS = 30_000;
+const MIN_IN_TRANSIT_LIMIT = 10_000;
+
+export class Recorder {
+  private readonly worker: Worker;
+  private batch: RawExchange[] = [];
+  private sent = 0;
+  private received = 0;
+  private last: WriterStats = EMPTY_STATS;
+  /** Dropped on this side: the worker was gone, or too far behind (see maxQueue). */
+  private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
+  private statsWaiters: Array<(stats: WriterStats) => void> = [];
+  private dead: string | null = null;
+  private closing: Promise<void> | null = null;
+  private closed = false;
+
+  private constructor(
+    worker: Worker,
+    private readonly config: RecorderConfig,
+    private readonly events: RecorderEvents,
+    private readonly logger: Logger,
+  ) {
+    this.worker = worker;
+    worker.on("message", (message: ToProxy) => this.onMessage(message));
+    worker.on("error", (error) => {
+      this.dead = error.message;
+      this.logger.error({ err: error }, "the recorder thread failed: exchanges are no longer recorded, traffic is unaffected");
+    });
+    worker.on("exit", (code) => {
+      if (!this.closed) {
+        this.dead ??= `the recorder thread exited (code ${code})`;
+        this.logger.error({ code }, "the recorder thread exited: exchanges are no longer recorded, traffic is unaffected");
+      }
+      this.answerStatsWaiters();
+    });
+  }
+
+  /** Starts the worker; rejects with its one-line reason when it cannot open the database. */
+  static start(config: RecorderConfig, events: RecorderEvents, logger: Logger): Promise<Recorder> {
+    const worker = new Worker(new URL("./record-worker.js", import.meta.url), { workerData: config });
+    return new Promise((resolve, reject) => {
+      const fail = (error: Error) => reject(error);
+      worker.once("error", fail);
+      worker.once("message", (message: ToProxy) => {
+        worker.off("error", fail);
+        if (message.type === "ready") resolve(new Recorder(worker, config, events, logger));
+        else reject(new Error(`the recorder thread said ${message.type} before it was ready`));
+      });
+    });
+  }
+
+  /** On the request path: O(1), no I/O, never throws. */
+  enqueue(raw: RawExchange): void {
+    if (this.dead !== null || this.closed) {
+      this.dropped.db_error++;
+      return;
+    }
+    // The writer bounds its own queue (--max-queue); this only guards against a thread that
+    // stopped taking messages. `received` is reported a few times a second, hence the slack.
+    if (this.sent + this.batch.length - this.received >= Math.max(MIN_IN_TRANSIT_LIMIT, this.config.maxQueue)) {
+      this.dropped.queue_full++;
+      return;
+    }
+    if (this.batch.push(raw) === 1) setImmediate(() => this.send());
+  }
+
+  /** The live feed has subscribers: full records are sent back with each batch. */
+  setLiveWanted(wanted: boolean): void {
+    if (this.dead === null) this.worker.postMessage({ type: "live", wanted } satisfies ToRecorder);
+  }
+
+  /** The writer's last reported state, with this side's drops added. */
+  stats(): WriterStats {
+    const s = this.last;
+    const dropped = { ...s.dropped };
+    for (const reason of Object.keys(dropped) as DropReason[]) dropped[reason] += this.dropped[reason];
+    const inTransit = Math.max(0, this.sent + this.batch.length - this.received);
+    const failing = s.failing || this.dead !== null;
+    return { ...s, queued: s.queued + inTransit, dropped, failing, lastError: this.dead ?? s.lastError };
+  }
+
+  /** The writer's state now: asks the worker, which answers after what was sent before. */
+  freshStats(): Promise<WriterStats> {
+    if (this.dead !== null || this.closed) return Promise.resolve(this.stats());
+    this.send();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(this.stats()), STATS_WAIT_MS);
+      this.statsWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(this.stats());
+      });
+      if (this.statsWaiters.length === 1) this.worker.postMessage({ type: "stats" } satisfies ToRecorder);
+    });
+  }
+
+  /** Sends what is queued, then lets the worker flush, close the database and stop. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.send();
+      this.closed = true;
+      if (this.dead !== null) return;
+      const closed = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, CLOSE_WAIT_MS);
+        this.worker.once("exit", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      this.worker.postMessage({ type: "close" } satisfies ToRecorder);
+      await closed;
+      await this.worker.terminate();
+    })();
+    return this.closing;
+  }
+
+  private send(): void {
+    if (this.batch.length === 0 || this.dead !== null) return;
+    const items = this.batch;
+    this.batch = [];
+    this.sent += items.length;
+    this.worker.postMessage({ type: "enqueue", items } satisfies ToRecorder);
+  }
+
+  private onMessage(message: ToProxy): void {
+    switch (message.type) {
+      case "observed":
+        this.events.onObserved(message.exchanges, message.handshakes);
+        return;
+      case "recorded":
+        this.events.onRecorded(message.count, message.live);
+        return;
+      case "stats":
+      case "closed":
+        this.last = message.stats;
+        this.received = message.received;
+        this.answerStatsWaiters();
+        return;
+    }
+  }
+
+  private answerStatsWaiters(): void {
+    const waiters = this.statsWaiters;
+    this.statsWaiters = [];
+    for (const answer of waiters) answer(this.stats());
+  }
+}
