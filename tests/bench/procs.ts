@@ -207,9 +207,9 @@ const CLOCK_TICKS = (() => {
 })();
 
 /** Fields of /proc/<pid>/stat from field 3 on (the command name may hold spaces and parens). */
-function statFields(pid: number): string[] | null {
+function statFields(pid: number, file = `/proc/${pid}/stat`): string[] | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const stat = readFileSync(file, "utf8");
     return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return null;
@@ -219,6 +219,13 @@ function statFields(pid: number): string[] | null {
 /** utime + stime (fields 14 and 15) in seconds; 0 once the process is gone. */
 export function cpuSeconds(pid: number): number {
   const fields = statFields(pid);
+  if (!fields) return 0;
+  return (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS;
+}
+
+/** The same for the process's main thread alone (its tid is the pid): the event loop. */
+export function mainThreadCpuSeconds(pid: number): number {
+  const fields = statFields(pid, `/proc/${pid}/task/${pid}/stat`);
   if (!fields) return 0;
   return (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS;
 }

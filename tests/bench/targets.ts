@@ -3,7 +3,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { CLI_LENS } from "./common.js";
-import { childPids, cpuSeconds, freePort, getJson, NGINX, SERVER_CPU, startProcess, tsxArgs, type Proc } from "./procs.js";
+import { childPids, cpuSeconds, mainThreadCpuSeconds, freePort, getJson, NGINX, SERVER_CPU, startProcess, tsxArgs, type Proc } from "./procs.js";
 
 export interface Target {
   proc: Proc;
@@ -11,6 +11,8 @@ export interface Target {
   url: string;
   /** CPU seconds so far of every process doing its work (nginx: master and workers). */
   cpu(): number;
+  /** CPU seconds of the thread that forwards, where the process has others (mcp-lens's recorder). */
+  mainThreadCpu?(): number;
 }
 
 export async function startUpstream(name = "upstream"): Promise<Target> {
@@ -67,7 +69,7 @@ export async function startLens(upstreamUrl: string, dir: string, extraArgs: str
     cpu: SERVER_CPU,
     readyUrl: `${adminUrl}/health`,
   });
-  return { proc, url: `http://127.0.0.1:${port}`, adminUrl, dbPath, cpu: () => cpuSeconds(proc.pid) };
+  return { proc, url: `http://127.0.0.1:${port}`, adminUrl, dbPath, cpu: () => cpuSeconds(proc.pid), mainThreadCpu: () => mainThreadCpuSeconds(proc.pid) };
 }
 
 export function lensHealth(lens: LensTarget): Promise<LensHealth> {
