@@ -66,6 +66,13 @@ const EMPTY_STATS: WriterStats = {
   failing: false,
 };
 
+function ownedBytes(bytes: Buffer, transfer: ArrayBuffer[]): Buffer {
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  transfer.push(copy.buffer);
+  return copy as Buffer; // a Buffer again on the other side: see record-worker.ts
+}
+
 /** A worker this slow to answer a stats request is reported from its last message. */
 const STATS_WAIT_MS = 1_000;
 const CLOSE_WAIT_MS = 30_000;
@@ -188,7 +195,14 @@ export class Recorder {
     const items = this.batch;
     this.batch = [];
     this.sent += items.length;
-    this.worker.postMessage({ type: "enqueue", items } satisfies ToRecorder);
+    // A captured body is usually a view into a socket's 64 KiB read buffer, and a message would
+    // copy that whole buffer: just the bytes are copied, and their memory handed over.
+    const transfer: ArrayBuffer[] = [];
+    for (const raw of items) {
+      raw.requestBody.bytes = ownedBytes(raw.requestBody.bytes, transfer);
+      raw.responseBody.bytes = ownedBytes(raw.responseBody.bytes, transfer);
+    }
+    this.worker.postMessage({ type: "enqueue", items } satisfies ToRecorder, transfer);
   }
 
   private onMessage(message: ToProxy): void {
