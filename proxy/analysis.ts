@@ -11,7 +11,7 @@ import type { Analysis } from "./store/writer.js";
 import { withVerdict } from "./verdict.js";
 
 /** Recent exchanges kept in memory for diagnosis; older ones are read back from the database. */
-const CACHE_BYTES = 32 * 1024 * 1024;
+const CACHE_BYTES = 8 * 1024 * 1024;
 /** A very long session is diagnosed on its first and last exchanges. */
 const MAX_DIAGNOSED_EXCHANGES = 1000;
 
