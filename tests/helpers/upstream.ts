@@ -52,7 +52,13 @@ export async function startUpstream(handler: Handler): Promise<TestUpstream> {
   };
 }
 
-/** A port with nothing listening on it: connections are refused. */
+/**
+ * An upstream that refuses connections for sure: port 1 (tcpmux) is outside the ephemeral
+ * range, so no test server can take it, unlike a port picked and freed (closedPort).
+ */
+export const REFUSING_UPSTREAM = "http://127.0.0.1:1";
+
+/** A port with nothing listening on it now (another process may take it later). */
 export async function closedPort(): Promise<number> {
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

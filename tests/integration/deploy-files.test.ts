@@ -39,6 +39,7 @@ function run(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; inpu
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    child.stdin.on("error", () => {}); // a command that exits without reading its input: EPIPE
     child.stdin.end(opts.input ?? "");
   });
 }

@@ -8,7 +8,7 @@ import type { HandshakeRow } from "../../proxy/store/schema.js";
 import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-server.js";
 import { FAMILIES, runHostedConnector, type HostedConnectorOptions, type HostedConnectorResult } from "../helpers/hosted-connector.js";
 import { startLensProcess, tempDir } from "../helpers/processes.js";
-import { closedPort, startUpstream } from "../helpers/upstream.js";
+import { REFUSING_UPSTREAM, startUpstream } from "../helpers/upstream.js";
 
 const BROWSER_ORIGIN = "https://inspector.example.com";
 const httpVsHttps = (base: string) => [`${base.replace("https:", "http:")}/mcp`, `${base}/mcp`];
@@ -135,7 +135,7 @@ async function run(c: Case) {
   try {
     let upstream: string;
     if (c.upstream === "closed") {
-      upstream = `http://127.0.0.1:${await closedPort()}`;
+      upstream = REFUSING_UPSTREAM;
     } else if (c.upstream === "silent") {
       const silent = await startUpstream(() => {}); // reads the request, never answers
       closers.push(silent.close);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import Database from "better-sqlite3";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
-import { closedPort, request, startUpstream, type Received, type TestUpstream } from "../helpers/upstream.js";
+import { REFUSING_UPSTREAM, request, startUpstream, type Received, type TestUpstream } from "../helpers/upstream.js";
 
 // Headers that legitimately differ hop by hop. Framing too: an empty chunked body may be
 // re-framed as Content-Length: 0; the body bytes themselves are compared separately.
@@ -274,8 +274,7 @@ describe("forwarding through mcp-lens", () => {
 describe("upstream down", () => {
   it("answers 502 naming the cause, as JSON-RPC on MCP routes and plain JSON elsewhere", async () => {
     const tmp = tempDir();
-    const port = await closedPort();
-    const lens = await startLensProcess({ upstream: `http://127.0.0.1:${port}`, dbPath: `${tmp.dir}/lens.db` });
+    const lens = await startLensProcess({ upstream: REFUSING_UPSTREAM, dbPath: `${tmp.dir}/lens.db` });
     try {
       const mcp = await request(lens.url + "/mcp", {
         method: "POST",
@@ -288,7 +287,7 @@ describe("upstream down", () => {
       expect(wellKnown.status).toBe(502);
       const body = JSON.parse(wellKnown.body.toString());
       expect(body.error).toBe("upstream_refused");
-      expect(body.message).toContain(`127.0.0.1:${port}`);
+      expect(body.message).toContain(new URL(REFUSING_UPSTREAM).host);
       // Both recorded, with the cause.
       const rows = await waitFor(() => {
         const db = new Database(`${tmp.dir}/lens.db`, { readonly: true });
