@@ -1,5 +1,5 @@
 // The proxy's side of the record pipeline, which runs in a worker thread
-// (proxy/record-worker.ts): raw exchanges go over in one message per event-loop turn;
+// (proxy/record-worker.ts): raw exchanges go over in batches;
 // metric facts, live-feed batches and the writer's state come back.
 import { Worker } from "node:worker_threads";
 import type { ClassifiedExchange, McpFacts, RawExchange } from "./exchange.js";
@@ -77,10 +77,15 @@ function ownedBytes(bytes: Buffer, transfer: ArrayBuffer[]): Buffer {
 const STATS_WAIT_MS = 1_000;
 const CLOSE_WAIT_MS = 30_000;
 const MIN_IN_TRANSIT_LIMIT = 10_000;
+// Each message wakes the recorder thread (a syscall, often a context switch): exchanges go over
+// in batches, every 10 ms or 256 exchanges, not one message per event-loop turn.
+const SEND_EVERY_MS = 10;
+const SEND_BATCH = 256;
 
 export class Recorder {
   private readonly worker: Worker;
   private batch: RawExchange[] = [];
+  private sendTimer: NodeJS.Timeout | undefined;
   private sent = 0;
   private received = 0;
   private last: WriterStats = EMPTY_STATS;
@@ -138,7 +143,9 @@ export class Recorder {
       this.dropped.queue_full++;
       return;
     }
-    if (this.batch.push(raw) === 1) setImmediate(() => this.send());
+    const size = this.batch.push(raw);
+    if (size === 1) this.sendTimer = setTimeout(() => this.send(), SEND_EVERY_MS);
+    else if (size >= SEND_BATCH) this.send();
   }
 
   /** The live feed has subscribers: full records are sent back with each batch. */
@@ -191,6 +198,7 @@ export class Recorder {
   }
 
   private send(): void {
+    clearTimeout(this.sendTimer);
     if (this.batch.length === 0 || this.dead !== null) return;
     const items = this.batch;
     this.batch = [];
