@@ -9,7 +9,7 @@ import { startLens, startUpstream } from "./targets.js";
 const MIB = 1024 * 1024;
 const BODY_MIB = 10;
 const REQUESTS = 200;
-/** Every fifth request downloads (GET /big), the others upload and read the echo: 40 + 10. */
+/** Every fifth request downloads (GET /big), the others upload and read the echo: 160 + 40. */
 const DOWNLOAD_EVERY = 5;
 const CONCURRENCY = 4;
 const WINDOW = 25;
