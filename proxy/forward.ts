@@ -1,11 +1,21 @@
 // Forwarding: http-proxy-3 streams every request and response through unchanged,
 // while an ExchangeCapture taps the bytes. Errors become clear 502/504 answers.
 import http from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ProxyServer } from "http-proxy-3";
 import { ExchangeCapture, isEventStream } from "./capture.js";
 import type { RawExchange } from "./exchange.js";
-import { malformedAnswerHeaders, type MalformedAnswer } from "./malformed.js";
+import {
+  headerValue,
+  isMalformedRequest,
+  malformedAnswer,
+  malformedAnswerHeaders,
+  malformedExchange,
+  readRequestHead,
+  sendMalformedAnswer,
+  type MalformedAnswer,
+} from "./malformed.js";
 import { clientAddress, type TrustPolicy } from "./trust.js";
 
 export interface ForwarderOptions {
@@ -13,6 +23,8 @@ export interface ForwarderOptions {
   trust: TrustPolicy;
   maxBodyBytes: number;
   upstreamTimeoutMs: number;
+  /** For the 408 answer's message: the server's headersTimeout. */
+  headerTimeoutMs: number;
   nextId: () => number;
   /** Called once per exchange when it completes, aborts or fails. Must be cheap. */
   onExchange: (raw: RawExchange) => void;
@@ -24,11 +36,11 @@ export interface Forwarder {
   /** Exchanges whose response is still open. */
   readonly inFlightCount: number;
   /**
-   * The client's request turned out malformed after its headers were forwarded (a broken
-   * chunked body, EOF mid-body): its one exchange is answered 400 by mcp-lens and the upstream
-   * request cut. False when no request of this connection is in flight.
+   * The HTTP server's clientError: a request Node's parser rejected is answered (400, 431, 408)
+   * and recorded. One whose headers were fine and forwarded (a broken chunked body, EOF
+   * mid-body) stays one exchange, answered by mcp-lens, its upstream request cut.
    */
-  rejectInFlight(socket: Duplex, answer: MalformedAnswer): boolean;
+  handleClientError(error: NodeJS.ErrnoException, socket: Socket): void;
   /** Open SSE responses and upgraded WebSockets, counted on demand (for metrics scrapes). */
   openStreams(): { sse: number; websockets: number };
   /**
@@ -41,6 +53,8 @@ export interface Forwarder {
 
 const CAPTURE = Symbol("mcp-lens.capture");
 type Tagged = http.IncomingMessage & { [CAPTURE]?: ExchangeCapture };
+/** A client connection, tagged with the exchange it is serving (one at a time: no pipelining). */
+type TaggedSocket = Socket & { [CAPTURE]?: ExchangeCapture };
 
 /** Upstream failures, named for the operator: the code in the JSON body, the log and the DB. */
 export function upstreamErrorCode(error: NodeJS.ErrnoException): string {
@@ -133,6 +147,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     preserveHeaderKeyCase: true,
     ws: true,
   });
+  // Connections already answered as malformed: the client's FIN after our answer is no new error.
+  const rejectedSockets = new WeakSet<Socket>();
   // Each open exchange with the function that cuts its connection, and its response (to answer
   // a request rejected mid-body). Not a WeakMap: its entries outlive minor GCs, and every
   // response with its request and buffers would be promoted to the old space (+35 µs/request).
@@ -140,6 +156,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   function complete(capture: ExchangeCapture, aborted: boolean): void {
     inFlight.delete(capture);
+    const socket = capture.req.socket as TaggedSocket | null;
+    if (socket?.[CAPTURE] === capture) socket[CAPTURE] = undefined; // not `delete`: keeps the socket's shape
     const raw = capture.finish(aborted);
     if (raw) options.onExchange(raw);
   }
@@ -200,6 +218,25 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     });
   });
 
+  /** A request of this connection already forwarded: answer 400 in its stead, cut its upstream request. */
+  function rejectInFlight(socket: Socket, answer: MalformedAnswer): boolean {
+    const capture = (socket as TaggedSocket)[CAPTURE];
+    const res = capture && inFlight.get(capture)?.res;
+    if (!capture || !res) return false;
+    capture.rejected = true;
+    capture.upstreamRequest?.destroy();
+    if (res.headersSent) {
+      socket.destroy(); // the upstream's answer has begun: cutting it is all that is left
+      return true;
+    }
+    const headers = malformedAnswerHeaders(answer);
+    capture.respond(answer.status, headers.flat(), false);
+    capture.onResponseChunk(Buffer.from(answer.body));
+    res.shouldKeepAlive = false;
+    res.writeHead(answer.status, Object.fromEntries(headers)).end(answer.body);
+    return true;
+  }
+
   function fail(error: NodeJS.ErrnoException, req: http.IncomingMessage, res: http.ServerResponse | Duplex): void {
     const capture = (req as Tagged)[CAPTURE];
     if (!capture || capture.rejected) return; // rejected: mcp-lens already answered 400
@@ -234,23 +271,28 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       return inFlight.size;
     },
 
-    rejectInFlight(socket, answer) {
-      let capture: ExchangeCapture | undefined;
-      for (const c of inFlight.keys()) if (c.req.socket === socket && !c.websocket) capture = c;
-      const res = capture && inFlight.get(capture)?.res;
-      if (!capture || !res) return false;
-      capture.rejected = true;
-      capture.upstreamRequest?.destroy();
-      if (res.headersSent) {
-        socket.destroy(); // the upstream's answer has begun: cutting it is all that is left
-        return true;
+    handleClientError(error, socket) {
+      if (!isMalformedRequest(error) || rejectedSockets.has(socket)) {
+        socket.destroy(); // the client left (ECONNRESET, EPIPE), or our answer is on its way
+        return;
       }
-      const headers = malformedAnswerHeaders(answer);
-      capture.respond(answer.status, headers.flat(), false);
-      capture.onResponseChunk(Buffer.from(answer.body));
-      res.shouldKeepAlive = false;
-      res.writeHead(answer.status, Object.fromEntries(headers)).end(answer.body);
-      return true;
+      rejectedSockets.add(socket);
+      const answer = malformedAnswer(error, options.headerTimeoutMs);
+      if (rejectInFlight(socket, answer)) return;
+      const responseHeaders = sendMalformedAnswer(socket, answer);
+      const head = readRequestHead((error as { rawPacket?: Buffer }).rawPacket);
+      const trusted = options.trust.isTrusted(socket.remoteAddress);
+      const forwardedFor = trusted ? headerValue(head.headers, "x-forwarded-for") : undefined;
+      options.onExchange(
+        malformedExchange({
+          id: options.nextId(),
+          startedAt: Date.now(),
+          clientAddr: clientAddress(socket.remoteAddress, forwardedFor, options.trust, trusted),
+          head,
+          answer,
+          responseHeaders,
+        }),
+      );
     },
 
     openStreams() {
@@ -273,6 +315,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     handleRequest(req, res) {
       const capture = begin(req);
       inFlight.set(capture, { cut: () => res.destroy(), res });
+      (req.socket as TaggedSocket)[CAPTURE] = capture;
       // Only the wait for response headers is bounded: a stream, once started, may idle for hours.
       const timer = setTimeout(() => {
         if (capture.status !== null) return;

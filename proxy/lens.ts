@@ -2,18 +2,17 @@
 // pipeline (redact → classify → handshakes → store) in its own thread (proxy/recorder.ts);
 // metrics, the live feed and the admin port here.
 import http from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo } from "node:net";
 import { createAdminServer } from "./admin.js";
 import { createForwarder } from "./forward.js";
 import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
 import type { Logger } from "./log.js";
-import { headerValue, isMalformedRequest, malformedAnswer, malformedExchange, readRequestHead, sendMalformedAnswer } from "./malformed.js";
 import { LensMetrics } from "./metrics.js";
 import { Recorder } from "./recorder.js";
 import type { ProxySettings } from "./settings.js";
 import { nextExchangeId, openDatabase } from "./store/db.js";
-import { clientAddress, createTrustPolicy } from "./trust.js";
+import { createTrustPolicy } from "./trust.js";
 import { VERSION } from "./version.js";
 
 export interface Lens {
@@ -71,6 +70,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     trust,
     maxBodyBytes: settings.maxBody,
     upstreamTimeoutMs: settings.upstreamTimeout,
+    headerTimeoutMs: settings.headerTimeout,
     nextId: () => nextId++,
     onExchange: (raw) => recorder.enqueue(raw),
   });
@@ -83,32 +83,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     forwarder.handleRequest,
   );
   server.on("upgrade", forwarder.handleUpgrade);
-  // Connections already answered as malformed: the client's FIN after our answer is no new error.
-  const rejectedSockets = new WeakSet<Socket>();
-  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
-    if (!isMalformedRequest(error) || rejectedSockets.has(socket)) {
-      socket.destroy(); // the client left (ECONNRESET, EPIPE): nobody to answer
-      return;
-    }
-    rejectedSockets.add(socket);
-    const answer = malformedAnswer(error, settings.headerTimeout);
-    // A request whose headers were fine is already an exchange: it records the rejection.
-    if (forwarder.rejectInFlight(socket, answer)) return;
-    const responseHeaders = sendMalformedAnswer(socket, answer);
-    const head = readRequestHead((error as { rawPacket?: Buffer }).rawPacket);
-    const trusted = trust.isTrusted(socket.remoteAddress);
-    const forwardedFor = trusted ? headerValue(head.headers, "x-forwarded-for") : undefined;
-    const raw = malformedExchange({
-      id: nextId++,
-      startedAt: Date.now(),
-      clientAddr: clientAddress(socket.remoteAddress, forwardedFor, trust, trusted),
-      head,
-      answer,
-      responseHeaders,
-    });
-    recorder.enqueue(raw);
-    logger.debug({ code: error.code, status: answer.status }, "malformed request from client");
-  });
+  server.on("clientError", forwarder.handleClientError);
 
   const admin = createAdminServer({
     recorder: () => recorder.freshStats(),
