@@ -1,0 +1,89 @@
+// The recorder thread on its own (the built worker, as mcp-lens runs it): exchanges handed
+// over are all written by close, metric facts come back, and a thread that cannot start says why.
+import Database from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { Recorder, type ObservedExchange } from "../../dist/proxy/recorder.js";
+import { openDatabase } from "../../dist/proxy/store/db.js";
+import { createLogger } from "../../dist/proxy/log.js";
+import type { RawExchange } from "../../proxy/exchange.js";
+import { tempDir } from "../helpers/artifacts.js";
+
+function raw(id: number): RawExchange {
+  const body = (text: string) => ({ bytes: Buffer.from(text), size: text.length, truncated: false });
+  return {
+    id,
+    startedAt: Date.now(),
+    durationMs: 2,
+    ttfbMs: 1,
+    clientAddr: "127.0.0.1",
+    method: "POST",
+    host: "127.0.0.1:8080",
+    path: "/mcp",
+    query: null,
+    status: 200,
+    upstreamError: null,
+    aborted: false,
+    websocket: false,
+    requestHeaders: [["Content-Type", "application/json"], ["Authorization", "Bearer CANARYrecorder0123456789abcdef"]],
+    requestBody: body(`{"jsonrpc":"2.0","id":${id},"method":"tools/list"}`),
+    responseHeaders: [["content-type", "application/json"]],
+    responseBody: body(`{"jsonrpc":"2.0","id":${id},"result":{"tools":[]}}`),
+    sseEvents: null,
+  };
+}
+
+const config = (db: string) => ({ db, dbMaxSize: 0, flushInterval: 20, maxQueue: 10_000, retentionDays: 14, retentionRows: 1_000_000, logLevel: "silent" });
+
+describe("the recorder thread", () => {
+  it("writes every exchange handed over, reports metric facts, and redacts in its own thread", async () => {
+    const tmp = tempDir();
+    const dbPath = `${tmp.dir}/lens.db`;
+    openDatabase(dbPath).close(); // as mcp-lens does: migrations before the thread starts
+    const observed: ObservedExchange[] = [];
+    let recorded = 0;
+    const recorder = await Recorder.start(
+      config(dbPath),
+      { onObserved: (exchanges) => observed.push(...exchanges), onRecorded: (count) => (recorded += count) },
+      createLogger("silent"),
+    );
+    // Bodies as views into a bigger buffer, as captured from a socket read.
+    for (let id = 1; id <= 500; id++) {
+      const exchange = raw(id);
+      const text = exchange.requestBody.bytes;
+      const socketRead = Buffer.alloc(65536);
+      text.copy(socketRead, 1000);
+      exchange.requestBody.bytes = socketRead.subarray(1000, 1000 + text.length);
+      recorder.enqueue(exchange);
+    }
+    const fresh = await recorder.freshStats();
+    expect(fresh.queued + fresh.written).toBe(500);
+    await recorder.close();
+
+    expect(recorder.stats()).toMatchObject({ written: 500, queued: 0, failing: false, dropped: { queue_full: 0, db_error: 0, prepare: 0 } });
+    expect(recorded).toBe(500);
+    expect(observed).toHaveLength(500);
+    expect(observed[0]).toMatchObject({ kind: "mcp_post", method: "POST", status: 200 });
+    const db = new Database(dbPath, { readonly: true });
+    const rows = db.prepare("SELECT req_body, req_headers FROM exchanges ORDER BY id").all() as Array<{ req_body: string; req_headers: string }>;
+    db.close();
+    expect(rows).toHaveLength(500);
+    expect(rows[41]!.req_body).toBe('{"jsonrpc":"2.0","id":42,"method":"tools/list"}');
+    expect(rows[0]!.req_headers).toContain("[redacted:");
+  });
+
+  it("counts what is handed over after close instead of losing it silently", async () => {
+    const tmp = tempDir();
+    const dbPath = `${tmp.dir}/lens.db`;
+    openDatabase(dbPath).close();
+    const recorder = await Recorder.start(config(dbPath), { onObserved: () => {}, onRecorded: () => {} }, createLogger("silent"));
+    await recorder.close();
+    recorder.enqueue(raw(1));
+    expect(recorder.stats().dropped.db_error).toBe(1);
+  });
+
+  it("rejects with the reason when its database cannot be opened", async () => {
+    await expect(
+      Recorder.start(config("/nonexistent-dir/sub/lens.db"), { onObserved: () => {}, onRecorded: () => {} }, createLogger("silent")),
+    ).rejects.toThrow(/nonexistent-dir/);
+  });
+});
