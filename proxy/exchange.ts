@@ -6,6 +6,11 @@
 /** Header name/value pairs in wire order, names as the peer sent them. */
 export type HeaderPairs = Array<[name: string, value: string]>;
 
+/** The first value of a header, its name compared case-insensitively (`lowerName` in lower case). */
+export function headerValue(headers: HeaderPairs | null, lowerName: string): string | undefined {
+  return headers?.find(([name]) => name.toLowerCase() === lowerName)?.[1];
+}
+
 /** A body as captured from the wire: the first `cap` bytes, plus the total size seen. */
 export interface CapturedBody {
   bytes: Buffer;

@@ -5,9 +5,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ProxyServer } from "http-proxy-3";
 import { ExchangeCapture, isEventStream } from "./capture.js";
-import type { RawExchange } from "./exchange.js";
+import { headerValue, type RawExchange } from "./exchange.js";
 import {
-  headerValue,
   isMalformedRequest,
   malformedAnswer,
   malformedAnswerHeaders,

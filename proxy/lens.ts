@@ -9,7 +9,7 @@ import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
 import type { Logger } from "./log.js";
 import { LensMetrics } from "./metrics.js";
-import { Recorder } from "./recorder.js";
+import { Recorder, recorderConfig } from "./recorder.js";
 import type { ProxySettings } from "./settings.js";
 import { nextExchangeId, openDatabase } from "./store/db.js";
 import { createTrustPolicy } from "./trust.js";
@@ -39,15 +39,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   });
   const live = new LiveFeed((subscribers) => recorder.setLiveWanted(subscribers > 0));
   const recorder = await Recorder.start(
-    {
-      db: settings.db,
-      dbMaxSize: settings.dbMaxSize,
-      flushInterval: settings.flushInterval,
-      maxQueue: settings.maxQueue,
-      retentionDays: settings.retentionDays,
-      retentionRows: settings.retentionRows,
-      logLevel: settings.logLevel,
-    },
+    recorderConfig(settings),
     {
       onObserved: (exchanges, handshakes) => {
         for (const e of exchanges) metrics.observeExchange(e);

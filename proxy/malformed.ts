@@ -5,7 +5,7 @@
 import http from "node:http";
 import type { Socket } from "node:net";
 import { headerPairs } from "./capture.js";
-import type { HeaderPairs, RawExchange } from "./exchange.js";
+import { headerValue, type HeaderPairs, type RawExchange } from "./exchange.js";
 
 /** Parser errors worth an answer and a record; others (ECONNRESET on an idle socket) are a client leaving. */
 export function isMalformedRequest(error: NodeJS.ErrnoException): boolean {
@@ -98,10 +98,6 @@ export function readRequestHead(rawPacket: Buffer | undefined): RequestHead {
     raw.push(header[1]!, header[2]!.slice(0, MAX_HEADER_VALUE));
   }
   return { method, url, headers: headerPairs(raw) };
-}
-
-export function headerValue(headers: HeaderPairs, name: string): string | undefined {
-  return headers.find(([n]) => n.toLowerCase() === name)?.[1];
 }
 
 /** The record of a rejected request: nothing reached the upstream, mcp-lens answered. */

@@ -1,7 +1,7 @@
 // RawExchange → RecordedExchange: decode the bodies, then redact everything that may hold a secret.
 
 import zlib from "node:zlib";
-import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "./exchange.js";
+import { headerValue, type CapturedBody, type HeaderPairs, type RawExchange, type RecordedBody, type RecordedExchange } from "./exchange.js";
 import type { Redactor } from "./redact.js";
 
 /** Decoded output is capped at 8× the captured bytes and at most this (decompression bombs). */
@@ -34,20 +34,15 @@ export function toRecorded(raw: RawExchange, redactor: Redactor): RecordedExchan
 /** Decodes the Content-Encoding, then redacts as UTF-8 text by content type, or as base64 of the bytes. */
 export function recordBody(body: CapturedBody, headers: HeaderPairs | null, redactor: Redactor): RecordedBody {
   const recorded = { size: body.size, truncated: body.truncated };
-  const { bytes, decoded, cut } = decodeContent(body.bytes, headerValue(headers, "content-encoding"));
+  const { bytes, decoded, cut } = decodeContent(body.bytes, headerValue(headers, "content-encoding") ?? null);
   if (bytes.length === 0) return { text: null, encoding: "utf8", ...recorded, decoded };
   const text = utf8Text(bytes, body.truncated || cut);
   if (text !== null) {
-    return { text: redactor.body(text, headerValue(headers, "content-type")), encoding: "utf8", ...recorded, decoded };
+    return { text: redactor.body(text, headerValue(headers, "content-type") ?? null), encoding: "utf8", ...recorded, decoded };
   }
   // Not UTF-8: the text scan on the latin1 view maps each byte to one char and back.
   const scanned = redactor.text(bytes.toString("latin1"));
   return { text: Buffer.from(scanned, "latin1").toString("base64"), encoding: "base64", ...recorded, decoded };
-}
-
-function headerValue(headers: HeaderPairs | null, name: string): string | null {
-  const pair = headers?.find(([n]) => n.toLowerCase() === name);
-  return pair ? pair[1] : null;
 }
 
 // ---------------------------------------------------------------------------------------------

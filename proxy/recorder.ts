@@ -5,16 +5,18 @@ import { Worker } from "node:worker_threads";
 import type { ClassifiedExchange, McpFacts, RawExchange } from "./exchange.js";
 import type { Handshake } from "./handshake.js";
 import type { Logger } from "./log.js";
+import type { ProxySettings } from "./settings.js";
 import type { DropReason, WriterStats } from "./store/writer.js";
 
-export interface RecorderConfig {
-  db: string;
-  dbMaxSize: number;
-  flushInterval: number;
-  maxQueue: number;
-  retentionDays: number;
-  retentionRows: number;
-  logLevel: string;
+/** The settings the recorder thread needs: where and how to record. */
+export type RecorderConfig = Pick<
+  ProxySettings,
+  "db" | "dbMaxSize" | "flushInterval" | "maxQueue" | "retentionDays" | "retentionRows" | "logLevel"
+>;
+
+export function recorderConfig(settings: ProxySettings): RecorderConfig {
+  const { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel } = settings;
+  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel };
 }
 
 /** What the metrics read off an exchange: a small copy, not the bodies. */

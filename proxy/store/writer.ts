@@ -1,7 +1,6 @@
 // The batching writer: the request path hands over cheap raw items; a timer
 // prepares (redacts, classifies) and inserts them in batches. Whatever happens
 // to the database, traffic never waits for it and never sees an error from it.
-import { performance } from "node:perf_hooks";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import type { Logger } from "pino";
 import type { ClassifiedExchange } from "../exchange.js";
@@ -29,12 +28,6 @@ export interface RecordWriterOptions<T> {
    */
   makeRoom?: () => number;
   batchSize?: number;
-  /**
-   * How long one timer run may hold the event loop (ms). Preparing and inserting a batch of
-   * 500 takes ~40 ms, which every request arriving meanwhile would wait for: the writer works
-   * in slices of at most this long and lets I/O in between.
-   */
-  sliceMs?: number;
   flushIntervalMs?: number;
   /** Bounds on what waits in memory, the batch retained for a retry included. */
   maxQueue?: number;
@@ -66,8 +59,6 @@ export interface WriterStats {
 
 /** Primary SQLite codes that mean "cannot write now", as opposed to "this batch is wrong". */
 const RETRYABLE_CODES = ["SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN"];
-/** Exchanges per transaction when draining in slices: ~3 ms of work each. */
-const SLICE_BATCH = 50;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2_000;
 const WARN_INTERVAL_MS = 60_000;
@@ -93,7 +84,6 @@ export class RecordWriter<T> {
   private readonly onRecorded: NonNullable<RecordWriterOptions<T>["onRecorded"]>;
   private readonly makeRoom: () => number;
   private readonly batchSize: number;
-  private readonly sliceMs: number;
   private readonly maxQueue: number;
   private readonly maxQueueBytes: number;
   private readonly now: () => number;
@@ -128,7 +118,6 @@ export class RecordWriter<T> {
     this.onRecorded = options.onRecorded ?? (() => {});
     this.makeRoom = options.makeRoom ?? (() => 0);
     this.batchSize = options.batchSize ?? 500;
-    this.sliceMs = options.sliceMs ?? 4;
     this.maxQueue = options.maxQueue ?? 10_000;
     this.maxQueueBytes = options.maxQueueBytes ?? 64 * 1024 * 1024;
     this.now = options.now ?? Date.now;
@@ -172,29 +161,9 @@ export class RecordWriter<T> {
 
   /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
   flush(): void {
-    while (this.hasWork()) {
-      const batch = (this.retained ??= this.prepareBatch(this.batchSize));
+    while (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0) {
+      const batch = (this.retained ??= this.prepareBatch());
       if (!this.write(batch)) return;
-    }
-  }
-
-  private hasWork(): boolean {
-    return this.retained !== null || this.queue.length > 0 || this.pendingHandshakes.size > 0;
-  }
-
-  /**
-   * Like flush, in slices: small batches until `sliceMs` has passed, then the rest after
-   * pending I/O (setImmediate), so requests never wait long behind the recorder.
-   */
-  private drain(): void {
-    const deadline = performance.now() + this.sliceMs;
-    while (this.hasWork()) {
-      const batch = (this.retained ??= this.prepareBatch(SLICE_BATCH));
-      if (!this.write(batch)) return;
-      if (performance.now() >= deadline) {
-        if (this.hasWork()) this.flushSoon();
-        return;
-      }
     }
   }
 
@@ -230,7 +199,7 @@ export class RecordWriter<T> {
 
   private tick(): void {
     if (this.isFailing() && this.now() < this.nextAttemptAt) return;
-    this.drain();
+    this.flush();
   }
 
   /** Not synchronously: enqueue runs on the request path. */
@@ -249,13 +218,13 @@ export class RecordWriter<T> {
     return this.queue.length + (this.retained?.rows.length ?? 0);
   }
 
-  private prepareBatch(size: number): Batch {
+  private prepareBatch(): Batch {
     // Updates made without a new exchange (time passing) go first: the items' are newer.
     const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
     this.pendingHandshakes.clear();
     let failures = 0;
     let firstError: unknown;
-    for (const { item, bytes } of this.queue.splice(0, size)) {
+    for (const { item, bytes } of this.queue.splice(0, this.batchSize)) {
       try {
         const exchange = this.prepare(item);
         const { handshakeId, handshakes } = this.analyse(exchange);

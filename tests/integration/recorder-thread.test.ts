@@ -2,7 +2,8 @@
 // over are all written by close, metric facts come back, and a thread that cannot start says why.
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { Recorder, type ObservedExchange } from "../../dist/proxy/recorder.js";
+import { Recorder, recorderConfig, type ObservedExchange } from "../../dist/proxy/recorder.js";
+import { proxySettings } from "../../dist/proxy/settings.js";
 import { openDatabase } from "../../dist/proxy/store/db.js";
 import { createLogger } from "../../dist/proxy/log.js";
 import type { RawExchange } from "../../proxy/exchange.js";
@@ -32,7 +33,7 @@ function raw(id: number): RawExchange {
   };
 }
 
-const config = (db: string) => ({ db, dbMaxSize: 0, flushInterval: 20, maxQueue: 10_000, retentionDays: 14, retentionRows: 1_000_000, logLevel: "silent" });
+const config = (db: string) => recorderConfig(proxySettings({ db, flushInterval: 20, logLevel: "silent" }));
 
 describe("the recorder thread", () => {
   it("writes every exchange handed over, reports metric facts, and redacts in its own thread", async () => {
