@@ -3,7 +3,6 @@
 import { timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import type { LiveFeed } from "./live.js";
-import type { LensMetrics } from "./metrics.js";
 import type { WriterStats } from "./store/writer.js";
 
 export interface AdminDeps {
@@ -11,7 +10,9 @@ export interface AdminDeps {
   recorder: () => Promise<WriterStats>;
   inFlight: () => number;
   upstream: string;
-  metrics: LensMetrics;
+  /** The whole Prometheus scrape: this process's registry and the recorder thread's. */
+  metrics: () => Promise<string>;
+  metricsContentType: string;
   live: LiveFeed;
   /** Required as a bearer token (or ?token=) for /metrics and /live when set. */
   token: string;
@@ -53,9 +54,8 @@ export function createAdminServer(deps: AdminDeps): http.Server {
     if (path === "/metrics") {
       if (!authorized(req, deps.token)) return sendJson(res, 401, { error: "unauthorized", message: "send the admin token as a bearer token" });
       deps
-        .recorder()
-        .then(() => deps.metrics.registry.metrics())
-        .then((text) => res.writeHead(200, { "content-type": deps.metrics.registry.contentType }).end(text))
+        .metrics()
+        .then((text) => res.writeHead(200, { "content-type": deps.metricsContentType }).end(text))
         .catch((error: Error) => sendJson(res, 500, { error: "metrics_failed", message: error.message }));
       return;
     }

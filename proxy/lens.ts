@@ -1,6 +1,6 @@
 // mcp-lens assembled: the request path (forward → capture) on the public port; the record
-// pipeline (redact → classify → handshakes → store) in its own thread (proxy/recorder.ts);
-// metrics, the live feed and the admin port here.
+// pipeline (redact → classify → handshakes → store, traffic metrics) in its own thread
+// (proxy/recorder.ts); the process metrics, the live feed and the admin port here.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdminServer } from "./admin.js";
@@ -41,12 +41,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   const recorder = await Recorder.start(
     recorderConfig(settings),
     {
-      onObserved: (exchanges, handshakes) => {
-        for (const e of exchanges) metrics.observeExchange(e);
-        metrics.observeHandshakes(handshakes);
-      },
-      onRecorded: (count, batch) => {
-        if (count > 0) metrics.observeBatch(count);
+      onRecorded: (_count, batch) => {
         if (batch) live.publish(batch.exchanges, batch.handshakes, batch.handshakeIds);
       },
     },
@@ -81,7 +76,9 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     recorder: () => recorder.freshStats(),
     inFlight: () => forwarder.inFlightCount,
     upstream: settings.upstream,
-    metrics,
+    // The traffic's text comes with fresh writer stats, which the recorder gauges then read.
+    metrics: async () => metrics.scrape(await recorder.trafficMetrics()),
+    metricsContentType: metrics.registry.contentType,
     live,
     token: settings.adminToken,
   });

@@ -1,8 +1,10 @@
 // Prometheus metrics (prom-client): one prefix, base units, bounded labels. Never a session
 // id, token, client_id or raw path as a label: kinds, families, steps and codes are closed sets.
+// Two registries, one per thread: TrafficMetrics counts exchanges and handshakes where they are
+// classified (the recorder thread), LensMetrics holds the process, the forwarder's gauges and
+// the writer's totals, and serves both as one scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { OAUTH_KINDS } from "./exchange.js";
-import type { ObservedExchange } from "./recorder.js";
+import { OAUTH_KINDS, type ClassifiedExchange } from "./exchange.js";
 import type { Handshake, HandshakeOutcome } from "./handshake.js";
 import type { WriterStats } from "./store/writer.js";
 
@@ -36,7 +38,67 @@ export interface LiveGauges {
   recorder(): WriterStats;
 }
 
+/** What the traffic metrics read off an exchange. */
+export type ObservedExchange = Pick<
+  ClassifiedExchange,
+  "kind" | "method" | "status" | "sseEvents" | "websocket" | "durationMs" | "ttfbMs" | "upstreamError"
+> & { facts: Pick<ClassifiedExchange["facts"], "mcp"> };
+
+/** The process, the forwarder's gauges and the writer's totals; the traffic's text is appended to a scrape. */
 export class LensMetrics {
+  readonly registry = new Registry();
+
+  constructor(version: string, live: LiveGauges) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "mcp_lens_" });
+    // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool fails).
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) {
+      this.registry.removeSingleMetric(`mcp_lens_${name}`);
+    }
+    new Gauge({
+      name: "mcp_lens_build_info",
+      help: "Build information: always 1",
+      labelNames: ["version", "node_version"],
+      registers,
+    }).set({ version, node_version: process.version }, 1);
+
+    new Gauge({ name: "mcp_lens_in_flight_requests", help: "Requests whose response is still open", registers, collect() { this.set(live.inFlight()); } });
+    new Gauge({ name: "mcp_lens_active_sse_streams", help: "Open SSE responses", registers, collect() { this.set(live.activeSseStreams()); } });
+    new Gauge({ name: "mcp_lens_active_websockets", help: "Open proxied WebSocket connections", registers, collect() { this.set(live.activeWebSockets()); } });
+    new Gauge({ name: "mcp_lens_recorder_queue_depth", help: "Exchanges waiting to be written", registers, collect() { this.set(live.recorder().queued); } });
+    new Gauge({ name: "mcp_lens_recorder_failing", help: "1 while the database cannot be written", registers, collect() { this.set(live.recorder().failing ? 1 : 0); } });
+    // Totals kept by the writer, exposed as counters that follow them. prom-client collects in
+    // registration order, so the first counter's collect() brings all three up to date.
+    let last: WriterStats | null = null;
+    const dropped = new Counter({ name: "mcp_lens_recorder_rows_dropped_total", help: "Exchanges not recorded, by reason", labelNames: ["reason"], registers: [] });
+    const pruned = new Counter({ name: "mcp_lens_recorder_rows_pruned_for_room_total", help: "Old exchanges deleted because the database was full", registers: [] });
+    new Counter({
+      name: "mcp_lens_recorder_rows_written_total",
+      help: "Exchanges written to the database",
+      registers,
+      collect() {
+        const now = live.recorder();
+        this.inc(now.written - (last?.written ?? 0));
+        pruned.inc(now.prunedForRoom - (last?.prunedForRoom ?? 0));
+        for (const reason of Object.keys(now.dropped) as Array<keyof WriterStats["dropped"]>) {
+          dropped.inc({ reason }, now.dropped[reason] - (last?.dropped[reason] ?? 0));
+        }
+        last = now;
+      },
+    });
+    this.registry.registerMetric(dropped);
+    this.registry.registerMetric(pruned);
+  }
+
+  /** One scrape: this registry, then the traffic metrics' exposition text (another registry, same format). */
+  async scrape(trafficText: string): Promise<string> {
+    const own = await this.registry.metrics();
+    return trafficText ? `${own.endsWith("\n") ? own : `${own}\n`}${trafficText}` : own;
+  }
+}
+
+/** Exchanges, JSON-RPC calls, OAuth steps and handshakes: counted in the recorder thread, as they are classified. */
+export class TrafficMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<"kind" | "method" | "status">;
   private readonly duration: Histogram<"kind">;
@@ -54,20 +116,8 @@ export class LensMetrics {
   /** The terminal outcomes already counted per handshake (bounded, most recent kept). */
   private readonly counted = new Map<number, Set<HandshakeOutcome>>();
 
-  constructor(version: string, live: LiveGauges) {
+  constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: "mcp_lens_" });
-    // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool fails).
-    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) {
-      this.registry.removeSingleMetric(`mcp_lens_${name}`);
-    }
-    new Gauge({
-      name: "mcp_lens_build_info",
-      help: "Build information: always 1",
-      labelNames: ["version", "node_version"],
-      registers,
-    }).set({ version, node_version: process.version }, 1);
-
     this.requests = new Counter({ name: "mcp_lens_requests_total", help: "Exchanges by route kind, method and status (status 0: no response)", labelNames: ["kind", "method", "status"], registers });
     this.duration = new Histogram({
       name: "mcp_lens_request_duration_seconds",
@@ -97,33 +147,6 @@ export class LensMetrics {
       registers,
     });
     this.batchSize = new Histogram({ name: "mcp_lens_recorder_batch_size", help: "Exchanges per committed batch", buckets: [1, 5, 10, 25, 50, 100, 250, 500], registers });
-
-    new Gauge({ name: "mcp_lens_in_flight_requests", help: "Requests whose response is still open", registers, collect() { this.set(live.inFlight()); } });
-    new Gauge({ name: "mcp_lens_active_sse_streams", help: "Open SSE responses", registers, collect() { this.set(live.activeSseStreams()); } });
-    new Gauge({ name: "mcp_lens_active_websockets", help: "Open proxied WebSocket connections", registers, collect() { this.set(live.activeWebSockets()); } });
-    new Gauge({ name: "mcp_lens_recorder_queue_depth", help: "Exchanges waiting to be written", registers, collect() { this.set(live.recorder().queued); } });
-    new Gauge({ name: "mcp_lens_recorder_failing", help: "1 while the database cannot be written", registers, collect() { this.set(live.recorder().failing ? 1 : 0); } });
-    // Totals kept by the writer, exposed as counters that follow them. prom-client collects in
-    // registration order, so the first counter's collect() brings all three up to date.
-    let last: WriterStats | null = null;
-    const dropped = new Counter({ name: "mcp_lens_recorder_rows_dropped_total", help: "Exchanges not recorded, by reason", labelNames: ["reason"], registers: [] });
-    const pruned = new Counter({ name: "mcp_lens_recorder_rows_pruned_for_room_total", help: "Old exchanges deleted because the database was full", registers: [] });
-    new Counter({
-      name: "mcp_lens_recorder_rows_written_total",
-      help: "Exchanges written to the database",
-      registers,
-      collect() {
-        const now = live.recorder();
-        this.inc(now.written - (last?.written ?? 0));
-        pruned.inc(now.prunedForRoom - (last?.prunedForRoom ?? 0));
-        for (const reason of Object.keys(now.dropped) as Array<keyof WriterStats["dropped"]>) {
-          dropped.inc({ reason }, now.dropped[reason] - (last?.dropped[reason] ?? 0));
-        }
-        last = now;
-      },
-    });
-    this.registry.registerMetric(dropped);
-    this.registry.registerMetric(pruned);
   }
 
   /** One classified exchange: called off the request path, before it is stored. */

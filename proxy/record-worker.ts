@@ -1,15 +1,16 @@
 // The record pipeline in its own thread: redact → classify → handshakes → store, with the
 // settler and retention. The proxy's event loop only captures and hands raw exchanges over,
 // so neither this work nor the garbage it makes (collected in this thread's own heap) ever
-// holds a request up. Results go back as small messages: metric facts, handshakes, stats.
+// holds a request up. The traffic metrics are counted here too; what goes back is small:
+// stats, the metrics text on a scrape, records only while the live feed has subscribers.
 import { parentPort, workerData } from "node:worker_threads";
 import { HandshakeAnalysis } from "./analysis.js";
 import { createClassifier } from "./classify.js";
 import type { ClassifiedExchange, RawExchange } from "./exchange.js";
-import type { Handshake } from "./handshake.js";
 import { createLogger, exchangeLogFields } from "./log.js";
+import { TrafficMetrics } from "./metrics.js";
 import { toRecorded } from "./record.js";
-import { observedFacts, type ObservedExchange, type RecorderConfig, type ToRecorder, type ToProxy } from "./recorder.js";
+import type { RecorderConfig, ToRecorder, ToProxy } from "./recorder.js";
 import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
 import { openDatabase } from "./store/db.js";
 import { makeRoom, startRetention } from "./store/retention.js";
@@ -29,27 +30,10 @@ const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined
 const redactor = createRedactor(loadOrCreateRedactionKey(config.db));
 const classify = createClassifier();
 const analysis = new HandshakeAnalysis(db);
+const metrics = new TrafficMetrics();
 
-// What the proxy's metrics need, gathered as exchanges are prepared and sent once per turn.
-let observed: ObservedExchange[] = [];
-let changed: Handshake[] = [];
 let received = 0;
 let liveWanted = false;
-let postScheduled = false;
-
-function schedulePost(): void {
-  if (postScheduled) return;
-  postScheduled = true;
-  setImmediate(postObserved);
-}
-
-function postObserved(): void {
-  postScheduled = false;
-  if (observed.length === 0 && changed.length === 0) return;
-  post({ type: "observed", exchanges: observed, handshakes: changed });
-  observed = [];
-  changed = [];
-}
 
 const writer = new RecordWriter<RawExchange>({
   db,
@@ -61,12 +45,12 @@ const writer = new RecordWriter<RawExchange>({
   prepare: (raw) => classify(toRecorded(raw, redactor)),
   analyse: (exchange) => {
     const result = analysis.analyse(exchange);
-    observed.push(observedFacts(exchange));
-    changed.push(...result.handshakes);
-    schedulePost();
+    metrics.observeExchange(exchange);
+    metrics.observeHandshakes(result.handshakes);
     return result;
   },
   onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds) => {
+    metrics.observeBatch(exchanges.length);
     post({ type: "recorded", count: exchanges.length, live: liveWanted ? { exchanges, handshakes, handshakeIds } : undefined });
     if (!logger.isLevelEnabled("info")) return;
     exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
@@ -78,8 +62,7 @@ const settler = setInterval(() => {
   const settled = analysis.tick(Date.now());
   if (settled.length === 0) return;
   writer.enqueueHandshakes(settled);
-  changed.push(...settled);
-  schedulePost();
+  metrics.observeHandshakes(settled);
 }, SETTLE_CHECK_MS);
 const stopRetention = startRetention(db, { maxAgeDays: config.retentionDays, maxRows: config.retentionRows }, logger);
 const stats = setInterval(() => post({ type: "stats", stats: writer.stats(), received }), STATS_INTERVAL_MS);
@@ -102,6 +85,9 @@ port.on("message", (message: ToRecorder) => {
     case "stats":
       post({ type: "stats", stats: writer.stats(), received });
       return;
+    case "metrics":
+      void metrics.registry.metrics().then((text) => post({ type: "metrics", text, stats: writer.stats(), received }));
+      return;
     case "live":
       liveWanted = message.wanted;
       return;
@@ -109,7 +95,6 @@ port.on("message", (message: ToRecorder) => {
       clearInterval(settler);
       clearInterval(stats);
       writer.close(); // the last flush: what still cannot be written is counted as lost
-      postObserved();
       stopRetention();
       db.close();
       post({ type: "closed", stats: writer.stats(), received });

@@ -1,8 +1,8 @@
 // The proxy's side of the record pipeline, which runs in a worker thread
-// (proxy/record-worker.ts): raw exchanges go over in batches;
-// metric facts, live-feed batches and the writer's state come back.
+// (proxy/record-worker.ts): raw exchanges go over in batches; live-feed batches, the writer's
+// state and, on a scrape, the traffic metrics come back.
 import { Worker } from "node:worker_threads";
-import type { ClassifiedExchange, McpFacts, RawExchange } from "./exchange.js";
+import type { ClassifiedExchange, RawExchange } from "./exchange.js";
 import type { Handshake } from "./handshake.js";
 import type { Logger } from "./log.js";
 import type { ProxySettings } from "./settings.js";
@@ -19,17 +19,6 @@ export function recorderConfig(settings: ProxySettings): RecorderConfig {
   return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel };
 }
 
-/** What the metrics read off an exchange: a small copy, not the bodies. */
-export type ObservedExchange = Pick<
-  ClassifiedExchange,
-  "kind" | "method" | "status" | "sseEvents" | "websocket" | "durationMs" | "ttfbMs" | "upstreamError"
-> & { facts: { mcp?: McpFacts } };
-
-export function observedFacts(e: ClassifiedExchange): ObservedExchange {
-  const { kind, method, status, sseEvents, websocket, durationMs, ttfbMs, upstreamError } = e;
-  return { kind, method, status, sseEvents, websocket, durationMs, ttfbMs, upstreamError, facts: { mcp: e.facts.mcp } };
-}
-
 export interface LiveBatch {
   exchanges: ClassifiedExchange[];
   handshakes: Handshake[];
@@ -40,18 +29,17 @@ export type ToRecorder =
   | { type: "enqueue"; items: RawExchange[] }
   | { type: "live"; wanted: boolean }
   | { type: "stats" }
+  | { type: "metrics" }
   | { type: "close" };
 
 export type ToProxy =
   | { type: "ready" }
-  | { type: "observed"; exchanges: ObservedExchange[]; handshakes: Handshake[] }
   | { type: "recorded"; count: number; live?: LiveBatch }
   | { type: "stats"; stats: WriterStats; received: number }
+  | { type: "metrics"; text: string; stats: WriterStats; received: number }
   | { type: "closed"; stats: WriterStats; received: number };
 
 export interface RecorderEvents {
-  /** Exchanges prepared (classified, assigned to handshakes), whether or not the DB took them yet. */
-  onObserved(exchanges: ObservedExchange[], handshakes: Handshake[]): void;
   /** A batch committed: its size, and its records when the live feed asked for them. */
   onRecorded(count: number, live: LiveBatch | undefined): void;
 }
@@ -68,11 +56,26 @@ const EMPTY_STATS: WriterStats = {
   failing: false,
 };
 
-function ownedBytes(bytes: Buffer, transfer: ArrayBuffer[]): Buffer {
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  transfer.push(copy.buffer);
-  return copy as Buffer; // a Buffer again on the other side: see record-worker.ts
+/**
+ * A captured body is usually a view into a socket's 64 KiB read buffer, and a message would copy
+ * that whole buffer: the batch's bodies are copied into one buffer, whose memory is handed over
+ * (one transfer per batch, not two per exchange). The views arrive as views into it.
+ */
+function packBodies(items: RawExchange[]): ArrayBuffer {
+  let total = 0;
+  for (const raw of items) total += raw.requestBody.bytes.byteLength + raw.responseBody.bytes.byteLength;
+  const pool = new Uint8Array(total);
+  let offset = 0;
+  const place = (bytes: Buffer): Buffer => {
+    pool.set(bytes, offset);
+    const view = pool.subarray(offset, (offset += bytes.byteLength));
+    return view as Buffer; // a Buffer again on the other side: see record-worker.ts
+  };
+  for (const raw of items) {
+    raw.requestBody.bytes = place(raw.requestBody.bytes);
+    raw.responseBody.bytes = place(raw.responseBody.bytes);
+  }
+  return pool.buffer;
 }
 
 /** A worker this slow to answer a stats request is reported from its last message. */
@@ -94,6 +97,7 @@ export class Recorder {
   /** Dropped on this side: the worker was gone, or too far behind (see maxQueue). */
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
   private statsWaiters: Array<(stats: WriterStats) => void> = [];
+  private metricsWaiters: Array<(text: string) => void> = [];
   private dead: string | null = null;
   private closing: Promise<void> | null = null;
   private closed = false;
@@ -116,6 +120,7 @@ export class Recorder {
         this.logger.error({ code }, "the recorder thread exited: exchanges are no longer recorded, traffic is unaffected");
       }
       this.answerStatsWaiters();
+      this.answerMetricsWaiters("");
     });
   }
 
@@ -179,6 +184,23 @@ export class Recorder {
     });
   }
 
+  /**
+   * The traffic metrics' exposition text (counted in the recorder thread), and fresh writer
+   * stats with it. Empty when the thread is gone or too slow: a scrape still gets the rest.
+   */
+  trafficMetrics(): Promise<string> {
+    if (this.dead !== null || this.closed) return Promise.resolve("");
+    this.send();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(""), STATS_WAIT_MS);
+      this.metricsWaiters.push((text) => {
+        clearTimeout(timer);
+        resolve(text);
+      });
+      if (this.metricsWaiters.length === 1) this.worker.postMessage({ type: "metrics" } satisfies ToRecorder);
+    });
+  }
+
   /** Sends what is queued, then lets the worker flush, close the database and stop. */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -205,21 +227,11 @@ export class Recorder {
     const items = this.batch;
     this.batch = [];
     this.sent += items.length;
-    // A captured body is usually a view into a socket's 64 KiB read buffer, and a message would
-    // copy that whole buffer: just the bytes are copied, and their memory handed over.
-    const transfer: ArrayBuffer[] = [];
-    for (const raw of items) {
-      raw.requestBody.bytes = ownedBytes(raw.requestBody.bytes, transfer);
-      raw.responseBody.bytes = ownedBytes(raw.responseBody.bytes, transfer);
-    }
-    this.worker.postMessage({ type: "enqueue", items } satisfies ToRecorder, transfer);
+    this.worker.postMessage({ type: "enqueue", items } satisfies ToRecorder, [packBodies(items)]);
   }
 
   private onMessage(message: ToProxy): void {
     switch (message.type) {
-      case "observed":
-        this.events.onObserved(message.exchanges, message.handshakes);
-        return;
       case "recorded":
         this.events.onRecorded(message.count, message.live);
         return;
@@ -229,7 +241,19 @@ export class Recorder {
         this.received = message.received;
         this.answerStatsWaiters();
         return;
+      case "metrics":
+        this.last = message.stats;
+        this.received = message.received;
+        this.answerStatsWaiters();
+        this.answerMetricsWaiters(message.text);
+        return;
     }
+  }
+
+  private answerMetricsWaiters(text: string): void {
+    const waiters = this.metricsWaiters;
+    this.metricsWaiters = [];
+    for (const answer of waiters) answer(text);
   }
 
   private answerStatsWaiters(): void {

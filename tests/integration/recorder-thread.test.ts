@@ -1,8 +1,8 @@
 // The recorder thread on its own (the built worker, as mcp-lens runs it): exchanges handed
-// over are all written by close, metric facts come back, and a thread that cannot start says why.
+// over are all written by close, counted in the traffic metrics, and a thread that cannot start says why.
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { Recorder, recorderConfig, type ObservedExchange } from "../../dist/proxy/recorder.js";
+import { Recorder, recorderConfig } from "../../dist/proxy/recorder.js";
 import { proxySettings } from "../../dist/proxy/settings.js";
 import { openDatabase } from "../../dist/proxy/store/db.js";
 import { createLogger } from "../../dist/proxy/log.js";
@@ -36,17 +36,12 @@ function raw(id: number): RawExchange {
 const config = (db: string) => recorderConfig(proxySettings({ db, flushInterval: 20, logLevel: "silent" }));
 
 describe("the recorder thread", () => {
-  it("writes every exchange handed over, reports metric facts, and redacts in its own thread", async () => {
+  it("writes every exchange handed over, counts them in the traffic metrics, and redacts in its own thread", async () => {
     const tmp = tempDir();
     const dbPath = `${tmp.dir}/lens.db`;
     openDatabase(dbPath).close(); // as mcp-lens does: migrations before the thread starts
-    const observed: ObservedExchange[] = [];
     let recorded = 0;
-    const recorder = await Recorder.start(
-      config(dbPath),
-      { onObserved: (exchanges) => observed.push(...exchanges), onRecorded: (count) => (recorded += count) },
-      createLogger("silent"),
-    );
+    const recorder = await Recorder.start(config(dbPath), { onRecorded: (count) => (recorded += count) }, createLogger("silent"));
     // Bodies as views into a bigger buffer, as captured from a socket read.
     for (let id = 1; id <= 500; id++) {
       const exchange = raw(id);
@@ -58,12 +53,19 @@ describe("the recorder thread", () => {
     }
     const fresh = await recorder.freshStats();
     expect(fresh.queued + fresh.written).toBe(500);
+    // Counted once classified, which the writer does as it flushes (every 20 ms here).
+    let metrics = "";
+    for (let i = 0; i < 100 && !/mcp_lens_requests_total\{[^}]*\} 500\b/.test(metrics); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      metrics = await recorder.trafficMetrics();
+    }
+    expect(metrics).toContain('mcp_lens_requests_total{kind="mcp_post",method="POST",status="200"} 500');
+    expect(metrics).toContain('mcp_lens_jsonrpc_requests_total{method="tools/list",outcome="result"} 500');
     await recorder.close();
+    expect(await recorder.trafficMetrics()).toBe(""); // closed: a scrape gets the rest without waiting
 
     expect(recorder.stats()).toMatchObject({ written: 500, queued: 0, failing: false, dropped: { queue_full: 0, db_error: 0, prepare: 0 } });
     expect(recorded).toBe(500);
-    expect(observed).toHaveLength(500);
-    expect(observed[0]).toMatchObject({ kind: "mcp_post", method: "POST", status: 200 });
     const db = new Database(dbPath, { readonly: true });
     const rows = db.prepare("SELECT req_body, req_headers FROM exchanges ORDER BY id").all() as Array<{ req_body: string; req_headers: string }>;
     db.close();
@@ -76,7 +78,7 @@ describe("the recorder thread", () => {
     const tmp = tempDir();
     const dbPath = `${tmp.dir}/lens.db`;
     openDatabase(dbPath).close();
-    const recorder = await Recorder.start(config(dbPath), { onObserved: () => {}, onRecorded: () => {} }, createLogger("silent"));
+    const recorder = await Recorder.start(config(dbPath), { onRecorded: () => {} }, createLogger("silent"));
     await recorder.close();
     recorder.enqueue(raw(1));
     expect(recorder.stats().dropped.db_error).toBe(1);
@@ -84,7 +86,7 @@ describe("the recorder thread", () => {
 
   it("rejects with the reason when its database cannot be opened", async () => {
     await expect(
-      Recorder.start(config("/nonexistent-dir/sub/lens.db"), { onObserved: () => {}, onRecorded: () => {} }, createLogger("silent")),
+      Recorder.start(config("/nonexistent-dir/sub/lens.db"), { onRecorded: () => {} }, createLogger("silent")),
     ).rejects.toThrow(/nonexistent-dir/);
   });
 });
