@@ -40,7 +40,7 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 
-# The two commands on PATH (both files start with `#!/usr/bin/env node`), and /data owned by the
+# The two commands on PATH (both files start with a `#!/usr/bin/env` node shebang), and /data owned by the
 # unprivileged `node` user (uid 1000) before it becomes a volume: a new named volume takes this
 # ownership, so the databases can be created without root.
 RUN chmod 755 /app/dist/proxy/cli.js /app/dist/inspector/cli.js \

@@ -2,6 +2,7 @@
 // proxy, mcp-lens (the built CLI, recording to a temp SQLite file) and nginx.
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { proxyNodeFlags } from "../helpers/node-flags.js";
 import { CLI_LENS } from "./common.js";
 import { childPids, cpuSeconds, mainThreadCpuSeconds, freePort, getJson, NGINX, SERVER_CPU, startProcess, tsxArgs, type Proc } from "./procs.js";
 
@@ -65,7 +66,7 @@ export async function startLens(upstreamUrl: string, dir: string, extraArgs: str
   const proc = await startProcess({
     name: "mcp-lens",
     command: process.execPath,
-    args: [CLI_LENS, ...args, "--db", dbPath, "--log-level", "warn", ...extraArgs],
+    args: [...proxyNodeFlags(CLI_LENS), CLI_LENS, ...args, "--db", dbPath, "--log-level", "warn", ...extraArgs],
     cpu: SERVER_CPU,
     readyUrl: `${adminUrl}/health`,
   });

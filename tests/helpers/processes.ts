@@ -3,11 +3,15 @@ import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { keepArtifact } from "./artifacts.js";
+import { proxyNodeFlags } from "./node-flags.js";
 
 export { tempDir } from "./artifacts.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = path.join(ROOT, "dist/proxy/cli.js");
+/** `node <these> dist/proxy/cli.js`: as the image runs it (read from the built file, once built). */
+let nodeFlags: string[] | undefined;
+const cliNodeFlags = () => (nodeFlags ??= proxyNodeFlags(CLI));
 
 export interface RunningLens {
   url: string;
@@ -24,7 +28,7 @@ export interface RunningLens {
 
 /** Spawns the CLI and resolves once it logs `readyMessage` (JSON logs on stdout). */
 async function spawnUntilReady(args: string[], env: Record<string, string> | undefined, readyMessage: string) {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const child = spawn(process.execPath, [...cliNodeFlags(), CLI, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -102,7 +106,7 @@ export async function startServerProcess(opts: { dbPath: string; codaApiBase: st
 /** Runs the CLI to completion (for --help and error cases). */
 export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...cliNodeFlags(), CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
