@@ -5,7 +5,7 @@ import BetterSqlite3, { type Database } from "better-sqlite3";
 import type { Logger } from "pino";
 import type { ClassifiedExchange } from "../exchange.js";
 import type { Handshake } from "../handshake.js";
-import { exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, type ExchangeRow } from "./schema.js";
+import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, type ExchangeRow } from "./schema.js";
 
 export interface RecordWriterOptions<T> {
   db: Database;
@@ -125,7 +125,7 @@ export class RecordWriter<T> {
     const insert = options.db.prepare(INSERT_EXCHANGE_SQL);
     const upsertHandshake = options.db.prepare(UPSERT_HANDSHAKE_SQL);
     const insertAll = options.db.transaction((batch: Batch) => {
-      for (const row of batch.rows) insert.run(row);
+      for (const row of batch.rows) insert.run(exchangeRowValues(row));
       for (const handshake of batch.handshakes.values()) upsertHandshake.run(handshakeToRow(handshake));
     });
     // IMMEDIATE: fail at BEGIN when another connection holds the write lock.

@@ -10,7 +10,7 @@ import { createLogger } from "../../proxy/log.js";
 import { toRecorded } from "../../proxy/record.js";
 import { createRedactor, loadOrCreateRedactionKey, type Redactor } from "../../proxy/redact.js";
 import { openDatabase } from "../../proxy/store/db.js";
-import { exchangeToRow, INSERT_EXCHANGE_SQL } from "../../proxy/store/schema.js";
+import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL } from "../../proxy/store/schema.js";
 import { RecordWriter } from "../../proxy/store/writer.js";
 import { median, type BenchRow } from "./common.js";
 import { makeTempDir } from "./procs.js";
@@ -131,7 +131,7 @@ function insertRate(dir: string, raws: RawExchange[], repeat: number): number {
     const prepared: ClassifiedExchange[] = raws.map((raw) => classify(toRecorded(raw, store.redactor)));
     const insert = store.db.prepare(INSERT_EXCHANGE_SQL);
     const insertAll = store.db.transaction((exchanges: ClassifiedExchange[]) => {
-      for (const e of exchanges) insert.run(exchangeToRow(e));
+      for (const e of exchanges) insert.run(exchangeRowValues(exchangeToRow(e)));
     });
     const start = performance.now();
     insertAll(prepared);

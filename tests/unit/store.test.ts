@@ -9,6 +9,7 @@ import type { ClassifiedExchange } from "../../proxy/exchange.js";
 import { nextExchangeId, openDatabase } from "../../proxy/store/db.js";
 import { pruneOnce, startRetention } from "../../proxy/store/retention.js";
 import {
+  exchangeRowValues,
   exchangeToRow,
   INSERT_EXCHANGE_SQL,
   migrate,
@@ -91,7 +92,7 @@ function exchange(id: number, overrides: Partial<ClassifiedExchange> = {}): Clas
 
 function insert(db: Database, exchanges: ClassifiedExchange[]): void {
   const statement = db.prepare(INSERT_EXCHANGE_SQL);
-  db.transaction(() => exchanges.forEach((e) => statement.run(exchangeToRow(e))))();
+  db.transaction(() => exchanges.forEach((e) => statement.run(exchangeRowValues(exchangeToRow(e)))))();
 }
 
 function rowCount(db: Database): number {
