@@ -43,6 +43,8 @@ const writer = new RecordWriter<RawExchange>({
   // A full database keeps the newest traffic: the oldest records make room.
   makeRoom: () => makeRoom(db),
   prepare: (raw) => classify(toRecorded(raw, redactor)),
+  // Every exchange that arrives is counted here, as it is classified, whether or not the
+  // database can take it: the dashboards keep showing the traffic through a database outage.
   analyse: (exchange) => {
     const result = analysis.analyse(exchange);
     metrics.observeExchange(exchange);

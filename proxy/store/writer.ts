@@ -1,6 +1,7 @@
-// The batching writer: the request path hands over cheap raw items; a timer
-// prepares (redacts, classifies) and inserts them in batches. Whatever happens
-// to the database, traffic never waits for it and never sees an error from it.
+// The batching writer, in the recorder thread: each raw item is prepared as it arrives (redacted,
+// classified, assigned to a handshake: the metrics count it then, whether or not the database
+// can take it), and a timer inserts them in batches. Whatever happens to the database, traffic
+// never waits for it and never sees an error from it.
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import type { Logger } from "pino";
 import type { ClassifiedExchange } from "../exchange.js";
@@ -10,11 +11,11 @@ import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, 
 export interface RecordWriterOptions<T> {
   db: Database;
   logger: Logger;
-  /** Turns a raw item into what is stored; runs at flush time, off the request path. */
+  /** Turns a raw item into what is stored; runs on enqueue, before the queue's bounds are checked. */
   prepare: (item: T) => ClassifiedExchange;
   /**
-   * Runs after prepare, in order: assigns the exchange to a connector handshake and returns
-   * the handshakes it changed, stored in the same transaction as the exchange.
+   * Runs after prepare, in order, for every prepared exchange, queued or dropped: assigns it to
+   * a connector handshake and returns the handshakes it changed, stored with the next batch.
    */
   analyse?: (exchange: ClassifiedExchange) => Analysis;
   /**
@@ -63,8 +64,9 @@ const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2_000;
 const WARN_INTERVAL_MS = 60_000;
 
-interface Queued<T> {
-  item: T;
+interface Queued {
+  exchange: ClassifiedExchange;
+  row: ExchangeRow;
   bytes: number;
 }
 
@@ -92,7 +94,10 @@ export class RecordWriter<T> {
   private immediate: NodeJS.Immediate | null = null;
   private closed = false;
 
-  private readonly queue: Array<Queued<T>> = [];
+  private readonly queue: Queued[] = [];
+  /** Items whose prepare threw since the last flush, logged once per flush. */
+  private prepareFailures = 0;
+  private firstPrepareError: unknown;
   private readonly pendingHandshakes = new Map<number, Handshake>();
   /** Prepared but not yet accepted by the database. */
   private retained: Batch | null = null;
@@ -134,23 +139,40 @@ export class RecordWriter<T> {
     this.timer = setInterval(() => this.tick(), options.flushIntervalMs ?? 100).unref();
   }
 
-  /** Called on the request path: O(1), no I/O, never throws. False when the item was dropped. */
+  /** Prepares and analyses the item, then queues it: no I/O, never throws. False when it was dropped. */
   enqueue(item: T, approxBytes: number): boolean {
     const bytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
     // A closed writer has no room left either.
-    if (this.closed || this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
+    if (this.closed) {
       this.dropped.queue_full++;
       return false;
     }
-    this.queue.push({ item, bytes });
+    let exchange: ClassifiedExchange;
+    let analysis: Analysis;
+    try {
+      exchange = this.prepare(item);
+      analysis = this.analyse(exchange);
+    } catch (err) {
+      if (this.prepareFailures++ === 0) this.firstPrepareError = err;
+      this.dropped.prepare++;
+      return false;
+    }
+    // The handshakes' newest state is stored either way: their verdicts hold without this row.
+    this.enqueueHandshakes(analysis.handshakes);
+    if (this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
+      this.dropped.queue_full++;
+      return false;
+    }
+    this.queue.push({ exchange, row: exchangeToRow(exchange, analysis.handshakeId), bytes });
     this.queuedBytes += bytes;
     if (this.queue.length >= this.batchSize && !this.isFailing()) this.flushSoon();
     return true;
   }
 
   /**
-   * Handshake states that changed without a new exchange (an idle handshake settling as failed
-   * or abandoned): stored with the next batch. Bounded like the queue; the newest state wins.
+   * Handshake states to store with the next batch: those enqueued exchanges changed, and those
+   * that changed with time alone (an idle handshake settling as failed or abandoned). Bounded
+   * like the queue; the newest state of each wins.
    */
   enqueueHandshakes(handshakes: Handshake[]): void {
     for (const handshake of handshakes) {
@@ -161,6 +183,7 @@ export class RecordWriter<T> {
 
   /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
   flush(): void {
+    this.logPrepareFailures();
     while (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0) {
       const batch = (this.retained ??= this.prepareBatch());
       if (!this.write(batch)) return;
@@ -198,6 +221,7 @@ export class RecordWriter<T> {
   }
 
   private tick(): void {
+    this.logPrepareFailures();
     if (this.isFailing() && this.now() < this.nextAttemptAt) return;
     this.flush();
   }
@@ -219,29 +243,21 @@ export class RecordWriter<T> {
   }
 
   private prepareBatch(): Batch {
-    // Updates made without a new exchange (time passing) go first: the items' are newer.
     const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
     this.pendingHandshakes.clear();
-    let failures = 0;
-    let firstError: unknown;
-    for (const { item, bytes } of this.queue.splice(0, this.batchSize)) {
-      try {
-        const exchange = this.prepare(item);
-        const { handshakeId, handshakes } = this.analyse(exchange);
-        for (const handshake of handshakes) batch.handshakes.set(handshake.id, handshake);
-        batch.rows.push(exchangeToRow(exchange, handshakeId));
-        batch.exchanges.push(exchange);
-        batch.bytes += bytes;
-      } catch (err) {
-        if (failures++ === 0) firstError = err;
-        this.queuedBytes -= bytes;
-      }
-    }
-    if (failures > 0) {
-      this.dropped.prepare += failures;
-      this.logger.error({ err: firstError, count: failures }, "could not prepare exchanges for recording: dropped");
+    for (const { exchange, row, bytes } of this.queue.splice(0, this.batchSize)) {
+      batch.rows.push(row);
+      batch.exchanges.push(exchange);
+      batch.bytes += bytes;
     }
     return batch;
+  }
+
+  private logPrepareFailures(): void {
+    if (this.prepareFailures === 0) return;
+    this.logger.error({ err: this.firstPrepareError, count: this.prepareFailures }, "could not prepare exchanges for recording: dropped");
+    this.prepareFailures = 0;
+    this.firstPrepareError = undefined;
   }
 
   /** False when the database cannot be written now: the batch stays retained for the next attempt. */

@@ -148,6 +148,9 @@ describe("when the database cannot be written", () => {
         expect(during.recorder.lastError).toMatch(/SQLITE_(IOERR|READONLY)/);
         expect(during.recorder.queued).toBe(100);
         expect(during.recorder.dropped.queue_full).toBe(150);
+        // The dashboards still see all the traffic: exchanges are counted as they are classified.
+        const metrics = (await request(lens.adminUrl + "/metrics")).body.toString();
+        expect(metrics).toMatch(/mcp_lens_requests_total\{[^}]*method="POST"[^}]*\} 270\n/);
       } finally {
         immutable(files, false);
       }

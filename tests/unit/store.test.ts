@@ -6,6 +6,7 @@ import BetterSqlite3, { type Database } from "better-sqlite3";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ClassifiedExchange } from "../../proxy/exchange.js";
+import type { Handshake } from "../../proxy/handshake.js";
 import { nextExchangeId, openDatabase } from "../../proxy/store/db.js";
 import { pruneOnce, startRetention } from "../../proxy/store/retention.js";
 import {
@@ -97,6 +98,22 @@ function insert(db: Database, exchanges: ClassifiedExchange[]): void {
 
 function rowCount(db: Database): number {
   return (db.prepare("SELECT count(*) AS n FROM exchanges").get() as { n: number }).n;
+}
+
+function handshake(id: number, exchangeIds: number[]): Handshake {
+  const [first = id, ...rest] = exchangeIds;
+  return {
+    id,
+    clientFamily: "claude.ai",
+    clientName: null,
+    startedAt: 1_000,
+    endedAt: 2_000,
+    steps: [{ step: "initialize", status: "ok", exchangeIds: [first, ...rest], at: 1_000 }],
+    outcome: "in_progress",
+    failedStep: null,
+    exchangeIds,
+    diagnoses: [],
+  };
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -319,6 +336,25 @@ describe("RecordWriter", () => {
     expect(db.prepare("SELECT id FROM exchanges").pluck().all()).toEqual([1, 3]);
     expect(w.stats()).toMatchObject({ written: 2, queuedBytes: 0, dropped: { prepare: 1, queue_full: 0, db_error: 0 } });
     expect(log.messages("error")).toHaveLength(1);
+  });
+
+  it("analyses every prepared item as it arrives, the dropped ones too, and stores their handshakes", () => {
+    const db = open();
+    const analysed: number[] = [];
+    const { w } = writer(db, {
+      maxQueue: 2,
+      analyse: (e) => {
+        analysed.push(e.id);
+        return { handshakeId: 7, handshakes: [handshake(7, [...analysed])] };
+      },
+    });
+    expect(range(1, 4).map((id) => w.enqueue(id, 10))).toEqual([true, true, false, false]);
+    expect(analysed).toEqual([1, 2, 3, 4]); // on enqueue, before any flush
+    w.flush();
+    expect(db.prepare("SELECT id FROM exchanges").pluck().all()).toEqual([1, 2]);
+    // The handshake's latest state (after the dropped 3 and 4) is what is stored.
+    expect(JSON.parse(db.prepare("SELECT exchange_ids FROM handshakes WHERE id = 7").pluck().get() as string)).toEqual([1, 2, 3, 4]);
+    expect(w.stats()).toMatchObject({ written: 2, dropped: { queue_full: 2 } });
   });
 
   it("drops a batch the database rejects for a reason retrying cannot fix", () => {
