@@ -149,6 +149,12 @@ function peakRows(peak: Map<CaseName, PeakRun[]>): BenchRow[] {
     { case: "mcp-lens/bare throughput", value: ratio(rps("mcp-lens"), rps("bare")), unit: "×" },
     { case: "mcp-lens/direct throughput", value: ratio(rps("mcp-lens"), rps("direct")), unit: "×" },
     { case: "mcp-lens/bare cpu per request", value: lensCpuRatio, unit: "×", note: target(lensCpuRatio, "≤", CPU_RATIO_TARGET, "1.10") },
+    {
+      case: "cpu mcp-lens adds per request",
+      value: cpu("mcp-lens") - cpu("bare"),
+      unit: "µs",
+      note: `over bare; the target leaves ${((CPU_RATIO_TARGET - 1) * cpu("bare")).toFixed(1)} µs for capture, handover, redaction, classification and the INSERT (see recording)`,
+    },
   );
   rows.push({ case: "mcp-lens event loop/bare cpu per request", value: ratio(get("mcp-lens", (r) => r.mainThreadCpuUs), cpu("bare")), unit: "×", note: "what forwarding costs on the thread that forwards" });
   if (peak.has("nginx")) rows.push({ case: "nginx/bare cpu per request", value: ratio(cpu("nginx"), cpu("bare")), unit: "×" });
