@@ -2,7 +2,7 @@
 // and handshake update as JSON, for the inspector's live view and for other tools.
 import type http from "node:http";
 import type { Duplex } from "node:stream";
-import { WebSocketServer, type WebSocket } from "ws";
+import type { WebSocket, WebSocketServer } from "ws";
 import type { ClassifiedExchange } from "./exchange.js";
 import type { Handshake } from "./handshake.js";
 
@@ -14,27 +14,40 @@ export type LiveMessage =
   | { type: "handshake"; handshake: Handshake };
 
 export class LiveFeed {
-  private readonly wss = new WebSocketServer({ noServer: true });
+  /** Loaded with the first subscriber: most proxies never have one (the `ws` module is ~4 MiB RSS). */
+  private wss: WebSocketServer | null = null;
+  private loading: Promise<WebSocketServer> | null = null;
+  private closed = false;
 
   /** `onSubscribers` hears the count change: records are only shipped while someone listens. */
   constructor(private readonly onSubscribers: (count: number) => void = () => {}) {}
 
   get subscribers(): number {
-    return this.wss.clients.size;
+    return this.wss?.clients.size ?? 0;
   }
 
   /** Called from the admin server's upgrade event once the request is authorized. */
   accept(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.on("error", () => ws.terminate());
-      ws.on("close", () => this.onSubscribers(this.wss.clients.size));
-      this.onSubscribers(this.wss.clients.size);
-      ws.send(JSON.stringify({ type: "hello", version: 1 }));
-    });
+    this.loading ??= import("ws").then(({ WebSocketServer }) => (this.wss = new WebSocketServer({ noServer: true })));
+    const onError = () => socket.destroy(); // the client left while ws loads: no unhandled error
+    socket.on("error", onError);
+    this.loading.then(
+      (wss) => {
+        socket.off("error", onError);
+        if (this.closed || socket.destroyed) return void socket.destroy();
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          ws.on("error", () => ws.terminate());
+          ws.on("close", () => this.onSubscribers(wss.clients.size));
+          this.onSubscribers(wss.clients.size);
+          ws.send(JSON.stringify({ type: "hello", version: 1 }));
+        });
+      },
+      () => socket.destroy(),
+    );
   }
 
   publish(exchanges: ClassifiedExchange[], handshakes: Handshake[], handshakeIds: Array<number | null>): void {
-    if (this.wss.clients.size === 0) return;
+    if (!this.wss || this.wss.clients.size === 0) return;
     const messages: string[] = [];
     exchanges.forEach((exchange, i) => messages.push(JSON.stringify({ type: "exchange", exchange, handshakeId: handshakeIds[i] ?? null } satisfies LiveMessage)));
     for (const handshake of handshakes) messages.push(JSON.stringify({ type: "handshake", handshake } satisfies LiveMessage));
@@ -42,6 +55,8 @@ export class LiveFeed {
   }
 
   close(): void {
+    this.closed = true;
+    if (!this.wss) return;
     for (const client of this.wss.clients) client.terminate();
     this.wss.close();
   }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { InspectorData } from "../../inspector/data.js";
 import { openDatabase } from "../../proxy/store/db.js";
-import { INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, exchangeToRow, handshakeToRow } from "../../proxy/store/schema.js";
+import { INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, exchangeRowValues, exchangeToRow, handshakeToRow } from "../../proxy/store/schema.js";
 import type { ClassifiedExchange } from "../../proxy/exchange.js";
 import type { Handshake } from "../../proxy/handshake.js";
 import { CLI_INSPECTOR, type BenchRow } from "./common.js";
@@ -57,7 +57,7 @@ export function benchInspector(): BenchRow[] {
         for (let first = 1; first <= EXCHANGES; first += PER_HANDSHAKE) {
           const failed = first % (PER_HANDSHAKE * 10) === 1;
           const at = base + first * 1000;
-          for (let i = 0; i < PER_HANDSHAKE; i++) insert.run(exchangeToRow(exchange(first + i, at + i, failed), first));
+          for (let i = 0; i < PER_HANDSHAKE; i++) insert.run(exchangeRowValues(exchangeToRow(exchange(first + i, at + i, failed), first)));
           upsert.run(handshakeToRow(handshake(first, at, failed)));
         }
       })(),
