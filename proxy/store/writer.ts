@@ -149,9 +149,11 @@ export class RecordWriter<T> {
     }
     let exchange: ClassifiedExchange;
     let analysis: Analysis;
+    let row: ExchangeRow;
     try {
       exchange = this.prepare(item);
       analysis = this.analyse(exchange);
+      row = exchangeToRow(exchange, analysis.handshakeId);
     } catch (err) {
       if (this.prepareFailures++ === 0) this.firstPrepareError = err;
       this.dropped.prepare++;
@@ -163,7 +165,7 @@ export class RecordWriter<T> {
       this.dropped.queue_full++;
       return false;
     }
-    this.queue.push({ exchange, row: exchangeToRow(exchange, analysis.handshakeId), bytes });
+    this.queue.push({ exchange, row, bytes });
     this.queuedBytes += bytes;
     if (this.queue.length >= this.batchSize && !this.isFailing()) this.flushSoon();
     return true;
