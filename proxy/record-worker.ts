@@ -60,11 +60,17 @@ const writer = new RecordWriter<RawExchange>({
 });
 
 // Verdicts that change with time alone (a client gone quiet after an error) are stored too.
+// A bug here must not end the thread, and with it the recording: it is logged, and the next
+// tick tries again.
 const settler = setInterval(() => {
-  const settled = analysis.tick(Date.now());
-  if (settled.length === 0) return;
-  writer.enqueueHandshakes(settled);
-  metrics.observeHandshakes(settled);
+  try {
+    const settled = analysis.tick(Date.now());
+    if (settled.length === 0) return;
+    writer.enqueueHandshakes(settled);
+    metrics.observeHandshakes(settled);
+  } catch (err) {
+    logger.error({ err }, "could not settle idle handshakes");
+  }
 }, SETTLE_CHECK_MS);
 const stopRetention = startRetention(db, { maxAgeDays: config.retentionDays, maxRows: config.retentionRows }, logger);
 const stats = setInterval(() => post({ type: "stats", stats: writer.stats(), received }), STATS_INTERVAL_MS);
@@ -88,7 +94,13 @@ port.on("message", (message: ToRecorder) => {
       post({ type: "stats", stats: writer.stats(), received });
       return;
     case "metrics":
-      void metrics.registry.metrics().then((text) => post({ type: "metrics", text, stats: writer.stats(), received }));
+      metrics.registry.metrics().then(
+        (text) => post({ type: "metrics", text, stats: writer.stats(), received }),
+        (err: unknown) => {
+          logger.error({ err }, "could not render the traffic metrics");
+          post({ type: "metrics", text: "", stats: writer.stats(), received });
+        },
+      );
       return;
     case "live":
       liveWanted = message.wanted;

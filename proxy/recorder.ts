@@ -86,6 +86,12 @@ function packBodies(items: RawExchange[]): ArrayBuffer {
  */
 const RECORDER_HEAP = { maxYoungGenerationSizeMb: 24 };
 
+/** A recorder thread that died is started again after this, doubling up to the max while it keeps dying. */
+const RESTART_MIN_MS = 1_000;
+const RESTART_MAX_MS = 60_000;
+/** A thread that ran this long before dying restarts after RESTART_MIN_MS again. */
+const STABLE_AFTER_MS = 60_000;
+
 /** A worker this slow to answer a stats request is reported from its last message. */
 const STATS_WAIT_MS = 1_000;
 const CLOSE_WAIT_MS = 30_000;
@@ -95,13 +101,40 @@ const MIN_IN_TRANSIT_LIMIT = 10_000;
 const SEND_EVERY_MS = 10;
 const SEND_BATCH = 256;
 
+/** Starts a recorder thread; rejects with its one-line reason when it cannot open the database. */
+function spawnRecorderThread(config: RecorderConfig): Promise<Worker> {
+  const worker = new Worker(new URL("./record-worker.js", import.meta.url), { workerData: config, resourceLimits: RECORDER_HEAP });
+  return new Promise((resolve, reject) => {
+    const fail = (error: Error) => reject(error);
+    worker.once("error", fail);
+    worker.once("message", (message: ToProxy) => {
+      worker.off("error", fail);
+      if (message.type === "ready") resolve(worker);
+      else reject(new Error(`the recorder thread said ${message.type} before it was ready`));
+    });
+  });
+}
+
+/** Totals of two writers' stats: those of recorder threads that died, and the current one's. */
+function addTotals(a: WriterStats, b: WriterStats): WriterStats {
+  const dropped = { ...a.dropped };
+  for (const reason of Object.keys(dropped) as DropReason[]) dropped[reason] += b.dropped[reason];
+  return { ...b, written: a.written + b.written, prunedForRoom: a.prunedForRoom + b.prunedForRoom, batches: a.batches + b.batches, dropped };
+}
+
 export class Recorder {
-  private readonly worker: Worker;
+  private worker: Worker;
+  private workerStartedAt = Date.now();
   private batch: RawExchange[] = [];
   private sendTimer: NodeJS.Timeout | undefined;
   private sent = 0;
   private received = 0;
   private last: WriterStats = EMPTY_STATS;
+  /** What the writers of recorder threads that died had done: totals stay monotonic for the metrics. */
+  private earlier: WriterStats = EMPTY_STATS;
+  private restartDelayMs = RESTART_MIN_MS;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private liveWanted = false;
   /** Dropped on this side: the worker was gone, or too far behind (see maxQueue). */
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
   private statsWaiters: Array<(stats: WriterStats) => void> = [];
@@ -117,33 +150,68 @@ export class Recorder {
     private readonly logger: Logger,
   ) {
     this.worker = worker;
-    worker.on("message", (message: ToProxy) => this.onMessage(message));
-    worker.on("error", (error) => {
-      this.dead = error.message;
-      this.logger.error({ err: error }, "the recorder thread failed: exchanges are no longer recorded, traffic is unaffected");
-    });
-    worker.on("exit", (code) => {
-      if (!this.closed) {
-        this.dead ??= `the recorder thread exited (code ${code})`;
-        this.logger.error({ code }, "the recorder thread exited: exchanges are no longer recorded, traffic is unaffected");
-      }
-      this.answerStatsWaiters();
-      this.answerMetricsWaiters("");
-    });
+    this.attach(worker);
   }
 
-  /** Starts the worker; rejects with its one-line reason when it cannot open the database. */
-  static start(config: RecorderConfig, events: RecorderEvents, logger: Logger): Promise<Recorder> {
-    const worker = new Worker(new URL("./record-worker.js", import.meta.url), { workerData: config, resourceLimits: RECORDER_HEAP });
-    return new Promise((resolve, reject) => {
-      const fail = (error: Error) => reject(error);
-      worker.once("error", fail);
-      worker.once("message", (message: ToProxy) => {
-        worker.off("error", fail);
-        if (message.type === "ready") resolve(new Recorder(worker, config, events, logger));
-        else reject(new Error(`the recorder thread said ${message.type} before it was ready`));
-      });
-    });
+  /** Starts the recorder thread; rejects with its one-line reason when it cannot open the database. */
+  static async start(config: RecorderConfig, events: RecorderEvents, logger: Logger): Promise<Recorder> {
+    return new Recorder(await spawnRecorderThread(config), config, events, logger);
+  }
+
+  private attach(worker: Worker): void {
+    worker.on("message", (message: ToProxy) => this.onMessage(message));
+    worker.on("error", (error) => this.died(worker, error.message, { err: error }));
+    worker.on("exit", (code) => this.died(worker, `the recorder thread exited (code ${code})`, { code }));
+  }
+
+  /**
+   * A thread that dies (an uncaught error, out of memory) takes what it held with it: counted as
+   * lost. Traffic is unaffected; exchanges are dropped (and counted) until it is started again.
+   */
+  private died(worker: Worker, reason: string, fields: Record<string, unknown>): void {
+    this.answerStatsWaiters();
+    this.answerMetricsWaiters("");
+    // "error" is followed by "exit"; a thread replaced or closed on purpose is no news.
+    if (worker !== this.worker || this.dead !== null || this.closed) return;
+    this.dead = reason;
+    const lost = Math.max(0, this.sent - this.received) + this.last.queued;
+    this.dropped.db_error += lost;
+    this.earlier = addTotals(this.earlier, this.last);
+    this.last = { ...EMPTY_STATS, lastError: reason, lastErrorAt: Date.now() };
+    this.sent = 0;
+    this.received = 0;
+    if (Date.now() - this.workerStartedAt >= STABLE_AFTER_MS) this.restartDelayMs = RESTART_MIN_MS;
+    this.logger.error({ ...fields, lost, restartInMs: this.restartDelayMs }, "the recorder thread died: recording stops until it restarts, traffic is unaffected");
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    this.restartTimer = setTimeout(() => void this.restart(), this.restartDelayMs);
+    this.restartTimer.unref();
+    this.restartDelayMs = Math.min(RESTART_MAX_MS, this.restartDelayMs * 2);
+  }
+
+  private async restart(): Promise<void> {
+    let worker: Worker;
+    try {
+      worker = await spawnRecorderThread(this.config);
+    } catch (error) {
+      if (this.closed) return;
+      this.logger.error({ err: error, restartInMs: this.restartDelayMs }, "the recorder thread could not restart");
+      this.scheduleRestart();
+      return;
+    }
+    if (this.closed) {
+      await worker.terminate();
+      return;
+    }
+    this.worker = worker;
+    this.workerStartedAt = Date.now();
+    this.attach(worker);
+    this.dead = null;
+    if (this.liveWanted) worker.postMessage({ type: "live", wanted: true } satisfies ToRecorder);
+    this.send(); // what was batched before it died
+    this.logger.info("the recorder thread restarted: recording resumed");
   }
 
   /** On the request path: O(1), no I/O, never throws. */
@@ -165,12 +233,13 @@ export class Recorder {
 
   /** The live feed has subscribers: full records are sent back with each batch. */
   setLiveWanted(wanted: boolean): void {
+    this.liveWanted = wanted;
     if (this.dead === null) this.worker.postMessage({ type: "live", wanted } satisfies ToRecorder);
   }
 
-  /** The writer's last reported state, with this side's drops added. */
+  /** The writer's last reported state, with earlier threads' totals and this side's drops added. */
   stats(): WriterStats {
-    const s = this.last;
+    const s = addTotals(this.earlier, this.last);
     const dropped = { ...s.dropped };
     for (const reason of Object.keys(dropped) as DropReason[]) dropped[reason] += this.dropped[reason];
     const inTransit = Math.max(0, this.sent + this.batch.length - this.received);
@@ -214,7 +283,12 @@ export class Recorder {
     this.closing ??= (async () => {
       this.send();
       this.closed = true;
-      if (this.dead !== null) return;
+      clearTimeout(this.restartTimer);
+      if (this.dead !== null) {
+        this.dropped.db_error += this.batch.length; // no thread left to take them
+        this.batch = [];
+        return;
+      }
       const closed = new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, CLOSE_WAIT_MS);
         this.worker.once("exit", () => {

@@ -1,6 +1,8 @@
 // The recorder thread on its own (the built worker, as mcp-lens runs it): exchanges handed
 // over are all written by close, counted in the traffic metrics, and a thread that cannot start says why.
+import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
+import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { Recorder, recorderConfig } from "../../dist/proxy/recorder.js";
 import { proxySettings } from "../../dist/proxy/settings.js";
@@ -82,6 +84,40 @@ describe("the recorder thread", () => {
     await recorder.close();
     recorder.enqueue(raw(1));
     expect(recorder.stats().dropped.db_error).toBe(1);
+  });
+
+  it("starts a thread that died again, counts what it held as lost, and records what comes after", async () => {
+    const tmp = tempDir();
+    const dbPath = `${tmp.dir}/lens.db`;
+    openDatabase(dbPath).close();
+    const lines: string[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(line) });
+    const recorder = await Recorder.start(config(dbPath), { onRecorded: () => {} }, logger);
+    const written = async (count: number) => {
+      for (let i = 0; i < 200 && (await recorder.freshStats()).written < count; i++) await new Promise((r) => setTimeout(r, 10));
+      return recorder.stats().written;
+    };
+    for (let id = 1; id <= 10; id++) recorder.enqueue(raw(id));
+    expect(await written(10)).toBe(10);
+
+    // The thread goes away as a crash would take it (out of memory, an uncaught error).
+    await (recorder as unknown as { worker: Worker }).worker.terminate();
+    recorder.enqueue(raw(11));
+    expect(recorder.stats()).toMatchObject({ failing: true, written: 10, dropped: { db_error: 1 } });
+    expect(recorder.stats().lastError).toMatch(/exited/);
+    expect(lines.some((l) => l.includes("the recorder thread died"))).toBe(true);
+
+    for (let i = 0; i < 100 && recorder.stats().failing; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(recorder.stats().failing).toBe(false);
+    expect(lines.some((l) => l.includes("the recorder thread restarted"))).toBe(true);
+    for (let id = 12; id <= 21; id++) recorder.enqueue(raw(id));
+    expect(await written(20)).toBe(20); // the totals go on from the thread that died
+    await recorder.close();
+
+    const db = new Database(dbPath, { readonly: true });
+    const ids = db.prepare("SELECT id FROM exchanges ORDER BY id").pluck().all();
+    db.close();
+    expect(ids).toEqual([...Array.from({ length: 10 }, (_, i) => i + 1), ...Array.from({ length: 10 }, (_, i) => i + 12)]);
   });
 
   it("rejects with the reason when its database cannot be opened", async () => {
