@@ -2,7 +2,7 @@
 // `cap` bytes of each body, and times the exchange. It never delays or alters a chunk;
 // everything expensive (decoding, redaction, classification, SQLite) happens later,
 // off the request path, in the record writer.
-import type { ClientRequest, IncomingMessage } from "node:http";
+import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { CapturedBody, HeaderPairs, RawExchange } from "./exchange.js";
 
@@ -90,6 +90,14 @@ export class ExchangeCapture {
   websocket = false;
   /** The request to the upstream, once a socket is assigned: destroyed on timeout. */
   upstreamRequest: ClientRequest | null = null;
+  /** The answer to the client (none for a WebSocket): mcp-lens may answer in the upstream's stead. */
+  response: ServerResponse | null = null;
+  /** Ends the exchange's connection (set by the forwarder, for shutdown). */
+  cut: (() => void) | null = null;
+  // The forwarder's list of open exchanges runs through the captures (see OpenExchanges).
+  open = false;
+  prevOpen: ExchangeCapture | null = null;
+  nextOpen: ExchangeCapture | null = null;
   private done = false;
 
   constructor(

@@ -133,6 +133,43 @@ function errorResponse(code: string, detail: string, capture: ExchangeCapture): 
   return { status, body: JSON.stringify(body) };
 }
 
+/**
+ * The exchanges whose response is still open: a doubly linked list through the captures. Not a
+ * Map or a Set (nor a WeakMap): keyed by these short-lived objects under load, a hash collection
+ * got ~1.9 MB of them promoted to the old generation at every scavenge (pauses 0.4 → 2.5 ms,
+ * ~20 µs more CPU a request on the forwarding thread).
+ */
+class OpenExchanges {
+  private head: ExchangeCapture | null = null;
+  size = 0;
+
+  add(capture: ExchangeCapture): void {
+    capture.open = true;
+    capture.prevOpen = null;
+    capture.nextOpen = this.head;
+    if (this.head) this.head.prevOpen = capture;
+    this.head = capture;
+    this.size++;
+  }
+
+  remove(capture: ExchangeCapture): void {
+    if (!capture.open) return;
+    if (capture.prevOpen) capture.prevOpen.nextOpen = capture.nextOpen;
+    else this.head = capture.nextOpen;
+    if (capture.nextOpen) capture.nextOpen.prevOpen = capture.prevOpen;
+    capture.open = false;
+    capture.prevOpen = capture.nextOpen = null;
+    this.size--;
+  }
+
+  /** A copy: cutting an exchange may remove it while the caller walks on. */
+  list(): ExchangeCapture[] {
+    const all: ExchangeCapture[] = [];
+    for (let c = this.head; c; c = c.nextOpen) all.push(c);
+    return all;
+  }
+}
+
 /** Keep-alive upstream: one TCP connect per burst, not per request. Shared with the benchmark's bare proxy. */
 export const UPSTREAM_AGENT_OPTIONS: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: "lifo" };
 
@@ -148,13 +185,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   });
   // Connections already answered as malformed: the client's FIN after our answer is no new error.
   const rejectedSockets = new WeakSet<Socket>();
-  // Each open exchange with the function that cuts its connection, and its response (to answer
-  // a request rejected mid-body). Not a WeakMap: its entries outlive minor GCs, and every
-  // response with its request and buffers would be promoted to the old space (+35 µs/request).
-  const inFlight = new Map<ExchangeCapture, { cut: () => void; res?: http.ServerResponse }>();
+  const inFlight = new OpenExchanges();
 
   function complete(capture: ExchangeCapture, aborted: boolean): void {
-    inFlight.delete(capture);
+    inFlight.remove(capture);
     const socket = capture.req.socket as TaggedSocket | null;
     if (socket?.[CAPTURE] === capture) socket[CAPTURE] = undefined; // not `delete`: keeps the socket's shape
     const raw = capture.finish(aborted);
@@ -220,7 +254,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   /** A request of this connection already forwarded: answer 400 in its stead, cut its upstream request. */
   function rejectInFlight(socket: Socket, answer: MalformedAnswer): boolean {
     const capture = (socket as TaggedSocket)[CAPTURE];
-    const res = capture && inFlight.get(capture)?.res;
+    const res = capture?.open ? capture.response : null;
     if (!capture || !res) return false;
     capture.rejected = true;
     capture.upstreamRequest?.destroy();
@@ -297,7 +331,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     openStreams() {
       let sse = 0;
       let websockets = 0;
-      for (const capture of inFlight.keys()) {
+      for (const capture of inFlight.list()) {
         if (capture.sse) sse++;
         else if (capture.websocket && capture.status === 101) websockets++;
       }
@@ -305,15 +339,17 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     },
 
     async drain(timeoutMs) {
-      for (const [capture, { cut }] of inFlight) if (capture.sse || capture.websocket) cut();
+      for (const capture of inFlight.list()) if (capture.sse || capture.websocket) capture.cut?.();
       const deadline = Date.now() + timeoutMs;
       while (inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-      for (const { cut } of inFlight.values()) cut();
+      for (const capture of inFlight.list()) capture.cut?.();
     },
 
     handleRequest(req, res) {
       const capture = begin(req);
-      inFlight.set(capture, { cut: () => res.destroy(), res });
+      capture.response = res;
+      capture.cut = () => res.destroy();
+      inFlight.add(capture);
       (req.socket as TaggedSocket)[CAPTURE] = capture;
       // Only the wait for response headers is bounded: a stream, once started, may idle for hours.
       const timer = setTimeout(() => {
@@ -336,7 +372,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     handleUpgrade(req, socket, head) {
       const capture = begin(req);
       capture.websocket = true;
-      inFlight.set(capture, { cut: () => socket.destroy() });
+      capture.cut = () => socket.destroy();
+      inFlight.add(capture);
       socket.once("close", () => complete(capture, capture.status === null));
       socket.on("error", () => {}); // the close handler records it; an unhandled error would crash
       proxy.ws(req, socket, head, {}, (error) => {
