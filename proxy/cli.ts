@@ -1,9 +1,10 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 // `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
-// The shebang caps V8's young generation at 2 MiB per semi-space (16 by default): each held SSE
-// stream or burst grows it, and the default keeps ~25 MiB more RSS for no measurable CPU gain
-// (README § Benchmarks). `npm start` passes the same flag.
+// The shebang caps V8's young generation at 2 MiB per semi-space (16 by default), in both
+// threads: a burst of held SSE streams grows it, and the default keeps ~20 MiB more RSS with
+// 1,000 of them. The price is more frequent scavenges (README § Configuration). `npm start`
+// passes the same flag.
 import { formatHelp, parseOptions, UsageError, type Values } from "./config.js";
 import { startLens } from "./lens.js";
 import { createLogger, type Logger } from "./log.js";

@@ -78,14 +78,6 @@ function packBodies(items: RawExchange[]): ArrayBuffer {
   return pool.buffer;
 }
 
-/**
- * The proxy runs with 2 MiB semi-spaces (its shebang) to keep held streams cheap in RSS. This
- * thread makes far more short-lived garbage per exchange (decoded bodies, facts, rows): 8 MiB
- * semi-spaces (a 24 MiB young generation) record ~10 % more rows/s than 2 MiB, and it only
- * grows into them under load.
- */
-const RECORDER_HEAP = { maxYoungGenerationSizeMb: 24 };
-
 /** A recorder thread that died is started again after this, doubling up to the max while it keeps dying. */
 const RESTART_MIN_MS = 1_000;
 const RESTART_MAX_MS = 60_000;
@@ -103,7 +95,7 @@ const SEND_BATCH = 256;
 
 /** Starts a recorder thread; rejects with its one-line reason when it cannot open the database. */
 function spawnRecorderThread(config: RecorderConfig): Promise<Worker> {
-  const worker = new Worker(new URL("./record-worker.js", import.meta.url), { workerData: config, resourceLimits: RECORDER_HEAP });
+  const worker = new Worker(new URL("./record-worker.js", import.meta.url), { workerData: config });
   return new Promise((resolve, reject) => {
     const fail = (error: Error) => reject(error);
     worker.once("error", fail);
