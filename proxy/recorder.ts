@@ -25,6 +25,9 @@ export interface LiveBatch {
   handshakeIds: Array<number | null>;
 }
 
+/** What the proxy asks the thread and waits for. */
+type Question = "stats" | "metrics";
+
 export type ToRecorder =
   | { type: "enqueue"; items: RawExchange[] }
   | { type: "live"; wanted: boolean }
@@ -57,9 +60,9 @@ const EMPTY_STATS: WriterStats = {
 };
 
 /**
- * A captured body is usually a view into a socket's 64 KiB read buffer, and a message would copy
- * that whole buffer: the batch's bodies are copied into one buffer, whose memory is handed over
- * (one transfer per batch, not two per exchange). The views arrive as views into it.
+ * The batch's bodies are copied into one buffer whose memory is handed over: one transfer per
+ * batch, not two per exchange, and a body cut at --max-body (a view into a bigger chunk) does
+ * not take the whole chunk along. The views arrive as views into that buffer.
  */
 function packBodies(items: RawExchange[]): ArrayBuffer {
   let total = 0;
@@ -129,8 +132,8 @@ export class Recorder {
   private liveWanted = false;
   /** Dropped on this side: the worker was gone, or too far behind (see maxQueue). */
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
-  private statsWaiters: Array<(stats: WriterStats) => void> = [];
-  private metricsWaiters: Array<(text: string) => void> = [];
+  /** Callers waiting for the thread's answer to a question, one question in flight per kind. */
+  private readonly waiting: Record<Question, Array<(text: string | null) => void>> = { stats: [], metrics: [] };
   private dead: string | null = null;
   private closing: Promise<void> | null = null;
   private closed = false;
@@ -161,8 +164,8 @@ export class Recorder {
    * lost. Traffic is unaffected; exchanges are dropped (and counted) until it is started again.
    */
   private died(worker: Worker, reason: string, fields: Record<string, unknown>): void {
-    this.answerStatsWaiters();
-    this.answerMetricsWaiters("");
+    this.answer("stats", null);
+    this.answer("metrics", null);
     // "error" is followed by "exit"; a thread replaced or closed on purpose is no news.
     if (worker !== this.worker || this.dead !== null || this.closed) return;
     this.dead = reason;
@@ -240,34 +243,38 @@ export class Recorder {
   }
 
   /** The writer's state now: asks the worker, which answers after what was sent before. */
-  freshStats(): Promise<WriterStats> {
-    if (this.dead !== null || this.closed) return Promise.resolve(this.stats());
-    this.send();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(this.stats()), STATS_WAIT_MS);
-      this.statsWaiters.push(() => {
-        clearTimeout(timer);
-        resolve(this.stats());
-      });
-      if (this.statsWaiters.length === 1) this.worker.postMessage({ type: "stats" } satisfies ToRecorder);
-    });
+  async freshStats(): Promise<WriterStats> {
+    await this.ask("stats");
+    return this.stats();
   }
 
   /**
    * The traffic metrics' exposition text (counted in the recorder thread), and fresh writer
    * stats with it. Empty when the thread is gone or too slow: a scrape still gets the rest.
    */
-  trafficMetrics(): Promise<string> {
-    if (this.dead !== null || this.closed) return Promise.resolve("");
+  async trafficMetrics(): Promise<string> {
+    return (await this.ask("metrics")) ?? "";
+  }
+
+  /** Sends what is queued first, so the answer covers it; null when the thread is gone or too slow. */
+  private ask(question: Question): Promise<string | null> {
+    if (this.dead !== null || this.closed) return Promise.resolve(null);
     this.send();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(""), STATS_WAIT_MS);
-      this.metricsWaiters.push((text) => {
+      const timer = setTimeout(() => resolve(null), STATS_WAIT_MS);
+      const waiters = this.waiting[question];
+      waiters.push((text) => {
         clearTimeout(timer);
         resolve(text);
       });
-      if (this.metricsWaiters.length === 1) this.worker.postMessage({ type: "metrics" } satisfies ToRecorder);
+      if (waiters.length === 1) this.worker.postMessage({ type: question } satisfies ToRecorder);
     });
+  }
+
+  private answer(question: Question, text: string | null): void {
+    const waiters = this.waiting[question];
+    this.waiting[question] = [];
+    for (const answer of waiters) answer(text);
   }
 
   /** Sends what is queued, then lets the worker flush, close the database and stop. */
@@ -313,26 +320,14 @@ export class Recorder {
       case "closed":
         this.last = message.stats;
         this.received = message.received;
-        this.answerStatsWaiters();
+        this.answer("stats", null);
         return;
-      case "metrics":
+      case "metrics": // fresh stats come with it
         this.last = message.stats;
         this.received = message.received;
-        this.answerStatsWaiters();
-        this.answerMetricsWaiters(message.text);
+        this.answer("stats", null);
+        this.answer("metrics", message.text);
         return;
     }
-  }
-
-  private answerMetricsWaiters(text: string): void {
-    const waiters = this.metricsWaiters;
-    this.metricsWaiters = [];
-    for (const answer of waiters) answer(text);
-  }
-
-  private answerStatsWaiters(): void {
-    const waiters = this.statsWaiters;
-    this.statsWaiters = [];
-    for (const answer of waiters) answer(this.stats());
   }
 }
