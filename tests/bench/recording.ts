@@ -13,16 +13,12 @@ import { openDatabase } from "../../proxy/store/db.js";
 import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL } from "../../proxy/store/schema.js";
 import { RecordWriter } from "../../proxy/store/writer.js";
 import { median, type BenchRow } from "./common.js";
+import { captured, rawExchange } from "../helpers/exchanges.js";
 import { makeTempDir } from "./procs.js";
 
 const EXCHANGES = 20_000;
 const SESSIONS = 100;
 const REPEATS = 3;
-
-function captured(text: string) {
-  const bytes = Buffer.from(text);
-  return { bytes, size: bytes.length, truncated: false };
-}
 
 /** A connector's tools/call: bearer token, session id, ~300-byte request, ~500-byte answer. */
 function toolsCall(id: number, startedAt: number): RawExchange {
@@ -42,7 +38,7 @@ function toolsCall(id: number, startedAt: number): RawExchange {
       structuredContent: { rows: 3, docId: "AbCdEf123", nextPageToken: null },
     },
   });
-  return {
+  return rawExchange({
     id,
     startedAt,
     durationMs: 42.5,
@@ -51,11 +47,6 @@ function toolsCall(id: number, startedAt: number): RawExchange {
     method: "POST",
     host: "coda.example.com",
     path: "/mcp",
-    query: null,
-    status: 200,
-    upstreamError: null,
-    aborted: false,
-    websocket: false,
     requestHeaders: [
       ["Host", "coda.example.com"],
       ["User-Agent", "Claude-User"],
@@ -71,8 +62,7 @@ function toolsCall(id: number, startedAt: number): RawExchange {
       ["Content-Length", String(Buffer.byteLength(response))],
     ],
     responseBody: captured(response),
-    sseEvents: null,
-  };
+  });
 }
 
 function makeExchanges(): RawExchange[] {

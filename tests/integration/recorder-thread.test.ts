@@ -10,29 +10,21 @@ import { openDatabase } from "../../dist/proxy/store/db.js";
 import { createLogger } from "../../dist/proxy/log.js";
 import type { RawExchange } from "../../proxy/exchange.js";
 import { tempDir } from "../helpers/artifacts.js";
+import { captured, rawExchange } from "../helpers/exchanges.js";
 
+/** A client's tools/list over MCP, with a bearer token (a canary: it must never be stored). */
 function raw(id: number): RawExchange {
-  const body = (text: string) => ({ bytes: Buffer.from(text), size: text.length, truncated: false });
-  return {
+  return rawExchange({
     id,
     startedAt: Date.now(),
-    durationMs: 2,
-    ttfbMs: 1,
-    clientAddr: "127.0.0.1",
     method: "POST",
     host: "127.0.0.1:8080",
     path: "/mcp",
-    query: null,
-    status: 200,
-    upstreamError: null,
-    aborted: false,
-    websocket: false,
     requestHeaders: [["Content-Type", "application/json"], ["Authorization", "Bearer CANARYrecorder0123456789abcdef"]],
-    requestBody: body(`{"jsonrpc":"2.0","id":${id},"method":"tools/list"}`),
+    requestBody: captured(`{"jsonrpc":"2.0","id":${id},"method":"tools/list"}`),
     responseHeaders: [["content-type", "application/json"]],
-    responseBody: body(`{"jsonrpc":"2.0","id":${id},"result":{"tools":[]}}`),
-    sseEvents: null,
-  };
+    responseBody: captured(`{"jsonrpc":"2.0","id":${id},"result":{"tools":[]}}`),
+  });
 }
 
 const config = (db: string) => recorderConfig(proxySettings({ db, flushInterval: 20, logLevel: "silent" }));

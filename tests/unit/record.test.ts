@@ -4,16 +4,12 @@ import { describe, expect, it } from "vitest";
 import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "../../proxy/exchange.js";
 import { recordBody, toRecorded } from "../../proxy/record.js";
 import { createRedactor, fingerprintsIn } from "../../proxy/redact.js";
+import { captured, rawExchange } from "../helpers/exchanges.js";
 
 const redactor = createRedactor(randomBytes(32));
 const canary = () => `CANARY-${randomBytes(12).toString("hex")}`;
 const marker = (secret: string) => `[redacted:${redactor.fingerprint(secret)}]`;
 
-const captured = (content: string | Buffer, truncated = false): CapturedBody => {
-  const bytes = Buffer.from(content);
-  return { bytes, size: truncated ? bytes.length * 2 : bytes.length, truncated };
-};
-const none = captured("");
 const cut = (bytes: Buffer, length: number): CapturedBody => ({ bytes: bytes.subarray(0, length), size: bytes.length, truncated: true });
 
 /** The compressed body cut where its decoded prefix ends 20 chars into the secret. */
@@ -30,14 +26,7 @@ function cutInsideSecret(compressed: Buffer, decode: (b: Buffer) => Buffer, secr
 const gunzipPrefix = (b: Buffer) => zlib.gunzipSync(b, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
 const unbrotliPrefix = (b: Buffer) => zlib.brotliDecompressSync(b, { finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH });
 
-function exchange(fields: Partial<RawExchange>): RawExchange {
-  return {
-    id: 1, startedAt: 1_700_000_000_000, durationMs: 12, ttfbMs: 8, clientAddr: "127.0.0.1", method: "GET",
-    host: "mcp.example", path: "/", query: null, status: 200, upstreamError: null, aborted: false, websocket: false,
-    requestHeaders: [], requestBody: none, responseHeaders: [], responseBody: none, sseEvents: null,
-    ...fields,
-  };
-}
+const exchange = rawExchange;
 
 /** Everything a reader of the record could see: its JSON, base64 bodies as bytes, and what those bytes inflate to. */
 function visible(records: RecordedExchange[]): string {
@@ -204,7 +193,7 @@ describe("recordBody", () => {
     }
     const binary = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0x80]);
     expect(record(captured(binary), ["Content-Type", "image/png"])).toEqual({ text: binary.toString("base64"), encoding: "base64", size: 11, truncated: false, decoded: null });
-    expect(record(none)).toEqual({ text: null, encoding: "utf8", size: 0, truncated: false, decoded: null });
+    expect(record(captured(""))).toEqual({ text: null, encoding: "utf8", size: 0, truncated: false, decoded: null });
   });
 
   it("decodes gzip, x-gzip, zlib and raw deflate, and br", () => {

@@ -1,0 +1,33 @@
+// Raw exchanges as the capture tap hands them over, for tests and the bench: neutral defaults,
+// each caller sets the fields its case is about.
+import type { CapturedBody, RawExchange } from "../../proxy/exchange.js";
+
+/** A body as captured: all of it, or (truncated) half of what passed through. */
+export function captured(content: string | Buffer, truncated = false): CapturedBody {
+  const bytes = Buffer.from(content);
+  return { bytes, size: truncated ? bytes.length * 2 : bytes.length, truncated };
+}
+
+export function rawExchange(fields: Partial<RawExchange>): RawExchange {
+  return {
+    id: 1,
+    startedAt: 1_700_000_000_000,
+    durationMs: 12,
+    ttfbMs: 8,
+    clientAddr: "127.0.0.1",
+    method: "GET",
+    host: "mcp.example",
+    path: "/",
+    query: null,
+    status: 200,
+    upstreamError: null,
+    aborted: false,
+    websocket: false,
+    requestHeaders: [],
+    requestBody: captured(""),
+    responseHeaders: [],
+    responseBody: captured(""),
+    sseEvents: null,
+    ...fields,
+  };
+}
