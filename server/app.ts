@@ -3,9 +3,11 @@
 import type { IncomingMessage } from "node:http";
 import cors from "cors";
 import express, { type NextFunction, type Request, type Response } from "express";
+import { InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
 import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js";
 import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/provider.js";
 import type { Logger } from "../proxy/log.js";
+import { createTrustPolicy } from "../proxy/trust.js";
 import { publicMcpUrl, publicOrigin } from "./public-url.js";
 import { setRawHeader, type McpSessions } from "./sessions.js";
 import type { ServerSettings } from "./settings.js";
@@ -68,6 +70,35 @@ function hostCheck(settings: ServerSettings) {
   };
 }
 
+/**
+ * Express's `trust proxy`: which peers may name the client in X-Forwarded-For, so that req.ip
+ * (the key of the registration limit) is the client behind mcp-lens rather than mcp-lens.
+ * Walking the header from the right, the first untrusted hop is the client (proxy-addr).
+ */
+function trustedProxies(settings: Pick<ServerSettings, "forwardedForTrust" | "ignoreForwarded">): false | ((address: string) => boolean) {
+  if (settings.ignoreForwarded) return false;
+  const policy = createTrustPolicy(false, settings.forwardedForTrust);
+  return (address) => policy.isTrusted(address);
+}
+
+/**
+ * RFC 8707 audience: a token we issued is good only at the resource it was issued for, i.e.
+ * this request's public MCP URL (derived like the PRM's `resource`). Without this check a token
+ * issued through tenant-a.example would be accepted when the same server answers as tenant-b.
+ * Raw Coda API tokens carry no resource: they are not ours to bind and pass unchanged.
+ */
+function audienceBound(verifier: OAuthTokenVerifier, expected: URL): OAuthTokenVerifier {
+  return {
+    async verifyAccessToken(token) {
+      const info = await verifier.verifyAccessToken(token);
+      if (info.resource && info.resource.href !== expected.href) {
+        throw new InvalidTokenError(`This token was issued for ${info.resource.href}, not ${expected.href}`);
+      }
+      return info;
+    },
+  };
+}
+
 // An Accept of "*/*" or none is how some clients probe; the SDK insists on both types (406 otherwise).
 function acceptBothTypes(req: Request): void {
   const accept = req.headers.accept ?? "";
@@ -86,6 +117,7 @@ export function createApp(deps: AppDeps): express.Express {
   const originAllowed = originPolicy(settings, originOf);
   const app = express();
   app.disable("x-powered-by");
+  app.set("trust proxy", trustedProxies(settings));
 
   app.get("/health", (_req, res) => {
     res.json({ status: "ok", sessions: sessions.size });
@@ -114,10 +146,12 @@ export function createApp(deps: AppDeps): express.Express {
     }
     next();
   });
-  // Built per request: the resource_metadata URL follows the public origin of this request.
+  // Built per request: the resource_metadata URL and the audience follow the public origin of this request.
   mcp.use((req, res, next) => {
-    const resourceMetadataUrl = new URL(`/.well-known/oauth-protected-resource${MCP_PATH}`, originOf(req)).href;
-    return requireBearerAuth({ verifier: deps.verifier, resourceMetadataUrl })(req, res, next);
+    const origin = originOf(req);
+    const resourceMetadataUrl = new URL(`/.well-known/oauth-protected-resource${MCP_PATH}`, origin).href;
+    const verifier = audienceBound(deps.verifier, publicMcpUrl(origin, MCP_PATH));
+    return requireBearerAuth({ verifier, resourceMetadataUrl })(req, res, next);
   });
   mcp.use(express.json({ limit: "4mb", type: () => true }));
   mcp.all("/", (req, res, next) => {

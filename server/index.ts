@@ -12,7 +12,7 @@ import { CodaApiError, CodaClient } from "./coda/client.js";
 import { registerCodaTools } from "./coda/tools.js";
 import { publicMcpUrl } from "./public-url.js";
 import { McpSessions } from "./sessions.js";
-import type { ServerSettings } from "./settings.js";
+import { parseDuration, type ServerSettings } from "./settings.js";
 import { VERSION } from "../proxy/version.js";
 import { listen, urlOf } from "../proxy/listen.js";
 
@@ -23,6 +23,8 @@ export interface RunningCodaServer {
   port: number;
   close(): Promise<void>;
 }
+
+const PRUNE_EVERY_MS = 10 * 60_000;
 
 const INSTRUCTIONS =
   "Tools for the Coda documents of the signed-in user: list docs, read pages and tables, " +
@@ -43,13 +45,29 @@ function codaTokenValidator(baseUrl: string) {
 
 export async function startCodaServer(settings: ServerSettings, logger: Logger): Promise<RunningCodaServer> {
   const key = loadOrCreateServerKey({ keyHex: settings.secretKey || undefined, keyFile: `${settings.db}.key` });
-  const store = new AuthStore(settings.db);
+  const store = new AuthStore(settings.db, {
+    clientExpiry: {
+      unauthorizedMs: parseDuration(settings.unauthorizedClientTtl, "--unauthorized-client-ttl"),
+      idleMs: parseDuration(settings.idleClientTtl, "--idle-client-ttl"),
+    },
+  });
+  // The store also prunes from its writes; this catches a server nobody writes to.
+  const pruning = setInterval(() => {
+    try {
+      const forgotten = store.prune();
+      if (forgotten > 0) logger.info({ forgotten }, "forgot OAuth clients nobody uses");
+    } catch (error) {
+      logger.warn({ err: error }, "pruning the auth database failed");
+    }
+  }, PRUNE_EVERY_MS);
+  pruning.unref();
   const originOf = originResolver(settings);
   const provider = new CodaOAuthProvider({
     store,
     key,
     validateCodaToken: codaTokenValidator(settings.codaApiBase),
     mcpUrlFor: (req) => publicMcpUrl(originOf(req), MCP_PATH),
+    maxClients: settings.maxClients,
   });
   const sessions = new McpSessions({
     stateless: settings.stateless,
@@ -68,7 +86,13 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
   const app = createApp({
     settings,
     verifier: provider,
-    authRouter: createAuthRouter({ provider, publicOrigin: originOf, mcpPath: MCP_PATH }),
+    authRouter: createAuthRouter({
+      provider,
+      publicOrigin: originOf,
+      mcpPath: MCP_PATH,
+      registrationLimitPerHour: settings.registrationLimit,
+      maxClients: settings.maxClients,
+    }),
     sessions,
     logger,
   });
@@ -79,6 +103,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
   try {
     address = await listen(server, settings.port, settings.host);
   } catch (error) {
+    clearInterval(pruning);
     store.close();
     const e = error as NodeJS.ErrnoException;
     throw new Error(e.code === "EADDRINUSE" ? `cannot listen: port ${settings.port} is already in use` : `cannot listen: ${e.message}`);
@@ -96,6 +121,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
         await sessions.closeAll();
         server.closeAllConnections();
         await closed;
+        clearInterval(pruning);
         store.close();
       })();
       return closing;

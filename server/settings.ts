@@ -1,6 +1,7 @@
 // The Coda MCP server's settings: every flag has an environment variable for containers.
-import { defaultsOf, option, parseChoice, parseHttpUrl, parsePort, UsageError, type Values } from "../proxy/config.js";
+import { defaultsOf, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../proxy/config.js";
 import { logLevelOption } from "../proxy/settings.js";
+import { createTrustPolicy } from "../proxy/trust.js";
 
 function parseKeyHex(raw: string, where: string): string {
   if (!/^[0-9a-fA-F]{64}$/.test(raw.trim())) throw new UsageError(`${where} must be 64 hex characters (32 bytes), e.g. from 'openssl rand -hex 32'`);
@@ -17,6 +18,32 @@ function parseOriginList(raw: string, where: string): string {
       throw new UsageError(`${where}: '${entry}' is not an origin such as https://claude.ai`);
     }
     if (url.origin !== entry.replace(/\/$/, "")) throw new UsageError(`${where}: '${entry}' is not an origin (scheme://host[:port], no path)`);
+  }
+  return raw;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90d", "24h", "30m", "45s" → milliseconds. */
+export function parseDuration(raw: string, where: string): number {
+  const match = /^\s*(\d+)\s*([smhd])\s*$/i.exec(raw);
+  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2]!.toLowerCase()]! : NaN;
+  if (!match || !Number.isSafeInteger(ms) || ms <= 0) throw new UsageError(`${where} must be a duration such as 90d, 24h, 30m or 45s, got '${raw}'`);
+  return ms;
+}
+
+// Kept as text so --help shows "24h", not milliseconds; read with parseDuration where used.
+function durationText(raw: string, where: string): string {
+  parseDuration(raw, where);
+  return raw.trim();
+}
+
+// The same syntax as the proxy's --trusted-proxies, checked the same way.
+function parseProxyList(raw: string, where: string): string {
+  try {
+    createTrustPolicy(false, raw);
+  } catch (error) {
+    throw new UsageError(`${where}: ${(error as Error).message.replace(/^--trusted-proxies: /, "")}`);
   }
   return raw;
 }
@@ -97,6 +124,51 @@ export const SERVER_OPTIONS = {
     kind: "boolean",
     default: false,
     help: "Do not take the public origin from X-Forwarded-Proto/-Host (when the server is reachable directly)",
+  }),
+  forwardedForTrust: option({
+    flag: "trusted-proxies",
+    env: "MCP_LENS_SERVER_TRUSTED_PROXIES",
+    kind: "string",
+    default: "loopback,private",
+    valueName: "LIST",
+    help: "Peers whose X-Forwarded-For names the client (for the registration limit): 'loopback', 'private', addresses, CIDRs or 'none'",
+    parse: parseProxyList,
+  }),
+  registrationLimit: option({
+    flag: "registration-limit",
+    env: "MCP_LENS_SERVER_REGISTRATION_LIMIT",
+    kind: "string",
+    default: 60,
+    valueName: "N",
+    help: "Client registrations (POST /register) allowed per client address per hour; 0: no limit",
+    parse: parseInteger(0, 1_000_000),
+  }),
+  maxClients: option({
+    flag: "max-clients",
+    env: "MCP_LENS_SERVER_MAX_CLIENTS",
+    kind: "string",
+    default: 2_000,
+    valueName: "N",
+    help: "Registered OAuth clients kept at most; further registrations get 503 until unused ones expire",
+    parse: parseInteger(1, 10_000_000),
+  }),
+  unauthorizedClientTtl: option({
+    flag: "unauthorized-client-ttl",
+    env: "MCP_LENS_SERVER_UNAUTHORIZED_CLIENT_TTL",
+    kind: "string",
+    default: "24h",
+    valueName: "DURATION",
+    help: "A registered client that has not completed an authorization within this time is forgotten",
+    parse: durationText,
+  }),
+  idleClientTtl: option({
+    flag: "idle-client-ttl",
+    env: "MCP_LENS_SERVER_IDLE_CLIENT_TTL",
+    kind: "string",
+    default: "90d",
+    valueName: "DURATION",
+    help: "A client without live tokens and unused for this long is forgotten; clients with live tokens stay",
+    parse: durationText,
   }),
   stateless: option({
     flag: "stateless",

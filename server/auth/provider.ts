@@ -6,9 +6,11 @@ import type { OAuthRegisteredClientsStore } from "@modelcontextprotocol/sdk/serv
 import {
   InvalidClientMetadataError,
   InvalidGrantError,
+  InvalidRequestError,
   InvalidScopeError,
   InvalidTargetError,
   InvalidTokenError,
+  TemporarilyUnavailableError,
 } from "@modelcontextprotocol/sdk/server/auth/errors.js";
 import type { AuthorizationParams, OAuthServerProvider } from "@modelcontextprotocol/sdk/server/auth/provider.js";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
@@ -27,6 +29,13 @@ const PENDING_TTL_MS = 10 * 60_000;
 const CODE_TTL_MS = 60_000;
 const ACCESS_TTL_MS = 60 * 60_000;
 const REFRESH_TTL_MS = 30 * 24 * 60 * 60_000;
+const FULL_PRUNE_INTERVAL_MS = 60_000;
+// Each /authorize stores a pending request until the user decides: what it may hold is bounded
+// (real states are 30-100 characters; an S256 challenge is 43), and so is how many one client has.
+export const MAX_STATE_LENGTH = 1_024;
+const MAX_SCOPE_LENGTH = 1_024;
+const MAX_CHALLENGE_LENGTH = 128;
+const MAX_PENDING_PER_CLIENT = 20;
 const CODA_TOKEN_CACHE_TTL_MS = 5 * 60_000;
 // Bounds memory when someone sprays random bearers (negative results are cached too).
 const CODA_TOKEN_CACHE_MAX = 1_000;
@@ -45,6 +54,8 @@ export interface CodaOAuthProviderOptions {
   now?: () => number;
   /** The public MCP URL for this request: the `resource` tokens are issued for. */
   mcpUrlFor: (req: Request) => URL;
+  /** Registered clients kept at most (the registration route refuses politely before this). */
+  maxClients?: number;
 }
 
 /** What the login form submitted, and the issuer to name in the redirect (RFC 9207 `iss`). */
@@ -74,6 +85,8 @@ export class CodaOAuthProvider implements OAuthServerProvider {
   private readonly validateCodaToken: CodaOAuthProviderOptions["validateCodaToken"];
   private readonly now: () => number;
   private readonly mcpUrlFor: CodaOAuthProviderOptions["mcpUrlFor"];
+  private readonly maxClients: number;
+  private lastFullPrune = Number.NEGATIVE_INFINITY;
   private readonly codaTokenCache = new Map<string, CachedCodaUser>();
 
   constructor(opts: CodaOAuthProviderOptions) {
@@ -82,6 +95,7 @@ export class CodaOAuthProvider implements OAuthServerProvider {
     this.validateCodaToken = opts.validateCodaToken;
     this.now = opts.now ?? opts.store.now;
     this.mcpUrlFor = opts.mcpUrlFor;
+    this.maxClients = opts.maxClients ?? Number.POSITIVE_INFINITY;
   }
 
   // --- clients (RFC 7591) ---
@@ -97,6 +111,18 @@ export class CodaOAuthProvider implements OAuthServerProvider {
     };
   }
 
+  /**
+   * Whether another client may register. When full, clients nobody uses are forgotten first,
+   * at most once a minute so that a flood of refused registrations is not a flood of deletes.
+   */
+  hasRoomForClient(): boolean {
+    if (this.store.countClients() < this.maxClients) return true;
+    if (this.now() - this.lastFullPrune < FULL_PRUNE_INTERVAL_MS) return false;
+    this.lastFullPrune = this.now();
+    this.store.prune();
+    return this.store.countClients() < this.maxClients;
+  }
+
   /** Every registration gets a fresh client_id; the SDK's handler has generated the secret unless the client is public. */
   private registerClient(client: Omit<OAuthClientInformationFull, "client_id" | "client_id_issued_at">): OAuthClientInformationFull {
     const method = client.token_endpoint_auth_method;
@@ -104,6 +130,8 @@ export class CodaOAuthProvider implements OAuthServerProvider {
       throw new InvalidClientMetadataError(`token_endpoint_auth_method must be one of ${CLIENT_AUTH_METHODS.join(", ")}`);
     }
     if (client.redirect_uris.length === 0) throw new InvalidClientMetadataError("redirect_uris must list at least one URI");
+    // The hard bound, for registrations that raced past the route's check.
+    if (this.store.countClients() >= this.maxClients) throw new TemporarilyUnavailableError(`This server keeps at most ${this.maxClients} registered clients`);
     const { client_secret: secret, ...metadata } = client;
     const issuedAt = this.now();
     const clientId = randomUUID();
@@ -118,6 +146,9 @@ export class CodaOAuthProvider implements OAuthServerProvider {
     if (params.resource && !isSameResource(params.resource, mcpUrl)) {
       throw new InvalidTargetError(`resource must be ${mcpUrl.href}`);
     }
+    if ((params.state?.length ?? 0) > MAX_STATE_LENGTH) throw new InvalidRequestError(`state is longer than ${MAX_STATE_LENGTH} characters`);
+    if ((params.scopes ?? []).join(" ").length > MAX_SCOPE_LENGTH) throw new InvalidScopeError(`scope is longer than ${MAX_SCOPE_LENGTH} characters`);
+    if (params.codeChallenge.length > MAX_CHALLENGE_LENGTH) throw new InvalidRequestError(`code_challenge is longer than ${MAX_CHALLENGE_LENGTH} characters`);
     const pending: PendingAuthorization = {
       id: newToken(),
       clientId: client.client_id,
@@ -130,7 +161,8 @@ export class CodaOAuthProvider implements OAuthServerProvider {
       },
       expiresAt: this.now() + PENDING_TTL_MS,
     };
-    this.store.savePending(pending);
+    // A client's oldest requests give way: only its own abandoned tabs are lost.
+    this.store.savePending(pending, MAX_PENDING_PER_CLIENT);
     sendPage(res, 200, this.loginPage(pending, client));
   }
 
@@ -232,6 +264,7 @@ export class CodaOAuthProvider implements OAuthServerProvider {
   }
 
   private issueTokens(grant: Grant): OAuthTokens {
+    this.store.markClientUsed(grant.clientId);
     const accessToken = newToken();
     const refreshToken = newToken();
     this.saveToken(grant, "access", accessToken, ACCESS_TTL_MS);

@@ -2,7 +2,7 @@
 // what the SDK lacks: per-request public URLs in the metadata (behind a TLS-terminating proxy),
 // every discovery variant clients probe, client_secret_basic, and the login form's target.
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from "express";
-import { InvalidClientError, InvalidRequestError, type OAuthError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
+import { InvalidClientError, InvalidRequestError, TooManyRequestsError, type OAuthError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
 import { authorizationHandler } from "@modelcontextprotocol/sdk/server/auth/handlers/authorize.js";
 import { metadataHandler } from "@modelcontextprotocol/sdk/server/auth/handlers/metadata.js";
 import { clientRegistrationHandler } from "@modelcontextprotocol/sdk/server/auth/handlers/register.js";
@@ -13,7 +13,8 @@ import type { OAuthMetadata, OAuthProtectedResourceMetadata } from "@modelcontex
 
 import { publicMcpUrl } from "../public-url.js";
 import { DECISION_PATH, sendPage } from "./login-page.js";
-import { CLIENT_AUTH_METHODS, type CodaOAuthProvider } from "./provider.js";
+import { CLIENT_AUTH_METHODS, MAX_STATE_LENGTH, type CodaOAuthProvider } from "./provider.js";
+import { registrationGuard } from "./registration.js";
 
 export interface AuthRouterOptions {
   provider: CodaOAuthProvider;
@@ -23,7 +24,15 @@ export interface AuthRouterOptions {
   mcpPath?: string;
   /** Advertised in both metadata documents; omitted when not given (any scope is accepted). */
   scopesSupported?: string[];
+  /** Registrations per client address (req.ip, see the app's trust proxy) per hour; 0 or absent: no limit. */
+  registrationLimitPerHour?: number;
+  /** Registered clients at most (the provider enforces the same bound); absent: no bound. */
+  maxClients?: number;
 }
+
+const HOUR_MS = 3_600_000;
+// An authorization request is a URL's worth of parameters (the SDK's own parser allows 100 KB).
+const AUTHORIZE_BODY_LIMIT = 16 * 1024;
 
 const RESOURCE_NAME = "Coda";
 
@@ -45,16 +54,32 @@ export function createAuthRouter(opts: AuthRouterOptions): Router {
   router.use(resourceMetadataPaths, perRequestMetadata(req => protectedResourceMetadata(publicOrigin(req), mcpPath, scopesSupported)));
   router.use(serverMetadataPaths, perRequestMetadata(req => authorizationServerMetadata(provider, publicOrigin(req), scopesSupported)));
 
-  // Hosted connectors retry in bursts from shared egress addresses: no rate limits here.
+  // Hosted connectors retry in bursts from shared egress addresses: no rate limits on the
+  // authorization and token endpoints. Registration is different: it is the one endpoint that
+  // stores what anyone sends, and a connector registers once, so it is bounded and limited.
   router.post(DECISION_PATH, express.urlencoded({ extended: false }), decisionHandler(provider, publicOrigin));
-  router.use("/authorize", authorizationHandler({ provider, rateLimit: false }));
+  router.use("/authorize", express.urlencoded({ extended: false, limit: AUTHORIZE_BODY_LIMIT }), oversizedAuthorizeBody, refuseOversizedState, authorizationHandler({ provider, rateLimit: false }));
   router.use("/token", ...clientSecretBasic, tokenHandler({ provider, rateLimit: false }));
   router.use("/revoke", ...clientSecretBasic, revocationHandler({ provider, rateLimit: false }));
+  const registrationLimit = opts.registrationLimitPerHour ?? 0;
   router.use(
     "/register",
+    ...registrationGuard({ maxClients: opts.maxClients ?? Number.POSITIVE_INFINITY, hasRoomForClient: () => provider.hasRoomForClient() }),
     clientRegistrationHandler({
       clientsStore: provider.clientsStore,
-      rateLimit: false,
+      // The SDK's express-rate-limit, keyed by req.ip: behind mcp-lens that is the client from
+      // X-Forwarded-For only because the app trusts its proxy (server/app.ts), else every client
+      // would share mcp-lens's loopback address and one flood would lock everyone out.
+      rateLimit:
+        registrationLimit > 0
+          ? {
+              windowMs: HOUR_MS,
+              max: registrationLimit, // overrides the SDK's own `max: 20`
+              // Trust is decided by the app's trust proxy setting; X-Forwarded-For ignored on purpose is fine.
+              validate: { xForwardedForHeader: false },
+              message: new TooManyRequestsError(`At most ${registrationLimit} client registrations per hour from one address; try again later`).toResponseObject(),
+            }
+          : false,
       clientIdGeneration: false, // the provider issues its own
       clientSecretExpirySeconds: 0, // never: connectors do not re-register when a secret expires
     }),
@@ -111,6 +136,24 @@ function decisionHandler(provider: CodaOAuthProvider, publicOrigin: (req: Reques
     // 302, not 307: a 307 would replay the form post, Coda token included, to the client's callback.
     res.set("Cache-Control", "no-store").redirect(302, decision.location);
   };
+}
+
+function oversizedAuthorizeBody(error: Error & { type?: string }, _req: Request, res: Response, next: NextFunction): void {
+  if (error.type !== "entity.too.large") return next(error);
+  sendOAuthError(res, 413, new InvalidRequestError(`The authorization request is larger than ${AUTHORIZE_BODY_LIMIT} bytes`));
+}
+
+/**
+ * The SDK reports most authorization errors by redirecting with the request's `state`; a huge
+ * state would come back in that Location header, so it is refused here, directly, like a bad client_id.
+ */
+function refuseOversizedState(req: Request, res: Response, next: NextFunction): void {
+  const params = (req.method === "POST" ? req.body : req.query) as Record<string, unknown> | undefined;
+  const state = params?.state;
+  if (typeof state === "string" && state.length > MAX_STATE_LENGTH) {
+    return sendOAuthError(res, 400, new InvalidRequestError(`state is longer than ${MAX_STATE_LENGTH} characters`));
+  }
+  next();
 }
 
 function formField(value: unknown): string {

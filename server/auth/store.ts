@@ -1,6 +1,7 @@
 // Persistence for the OAuth authorization server: registered clients, pending authorization
 // requests, authorization codes and tokens, in one SQLite file. The store never sees a usable
 // secret: codes and tokens arrive hashed, client secrets and Coda tokens sealed (see crypto.ts).
+import fs from "node:fs";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 
 import { runMigrations, type Migration } from "../../proxy/store/migrations.js";
@@ -52,11 +53,33 @@ const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pending_expiry ON pending_authorizations (expires_at);
     `,
   },
+  {
+    // last_used_at: when the client last got tokens (a completed authorization or a refresh);
+    // NULL while it never completed one. Unused clients are forgotten (see pruneClients).
+    version: 2,
+    up: `
+      ALTER TABLE clients ADD COLUMN last_used_at INTEGER;
+      CREATE INDEX tokens_client ON tokens (client_id);
+      CREATE INDEX codes_client ON authorization_codes (client_id);
+      CREATE INDEX pending_client ON pending_authorizations (client_id);
+    `,
+  },
 ];
 
 const PRUNE_INTERVAL_MS = 10 * 60_000;
 // Used codes are kept past their expiry so a late replay is still recognised as reuse.
 const CODE_RETENTION_MS = 24 * 60 * 60_000;
+
+/** How long a registered client is kept without being used (milliseconds). */
+export interface ClientExpiry {
+  /** Since registration, for a client that never completed an authorization. */
+  unauthorizedMs: number;
+  /** Since it last got tokens, once it has no live tokens left. */
+  idleMs: number;
+}
+
+// Defaults when the store is used without settings (tests, tools): the server options' defaults.
+const DEFAULT_CLIENT_EXPIRY: ClientExpiry = { unauthorizedMs: 24 * 3_600_000, idleMs: 90 * 86_400_000 };
 
 export interface StoredClient {
   clientId: string;
@@ -117,16 +140,21 @@ const GRANT_FIELDS = "client_id AS clientId, resource, scope, coda_token AS seal
 export class AuthStore {
   readonly now: () => number;
   private readonly db: Database;
-  private lastPrune = 0;
+  private readonly clientExpiry: ClientExpiry;
+  private lastPrune = Number.NEGATIVE_INFINITY;
 
   /** Times are epoch milliseconds from `now` (default Date.now). */
-  constructor(file: string, opts: { now?: () => number } = {}) {
+  constructor(file: string, opts: { now?: () => number; clientExpiry?: ClientExpiry } = {}) {
     this.now = opts.now ?? Date.now;
+    this.clientExpiry = opts.clientExpiry ?? DEFAULT_CLIENT_EXPIRY;
+    ownerOnly(file);
     this.db = new BetterSqlite3(file);
     try {
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
       runMigrations(this.db, MIGRATIONS);
+      // SQLite gives -wal and -shm the main file's mode; files left by older versions are tightened.
+      for (const suffix of ["-wal", "-shm"]) ownerOnly(file + suffix, false);
     } catch (err) {
       this.db.close();
       throw new Error(`cannot open auth database ${file}: ${(err as Error).message}`, { cause: err });
@@ -144,6 +172,15 @@ export class AuthStore {
       .run(client.clientId, client.sealedSecret, JSON.stringify(client.metadata), client.issuedAt);
   }
 
+  countClients(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM clients").get() as { n: number }).n;
+  }
+
+  /** The client got tokens: it is in use (see pruneClients). */
+  markClientUsed(clientId: string): void {
+    this.db.prepare("UPDATE clients SET last_used_at = ? WHERE client_id = ?").run(this.now(), clientId);
+  }
+
   getClient(clientId: string): StoredClient | undefined {
     const row = this.db
       .prepare("SELECT client_id AS clientId, client_secret AS sealedSecret, metadata, issued_at AS issuedAt FROM clients WHERE client_id = ?")
@@ -151,11 +188,22 @@ export class AuthStore {
     return row && { ...row, metadata: JSON.parse(row.metadata) as Record<string, unknown> };
   }
 
-  savePending(pending: PendingAuthorization): void {
+  /** Saves the request; with `maxPerClient`, deletes that client's oldest requests beyond it. */
+  savePending(pending: PendingAuthorization, maxPerClient = Number.POSITIVE_INFINITY): void {
     this.pruneIfDue();
-    this.db
-      .prepare("INSERT INTO pending_authorizations (id, client_id, params, expires_at) VALUES (?, ?, ?, ?)")
-      .run(pending.id, pending.clientId, JSON.stringify(pending.params), pending.expiresAt);
+    this.db.transaction(() => {
+      this.db
+        .prepare("INSERT INTO pending_authorizations (id, client_id, params, expires_at) VALUES (?, ?, ?, ?)")
+        .run(pending.id, pending.clientId, JSON.stringify(pending.params), pending.expiresAt);
+      if (Number.isFinite(maxPerClient)) {
+        this.db
+          .prepare(
+            `DELETE FROM pending_authorizations WHERE client_id = @clientId AND id NOT IN
+               (SELECT id FROM pending_authorizations WHERE client_id = @clientId ORDER BY expires_at DESC, rowid DESC LIMIT @keep)`,
+          )
+          .run({ clientId: pending.clientId, keep: maxPerClient });
+      }
+    })();
   }
 
   getPending(id: string): PendingAuthorization | undefined {
@@ -224,17 +272,56 @@ export class AuthStore {
     this.db.prepare("UPDATE tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL").run(this.now(), familyId);
   }
 
-  /** Deletes what can no longer be used. Runs at most every 10 minutes, from the writes. */
+  /** Deletes what can no longer be used. Runs on open, then at most every 10 minutes from the writes. */
   private pruneIfDue(): void {
+    if (this.now() - this.lastPrune >= PRUNE_INTERVAL_MS) this.prune();
+  }
+
+  /** Deletes expired requests, codes and tokens, and forgets unused clients; returns the clients forgotten. */
+  prune(): number {
     const now = this.now();
-    if (now - this.lastPrune < PRUNE_INTERVAL_MS) return;
     this.lastPrune = now;
-    this.db.transaction(() => {
+    return this.db.transaction(() => {
       this.db.prepare("DELETE FROM pending_authorizations WHERE expires_at <= ?").run(now);
       this.db.prepare("DELETE FROM authorization_codes WHERE expires_at <= ?").run(now - CODE_RETENTION_MS);
       // Rotated refresh tokens stay until they expire: presenting one revokes its family.
       this.db.prepare("DELETE FROM tokens WHERE expires_at <= ?").run(now);
+      return this.pruneClients(now);
     })();
+  }
+
+  /**
+   * Forgets a client that never completed an authorization within `unauthorizedMs` of registering,
+   * or that has not got tokens for `idleMs`. Never one with a live token, an unused code or an
+   * authorization in progress: a connector in use keeps working. Its used codes and revoked tokens
+   * stay until they expire, so a late replay is still refused (the client_id is unknown by then).
+   */
+  private pruneClients(now: number): number {
+    const { unauthorizedMs, idleMs } = this.clientExpiry;
+    return this.db
+      .prepare(
+        `DELETE FROM clients WHERE
+           ((last_used_at IS NULL AND issued_at <= @unauthorizedBefore) OR last_used_at <= @idleBefore)
+           AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.client_id = clients.client_id AND t.revoked_at IS NULL AND t.expires_at > @now)
+           AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.client_id = clients.client_id AND c.used_at IS NULL AND c.expires_at > @now)
+           AND NOT EXISTS (SELECT 1 FROM pending_authorizations p WHERE p.client_id = clients.client_id AND p.expires_at > @now)`,
+      )
+      .run({ now, unauthorizedBefore: now - unauthorizedMs, idleBefore: now - idleMs }).changes;
+  }
+}
+
+/**
+ * The database holds sealed Coda tokens and client secrets: owner read/write only (0600), for
+ * a new file (created here, before SQLite opens it) and for one left by an older version.
+ */
+function ownerOnly(file: string, create = true): void {
+  if (file === ":memory:" || file === "") return;
+  try {
+    if (create) fs.closeSync(fs.openSync(file, "a", 0o600));
+    fs.chmodSync(file, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" && !create) return;
+    throw new Error(`cannot restrict ${file} to its owner: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -145,6 +145,7 @@ describe("OAuth authorization server", () => {
   interface AuthorizeOptions {
     redirectUri?: string;
     challenge?: string;
+    challengeMethod?: string;
     state?: string;
     resource?: string;
     scope?: string;
@@ -158,7 +159,7 @@ describe("OAuth authorization server", () => {
       client_id: client.client_id,
       redirect_uri: opts.redirectUri ?? client.redirect_uris[0],
       code_challenge: opts.challenge,
-      code_challenge_method: "S256",
+      code_challenge_method: opts.challengeMethod ?? "S256",
       state: opts.state ?? "state-123",
       resource: opts.resource ?? `${auth.origin}/mcp`,
       scope: opts.scope,
@@ -405,6 +406,33 @@ describe("OAuth authorization server", () => {
     expect(((await res.json()) as { error: string }).error).toBe("invalid_request");
   });
 
+  it("refuses every near miss of a registered redirect_uri, without redirecting to it", async () => {
+    const client = await registerClaude();
+    const nearMisses = [
+      `${CLAUDE_CALLBACK}/`,
+      CLAUDE_CALLBACK.replace("auth_callback", "AUTH_CALLBACK"),
+      `${CLAUDE_CALLBACK}?next=https://evil.example`,
+      CLAUDE_CALLBACK.replace("https:", "http:"),
+      CLAUDE_CALLBACK.replace("claude.ai", "claude.ai.evil.example"),
+      CLAUDE_CALLBACK.replace("claude.ai", "claude.ai:8443"),
+    ];
+    for (const redirectUri of nearMisses) {
+      const res = await authorize(client, { challenge: pkce().challenge, redirectUri });
+      expect(res.status, redirectUri).toBe(400);
+      expect(res.headers.get("location")).toBeNull();
+    }
+  });
+
+  it("refuses the plain PKCE method: S256 only", async () => {
+    const client = await registerClaude();
+    const { verifier } = pkce();
+    const res = await authorize(client, { challenge: verifier, challengeMethod: "plain" });
+    expect(res.status).toBe(302);
+    const location = new URL(res.headers.get("location")!);
+    expect(location.searchParams.get("error")).toBe("invalid_request");
+    expect(location.searchParams.get("code")).toBeNull();
+  });
+
   it("refuses a request without code_challenge (PKCE is required)", async () => {
     const client = await registerClaude();
     const res = await authorize(client);
@@ -509,6 +537,7 @@ describe("OAuth authorization server", () => {
     const form = { grant_type: "authorization_code", code, code_verifier: verifier, ...clientCredentials(client) };
     await expectOAuthError(await tokenRequest({ ...form, code_verifier: pkce().verifier }), 400, "invalid_grant");
     await expectOAuthError(await tokenRequest({ ...form, redirect_uri: "https://claude.com/api/mcp/auth_callback" }), 400, "invalid_grant");
+    await expectOAuthError(await tokenRequest({ ...form, redirect_uri: `${CLAUDE_CALLBACK}/` }), 400, "invalid_grant");
     await expectOAuthError(await tokenRequest({ ...form, ...clientCredentials(other) }), 400, "invalid_grant");
     await expectOAuthError(await tokenRequest({ ...form, resource: "https://elsewhere.example/mcp" }), 400, "invalid_target");
     // None of these used the code up.
@@ -670,6 +699,55 @@ describe("auth store pruning", () => {
       expect(store.getCode("used")).toBeUndefined();
     } finally {
       store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("forgetting unused clients", () => {
+  const HOUR = 3_600_000;
+  it("forgets clients never authorized or idle without live tokens; keeps those in use or mid-authorization", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mcp-lens-clients-"));
+    let time = Date.now();
+    const store = new AuthStore(path.join(dir, "auth.db"), { now: () => time, clientExpiry: { unauthorizedMs: 24 * HOUR, idleMs: 48 * HOUR } });
+    try {
+      const client = (clientId: string) => store.saveClient({ clientId, sealedSecret: null, metadata: { redirect_uris: [CLAUDE_CALLBACK] }, issuedAt: time });
+      const grant = (clientId: string) => ({ clientId, resource: "https://x.example/mcp", scopes: [], sealedCodaToken: "v1.a.b.c", codaUser: "u", familyId: `f-${clientId}` });
+      for (const id of ["abandoned", "authorizing", "in-use", "idle"]) client(id);
+      store.markClientUsed("in-use");
+      store.markClientUsed("idle");
+      store.saveToken({ ...grant("in-use"), tokenHash: "refresh-live", kind: "refresh", expiresAt: time + 30 * 24 * HOUR, revokedAt: null });
+      store.saveToken({ ...grant("idle"), tokenHash: "refresh-revoked", kind: "refresh", expiresAt: time + 30 * 24 * HOUR, revokedAt: time });
+      // An authorization still in progress when the client's time is up (writes prune too, so it is saved first).
+      store.savePending({ id: "p", clientId: "authorizing", params: { scopes: [], codeChallenge: "x", redirectUri: CLAUDE_CALLBACK, resource: "https://x.example/mcp" }, expiresAt: time + 26 * HOUR });
+
+      time += 25 * HOUR;
+      expect(store.prune()).toBe(1);
+      expect(store.getClient("abandoned")).toBeUndefined();
+      expect(store.getClient("authorizing")).toBeDefined();
+
+      time += 24 * HOUR;
+      expect(store.prune()).toBe(2); // "idle" (its only token revoked) and "authorizing" (its request expired)
+      expect(store.getClient("idle")).toBeUndefined();
+      expect(store.getClient("in-use")).toBeDefined();
+      expect(store.countClients()).toBe(1);
+    } finally {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("creates the database file for its owner only and tightens an existing one", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mcp-lens-mode-"));
+    try {
+      const file = path.join(dir, "auth.db");
+      fs.writeFileSync(file, "", { mode: 0o644 });
+      fs.chmodSync(file, 0o644);
+      const store = new AuthStore(file);
+      store.saveClient({ clientId: "c", sealedSecret: null, metadata: {}, issuedAt: 0 });
+      for (const name of fs.readdirSync(dir)) expect((fs.statSync(path.join(dir, name)).mode & 0o777).toString(8), name).toBe("600");
+      store.close();
+    } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
