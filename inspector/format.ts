@@ -28,6 +28,7 @@ import type { ClassifiedExchange } from "../proxy/exchange.js";
 import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../proxy/handshake.js";
 import type { HandshakeDetail, HandshakeSummary, LiveMessage } from "./data.js";
 import type { ReplayResult } from "./replay.js";
+import { terminalSafeDeep, terminalSafeStyled } from "./terminal-safe.js";
 
 /** "1 exchange", "3 exchanges". */
 export function plural(count: number, noun: string): string {
@@ -139,6 +140,14 @@ export function stepLabel(step: HandshakeStep): string {
 
 // ---------------------------------------------------------------------------------------------
 // Text
+//
+// Each text view takes its recorded data through terminalSafeDeep first: every string from
+// traffic (client names, paths, facts, diagnoses quoting them, replay details) becomes visible
+// escapes before it is measured, cut and painted, so the columns hold and only our own colour
+// sequences reach the terminal. The finished lines pass terminalSafeStyled as a last gate.
+
+/** Lines out of a text view: our colour codes pass, any other control still in them is shown escaped. */
+const finish = (out: string[]) => `${out.map(terminalSafeStyled).join("\n")}\n`;
 
 const pad2 = (n: number) => String(n).padStart(2, "0");
 const clock = (d: Date) => `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
@@ -216,7 +225,8 @@ export interface TextOptions {
 }
 
 /** The handshake list as a table that fits `width` columns (80 off a terminal). */
-export function formatHandshakeTable(rows: HandshakeSummary[], { width, paint, now = Date.now() }: TextOptions): string {
+export function formatHandshakeTable(recorded: HandshakeSummary[], { width, paint, now = Date.now() }: TextOptions): string {
+  const rows = terminalSafeDeep(recorded);
   const idWidth = Math.max(3, ...rows.map((r) => String(r.id).length + 1));
   const fixed = [11, idWidth, 13, 9, 12]; // time, id, client, outcome, failed step; the diagnosis gets the rest
   const codeWidth = Math.max(10, width - fixed.reduce((a, b) => a + b + 1, 0));
@@ -237,13 +247,14 @@ export function formatHandshakeTable(rows: HandshakeSummary[], { width, paint, n
       [null, null, null, OUTCOME_STYLES[r.outcome], null, r.outcome === "failed" ? "red" : null],
     ),
   );
-  return `${[header, ...body].join("\n")}\n`;
+  return finish([header, ...body]);
 }
 
 const ids = (list: number[]) => list.map((id) => `#${id}`).join(" ");
 
 /** `show`: the handshake, its steps with timing, its exchanges with key facts, its diagnoses. */
-export function formatHandshake({ handshake: h, exchanges }: HandshakeDetail, { width, paint }: TextOptions): string {
+export function formatHandshake(recorded: HandshakeDetail, { width, paint }: TextOptions): string {
+  const { handshake: h, exchanges } = terminalSafeDeep(recorded);
   const byId = new Map(exchanges.map((e) => [e.id, e]));
   const endOf = (e: ClassifiedExchange) => e.startedAt + (e.durationMs ?? 0);
   const client = h.clientName ? `${h.clientFamily} (${h.clientName})` : h.clientFamily;
@@ -280,11 +291,12 @@ export function formatHandshake({ handshake: h, exchanges }: HandshakeDetail, { 
     out.push(...wrap(`fix: ${d.fix}`, width, "    "));
     out.push(...wrap(`reference: ${d.reference}`, width, "    "));
   }
-  return `${out.join("\n")}\n`;
+  return finish(out);
 }
 
 /** `replay`: per step, original and re-run side by side, then the verdict. */
-export function formatReplay(r: ReplayResult, { width, paint }: TextOptions): string {
+export function formatReplay(result: ReplayResult, { width, paint }: TextOptions): string {
+  const r = terminalSafeDeep(result);
   const out = [paint("bold", `Replay of handshake #${r.handshakeId} against ${r.target}`), ""];
   out.push(paint("bold", `  ${fit("STEP", 29)} ${fit("ORIGINAL", 8)} ${fit("RE-RUN", 16)} RESULT`));
   for (const s of r.steps) {
@@ -294,7 +306,7 @@ export function formatReplay(r: ReplayResult, { width, paint }: TextOptions): st
   }
   out.push("", replayVerdict(r, paint));
   if (r.summary) out.push(...wrap(r.summary, width));
-  return `${out.join("\n")}\n`;
+  return finish(out);
 }
 
 export function replayVerdict(r: ReplayResult, paint: Paint = painter(false)): string {
@@ -304,15 +316,16 @@ export function replayVerdict(r: ReplayResult, paint: Paint = painter(false)): s
 }
 
 /** `tail`: one line per recorded exchange or handshake update. */
-export function formatLiveLine(message: LiveMessage, { width, paint, now = Date.now() }: TextOptions): string {
+export function formatLiveLine(live: LiveMessage, { width, paint, now = Date.now() }: TextOptions): string {
+  const message = terminalSafeDeep(live);
   if (message.type === "exchange") {
     const e = message.exchange;
     const status = e.status === null ? `--- ${e.upstreamError ?? ""}`.trim() : String(e.status);
     const owner = message.handshakeId === null ? "" : `  handshake #${message.handshakeId}`;
-    return truncate(`${formatTime(e.startedAt, now)} #${e.id} ${e.method} ${e.path} ${status} ${e.kind} ${formatDuration(e.durationMs)}${owner}`, width);
+    return terminalSafeStyled(truncate(`${formatTime(e.startedAt, now)} #${e.id} ${e.method} ${e.path} ${status} ${e.kind} ${formatDuration(e.durationMs)}${owner}`, width));
   }
   const h = message.handshake;
   const code = h.diagnoses[0]?.code;
   const line = `${formatTime(h.endedAt, now)} handshake #${h.id} ${h.clientFamily} ${OUTCOME_LABELS[h.outcome]}${h.failedStep ? ` at ${h.failedStep}` : ""}${code ? `: ${code}` : ""}`;
-  return paint(OUTCOME_STYLES[h.outcome], truncate(line, width));
+  return terminalSafeStyled(paint(OUTCOME_STYLES[h.outcome], truncate(line, width)));
 }

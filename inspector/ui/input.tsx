@@ -4,6 +4,7 @@
 import { Text, useInput } from "ink";
 import { createContext, useContext, useEffect, useRef, useState, type ReactNode } from "react";
 import { actionFor, keyName, type Action, type View } from "./keymap.js";
+import { terminalSafe } from "../terminal-safe.js";
 import { toneProps } from "./lines.js";
 
 export type Handlers = Partial<Record<Action, () => void>>;
@@ -145,7 +146,8 @@ export function Prompt({ fields, onSubmit, onCancel, onChange, width }: {
   return (
     <>
       {fields.map((f, i) => {
-        const shown = f.secret ? "•".repeat(values[i]!.length) : values[i]!;
+        // A pasted value or a default read from the database may hold controls: shown escaped.
+        const shown = f.secret ? "•".repeat(values[i]!.length) : terminalSafe(values[i]!);
         const label = `${f.label}: `;
         // Keep the end of a long value (where the typing happens) in view.
         const room = Math.max(1, width - label.length - 2);

@@ -1,8 +1,14 @@
 // Screens are built as arrays of lines (styled segments) so every view scrolls, truncates and
 // wraps the same way at any terminal size. Colour is a hint only: markers (✗ ✓ › [redacted:…])
 // carry the meaning, so NO_COLOR loses nothing.
+//
+// Text from traffic never reaches the terminal raw: seg(), line() and the measuring helpers (fit,
+// clip, wrapText) turn every control into a visible escape (../terminal-safe.ts) before anything
+// is measured, so widths are those of what is shown; LineView, through which every line reaches
+// Ink, escapes once more for segments built by hand (escaping twice changes nothing).
 import { Box, Text } from "ink";
 import type { ReactNode } from "react";
+import { terminalSafe } from "../terminal-safe.js";
 
 export type Tone = "plain" | "dim" | "bold" | "ok" | "bad" | "warn" | "accent" | "redacted" | "heading";
 export interface Segment {
@@ -29,18 +35,20 @@ export function toneProps(tone: Tone = "plain", selected = false): { color?: str
   return props;
 }
 
-export const seg = (text: string, tone?: Tone): Segment => (tone ? { text, tone } : { text });
-export const line = (...parts: Array<Segment | string>): Line => parts.map((p) => (typeof p === "string" ? { text: p } : p));
+export const seg = (text: string, tone?: Tone): Segment => (tone ? { text: terminalSafe(text), tone } : { text: terminalSafe(text) });
+export const line = (...parts: Array<Segment | string>): Line => parts.map((p) => (typeof p === "string" ? seg(p) : p));
 
 /** Exactly `width` characters: cut with … or padded with spaces. */
-export function fit(text: string, width: number): string {
+export function fit(raw: string, width: number): string {
   if (width <= 0) return "";
+  const text = terminalSafe(raw);
   if (text.length > width) return width === 1 ? "…" : text.slice(0, width - 1) + "…";
   return text.padEnd(width);
 }
 
 /** Cut to at most `width` characters, with … when cut. */
-export function clip(text: string, width: number): string {
+export function clip(raw: string, width: number): string {
+  const text = terminalSafe(raw);
   return text.length > width ? fit(text, width) : text;
 }
 
@@ -51,7 +59,7 @@ export function wrapText(text: string, width: number): string[] {
   for (const paragraph of text.split("\n")) {
     let current = "";
     for (const word of paragraph.split(/\s+/).filter(Boolean)) {
-      let rest = word;
+      let rest = terminalSafe(word);
       while (rest.length > w) {
         if (current) out.push(current), (current = "");
         out.push(rest.slice(0, w));
@@ -110,7 +118,7 @@ export function markRedacted(text: string, tone?: Tone): Segment[] {
 export function LineView({ line: l, selected = false }: { line: Line; selected?: boolean }): ReactNode {
   return (
     <Text wrap="truncate-end">
-      {l.length === 0 ? " " : l.map((s, i) => <Text key={i} {...toneProps(s.tone, selected)}>{s.text}</Text>)}
+      {l.length === 0 ? " " : l.map((s, i) => <Text key={i} {...toneProps(s.tone, selected)}>{terminalSafe(s.text)}</Text>)}
     </Text>
   );
 }

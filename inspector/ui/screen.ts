@@ -3,6 +3,7 @@
 // terminal, each at its absolute row on the alternate screen. No clear, no erase-and-redraw:
 // nothing flickers when new traffic arrives, and Ink's own cursor arithmetic is out of the way.
 import { EventEmitter } from "node:events";
+import { terminalSafeStyled } from "../terminal-safe.js";
 
 const ESC = "\x1b[";
 export const ENTER = `${ESC}?1049h${ESC}?25l${ESC}2J`;
@@ -29,7 +30,8 @@ export class LineDiffScreen extends EventEmitter {
   }
 
   write(frame: string, callback?: () => void): boolean {
-    const lines = frame.replace(/\n$/, "").split("\n");
+    // Ink's frames hold its colour codes only; anything else that slipped in is shown, not obeyed.
+    const lines = frame.replace(/\n$/, "").split("\n").map(terminalSafeStyled);
     let batch = "";
     for (let i = 0; i < Math.max(lines.length, this.previous.length); i++) {
       if (lines[i] !== this.previous[i]) batch += `${ESC}${i + 1};1H${lines[i] ?? ""}${ESC}0m${ESC}K`;
