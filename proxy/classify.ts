@@ -415,6 +415,29 @@ function seconds(value: unknown): number | undefined {
 // ---------------------------------------------------------------------------------------------
 // MCP
 
+/**
+ * The tool names the server listed in this exchange's answers to tools/list (result.tools[].name),
+ * for the metrics' tool labels: names come from the server, never from what clients call. Parses
+ * the bodies again, so callers ask only of exchanges whose facts show a tools/list.
+ */
+export function listedToolNames(e: RecordedExchange): string[] {
+  const v = view(e);
+  const ids = new Set<unknown>();
+  for (const m of asList(v.requestJson)) {
+    if (isRecord(m) && m.method === "tools/list" && (typeof m.id === "string" || typeof m.id === "number")) ids.add(m.id);
+  }
+  if (ids.size === 0) return [];
+  const names: string[] = [];
+  for (const m of v.answeredSse ? sseMessages(v) : asList(v.responseJson)) {
+    if (!isRecord(m) || !ids.has(m.id) || !isRecord(m.result) || !Array.isArray(m.result.tools)) continue;
+    for (const tool of m.result.tools) {
+      const name = isRecord(tool) ? str(tool.name) : undefined;
+      if (name !== undefined) names.push(name);
+    }
+  }
+  return names;
+}
+
 function mcpFacts(v: View): McpFacts {
   const sent = asList(v.requestJson);
   // A JSON answer without "jsonrpc" is an error body from auth middleware: it goes to oauthError.

@@ -33,6 +33,16 @@ Commands:
 Run 'mcp-lens <command> --help' for the options of each command.
 `;
 
+/** What the admin port hands anyone who reaches it, said where operators choose its options. */
+const ADMIN_PORT_NOTE = `
+
+Admin port (--admin-host, --admin-port): GET /health (always open: status, counts, the upstream
+without its password), GET /metrics and WebSocket /live. Without --admin-token, anyone who can
+connect to it reads the metrics and, on /live, every exchange as it is recorded: URLs, headers and
+the recorded request and response bodies (redacted: secrets become fingerprints, the rest of the
+traffic is there as sent). Requests from web pages are refused (Host and Origin checks), but keep
+the port private, or set --admin-token.`;
+
 const { upstream: _upstream, ...PROXY_OPTIONS_WITHOUT_UPSTREAM } = PROXY_OPTIONS;
 // `start` runs both: the proxy's options as they are, the server's under server-* names
 // where they would clash, with the same environment variables as `mcp-lens server`.
@@ -90,7 +100,7 @@ async function runCommand<S extends Parameters<typeof parseOptions>[0]>(command:
 
 const PROXY_COMMAND: Command<typeof PROXY_OPTIONS> = {
   name: "proxy",
-  summary: "Forward every request to --upstream unchanged and record each exchange to --db.",
+  summary: `Forward every request to --upstream unchanged and record each exchange to --db.${ADMIN_PORT_NOTE}`,
   options: PROXY_OPTIONS,
   async run(settings) {
     const logger = createLogger(settings.logLevel);
@@ -112,7 +122,7 @@ const SERVER_COMMAND: Command<typeof SERVER_OPTIONS> = {
 
 const START_COMMAND: Command<typeof START_OPTIONS> = {
   name: "start",
-  summary: "Start the bundled Coda MCP server on loopback and the recording proxy in front of it.",
+  summary: `Start the bundled Coda MCP server on loopback and the recording proxy in front of it.${ADMIN_PORT_NOTE}`,
   options: START_OPTIONS,
   async run(settings) {
     const logger = createLogger(settings.logLevel);

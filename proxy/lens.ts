@@ -3,7 +3,9 @@
 // (proxy/recorder.ts); the process metrics, the live feed and the admin port here.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { adminAccess } from "./admin-access.js";
 import { createAdminServer } from "./admin.js";
+import { UsageError } from "./config.js";
 import { createForwarder } from "./forward.js";
 import { listen, urlOf } from "./listen.js";
 import { LiveFeed } from "./live.js";
@@ -24,7 +26,35 @@ export interface Lens {
   close(): Promise<void>;
 }
 
+/**
+ * The upstream as shown to anyone (/health, the logs, the meta table the inspector reads): an
+ * --upstream may carry credentials (http://user:password@host), which only forwarding needs.
+ */
+export function displayUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === "") return url;
+    parsed.password = "***";
+    return parsed.toString().replace(/\/$/, "");
+  } catch {
+    return url;
+  }
+}
+
+/** Cross-option checks parseOptions cannot make: one line, like any other usage error. */
+function checkSettings(settings: ProxySettings): void {
+  // Node refuses a headersTimeout above requestTimeout; say it in the operator's terms.
+  if (settings.requestTimeout > 0 && settings.requestTimeout < settings.headerTimeout) {
+    throw new UsageError(`--request-timeout (${settings.requestTimeout} ms) must be 0 or at least --header-timeout (${settings.headerTimeout} ms)`);
+  }
+}
+
+/** How many refusals a warning line stays quiet for: a flood is one line per interval, not per connection. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
 export async function startLens(settings: ProxySettings, logger: Logger): Promise<Lens> {
+  checkSettings(settings);
+  const upstreamShown = displayUrl(settings.upstream);
   const trust = createTrustPolicy(settings.trustProxy, settings.trustedProxies);
   // Opened here first: migrations, and a one-line error before anything listens.
   const db = openDatabase(settings.db, { maxSizeBytes: settings.dbMaxSize || undefined });
@@ -37,7 +67,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     activeWebSockets: () => forwarder.openStreams().websockets,
     recorder: () => recorder.stats(),
   });
-  const live = new LiveFeed((subscribers) => recorder.setLiveWanted(subscribers > 0));
+  const live = new LiveFeed((subscribers) => recorder.setLiveWanted(subscribers > 0), settings.liveMaxSubscribers);
   const recorder = await Recorder.start(
     recorderConfig(settings),
     {
@@ -58,29 +88,49 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     maxBodyBytes: settings.maxBody,
     upstreamTimeoutMs: settings.upstreamTimeout,
     headerTimeoutMs: settings.headerTimeout,
+    requestTimeoutMs: settings.requestTimeout,
+    upstreamMaxSockets: settings.upstreamMaxSockets,
     nextId: () => nextId++,
     onExchange: (raw) => recorder.enqueue(raw),
   });
+  // requestTimeout bounds receiving a whole request, body included (a slow-body client holds a
+  // connection and an upstream socket). Node stops timing once the request is complete, so a
+  // response, an SSE stream or an upgraded WebSocket is never cut by it; only a slower upload is.
+  const shortestTimeout = Math.min(settings.headerTimeout, settings.requestTimeout || Infinity);
   const server = http.createServer(
     {
-      requestTimeout: 0,
+      requestTimeout: settings.requestTimeout,
       headersTimeout: settings.headerTimeout,
-      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(settings.headerTimeout / 4))),
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(shortestTimeout / 4))),
     },
     forwarder.handleRequest,
   );
+  // Past the cap Node closes new connections as they are accepted, before reading a byte: the
+  // cheapest refusal, and the only one that cannot be slowed down. Counted and logged (bounded).
+  if (settings.maxConnections > 0) server.maxConnections = settings.maxConnections;
+  let dropsUnlogged = 0;
+  let lastDropLog = 0;
+  server.on("drop", () => {
+    metrics.countDroppedConnection();
+    dropsUnlogged++;
+    if (Date.now() - lastDropLog < DROP_LOG_INTERVAL_MS) return;
+    lastDropLog = Date.now();
+    logger.warn({ dropped: dropsUnlogged, maxConnections: settings.maxConnections }, "connection cap reached: new connections are closed (--max-connections)");
+    dropsUnlogged = 0;
+  });
   server.on("upgrade", forwarder.handleUpgrade);
   server.on("clientError", forwarder.handleClientError);
 
   const admin = createAdminServer({
     recorder: () => recorder.freshStats(),
     inFlight: () => forwarder.inFlightCount,
-    upstream: settings.upstream,
+    upstream: upstreamShown,
     // The traffic's text comes with fresh writer stats, which the recorder gauges then read.
     metrics: async () => metrics.scrape(await recorder.trafficMetrics()),
     metricsContentType: metrics.registry.contentType,
     live,
     token: settings.adminToken,
+    access: adminAccess(settings.adminAllowedHosts, settings.adminAllowedOrigins),
   });
 
   let publicAddress: AddressInfo;
@@ -101,11 +151,11 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   const adminUrl = urlOf(adminAddress);
   // Where this proxy runs, for the inspector: replays go through it so they are recorded too.
   const setMeta = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
-  for (const [key, value] of Object.entries({ upstream: settings.upstream, proxy_url: url, admin_url: adminUrl, version: VERSION })) {
+  for (const [key, value] of Object.entries({ upstream: upstreamShown, proxy_url: url, admin_url: adminUrl, version: VERSION })) {
     setMeta.run(key, value);
   }
   db.close(); // from here on only the recorder thread writes
-  logger.info({ url, adminUrl, upstream: settings.upstream, db: settings.db }, "mcp-lens proxy listening");
+  logger.info({ url, adminUrl, upstream: upstreamShown, db: settings.db }, "mcp-lens proxy listening");
 
   let closing: Promise<void> | null = null;
   return {

@@ -19,10 +19,13 @@ export interface MalformedAnswer {
 }
 
 /** The status Node itself would answer with, and a body that says why. */
-export function malformedAnswer(error: NodeJS.ErrnoException, headersTimeoutMs: number): MalformedAnswer {
+export function malformedAnswer(error: NodeJS.ErrnoException, headersTimeoutMs: number, bodyTimeoutMs?: number): MalformedAnswer {
   const code = error.code ?? "unknown";
   if (code === "HPE_HEADER_OVERFLOW") {
     return answer(431, "Request Header Fields Too Large", code, `the request headers exceed ${http.maxHeaderSize} bytes`);
+  }
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT" && bodyTimeoutMs !== undefined) {
+    return answer(408, "Request Timeout", code, `the whole request did not arrive within ${bodyTimeoutMs} ms`);
   }
   if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
     return answer(408, "Request Timeout", code, `the request headers did not arrive within ${headersTimeoutMs} ms`);

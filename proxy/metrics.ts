@@ -27,8 +27,14 @@ const MCP_METHODS = new Set([
   "notifications/progress",
   "notifications/roots/list_changed",
 ]);
-/** Distinct tool names get their own label up to this many; later ones count as `other`. */
-const MAX_TOOL_LABELS = 50;
+/**
+ * Tool labels are the names the upstream listed in its tools/list answers, up to this many
+ * (a server with more tools is rare; a hostile one cannot grow the scrape past it). A tools/call
+ * for any other name counts as `other`: clients cannot mint labels.
+ */
+const MAX_TOOL_LABELS = 500;
+/** What a tool label may look like (MCP tool names: letters, digits, _ - . /, up to 128). */
+const TOOL_LABEL = /^[\w./-]{1,128}$/;
 const MAX_TRACKED_HANDSHAKES = 10_000;
 
 export interface LiveGauges {
@@ -47,6 +53,7 @@ export type ObservedExchange = Pick<
 /** The process, the forwarder's gauges and the writer's totals; the traffic's text is appended to a scrape. */
 export class LensMetrics {
   readonly registry = new Registry();
+  private readonly droppedConnections: Counter;
 
   constructor(version: string, live: LiveGauges) {
     const registers = [this.registry];
@@ -88,6 +95,16 @@ export class LensMetrics {
     });
     this.registry.registerMetric(dropped);
     this.registry.registerMetric(pruned);
+    this.droppedConnections = new Counter({
+      name: "mcp_lens_connections_dropped_total",
+      help: "Client connections closed on arrival because --max-connections were open",
+      registers,
+    });
+  }
+
+  /** The public server refused a connection at its cap. */
+  countDroppedConnection(): void {
+    this.droppedConnections.inc();
   }
 
   /** One scrape: this registry, then the traffic metrics' exposition text (another registry, same format). */
@@ -149,6 +166,14 @@ export class TrafficMetrics {
     this.batchSize = new Histogram({ name: "mcp_lens_recorder_batch_size", help: "Exchanges per committed batch", buckets: [1, 5, 10, 25, 50, 100, 250, 500], registers });
   }
 
+  /** Names from the upstream's tools/list answers (see listedToolNames): each may become a tool label. */
+  allowToolLabels(names: readonly string[]): void {
+    for (const name of names) {
+      if (this.toolLabels.size >= MAX_TOOL_LABELS) return;
+      if (TOOL_LABEL.test(name)) this.toolLabels.add(name);
+    }
+  }
+
   /** One classified exchange: called off the request path, before it is stored. */
   observeExchange(e: ObservedExchange): void {
     const status = String(e.status ?? 0);
@@ -201,9 +226,6 @@ export class TrafficMetrics {
 
   private toolLabel(name: string | undefined): string {
     if (!name) return "unknown";
-    if (this.toolLabels.has(name)) return name;
-    if (this.toolLabels.size >= MAX_TOOL_LABELS || !/^[\w.-]{1,64}$/.test(name)) return "other";
-    this.toolLabels.add(name);
-    return name;
+    return this.toolLabels.has(name) ? name : "other";
   }
 }

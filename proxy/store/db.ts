@@ -23,6 +23,7 @@ export function openDatabase(file: string, options: OpenDatabaseOptions = {}): D
   let db: Database | undefined;
   try {
     checkDirectory(file, readonly);
+    if (!readonly) createPrivately(file);
     db = new BetterSqlite3(file, { readonly, fileMustExist: readonly, timeout: STARTUP_BUSY_TIMEOUT_MS });
     configure(db, readonly);
     if (readonly) assertCurrentSchema(db);
@@ -48,7 +49,7 @@ function checkDirectory(file: string, readonly: boolean): void {
   let stat = fs.statSync(dir, { throwIfNoEntry: false });
   // The last level is created (./data on a fresh clone); a missing parent means a typo, not a wish.
   if (!stat && !readonly && fs.statSync(path.dirname(dir), { throwIfNoEntry: false })?.isDirectory()) {
-    fs.mkdirSync(dir);
+    fs.mkdirSync(dir, { mode: 0o700 }); // it holds the recordings and their redaction key
     stat = fs.statSync(dir);
   }
   if (!stat) throw new Error(`directory ${dir} does not exist`);
@@ -58,6 +59,21 @@ function checkDirectory(file: string, readonly: boolean): void {
     fs.accessSync(dir, fs.constants.W_OK);
   } catch {
     throw new Error(`directory ${dir} is not writable`);
+  }
+}
+
+/**
+ * The recordings are redacted, but still every request and response an operator's users made:
+ * readable by the owner only. SQLite would create the file 0644 (less the umask); created here
+ * first, 0600, it also gives its -wal and -shm files that mode (SQLite copies the database's).
+ * An existing file keeps its mode: an operator may have opened it to a group on purpose.
+ */
+function createPrivately(file: string): void {
+  if (file === ":memory:" || file === "" || file.startsWith("file:")) return;
+  try {
+    fs.closeSync(fs.openSync(file, "wx", 0o600)); // never opens (nor touches) an existing file
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
   }
 }
 

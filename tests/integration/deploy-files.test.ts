@@ -341,6 +341,8 @@ describe.runIf(DOCKER_COMPOSE || IN_CI)("docker-compose.yml", () => {
       MCP_LENS_UPSTREAM: "http://coda-mcp:8081",
       MCP_LENS_TRUST_PROXY: "true",
       MCP_LENS_ADMIN_HOST: "0.0.0.0",
+      // The admin port refuses Host names it does not know (DNS rebinding); Prometheus scrapes mcp-lens:9464.
+      MCP_LENS_ADMIN_ALLOWED_HOSTS: "mcp-lens",
       MCP_LENS_ADMIN_TOKEN: SECRETS.MCP_LENS_ADMIN_TOKEN, // from env_file: .env
       MCP_LENS_DB: "/data/mcp-lens.db",
     });

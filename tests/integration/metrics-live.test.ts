@@ -85,6 +85,26 @@ describe("admin port: metrics and live feed", () => {
     expect(text).not.toContain("/.well-known");
   });
 
+  it("takes tool labels from the server's tools/list answers: clients calling invented names mint none", async () => {
+    const INVENTED = 60;
+    for (let i = 0; i < INVENTED; i++) {
+      await request(lens.url + "/mcp", {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: i, method: "tools/call", params: { name: `invented_tool_${i}`, arguments: {} } }),
+      });
+    }
+    const otherCalls = (text: string) =>
+      [...text.matchAll(/mcp_lens_tool_calls_total\{tool="other",outcome="[^"]+"\} (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const text = await waitFor(async () => {
+      const t = await scrape();
+      return otherCalls(t) >= INVENTED ? t : null;
+    }, "the invented calls to be counted");
+    expect(text).not.toContain("invented_tool");
+    // "echo" was in the server's tools/list answer (beforeAll): it keeps its own label.
+    expect(text).toMatch(/mcp_lens_tool_calls_total\{tool="echo",outcome="result"\} 1/);
+  });
+
   it.skipIf(!havePromtool && process.env.CI !== "true")("passes promtool check metrics", async () => {
     const text = await scrape();
     const result = spawnSync(PROMTOOL, ["check", "metrics"], { input: text, encoding: "utf8" });
