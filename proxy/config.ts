@@ -75,6 +75,57 @@ export function parseChoice<T extends string>(choices: readonly T[]) {
   };
 }
 
+/** A comma-separated list of header or field names (HTTP token characters). */
+export function parseNameList(raw: string, where: string): string[] {
+  const names = raw.split(",").map((n) => n.trim()).filter((n) => n !== "");
+  const bad = names.find((n) => !/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,200}$/.test(n));
+  if (bad !== undefined) throw new UsageError(`${where} must be a comma-separated list of names, got '${bad}'`);
+  return names;
+}
+
+/**
+ * A comma-separated list of regular expressions. Commas inside (), [] and {} belong to the
+ * pattern (`\d{4,}` stays whole); a backslash escapes the next character.
+ */
+export function parseRegexList(raw: string, where: string): string[] {
+  const patterns = splitOutsideGroups(raw);
+  for (const source of patterns) {
+    try {
+      new RegExp(source);
+    } catch (error) {
+      throw new UsageError(`${where}: invalid regular expression '${source}': ${(error as Error).message.split("\n")[0]}`);
+    }
+  }
+  return patterns;
+}
+
+function splitOutsideGroups(raw: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let inClass = false;
+  let current = "";
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c === "\\") {
+      current += c + (raw[i + 1] ?? "");
+      i++;
+      continue;
+    }
+    if (inClass) inClass = c !== "]";
+    else if (c === "[") inClass = true;
+    else if (c === "(" || c === "{") depth++;
+    else if ((c === ")" || c === "}") && depth > 0) depth--;
+    else if (c === "," && depth === 0) {
+      out.push(current.trim());
+      current = "";
+      continue;
+    }
+    current += c;
+  }
+  out.push(current.trim());
+  return out.filter((p) => p !== "");
+}
+
 function parseBooleanEnv(raw: string, where: string): boolean {
   if (/^(1|true|yes|on)$/i.test(raw)) return true;
   if (/^(0|false|no|off|)$/i.test(raw)) return false;
@@ -124,7 +175,9 @@ export function formatHelp(usage: string, summary: string, specs: Specs): string
   const rows = Object.values(specs).map((spec) => {
     const left = `--${spec.flag}${spec.kind === "string" ? ` ${spec.valueName ?? "VALUE"}` : ""}`;
     const defaultText =
-      spec.default === undefined || spec.default === false || spec.default === "" ? "" : ` (default: ${String(spec.default)})`;
+      spec.default === undefined || spec.default === false || spec.default === "" || (Array.isArray(spec.default) && spec.default.length === 0)
+        ? ""
+        : ` (default: ${String(spec.default)})`;
     const envText = spec.env ? `  [${spec.env}]` : "";
     return { left, right: `${spec.help}${defaultText}${envText}` };
   });

@@ -5,7 +5,7 @@
 // stats, the metrics text on a scrape, records only while the live feed has subscribers.
 import { parentPort, workerData } from "node:worker_threads";
 import { HandshakeAnalysis } from "./analysis.js";
-import { createClassifier } from "./classify.js";
+import { createClassifier, listedToolNames } from "./classify.js";
 import type { ClassifiedExchange, RawExchange } from "./exchange.js";
 import { createLogger, exchangeLogFields } from "./log.js";
 import { TrafficMetrics } from "./metrics.js";
@@ -14,7 +14,7 @@ import type { RecorderConfig, ToRecorder, ToProxy } from "./recorder.js";
 import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
 import { openDatabase } from "./store/db.js";
 import { makeRoom, startRetention } from "./store/retention.js";
-import { RecordWriter } from "./store/writer.js";
+import { recordedBytes, RecordWriter } from "./store/writer.js";
 
 /** How often idle handshakes are re-judged (see proxy/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;
@@ -27,7 +27,13 @@ const post = (message: ToProxy) => port.postMessage(message);
 
 const logger = createLogger(config.logLevel);
 const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
-const redactor = createRedactor(loadOrCreateRedactionKey(config.db));
+const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
+  headers: config.redactHeaders,
+  fields: config.redactFields,
+  paths: config.redactPaths,
+});
+// Decoding stops at the recording cap: what is decoded is at most what would be recorded.
+const recordOptions = { maxDecodedBytes: config.maxBody };
 const classify = createClassifier();
 const analysis = new HandshakeAnalysis(db);
 const metrics = new TrafficMetrics();
@@ -42,11 +48,15 @@ const writer = new RecordWriter<RawExchange>({
   maxQueue: config.maxQueue,
   // A full database keeps the newest traffic: the oldest records make room.
   makeRoom: () => makeRoom(db),
-  prepare: (raw) => classify(toRecorded(raw, redactor)),
+  prepare: (raw) => classify(toRecorded(raw, redactor, recordOptions)),
+  // The decoded, recorded size is what waits in memory, not the (compressed) bytes that arrived.
+  measure: recordedBytes,
   // Every exchange that arrives is counted here, as it is classified, whether or not the
   // database can take it: the dashboards keep showing the traffic through a database outage.
   analyse: (exchange) => {
     const result = analysis.analyse(exchange);
+    // Tool labels come from the server's tools/list answers, before any call is counted.
+    if (exchange.facts.mcp?.methods.includes("tools/list")) metrics.allowToolLabels(listedToolNames(exchange));
     metrics.observeExchange(exchange);
     metrics.observeHandshakes(result.handshakes);
     return result;

@@ -1,13 +1,28 @@
 // RawExchange → RecordedExchange: decode the bodies, then redact everything that may hold a secret.
 
 import zlib from "node:zlib";
+import { forwardedHeaders } from "./capture.js";
 import { headerValue, type CapturedBody, type HeaderPairs, type RawExchange, type RecordedBody, type RecordedExchange } from "./exchange.js";
 import type { Redactor } from "./redact.js";
 
-/** Decoded output is capped at 8× the captured bytes and at most this (decompression bombs). */
-const MAX_DECODED_BYTES = 1024 * 1024;
+/**
+ * Decoded output is capped at the recording cap (--max-body): a body is recorded up to that many
+ * bytes anyway, and a decompression bomb then costs no more memory, CPU or disk than a plain
+ * body. The default matches --max-body's.
+ */
+export const DEFAULT_MAX_DECODED_BYTES = 64 * 1024;
+/** `gzip, gzip` is undone layer by layer; more layers than this are not worth unwrapping. */
+const MAX_ENCODING_LAYERS = 3;
 
-export function toRecorded(raw: RawExchange, redactor: Redactor): RecordedExchange {
+export interface RecordOptions {
+  /** The most bytes a body decodes to for recording (the recording cap). */
+  maxDecodedBytes?: number;
+}
+
+export function toRecorded(raw: RawExchange, redactor: Redactor, options: RecordOptions = {}): RecordedExchange {
+  const max = options.maxDecodedBytes ?? DEFAULT_MAX_DECODED_BYTES;
+  // The headers as the upstream received them; the client's replaced originals kept as claims.
+  const { sent, claimed, setByProxy } = forwardedHeaders(raw.requestHeaders, raw.forwarding);
   // Field by field rather than a spread, so that a field added to RawExchange is never stored unredacted.
   return {
     id: raw.id,
@@ -17,32 +32,51 @@ export function toRecorded(raw: RawExchange, redactor: Redactor): RecordedExchan
     clientAddr: raw.clientAddr,
     method: raw.method,
     host: raw.host,
-    path: raw.path,
+    // The request target as sent: a client may put userinfo, a fragment or a secret segment in it.
+    path: redactor.path(raw.path),
     query: redactor.query(raw.query),
     status: raw.status,
     upstreamError: raw.upstreamError,
     aborted: raw.aborted,
     websocket: raw.websocket,
-    requestHeaders: redactor.headers(raw.requestHeaders),
-    requestBody: recordBody(raw.requestBody, raw.requestHeaders, redactor),
+    requestHeaders: redactor.headers(sent),
+    requestBody: recordBody(raw.requestBody, raw.requestHeaders, redactor, max),
     responseHeaders: raw.responseHeaders && redactor.headers(raw.responseHeaders),
-    responseBody: recordBody(raw.responseBody, raw.responseHeaders, redactor),
+    responseBody: recordBody(raw.responseBody, raw.responseHeaders, redactor, max),
     sseEvents: raw.sseEvents,
+    ...(claimed.length ? { claimedHeaders: redactor.headers(claimed) } : {}),
+    ...(setByProxy.length ? { setByProxy } : {}),
   };
 }
 
-/** Decodes the Content-Encoding, then redacts as UTF-8 text by content type, or as base64 of the bytes. */
-export function recordBody(body: CapturedBody, headers: HeaderPairs | null, redactor: Redactor): RecordedBody {
+/**
+ * Decodes the Content-Encoding, then redacts as UTF-8 text by content type. Bytes that cannot be
+ * turned into text (an encoding that cannot be undone, binary data) are not recorded at all,
+ * only their size: redaction cannot see into them, and base64 of them would keep any secret
+ * inside recoverable.
+ */
+export function recordBody(
+  body: CapturedBody,
+  headers: HeaderPairs | null,
+  redactor: Redactor,
+  maxDecodedBytes = DEFAULT_MAX_DECODED_BYTES,
+): RecordedBody {
   const recorded = { size: body.size, truncated: body.truncated };
-  const { bytes, decoded, cut } = decodeContent(body.bytes, headerValue(headers, "content-encoding") ?? null);
+  if (body.bytes.length === 0) return { text: null, encoding: "utf8", ...recorded, decoded: null };
+  const result = decodeContent(body.bytes, headerValue(headers, "content-encoding") ?? null, maxDecodedBytes);
+  if (result === null) return { text: null, encoding: "omitted", ...recorded, decoded: null };
+  const { bytes, decoded, cut } = result;
   if (bytes.length === 0) return { text: null, encoding: "utf8", ...recorded, decoded };
   const text = utf8Text(bytes, body.truncated || cut);
-  if (text !== null) {
-    return { text: redactor.body(text, headerValue(headers, "content-type") ?? null), encoding: "utf8", ...recorded, decoded };
-  }
-  // Not UTF-8: the text scan on the latin1 view maps each byte to one char and back.
-  const scanned = redactor.text(bytes.toString("latin1"));
-  return { text: Buffer.from(scanned, "latin1").toString("base64"), encoding: "base64", ...recorded, decoded };
+  if (text === null) return { text: null, encoding: "omitted", ...recorded, decoded };
+  return {
+    text: redactor.body(text, headerValue(headers, "content-type") ?? null),
+    encoding: "utf8",
+    ...recorded,
+    // A body cut at the decoding cap is a truncated record too.
+    truncated: recorded.truncated || cut,
+    decoded,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -69,24 +103,40 @@ const DECODERS: Record<string, Decoder> = { gzip: gunzip, "x-gzip": gunzip, defl
 
 interface Decoded {
   bytes: Buffer;
-  /** The encoding that was decoded, null when the bytes are kept as captured. */
+  /** The encodings that were decoded, as the header listed them; null when there were none. */
   decoded: string | null;
-  /** Only a prefix of the content could be decoded. */
+  /** Only a prefix of the content could be decoded (cut at the cap, or corrupt further on). */
   cut: boolean;
 }
 
-function decodeContent(bytes: Buffer, contentEncoding: string | null): Decoded {
-  const encoding = contentEncoding?.trim().toLowerCase() ?? "";
-  const decoder = DECODERS[encoding];
-  if (!decoder || bytes.length === 0) return { bytes, decoded: null, cut: false };
-  const max = Math.min(bytes.length * 8, MAX_DECODED_BYTES);
-  const whole = tryDecode(decoder, bytes, max);
-  if (whole) return { bytes: whole, decoded: encoding, cut: false };
-  // Keeping compressed bytes would store any secret inside them in recoverable form: when the
-  // output exceeds the cap or the stream is corrupt further on, keep what a prefix decodes to.
-  const prefix = longestDecodablePrefix(decoder, bytes, max);
-  if (prefix && prefix.length > 0) return { bytes: prefix, decoded: encoding, cut: true };
-  return { bytes, decoded: null, cut: false }; // not compressed after all (mislabelled): scanned as is
+/**
+ * Undoes each listed encoding, last applied first. Null when one cannot be undone: unknown
+ * (zstd, compress), too many layers, or data that does not decode at all.
+ */
+function decodeContent(bytes: Buffer, contentEncoding: string | null, max: number): Decoded | null {
+  const layers = (contentEncoding ?? "")
+    .toLowerCase()
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "" && e !== "identity");
+  if (layers.length === 0) return { bytes, decoded: null, cut: false };
+  if (layers.length > MAX_ENCODING_LAYERS || layers.some((e) => !DECODERS[e])) return null;
+  let current = bytes;
+  let cut = false;
+  for (const encoding of [...layers].reverse()) {
+    const decoder = DECODERS[encoding]!;
+    const whole = tryDecode(decoder, current, max);
+    if (whole) {
+      current = whole;
+      continue;
+    }
+    // Past the cap, or corrupt further on: keep what a prefix decodes to.
+    const prefix = longestDecodablePrefix(decoder, current, max);
+    if (!prefix || prefix.length === 0) return null;
+    current = prefix;
+    cut = true;
+  }
+  return { bytes: current, decoded: layers.join(", "), cut };
 }
 
 function tryDecode(decoder: Decoder, input: Buffer, max: number): Buffer | null {
@@ -97,7 +147,10 @@ function tryDecode(decoder: Decoder, input: Buffer, max: number): Buffer | null 
   }
 }
 
-/** Binary search: decodability only gets lost as the input grows (output cap, corrupt data). */
+/**
+ * Binary search: decodability only gets lost as the input grows (output cap, corrupt data).
+ * Each try is bounded by the cap, so a bomb costs log2(input) decodes of at most `max` bytes.
+ */
 function longestDecodablePrefix(decoder: Decoder, bytes: Buffer, max: number): Buffer | null {
   let best: Buffer | null = null;
   let low = 0;

@@ -11,12 +11,24 @@ import type { DropReason, WriterStats } from "./store/writer.js";
 /** The settings the recorder thread needs: where and how to record. */
 export type RecorderConfig = Pick<
   ProxySettings,
-  "db" | "dbMaxSize" | "flushInterval" | "maxQueue" | "retentionDays" | "retentionRows" | "logLevel"
+  | "db"
+  | "dbMaxSize"
+  | "flushInterval"
+  | "maxQueue"
+  | "retentionDays"
+  | "retentionRows"
+  | "logLevel"
+  // The recording cap bounds decoding too (decompression bombs); the operator's redaction rules.
+  | "maxBody"
+  | "redactHeaders"
+  | "redactFields"
+  | "redactPaths"
 >;
 
 export function recorderConfig(settings: ProxySettings): RecorderConfig {
   const { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel } = settings;
-  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel };
+  const { maxBody, redactHeaders, redactFields, redactPaths } = settings;
+  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, maxBody, redactHeaders, redactFields, redactPaths };
 }
 
 export interface LiveBatch {

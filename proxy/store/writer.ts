@@ -33,6 +33,12 @@ export interface RecordWriterOptions<T> {
   /** Bounds on what waits in memory, the batch retained for a retry included. */
   maxQueue?: number;
   maxQueueBytes?: number;
+  /**
+   * The memory a prepared record holds (see recordedBytes). It counts against maxQueueBytes when
+   * larger than the raw item's approxBytes: decoding can make a record far bigger than what
+   * arrived (a compressed body), and it is the record that waits in the queue.
+   */
+  measure?: (exchange: ClassifiedExchange) => number;
   now?: () => number;
 }
 
@@ -75,7 +81,7 @@ interface Batch {
   rows: ExchangeRow[];
   /** The latest state of each handshake the batch changed, by id. */
   handshakes: Map<number, Handshake>;
-  /** approxBytes of the raw items, still counted against maxQueueBytes. */
+  /** What the batch's records count against maxQueueBytes until they are written. */
   bytes: number;
 }
 
@@ -88,6 +94,7 @@ export class RecordWriter<T> {
   private readonly batchSize: number;
   private readonly maxQueue: number;
   private readonly maxQueueBytes: number;
+  private readonly measure: (exchange: ClassifiedExchange) => number;
   private readonly now: () => number;
   private readonly insertBatch: (batch: Batch) => void;
   private readonly timer: NodeJS.Timeout;
@@ -125,6 +132,7 @@ export class RecordWriter<T> {
     this.batchSize = options.batchSize ?? 500;
     this.maxQueue = options.maxQueue ?? 10_000;
     this.maxQueueBytes = options.maxQueueBytes ?? 64 * 1024 * 1024;
+    this.measure = options.measure ?? (() => 0);
     this.now = options.now ?? Date.now;
 
     const insert = options.db.prepare(INSERT_EXCHANGE_SQL);
@@ -139,9 +147,13 @@ export class RecordWriter<T> {
     this.timer = setInterval(() => this.tick(), options.flushIntervalMs ?? 100).unref();
   }
 
-  /** Prepares and analyses the item, then queues it: no I/O, never throws. False when it was dropped. */
+  /**
+   * Prepares and analyses the item, then queues it: no I/O, never throws. False when it was
+   * dropped. `approxBytes` is the raw item's size; the larger of it and `measure` of the record
+   * counts against maxQueueBytes.
+   */
   enqueue(item: T, approxBytes: number): boolean {
-    const bytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
+    const rawBytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
     // A closed writer has no room left either.
     if (this.closed) {
       this.dropped.queue_full++;
@@ -161,6 +173,7 @@ export class RecordWriter<T> {
     }
     // The handshakes' newest state is stored either way: their verdicts hold without this row.
     this.enqueueHandshakes(analysis.handshakes);
+    const bytes = Math.max(rawBytes, this.measure(exchange));
     if (this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
       this.dropped.queue_full++;
       return false;
@@ -351,6 +364,18 @@ export class RecordWriter<T> {
     this.failingSince = null;
     this.warnedThisOutage = false;
   }
+}
+
+/**
+ * What a queued record holds in memory, roughly: a byte a character (V8 keeps Latin-1 text, most
+ * HTTP and JSON, as one-byte strings), headers and a per-record overhead included. The row shares
+ * these strings with the exchange, so they are counted once.
+ */
+export function recordedBytes(e: ClassifiedExchange): number {
+  let chars = e.path.length + (e.query?.length ?? 0) + (e.requestBody.text?.length ?? 0) + (e.responseBody.text?.length ?? 0);
+  for (const [name, value] of e.requestHeaders) chars += name.length + value.length;
+  for (const [name, value] of e.responseHeaders ?? []) chars += name.length + value.length;
+  return chars + 1024;
 }
 
 function sqliteCode(err: unknown): string | null {

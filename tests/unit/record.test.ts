@@ -192,7 +192,8 @@ describe("recordBody", () => {
       expect(record(captured(text), ["Content-Type", type])).toEqual({ text, encoding: "utf8", size: Buffer.byteLength(text), truncated: false, decoded: null });
     }
     const binary = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0x80]);
-    expect(record(captured(binary), ["Content-Type", "image/png"])).toEqual({ text: binary.toString("base64"), encoding: "base64", size: 11, truncated: false, decoded: null });
+    // Not text: not recorded, only its size (redaction cannot see into it).
+    expect(record(captured(binary), ["Content-Type", "image/png"])).toEqual({ text: null, encoding: "omitted", size: 11, truncated: false, decoded: null });
     expect(record(captured(""))).toEqual({ text: null, encoding: "utf8", size: 0, truncated: false, decoded: null });
   });
 
@@ -227,21 +228,45 @@ describe("recordBody", () => {
     }
   });
 
-  it("caps the decoded size and keeps a decoded prefix rather than the compressed bytes", () => {
+  it("caps the decoded size at the recording cap and keeps a decoded prefix rather than the compressed bytes", () => {
     for (let i = 0; i < 6; i++) {
       const secret = canary();
       const text = `{"access_token":"${secret}","padding":"${"é€".repeat(40_000 + i)}"}`;
       const bytes = zlib.gzipSync(text);
-      expect(bytes.length * 8).toBeLessThan(Buffer.byteLength(text)); // beyond the 8× cap
-      const out = record(captured(bytes), ["Content-Type", "application/json"], ["Content-Encoding", "gzip"]);
-      // The cap may cut a character: the body is not truncated, yet its decoded prefix is.
-      expect(out).toMatchObject({ encoding: "utf8", decoded: "gzip", size: bytes.length, truncated: false });
-      expect(Buffer.byteLength(out.text!)).toBeLessThanOrEqual(bytes.length * 8);
+      const cap = 16 * 1024 + i;
+      const out = recordBody(captured(bytes), [["Content-Type", "application/json"], ["Content-Encoding", "gzip"]], redactor, cap);
+      // The cap may cut a character; the record says it is truncated.
+      expect(out).toMatchObject({ encoding: "utf8", decoded: "gzip", size: bytes.length, truncated: true });
+      expect(Buffer.byteLength(out.text!)).toBeLessThanOrEqual(cap);
+      expect(Buffer.byteLength(out.text!)).toBeGreaterThan(cap - 1024);
       expect(out.text!.startsWith(`{"access_token":"${marker(secret)}","padding":"é€é€`)).toBe(true);
     }
   });
 
-  it("keeps the decodable prefix of a corrupt stream, and raw bytes when they were never compressed", () => {
+  it("decodes a truncated gzip bomb to the cap only, quickly", () => {
+    const bomb = zlib.gzipSync(Buffer.alloc(32 * 1024 * 1024, "a")).subarray(0, 16 * 1024);
+    const started = performance.now();
+    const out = recordBody(cut(bomb, bomb.length), [["Content-Type", "text/plain"], ["Content-Encoding", "gzip"]], redactor);
+    expect(out.text!.length).toBeLessThanOrEqual(64 * 1024);
+    expect(out).toMatchObject({ encoding: "utf8", decoded: "gzip", truncated: true });
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
+  it("undoes stacked encodings, and omits what it cannot decode: unknown, too many layers, corrupt", () => {
+    const secret = canary();
+    const text = `{"access_token":"${secret}"}`;
+    const twice = zlib.gzipSync(zlib.gzipSync(text));
+    expect(record(captured(twice), ["Content-Type", "application/json"], ["Content-Encoding", "gzip, gzip"])).toEqual({
+      text: `{"access_token":"${marker(secret)}"}`, encoding: "utf8", size: twice.length, truncated: false, decoded: "gzip, gzip",
+    });
+    const omitted = (bytes: Buffer, encoding: string) => record(captured(bytes), ["Content-Type", "application/json"], ["Content-Encoding", encoding]);
+    expect(omitted(Buffer.from(text), "zstd")).toEqual({ text: null, encoding: "omitted", size: text.length, truncated: false, decoded: null });
+    expect(omitted(zlib.gzipSync(text), "gzip, zstd")).toMatchObject({ text: null, encoding: "omitted" });
+    expect(omitted(twice, "gzip")).toMatchObject({ text: null, encoding: "omitted" }); // one layer left: binary
+    expect(omitted(Buffer.from(text), "gzip, gzip, gzip, gzip")).toMatchObject({ text: null, encoding: "omitted" });
+  });
+
+  it("keeps the decodable prefix of a corrupt stream, and omits bytes that were never compressed", () => {
     const secret = canary();
     const bytes = zlib.gzipSync(`{"access_token":"${secret}","filler":"${randomBytes(3000).toString("hex")}"}`);
     bytes.fill(0xff, bytes.length - 200, bytes.length - 100);
@@ -249,9 +274,10 @@ describe("recordBody", () => {
     expect(corrupt).toMatchObject({ encoding: "utf8", decoded: "gzip" });
     expect(corrupt.text!.startsWith(`{"access_token":"${marker(secret)}","filler":"`)).toBe(true);
 
+    // Mislabelled: what the header says cannot be undone, so nothing is kept but the size.
     const plain = `{"access_token":"${secret}"}`;
     expect(record(captured(plain), ["Content-Type", "application/json"], ["Content-Encoding", "gzip"])).toEqual({
-      text: `{"access_token":"${marker(secret)}"}`, encoding: "utf8", size: plain.length, truncated: false, decoded: null,
+      text: null, encoding: "omitted", size: plain.length, truncated: false, decoded: null,
     });
   });
 
@@ -260,16 +286,15 @@ describe("recordBody", () => {
     const bytes = Buffer.from(text);
     expect(record(cut(bytes, bytes.length - 1))).toMatchObject({ text: "prix: 10", encoding: "utf8", truncated: true });
     expect(record(cut(bytes, bytes.length - 2))).toMatchObject({ text: "prix: 10", encoding: "utf8" });
-    expect(record(captured(bytes.subarray(0, bytes.length - 1)))).toMatchObject({ encoding: "base64" });
-    expect(record(cut(Buffer.concat([bytes, Buffer.from([0xff])]), bytes.length + 1))).toMatchObject({ encoding: "base64" });
+    expect(record(captured(bytes.subarray(0, bytes.length - 1)))).toMatchObject({ text: null, encoding: "omitted" });
+    expect(record(cut(Buffer.concat([bytes, Buffer.from([0xff])]), bytes.length + 1))).toMatchObject({ text: null, encoding: "omitted" });
   });
 
-  it("redacts the latin1 view of bodies that are not UTF-8, and base64s it back", () => {
+  it("omits bodies that are not UTF-8: size only, nothing recoverable", () => {
     const secret = canary();
     const bytes = Buffer.concat([Buffer.from([0xc3, 0x28, 0xff]), Buffer.from(`x=1&access_token=${secret}&y=2`), Buffer.from([0xe9])]);
     const out = record(captured(bytes), ["Content-Type", "application/x-www-form-urlencoded"]);
-    expect(out.encoding).toBe("base64");
-    expect(Buffer.from(out.text!, "base64")).toEqual(Buffer.concat([Buffer.from([0xc3, 0x28, 0xff]), Buffer.from(`x=1&access_token=${marker(secret)}&y=2`), Buffer.from([0xe9])]));
+    expect(out).toEqual({ text: null, encoding: "omitted", size: bytes.length, truncated: false, decoded: null });
   });
 
   it("never throws on random bytes, whatever the headers say", () => {

@@ -321,3 +321,98 @@ describe("robustness", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
+
+describe("carriers found in real traffic (issue 12)", () => {
+  const r = createRedactor(randomBytes(32), { headers: ["X-Tenant-Session"], fields: ["tenant_pin"], paths: ["^/mcp/s/([^/]+)", "/k/(\\d{4,})"] });
+  const m = (secret: string) => `[redacted:${r.fingerprint(secret)}]`;
+  const jwt = () => `eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.${canary()}`;
+  /** 43 base64url chars, as random as a real token (the canaries are not). */
+  const randomToken = () => randomBytes(32).toString("base64url");
+
+  it("redacts identity-aware-proxy JWT headers, the operator's headers, and smuggled WebSocket subprotocols", () => {
+    const [a, b, c, custom, ws] = [jwt(), jwt(), jwt(), canary(), canary()];
+    expect(r.headers([
+      ["Cf-Access-Jwt-Assertion", a], ["X-Goog-Iap-Jwt-Assertion", b], ["X-Jwt-Assertion", c], ["x-tenant-session", custom],
+      ["Sec-WebSocket-Protocol", `mcp, graphql-ws, bearer.${ws}`], ["Access-Control-Allow-Credentials", "true"],
+    ])).toEqual([
+      ["Cf-Access-Jwt-Assertion", m(a)], ["X-Goog-Iap-Jwt-Assertion", m(b)], ["X-Jwt-Assertion", m(c)], ["x-tenant-session", m(custom)],
+      ["Sec-WebSocket-Protocol", `mcp, graphql-ws, ${m(`bearer.${ws}`)}`], ["Access-Control-Allow-Credentials", "true"],
+    ]);
+  });
+
+  it("redacts JSON fields by more spellings, and an object under a secret key whole unless it is a schema", () => {
+    const [k, p, c, a, j, pin, inner] = [canary(), canary(), canary(), canary(), canary(), canary(), canary()];
+    const body = JSON.stringify({ privateKey: k, passphrase: p, credentials: c, access_key: a, jwt: j, tenant_pin: pin, creds: { credentials: { value: inner } } });
+    expect(JSON.parse(r.body(body, "application/json"))).toEqual({
+      privateKey: m(k), passphrase: m(p), credentials: m(c), access_key: m(a), jwt: m(j), tenant_pin: m(pin), creds: { credentials: { value: m(inner) } },
+    });
+    const schema = JSON.stringify({ inputSchema: { properties: { password: { type: "string", description: "the password" } } } });
+    expect(r.body(schema, "application/json")).toBe(schema);
+  });
+
+  it("redacts query parameters key, sig, X-Amz-Signature, id_token_hint; a JWT or a random token under any name", () => {
+    const [key, sig, amz, hint, token] = [canary(), canary(), canary(), jwt(), jwt()];
+    const random = randomToken();
+    expect(r.query(`key=${key}&sig=${sig}&X-Amz-Signature=${amz}&id_token_hint=${hint}&x=${token}&y=${random}&n=1`)).toBe(
+      `key=${m(key)}&sig=${m(sig)}&X-Amz-Signature=${m(amz)}&id_token_hint=${m(hint)}&x=${m(token)}&y=${m(random)}&n=1`,
+    );
+  });
+
+  it("leaves what the analysis reads: state, code_challenge, client_id, UUIDs, hex ids, identifiers, URLs", () => {
+    const challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    const state = randomToken();
+    const qs = `response_type=code&client_id=${randomToken()}&state=${state}&code_challenge=${challenge}&code_challenge_method=S256&redirect_uri=https%3A%2F%2Fclaude.ai%2Fapi%2Fmcp%2Fauth_callback`;
+    expect(r.query(qs)).toBe(qs);
+    const session = randomToken();
+    expect(r.headers([["Mcp-Session-Id", session], ["X-Request-Id", "6f1c2b9e-5d4a-4f7e-9a51-0c2d3e4f5a6b"]])).toEqual([["Mcp-Session-Id", session], ["X-Request-Id", "6f1c2b9e-5d4a-4f7e-9a51-0c2d3e4f5a6b"]]);
+    const text = "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, getDocumentTablesAndColumnsV2024, /api/v1/docs/AbCdEf123/tables/grid-xyz, https://auth.example.com/oauth2/v1/authorize";
+    expect(r.text(text)).toBe(text);
+    expect(r.body(JSON.stringify({ state, id: "c4a1d9b0-0d7e-4b0a-9c1e-2f3a4b5c6d7e" }), "application/json")).toBe(JSON.stringify({ state, id: "c4a1d9b0-0d7e-4b0a-9c1e-2f3a4b5c6d7e" }));
+  });
+
+  it("redacts userinfo, fragments and the operator's secret path segments in request targets, Location and bodies", () => {
+    const [user, frag, seg, num] = [canary(), canary(), canary(), "48213377"];
+    expect(r.path(`http://bob:${user}@mcp.example/abs`)).toBe(`http://${m(`bob:${user}`)}@mcp.example/abs`);
+    expect(r.path(`/cb#access_token=${frag}&state=s`)).toBe(`/cb#access_token=${m(frag)}&state=s`);
+    expect(r.query(`a=1#access_token=${frag}`)).toBe(`a=1#access_token=${m(frag)}`);
+    expect(r.path(`/mcp/s/${seg}/mcp`)).toBe(`/mcp/s/${m(seg)}/mcp`);
+    expect(r.path(`/k/${num}`)).toBe(`/k/${m(num)}`);
+    expect(r.headers([["Location", `https://me:${user}@client.example/mcp/s/${seg}/mcp#access_token=${frag}`], ["Referer", `https://lens.example/mcp/s/${seg}/x`]])).toEqual([
+      ["Location", `https://${m(`me:${user}`)}@client.example/mcp/s/${m(seg)}/mcp#access_token=${m(frag)}`],
+      ["Referer", `https://lens.example/mcp/s/${m(seg)}/x`],
+    ]);
+    expect(r.body(`{"next":"https://lens.example/mcp/s/${seg}/mcp"}`, "application/json")).toBe(`{"next":"https://lens.example/mcp/s/${m(seg)}/mcp"}`);
+  });
+
+  it("redacts form_post inputs, code= in Refresh and meta refresh, `password:` text, Basic and Bearer credentials in prose", () => {
+    const [code, refresh, meta, pw, basic] = [canary(), canary(), canary(), canary(), Buffer.from(`u:${canary()}`).toString("base64")];
+    const html = `<meta http-equiv="refresh" content="0;url=https://c.example/cb?code=${meta}"><input type="hidden" value="${code}" name="code"/><input name="state" value="s1">`;
+    expect(r.body(html, "text/html")).toBe(`<meta http-equiv="refresh" content="0;url=https://c.example/cb?code=${m(meta)}"><input type="hidden" value="${m(code)}" name="code"/><input name="state" value="s1">`);
+    expect(r.headers([["Refresh", `0; url=https://c.example/cb?code=${refresh}&state=s1`]])).toEqual([["Refresh", `0; url=https://c.example/cb?code=${m(refresh)}&state=s1`]]);
+    expect(r.text(`user: alice\npassword: ${pw}\nAuthorization: Basic ${basic}\nerror code: 404, invalid authorization code: expired`)).toBe(
+      `user: alice\npassword: ${m(pw)}\nAuthorization: Basic ${m(basic)}\nerror code: 404, invalid authorization code: expired`,
+    );
+    expect(r.text("Basic realm=\"x\", basic auth is off")).toBe("Basic realm=\"x\", basic auth is off");
+  });
+
+  it("joins an SSE event's data lines before parsing: a key and its value on different lines", () => {
+    const secret = canary();
+    const stream = `event: message\ndata: {"result":{"access_token":\ndata: "${secret}"}}\n\nevent: message\ndata: {"ok":true}\n\n`;
+    const out = r.body(stream, "text/event-stream");
+    expectNoCanary(out, secret);
+    expect(out).toContain(m(secret));
+    expect(out.endsWith(`\n\nevent: message\ndata: {"ok":true}\n\n`)).toBe(true);
+  });
+
+  it("redacts multipart fields by name, and the other parts by their own type", () => {
+    const [pw, cs, tok] = [canary(), canary(), canary()];
+    const body =
+      `--B\r\nContent-Disposition: form-data; name="username"\r\n\r\nalice\r\n` +
+      `--B\r\nContent-Disposition: form-data; name="password"\r\n\r\n${pw}\r\n` +
+      `--B\r\nContent-Disposition: form-data; name="client_secret"\r\n\r\n${cs}\r\n` +
+      `--B\r\nContent-Disposition: form-data; name="meta"\r\nContent-Type: application/json\r\n\r\n{"refresh_token":"${tok}"}\r\n--B--\r\n`;
+    const out = r.body(body, 'multipart/form-data; boundary="B"');
+    expectNoCanary(out, pw, cs, tok);
+    expect(out).toBe(body.replace(pw, m(pw)).replace(cs, m(cs)).replace(tok, m(tok)));
+  });
+});
