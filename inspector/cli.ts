@@ -23,6 +23,7 @@ import {
   type TextOptions,
 } from "./format.js";
 import { replayHandshake } from "./replay.js";
+import { jsonSafe, terminalSafe, terminalSafeLines } from "./terminal-safe.js";
 
 type Specs = Parameters<typeof parseOptions>[0];
 
@@ -56,6 +57,35 @@ function parseSince(raw: string, where: string): number {
   const absolute = /^\d{4}-\d{2}-\d{2}/.test(raw) ? Date.parse(raw) : NaN;
   if (Number.isNaN(absolute)) throw new UsageError(`${where} must be a duration such as 30m, 1h or 2d, or an ISO date, got '${raw}'`);
   return absolute;
+}
+
+/** "https://a.example, http://b.example:8080" → the same origins, normalised and comma-joined. */
+function parseOrigins(raw: string, where: string): string {
+  return raw
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      const url = new URL(parseHttpUrl(entry, where));
+      if (url.username || url.password || url.pathname !== "/" || url.search || url.hash) {
+        throw new UsageError(`${where} takes an origin (scheme://host[:port]), got '${entry}'`);
+      }
+      return url.origin;
+    })
+    .join(",");
+}
+
+/** A repeatable flag: every `--name VALUE` / `--name=VALUE` joined into one comma-separated value. */
+function joinRepeated(argv: string[], name: string): string[] {
+  const values: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === `--${name}` && i + 1 < argv.length) values.push(argv[++i]!);
+    else if (arg.startsWith(`--${name}=`)) values.push(arg.slice(name.length + 3));
+    else rest.push(arg);
+  }
+  return values.length ? [...rest, `--${name}=${values.join(",")}`] : rest;
 }
 
 function parseId(raw: string): number {
@@ -99,7 +129,16 @@ const REPLAY_OPTIONS = {
     kind: "string",
     default: "",
     valueName: "TOKEN",
-    help: "A bearer (or Coda API) token for the MCP steps; without it the browser authorize step is skipped",
+    help: "A bearer (or Coda API) token for the MCP steps, sent only to the target; without it the browser authorize step is skipped",
+  }),
+  allowOrigin: option({
+    flag: "allow-origin",
+    env: "MCP_LENS_REPLAY_ALLOW_ORIGINS",
+    kind: "string",
+    default: "",
+    valueName: "ORIGIN",
+    help: "Also dial this origin (e.g. https://auth.example.com) when the server sends the re-run there; repeatable or comma-separated. Others are reported, not followed",
+    parse: parseOrigins,
   }),
   timeout: option<number | undefined>({
     flag: "timeout",
@@ -149,7 +188,8 @@ function textOptions(stream: NodeJS.WriteStream): TextOptions {
   return { width: stream.isTTY && stream.columns ? Math.max(40, stream.columns) : 80, paint: painter(colorEnabled(stream)) };
 }
 
-const json = (value: unknown) => write(`${JSON.stringify(value, null, 2)}\n`);
+// JSON escapes C0 but leaves C1 and bidi raw: jsonSafe escapes those too, losslessly.
+const json = (value: unknown) => write(`${jsonSafe(JSON.stringify(value, null, 2))}\n`);
 
 /** Opens the database for the duration of `use`. */
 async function withData<T>(path: string, use: (data: InspectorData) => T | Promise<T>): Promise<T> {
@@ -222,7 +262,8 @@ const REPLAY: Command<typeof REPLAY_OPTIONS> = {
       if (!target) throw new Failure(`${data.path} records no proxy_url or upstream: pass --target URL`);
       return { detail: handshakeOrFail(data, id), target };
     });
-    const result = await replayHandshake(detail, { target, ...(s.token ? { token: s.token } : {}), ...(s.timeout ? { timeoutMs: s.timeout } : {}) });
+    const allowOrigins = s.allowOrigin ? s.allowOrigin.split(",") : [];
+    const result = await replayHandshake(detail, { target, allowOrigins, ...(s.token ? { token: s.token } : {}), ...(s.timeout ? { timeoutMs: s.timeout } : {}) });
     if (s.json) json(result);
     else write(formatReplay(result, textOptions(process.stdout)));
     return result.verdict === "now_passes" ? 0 : 1;
@@ -238,8 +279,9 @@ const EXPORT: Command<typeof EXPORT_OPTIONS> = {
   options: EXPORT_OPTIONS,
   async run(s, id) {
     if (s.har === s.curl) throw new UsageError(`export needs one of --har or --curl (see '${prog} export --help')`);
-    const detail = await withData(s.db, (data) => handshakeOrFail(data, id));
-    const text = s.har ? `${JSON.stringify(toHar(detail), null, 2)}\n` : toCurl(detail);
+    // URLs are the upstream the proxy recorded it forwarded to, never what a client's headers claim.
+    const { detail, upstream } = await withData(s.db, (data) => ({ detail: handshakeOrFail(data, id), upstream: data.meta().upstream }));
+    const text = s.har ? `${jsonSafe(JSON.stringify(toHar(detail, upstream), null, 2))}\n` : toCurl(detail, upstream);
     if (s.output) writeFileSync(s.output, text);
     else write(text);
     return 0;
@@ -256,11 +298,11 @@ const TAIL: Command<typeof TAIL_OPTIONS> = {
   run: (s) =>
     withData(s.db, async (data) => {
       const text = textOptions(process.stdout);
-      const note = (line: string) => process.stderr.write(`${prog}: ${line}\n`);
+      const note = (line: string) => process.stderr.write(`${prog}: ${terminalSafe(line)}\n`);
       const follow = followTraffic(data, {
         liveUrl: liveUrlOf(data, s.adminUrl),
         adminToken: s.adminToken,
-        onMessage: (m) => write(`${s.json ? JSON.stringify(liveMessageJson(m)) : formatLiveLine(m, text)}\n`),
+        onMessage: (m) => write(`${s.json ? jsonSafe(JSON.stringify(liveMessageJson(m))) : formatLiveLine(m, text)}\n`),
         onMode: (mode, reason) => note(mode === "live" ? reason : `${reason}; polling ${data.path} read-only every 500 ms`),
         onError: (error) => note(`cannot read ${data.path}: ${error.message}`),
       });
@@ -300,7 +342,7 @@ function splitArgs(specs: Specs, argv: string[]): { positionals: string[]; flags
 
 async function runCommand<S extends Specs>(command: Command<S>, argv: string[]): Promise<number> {
   const usage = `${prog} ${command.name}`;
-  const { positionals, flags } = splitArgs(command.options, argv);
+  const { positionals, flags } = splitArgs(command.options, joinRepeated(argv, "allow-origin"));
   const settings = parseOptions(command.options, flags, process.env, usage);
   if (settings.help) {
     write(formatHelp(`Usage: ${prog} ${command.usage}`, command.summary, command.options));
@@ -342,8 +384,9 @@ export async function main(argv: string[], invokedAs = "inspector"): Promise<num
     return await runCommand(command, rest);
   } catch (error) {
     const e = error as Error;
-    process.stderr.write(`${prog}: ${e.message.replace(/\s*\n\s*/g, " ")}\n`);
-    if (process.env.MCP_LENS_DEBUG && !(e instanceof UsageError || e instanceof Failure)) process.stderr.write(`${e.stack}\n`);
+    // Messages may quote recorded text or a server's answer (replay): shown escaped.
+    process.stderr.write(`${prog}: ${terminalSafe(e.message.replace(/\s*\n\s*/g, " "))}\n`);
+    if (process.env.MCP_LENS_DEBUG && !(e instanceof UsageError || e instanceof Failure)) process.stderr.write(`${terminalSafeLines(String(e.stack))}\n`);
     return e instanceof UsageError ? 2 : 1;
   }
 }

@@ -73,8 +73,19 @@ export interface ConnectorOptions {
    * front of the server or a plain-http port behind a TLS front; default the connector URL itself.
    */
   via?: string;
-  /** Added to every request for the connector's host, e.g. Host, X-Forwarded-Host, X-Forwarded-Proto. */
+  /** Added to every request for the connector's host, e.g. X-Forwarded-Proto (the tests' TLS front). */
   forwardHeaders?: Record<string, string>;
+  /**
+   * Other origins also dialled at `via` (the recorded public origin of the connector): a URL on
+   * them goes to `via` with `via`'s own Host, as if the server had advertised it on the connector's.
+   */
+  mappedOrigins?: string[];
+  /**
+   * When set, the only origins dialled besides the connector's (and the mapped ones): a URL the
+   * server advertises on any other origin is not followed; the run stops there, the step skipped
+   * (`not_followed`) with the reason. Unset: every advertised URL is followed (the tests' connector).
+   */
+  allowedOrigins?: string[];
   /**
    * Past registration:
    *  - "stop" (default): the browser step needs the user; authorize, callback, token and the MCP
@@ -97,7 +108,8 @@ export interface ConnectorOptions {
 export type SkipReason =
   | "authless" // the server answered the unauthenticated initialize: no OAuth needed
   | "needs_user" // the user's browser step (and what depends on it) without a credential
-  | "credential_given"; // a token was given in place of the OAuth steps
+  | "credential_given" // a token was given in place of the OAuth steps
+  | "not_followed"; // the server sent it to another origin, which the operator did not allow
 
 export interface StepOutcome {
   step: HandshakeStep;
@@ -121,6 +133,8 @@ export interface ConnectorRun {
   error?: string;
   /** HTTP requests sent (each one exchange at a proxy on the way). */
   requests: number;
+  /** The step not performed because its URL is on an origin not allowed (see allowedOrigins). */
+  notFollowed?: HandshakeStep;
 }
 
 /** A step that failed: the run stops there. */
@@ -133,6 +147,12 @@ class StepFailure extends Error {
     super(message);
   }
 }
+
+/** A URL on an origin the run may not dial: the step is reported, not performed. */
+class NotFollowed extends StepFailure {}
+
+/** Answers larger than this are not read further: metadata and JSON-RPC answers are small. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 /** A response whose body has not been read yet. */
 interface Reply {
@@ -210,6 +230,22 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const logical = new URL(connectorUrl);
   const resourceUrl = logical.href;
   const via = new URL(opts.via ?? logical.origin);
+  // Origins dialled at `via`; with allowedOrigins, also the only others dialled (directly).
+  const mapped = new Set([logical.origin, via.origin, ...(opts.mappedOrigins ?? [])].flatMap((o) => originOf(o) ?? []));
+  const allowed = opts.allowedOrigins && new Set(opts.allowedOrigins.flatMap((o) => originOf(o) ?? []));
+  // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
+  // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
+  // resource that says http:// where the client came over https.
+  const alias = new Set((opts.mappedOrigins ?? []).flatMap((o) => originOf(o) ?? []));
+  const asConnectorUrl = (url: string) => {
+    const u = safeUrl(url);
+    if (!u) return url;
+    if (alias.has(u.origin)) {
+      u.protocol = logical.protocol;
+      u.host = logical.host;
+    }
+    return u.href;
+  };
   const outcomes = new Map<HandshakeStep, StepOutcome>();
   const lastStatus = new Map<HandshakeStep, number>();
   let requests = 0;
@@ -224,14 +260,24 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   /** One request; the timeout covers the answer's headers and body. Redirects are not followed. */
   function send(step: HandshakeStep, url: string, init: { method?: string; headers?: Record<string, string>; body?: string; browser?: boolean } = {}): Promise<Reply> {
     const method = init.method ?? "GET";
-    const target = new URL(url);
-    const ours = target.host === logical.host;
+    const target = safeUrl(url);
+    if (!target || (target.protocol !== "http:" && target.protocol !== "https:")) {
+      return Promise.reject(new StepFailure(step, `${url} is not an http(s) URL`));
+    }
+    const ours = mapped.has(target.origin);
     if (ours) {
       target.protocol = via.protocol;
       target.host = via.host;
+    } else if (allowed && !allowed.has(target.origin)) {
+      return Promise.reject(new NotFollowed(step, `not followed: ${url} is on another origin (${target.origin}); --allow-origin ${target.origin} to follow`));
     }
+    target.username = target.password = ""; // no credentials from a URL the server chose
     const ua = init.browser ? BROWSER_UA : userAgent;
     const headers: Record<string, string> = { ...(ours ? opts.forwardHeaders : {}), ...(ua ? { "user-agent": ua } : {}), ...init.headers };
+    // The Host (and so TLS SNI) is always the dialled origin's: never one taken from a recording.
+    for (const name of Object.keys(headers)) if (name.toLowerCase() === "host") delete headers[name];
+    // A credential goes only to the origin the run targets.
+    if (target.origin !== via.origin) for (const name of Object.keys(headers)) if (name.toLowerCase() === "authorization") delete headers[name];
     if (origin && !init.browser) headers.origin = origin; // a navigation (authorize) sends none
     requests++;
     return new Promise((resolve, reject) => {
@@ -260,10 +306,16 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   function readText(step: HandshakeStep, reply: Reply): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
-      reply.res.on("data", (c: Buffer) => chunks.push(c));
+      let size = 0;
+      reply.res.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size <= MAX_ANSWER_BYTES) chunks.push(c);
+        else reply.cancel(); // bounded: a hostile server cannot make the run hold more
+      });
       reply.res.once("error", () => {}); // reported by close
       reply.res.once("close", () => {
-        if (reply.res.complete) resolve(Buffer.concat(chunks).toString("utf8"));
+        if (size > MAX_ANSWER_BYTES) reject(new StepFailure(step, `the ${reply.status} answer is larger than ${MAX_ANSWER_BYTES} bytes`));
+        else if (reply.res.complete) resolve(Buffer.concat(chunks).toString("utf8"));
         else reject(new StepFailure(step, `the ${reply.status} answer was cut${reply.timedOut() ? `: no end within ${timeoutMs} ms` : ""}`, reply.timedOut() ? "slow_response" : undefined));
       });
     });
@@ -394,7 +446,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         }
       }
       if (!prm) throw new StepFailure("protected_resource_metadata", `no Protected Resource Metadata: ${tried.join("; ")}`, "protected_resource_metadata_missing");
-      if (new URL(String(prm.resource)).href !== resourceUrl) {
+      if (asConnectorUrl(String(prm.resource)) !== resourceUrl) {
         throw new StepFailure("protected_resource_metadata", `PRM resource ${String(prm.resource)} is not the connector URL ${resourceUrl}`, "resource_mismatch");
       }
       const issuer = (prm.authorization_servers as unknown[] | undefined)?.[0];
@@ -536,6 +588,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     return finish(null);
   } catch (error) {
     if (!(error instanceof StepFailure)) throw error;
+    if (error instanceof NotFollowed) {
+      outcomes.set(error.step, { step: error.step, status: "skipped", skipped: "not_followed", detail: error.message });
+      return { ...finish(null), notFollowed: error.step };
+    }
     outcomes.set(error.step, { step: error.step, status: "failed", ...httpOf(error.step), detail: error.message, ...(error.code ? { code: error.code } : {}) });
     return finish(error);
   }
@@ -547,3 +603,13 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     return { url: resourceUrl, steps, failedAt: failure.step, code: failure.code ?? null, error: failure.message, requests };
   }
 }
+
+function safeUrl(url: string): URL | undefined {
+  try {
+    return new URL(url);
+  } catch {
+    return undefined;
+  }
+}
+
+const originOf = (url: string) => safeUrl(url)?.origin;

@@ -1,11 +1,18 @@
 // A handshake's exchanges as HAR 1.2 (http://www.softwareishard.com/blog/har-12-spec/) or as curl
 // commands. Both are redacted as stored: a secret appears only as its [redacted:xxxxxxxx] marker.
+// The URL is the one the proxy actually forwarded to (its recorded upstream, without userinfo, and
+// the recorded path and query), never built from Host or X-Forwarded-*: a client chooses those.
+// What a client claimed (the X-Forwarded-* and the like mcp-lens replaced) is shown as its claim:
+// a custom HAR field, a `#` comment in curl. Every string from traffic is hostile: the curl text
+// is shell-safe (single quotes, or $'…' with escapes when it holds a control character) and no raw
+// control character reaches the terminal from either format.
 import { STATUS_CODES } from "node:http";
 import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../proxy/exchange.js";
 import { REDACTED_PATTERN } from "../proxy/redact.js";
 import { VERSION } from "../proxy/version.js";
 import type { HandshakeDetail } from "./data.js";
 import { iso, plural } from "./format.js";
+import { terminalSafe } from "./terminal-safe.js";
 
 interface HarNameValue {
   name: string;
@@ -53,6 +60,8 @@ export interface HarEntry {
   /** Custom fields (HAR allows names starting with "_"). */
   _exchangeId: number;
   _kind: string;
+  /** What the client sent that mcp-lens replaced or removed before forwarding: its claim, not a fact. */
+  _clientClaimed?: { host: string | null; headers: HarNameValue[] };
 }
 
 export interface Har {
@@ -67,19 +76,32 @@ export interface Har {
 
 const header = (headers: HeaderPairs | null, name: string) => headers?.find(([n]) => n.toLowerCase() === name)?.[1];
 
-/** The URL the client asked for: scheme from X-Forwarded-Proto (a TLS front), else http. */
-function urlOf(e: ClassifiedExchange): string {
-  const scheme = header(e.requestHeaders, "x-forwarded-proto")?.split(",")[0]?.trim() || "http";
-  const host = e.host ?? header(e.requestHeaders, "host") ?? "localhost";
-  return `${scheme}://${host}${e.path}${e.query !== null ? `?${e.query}` : ""}`;
+/** Where no upstream was recorded (a database from elsewhere): a name that resolves nowhere. */
+const UNKNOWN_UPSTREAM = "http://upstream.invalid";
+
+/** The URL the proxy forwarded to: the upstream's origin and base path (as http-proxy joins them), the recorded path and query. */
+function urlOf(e: ClassifiedExchange, upstream: string | undefined): string {
+  let base: URL;
+  try {
+    base = new URL(upstream || UNKNOWN_UPSTREAM);
+  } catch {
+    base = new URL(UNKNOWN_UPSTREAM);
+  }
+  const prefix = base.pathname.replace(/\/$/, "");
+  return `${base.origin}${prefix}${e.path}${e.query !== null ? `?${e.query}` : ""}`;
 }
 
+const claimedOf = (e: ClassifiedExchange) => (e.claimedHeaders?.length ? e.claimedHeaders : undefined);
+
+/** See RecordedBody.encoding: the recorder keeps no bytes it could not redact. */
+const OMITTED_NOTE = "body not recorded: not text, or in a content encoding mcp-lens cannot decode";
+
 function truncationNote(body: RecordedBody): string | undefined {
-  return body.truncated ? `body recorded up to ${body.text === null ? 0 : Buffer.byteLength(body.text, body.encoding)} of ${body.size} bytes` : undefined;
+  return body.truncated ? `body recorded up to ${body.text === null ? 0 : Buffer.byteLength(body.text, body.encoding === "base64" ? "base64" : "utf8")} of ${body.size} bytes` : undefined;
 }
 
 function contentOf(body: RecordedBody, mimeType: string | undefined): HarContent {
-  const comment = truncationNote(body);
+  const comment = body.encoding === "omitted" ? OMITTED_NOTE : truncationNote(body);
   return {
     size: body.size,
     mimeType: mimeType ?? "",
@@ -91,7 +113,7 @@ function contentOf(body: RecordedBody, mimeType: string | undefined): HarContent
 
 const nameValues = (headers: HeaderPairs | null): HarNameValue[] => (headers ?? []).map(([name, value]) => ({ name, value }));
 
-function harEntry(e: ClassifiedExchange, pageref: string): HarEntry {
+function harEntry(e: ClassifiedExchange, pageref: string, upstream: string | undefined): HarEntry {
   // HAR wants send, wait and receive as non-negative numbers; mcp-lens measures headers and end.
   const wait = Math.max(0, e.ttfbMs ?? e.durationMs ?? 0);
   const receive = Math.max(0, (e.durationMs ?? wait) - wait);
@@ -104,7 +126,7 @@ function harEntry(e: ClassifiedExchange, pageref: string): HarEntry {
     time: wait + receive,
     request: {
       method: e.method,
-      url: urlOf(e),
+      url: urlOf(e, upstream),
       httpVersion: "HTTP/1.1",
       cookies: [],
       headers: nameValues(e.requestHeaders),
@@ -130,18 +152,22 @@ function harEntry(e: ClassifiedExchange, pageref: string): HarEntry {
     comment: `mcp-lens exchange #${e.id}: ${e.kind}`,
     _exchangeId: e.id,
     _kind: e.kind,
+    ...(claimedOf(e) ? { _clientClaimed: { host: e.host, headers: nameValues(claimedOf(e)!) } } : {}),
   };
 }
 
-export function toHar({ handshake: h, exchanges }: HandshakeDetail): Har {
+/** `upstream`: the proxy's recorded upstream (meta `upstream`), where every request was forwarded. */
+export function toHar({ handshake: h, exchanges }: HandshakeDetail, upstream?: string): Har {
   const pageref = `handshake-${h.id}`;
   return {
     log: {
       version: "1.2",
       creator: { name: "mcp-lens inspector", version: VERSION },
       pages: [{ startedDateTime: iso(h.startedAt), id: pageref, title: `handshake #${h.id} (${h.clientFamily}): ${h.outcome}`, pageTimings: {} }],
-      entries: exchanges.map((e) => harEntry(e, pageref)),
-      comment: "Recorded by mcp-lens, redacted: [redacted:xxxxxxxx] stands for a secret that was never stored.",
+      entries: exchanges.map((e) => harEntry(e, pageref, upstream)),
+      comment:
+        "Recorded by mcp-lens, redacted: [redacted:xxxxxxxx] stands for a secret that was never stored. " +
+        "URLs are where the proxy forwarded; _clientClaimed holds what a client claimed (X-Forwarded-* and the like) that the proxy replaced.",
     },
   };
 }
@@ -149,26 +175,48 @@ export function toHar({ handshake: h, exchanges }: HandshakeDetail): Har {
 // ---------------------------------------------------------------------------------------------
 // curl
 
-/** POSIX shell single quotes. */
-export const shellQuote = (text: string) => `'${text.replace(/'/g, `'\\''`)}'`;
+/** Characters that must not reach a terminal raw, nor sit raw in a shell word. */
+const UNSAFE_IN_SHELL = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
+
+/**
+ * One shell word: POSIX single quotes (nothing inside is special but the quote itself); when the
+ * text holds a control or format character, bash's $'…' with every such character, the backslash
+ * and the quote escaped, so the command carries the exact text and prints no raw control byte.
+ */
+export function shellQuote(text: string): string {
+  if (!UNSAFE_IN_SHELL.test(text)) return `'${text.replace(/'/g, `'\\''`)}'`;
+  let out = "";
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    if (char === "\\" || char === "'") out += `\\${char}`;
+    else if (!UNSAFE_IN_SHELL.test(char)) out += char;
+    else if (code < 0x80) out += `\\x${code.toString(16).padStart(2, "0")}`;
+    else if (code <= 0xffff) out += `\\u${code.toString(16).padStart(4, "0")}`;
+    else out += `\\U${code.toString(16).padStart(8, "0")}`;
+  }
+  return `$'${out}'`;
+}
 
 /** Set by curl itself from the URL and the body, or meaningless on a new connection. */
 const CURL_SETS = new Set(["host", "content-length", "connection", "transfer-encoding", "keep-alive", "accept-encoding"]);
 
 /** One exchange as a curl command, with comments saying what to replace. */
-export function curlCommand(e: ClassifiedExchange): string {
+export function curlCommand(e: ClassifiedExchange, upstream?: string): string {
   const body = e.requestBody;
   const headers = e.requestHeaders.filter(([name]) => !CURL_SETS.has(name.toLowerCase()));
   const method = e.method === "HEAD" ? ["--head"] : e.method === "GET" || (e.method === "POST" && body.text !== null) ? [] : ["-X", e.method];
   const args = [
-    ["curl", ...method, shellQuote(urlOf(e))].join(" "),
+    ["curl", ...method, shellQuote(urlOf(e, upstream))].join(" "),
     ...(header(e.requestHeaders, "accept-encoding") ? ["--compressed"] : []),
     ...headers.map(([name, value]) => `-H ${shellQuote(`${name}: ${value}`)}`),
     ...(body.text === null ? [] : body.encoding === "base64" ? ["--data-binary @-"] : [`--data-binary ${shellQuote(body.text)}`]),
   ];
   const command = args.join(" \\\n  ");
+  const claimed = claimedOf(e);
   const comments = [
-    `# #${e.id} ${e.kind}: ${e.method} ${e.path} → ${e.status ?? e.upstreamError ?? "no response"}`,
+    terminalSafe(`# #${e.id} ${e.kind}: ${e.method} ${e.path} → ${e.status ?? e.upstreamError ?? "no response"}`),
+    // One line each, every control escaped: a comment that a line break could end would run the rest.
+    ...(claimed ? [terminalSafe(`# the client claimed (replaced by the proxy, not sent here): ${claimed.map(([n, v]) => `${n}: ${v}`).join("; ")}`)] : []),
     ...(new RegExp(REDACTED_PATTERN.source).test(command) ? ["# replace each [redacted:xxxxxxxx] marker with the real value before running: mcp-lens never stored it"] : []),
     ...(body.truncated ? [`# the request ${truncationNote(body)}: this sends only that part`] : []),
   ];
@@ -177,7 +225,7 @@ export function curlCommand(e: ClassifiedExchange): string {
 }
 
 /** One curl command per exchange, in id order. */
-export function toCurl({ handshake: h, exchanges }: HandshakeDetail): string {
-  const head = `# mcp-lens handshake #${h.id} (${h.clientFamily}), ${h.outcome}${h.failedStep ? ` at ${h.failedStep}` : ""}: ${plural(exchanges.length, "exchange")}\n`;
-  return [head, ...exchanges.map(curlCommand)].join("\n");
+export function toCurl({ handshake: h, exchanges }: HandshakeDetail, upstream?: string): string {
+  const head = `${terminalSafe(`# mcp-lens handshake #${h.id} (${h.clientFamily}), ${h.outcome}${h.failedStep ? ` at ${h.failedStep}` : ""}: ${plural(exchanges.length, "exchange")}`)}\n`;
+  return [head, ...exchanges.map((e) => curlCommand(e, upstream))].join("\n");
 }

@@ -2,17 +2,26 @@
 // target (the proxy's own URL by default, so the re-run is recorded like any traffic; or the public
 // URL), then compared step by step with the original.
 //
-// As the same client: from the recorded exchanges it takes the User-Agent, the Accept and the
-// initialize params (protocol version, capabilities, clientInfo) of the probe, the registration
-// payload as the client posted it (else the known client's, by family; redacted values left out),
-// its Origin (a browser client), the connector URL (the probe's path; the scheme and host the
-// client used: X-Forwarded-Proto/-Host, else Host, and https for hosted clients, as the analyser
-// reads them) and, unless the target is that very origin (whose front sets them itself), the
-// Host / X-Forwarded-Host / X-Forwarded-Proto its requests carried, so that the server computes
-// the same public URLs; URLs the server advertises on the connector's host are dialled at the
-// target. The resource and scope of its authorize/token requests, and PKCE S256 with a fresh
-// verifier, belong to the authorize and token requests, which a re-run does not send (below).
-// Every request is bounded by timeoutMs and nothing is retried (inspector/connector.ts).
+// A recording is hostile input: whoever reached the proxy chose its Host, X-Forwarded-*, paths and
+// bodies. So the re-run dials ONLY the target origin: the connector URL is the target's origin
+// plus the recorded path; the connector's public origin as recorded (the X-Forwarded-Proto/-Host
+// the upstream received, else Host) is mapped onto the target (a URL the server advertises there
+// is dialled at the target), never dialled itself. A URL the server advertises on any other origin
+// (an authorization server elsewhere, a registration endpoint) is followed only when the operator
+// names that origin (--allow-origin); otherwise the step is reported "not followed: … on another
+// origin" and not performed, and the run stops there. No recorded Host, X-Forwarded-Host/-Proto
+// or Origin-derived host goes out: Host and TLS SNI are always the dialled origin's, and --token
+// goes only to the target origin (inspector/connector.ts enforces both per request).
+//
+// As the same client: from the recorded exchanges it takes, each type-checked and size-bounded,
+// the User-Agent, the Accept and the initialize params (protocol version, capabilities,
+// clientInfo) of the probe, its Origin (a browser client), and the registration payload REBUILT
+// from the known RFC 7591 fields the client posted (client_name, redirect_uris, grant_types,
+// response_types, token_endpoint_auth_method, scope, application_type, software_id/_version;
+// unknown fields and redacted values dropped; never the raw recorded body), else the known
+// client's, by family. The resource and scope of its authorize/token requests, and PKCE S256 with
+// a fresh verifier, belong to the authorize and token requests, which a re-run does not send
+// (below). Every request and answer is bounded (timeoutMs, 1 MiB) and nothing is retried.
 //
 // The browser authorize step is never replayed. Without a token the run goes probe → discovery →
 // registration and stops where the user is needed: authorize, callback, token, initialize,
@@ -27,6 +36,8 @@
 //               longer needs it (it answered the unauthenticated initialize: no OAuth at all);
 //   still_fails otherwise. Two cases:
 //     - a step failed: failedStep/code are the re-run's ("still fails at X: code — detail");
+//     - a step was not followed (another origin, not allowed): failedStep is that step, code null,
+//       and the summary says "not re-checked: … not followed";
 //     - nothing failed, but the original's failed step could not be re-checked (it needs the
 //       user's browser, e.g. token without --token; or the re-run does not replay it): failedStep is
 //       the original's, code is null, and the summary says "not re-checked: could not re-check X
@@ -61,6 +72,8 @@ export interface ReplayOptions {
   token?: string;
   /** Per request; default 10 000 ms, like hosted clients. */
   timeoutMs?: number;
+  /** Origins besides the target's that the re-run may dial when the server sends it there (--allow-origin). */
+  allowOrigins?: string[];
 }
 
 export interface ReplayStep {
@@ -98,7 +111,8 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
   const { url, ...client } = clientOf(detail, options.target);
   const run = await runConnector(url, {
     ...client,
-    via: options.target,
+    via: new URL(options.target).origin,
+    allowedOrigins: options.allowOrigins ?? [],
     auth: options.token ? { bearer: options.token } : "stop",
     timeoutMs: options.timeoutMs ?? 10_000,
   });
@@ -122,6 +136,11 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
     const summary = `still fails at ${run.failedAt}${run.code ? `: ${run.code}` : ""}${was} — ${run.error ?? ""}`.trim();
     return { ...base, verdict: "still_fails", failedStep: run.failedAt, code: run.code, summary };
   }
+  if (run.notFollowed) {
+    const why = ran.get(run.notFollowed)?.detail ?? "not followed";
+    const summary = `not re-checked: ${run.notFollowed} ${why}; the steps that ran pass now: ${passing}`;
+    return { ...base, verdict: "still_fails", failedStep: run.notFollowed, code: null, summary };
+  }
   const recheck = before ? ran.get(before) : undefined;
   if (!before || recheck?.status === "ok" || recheck?.skipped === "authless") {
     const unchecked = steps.filter((s) => s.rerun.status === "skipped" && ran.get(s.step)?.skipped === "needs_user").map((s) => s.step);
@@ -143,7 +162,7 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
 
 function rerunOf(step: HandshakeStep, outcome: StepOutcome | undefined, failedAt: HandshakeStep | null): ReplayStep["rerun"] {
   if (outcome) {
-    const detail = outcome.skipped ? SKIP_DETAIL[outcome.skipped] : outcome.detail;
+    const detail = outcome.skipped && outcome.skipped !== "not_followed" ? SKIP_DETAIL[outcome.skipped] : outcome.detail;
     return { status: outcome.status, ...(outcome.httpStatus !== undefined ? { httpStatus: outcome.httpStatus } : {}), ...(detail ? { detail } : {}) };
   }
   if (!REPLAYED.has(step)) return { status: "skipped", detail: `not replayed: ${step} is left to the client's own use` };
@@ -153,7 +172,7 @@ function rerunOf(step: HandshakeStep, outcome: StepOutcome | undefined, failedAt
 // ---------------------------------------------------------------------------------------------
 // The client, as the recording shows it
 
-type Client = Omit<ConnectorOptions, "via" | "auth" | "toolCall" | "timeoutMs" | "sseTimeoutMs"> & { url: string };
+type Client = Omit<ConnectorOptions, "via" | "auth" | "toolCall" | "timeoutMs" | "sseTimeoutMs" | "allowedOrigins" | "forwardHeaders"> & { url: string };
 
 const header = (e: ClassifiedExchange | undefined, name: string) => e?.requestHeaders.find(([n]) => n.toLowerCase() === name)?.[1];
 const firstValue = (v: string | undefined) => v?.split(",")[0]?.trim() || undefined;
@@ -179,55 +198,93 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
   const known = handshake.clientFamily in KNOWN_CLIENTS ? KNOWN_CLIENTS[handshake.clientFamily as keyof typeof KNOWN_CLIENTS] : undefined;
   const fact = <T>(pick: (e: ClassifiedExchange) => T | undefined) => sorted.map(pick).find((v) => v !== undefined);
 
-  // The connector URL as the client used it.
+  // The connector URL: the target's origin and the path the client used (a path only: "//host"
+  // or anything else that would change the origin is not a path).
+  const targetOrigin = new URL(target).origin;
   const source = probe ?? backend[0] ?? sorted[0];
-  const resource = fact((e) => (BROWSER_KINDS.has(e.kind) || e.kind === "token" ? e.facts.resource : undefined));
+  const resource = text(fact((e) => (BROWSER_KINDS.has(e.kind) || e.kind === "token" ? e.facts.resource : undefined)), 2048);
   const prmPath = sorted.find((e) => e.kind === "protected_resource_metadata" && e.facts.wellKnownVariant === "path_inserted")?.path.replace(/^\/\.well-known\/oauth-protected-resource/, "");
-  const path = probe?.path ?? (resource ? safeUrl(resource)?.pathname : undefined) ?? prmPath ?? "/mcp";
-  const host = firstValue(header(source, "x-forwarded-host")) ?? source?.host ?? new URL(target).host;
-  const scheme = firstValue(header(source, "x-forwarded-proto")) ?? (HOSTED_FAMILIES.has(handshake.clientFamily) ? "https" : "http");
-  const url = new URL(path, `${scheme}://${host}`).href;
+  const path = [probe?.path, resource ? safeUrl(resource)?.pathname : undefined, prmPath].find(isPath) ?? "/mcp";
+  const url = safeUrl(`${targetOrigin}${path}`);
+  const connectorUrl = url && url.origin === targetOrigin ? url.href : `${targetOrigin}/mcp`;
 
-  // Host and X-Forwarded-* as the client's requests carried them, unless the target is the connector's origin.
-  const forwardHeaders: Record<string, string> = {};
-  if (new URL(target).origin !== new URL(url).origin) {
-    for (const name of ["host", "x-forwarded-host", "x-forwarded-proto"]) {
-      const value = name === "host" ? (source?.host ?? undefined) : header(source, name);
-      if (value) forwardHeaders[name] = value;
-    }
-  }
+  // The public origin the upstream saw (recorded headers are what it received): mapped onto the
+  // target, so URLs a server with a fixed public URL advertises are dialled at the target.
+  const host = firstValue(header(source, "x-forwarded-host")) ?? source?.host ?? undefined;
+  const scheme = firstValue(header(source, "x-forwarded-proto")) ?? (HOSTED_FAMILIES.has(handshake.clientFamily) ? "https" : "http");
+  const publicOrigin = host && /^https?$/.test(scheme) ? safeUrl(`${scheme}://${host}`)?.origin : undefined;
 
   const initialize = requestJson(probe);
   const params = initialize?.method === "initialize" && isRecord(initialize.params) ? initialize.params : undefined;
   const info = probe?.facts.mcp;
-  const registered = requestJson(sorted.find((e) => e.kind === "registration" && e.method === "POST"));
-  // A redacted value (a secret) cannot be replayed: left out.
-  const payload = registered && Object.fromEntries(Object.entries(registered).filter(([, v]) => fingerprintsIn(JSON.stringify(v)).length === 0));
-  const redirectUri = fact((e) => e.facts.redirectUris?.[0]) ?? known?.redirectUri ?? "http://localhost:33418/callback";
+  const clientInfo = clientInfoOf(params?.clientInfo) ?? clientInfoOf(info?.clientInfo) ?? known?.clientInfo ?? { name: text(handshake.clientName, 200) ?? "mcp-lens replay", version: "0" };
+  const capabilities = isRecord(params?.capabilities) && JSON.stringify(params.capabilities).length <= 8192 ? params.capabilities : {};
+  const protocolVersion = text(params?.protocolVersion, 64) ?? text(info?.protocolVersionRequested, 64) ?? LATEST_PROTOCOL_VERSION;
+
+  const redirectUri = fact((e) => text(e.facts.redirectUris?.[0], 2048)) ?? known?.redirectUri ?? "http://localhost:33418/callback";
   const registration =
-    payload && Array.isArray(payload.redirect_uris) && payload.redirect_uris.every((u) => typeof u === "string")
-      ? (payload as Client["registration"])
-      : registrationPayload(known?.clientName ?? handshake.clientName ?? "mcp-lens replay", redirectUri, known?.authMethod ?? "none");
+    registrationOf(requestJson(sorted.find((e) => e.kind === "registration" && e.method === "POST"))) ??
+    registrationPayload(known?.clientName ?? text(handshake.clientName, 200) ?? "mcp-lens replay", redirectUri, known?.authMethod ?? "none");
   const origin = fact((e) => (BROWSER_KINDS.has(e.kind) ? undefined : e.facts.origin));
-  const userAgent = probe?.facts.userAgent ?? fact((e) => (BROWSER_KINDS.has(e.kind) ? undefined : e.facts.userAgent));
-  const accept = probe ? header(probe, "accept") : MCP_ACCEPT;
-  const scope = fact((e) => (BROWSER_KINDS.has(e.kind) ? e.facts.scope : undefined));
+  const browserOrigin = origin && safeUrl(origin)?.origin === origin ? origin : undefined;
+  const userAgent = headerText(probe?.facts.userAgent ?? fact((e) => (BROWSER_KINDS.has(e.kind) ? undefined : e.facts.userAgent)));
+  const accept = probe ? headerText(header(probe, "accept")) : MCP_ACCEPT;
+  const scope = text(fact((e) => (BROWSER_KINDS.has(e.kind) ? e.facts.scope : undefined)), 1024);
   return {
-    url,
+    url: connectorUrl,
     ...(userAgent ? { userAgent } : {}),
     ...(accept ? { accept } : {}),
-    initialize: {
-      capabilities: {},
-      clientInfo: info?.clientInfo ?? known?.clientInfo ?? { name: handshake.clientName ?? "mcp-lens replay", version: "0" },
-      ...params,
-      protocolVersion: typeof params?.protocolVersion === "string" ? params.protocolVersion : (info?.protocolVersionRequested ?? LATEST_PROTOCOL_VERSION),
-    },
+    initialize: { protocolVersion, capabilities, clientInfo },
     registration,
     ...(resource ? { resource } : {}),
     ...(scope ? { scope } : {}),
-    ...(origin ? { origin } : {}),
-    ...(Object.keys(forwardHeaders).length ? { forwardHeaders } : {}),
+    ...(browserOrigin ? { origin: browserOrigin } : {}),
+    ...(publicOrigin && publicOrigin !== targetOrigin ? { mappedOrigins: [publicOrigin] } : {}),
   };
+}
+
+/** A recorded string, when it is one, printable (no control characters) and at most `max` long. */
+function text(value: unknown, max: number): string | undefined {
+  return typeof value === "string" && value.length > 0 && value.length <= max && !/[\u0000-\u001f\u007f-\u009f]/.test(value) ? value : undefined;
+}
+
+/** A header value Node will send as is (HTAB, visible ASCII and obs-text), bounded. */
+const headerText = (value: string | undefined) => (value !== undefined && value.length <= 1024 && /^[\t\x20-\x7e\x80-\xff]*$/.test(value) ? value : undefined);
+
+const isPath = (p: string | undefined): p is string => typeof p === "string" && p.length <= 2048 && /^\/(?!\/)[\x21-\x7e]*$/.test(p) && !p.includes("\\");
+
+function clientInfoOf(value: unknown): { name: string; version: string } | undefined {
+  if (!isRecord(value)) return undefined;
+  const name = text(value.name, 200);
+  return name ? { name, version: text(value.version, 64) ?? "0" } : undefined;
+}
+
+const STRING_FIELDS = { client_name: 200, token_endpoint_auth_method: 64, scope: 1024, application_type: 32, software_id: 200, software_version: 64 } as const;
+const LIST_FIELDS = { redirect_uris: 2048, grant_types: 128, response_types: 64 } as const;
+const MAX_LIST = 10;
+
+/**
+ * The client's registration rebuilt from the RFC 7591 fields a re-run needs, each type-checked and
+ * bounded; anything else the recorded body held (unknown fields, URLs the AS would fetch, a
+ * redacted secret) is dropped. Undefined without usable redirect_uris.
+ */
+function registrationOf(recorded: Record<string, unknown> | undefined): Client["registration"] | undefined {
+  if (!recorded) return undefined;
+  const clean = (v: string | undefined) => (v !== undefined && fingerprintsIn(v).length === 0 ? v : undefined);
+  const out: Record<string, unknown> = {};
+  for (const [name, max] of Object.entries(STRING_FIELDS)) {
+    const v = clean(text(recorded[name], max));
+    if (v !== undefined) out[name] = v;
+  }
+  for (const [name, max] of Object.entries(LIST_FIELDS)) {
+    const list = recorded[name];
+    if (!Array.isArray(list) || list.length === 0 || list.length > MAX_LIST) continue;
+    const items = list.map((v) => clean(text(v, max)));
+    if (items.every((v): v is string => v !== undefined)) out[name] = items;
+  }
+  const uris = out.redirect_uris as string[] | undefined;
+  if (!uris?.every((u) => /^[a-z][a-z0-9+.-]*:/i.test(u) && safeUrl(u))) return undefined;
+  return out as Client["registration"];
 }
 
 function safeUrl(url: string): URL | undefined {
@@ -237,3 +294,6 @@ function safeUrl(url: string): URL | undefined {
     return undefined;
   }
 }
+
+/** For the unit tests: the registration a re-run would send for a recorded body. */
+export const registrationOfForTest = registrationOf;

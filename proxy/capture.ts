@@ -4,7 +4,8 @@
 // off the request path, in the record writer.
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
-import type { CapturedBody, HeaderPairs, RawExchange } from "./exchange.js";
+import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "./exchange.js";
+import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "./trust.js";
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
 export class BodyTap {
@@ -87,6 +88,8 @@ export class ExchangeCapture {
   upstreamError: string | null = null;
   /** mcp-lens answered 400 itself: the request turned out malformed mid-body. */
   rejected = false;
+  /** The peer may set X-Forwarded-* (proxy/trust.ts); set by the forwarder with the headers. */
+  trustedPeer = false;
   websocket = false;
   /** The request to the upstream, once a socket is assigned: destroyed on timeout. */
   upstreamRequest: ClientRequest | null = null;
@@ -149,6 +152,70 @@ export class ExchangeCapture {
       responseHeaders: this.responseHeaders,
       responseBody: this.responseBody.result(),
       sseEvents: this.sse ? this.sse.count : null,
+      forwarding: forwardingOf(req, this.trustedPeer),
     };
   }
+}
+
+/** Reads back what setForwardedHeaders (proxy/forward.ts) left in req.headers: no copies of the strings. */
+function forwardingOf(req: IncomingMessage, trusted: boolean): Forwarding {
+  const h = req.headers;
+  return {
+    trusted,
+    forwardedFor: String(h["x-forwarded-for"] ?? ""),
+    forwardedProto: String(h["x-forwarded-proto"] ?? "http"),
+    forwardedHost: (h["x-forwarded-host"] as string | undefined) ?? null,
+    connection: h.connection ?? null,
+  };
+}
+
+/**
+ * The request as the upstream received it, and what the client claimed: the client's headers with
+ * mcp-lens's forwarding values in place of its own (at the first occurrence, appended when it sent
+ * none), the removed ones left out; `claimed` holds the client's originals of every header whose
+ * value did not reach the upstream. Run off the request path (the record worker). A trusted
+ * peer's X-Forwarded-For, extended with its address, is no claim: it went on, with one more hop.
+ */
+export function forwardedHeaders(
+  clientHeaders: HeaderPairs,
+  forwarding: Forwarding | undefined,
+): { sent: HeaderPairs; claimed: HeaderPairs; setByProxy: string[] } {
+  if (!forwarding) return { sent: clientHeaders, claimed: [], setByProxy: [] };
+  // A Map, not an object: a header named "constructor" must not find Object's.
+  const set = new Map<string, string | null>([
+    ["x-forwarded-for", forwarding.forwardedFor],
+    ["x-forwarded-proto", forwarding.forwardedProto],
+    ["x-forwarded-host", forwarding.forwardedHost],
+    ["connection", forwarding.connection],
+  ]);
+  const sent: HeaderPairs = [];
+  const claimed: HeaderPairs = [];
+  const placed = new Set<string>();
+  for (const pair of clientHeaders) {
+    const lower = pair[0].toLowerCase();
+    const ours = set.has(lower);
+    if (!ours && (forwarding.trusted || !FORWARDING_HEADER_NAMES.has(lower))) {
+      sent.push(pair); // as the client sent it (Node joins repeated lines, the upstream sees the same)
+      continue;
+    }
+    const value = ours ? (set.get(lower) ?? null) : null;
+    const kept = value !== null && !placed.has(lower);
+    if (kept) {
+      placed.add(lower);
+      sent.push([pair[0], value]);
+    }
+    const extended = forwarding.trusted && lower === "x-forwarded-for";
+    if (!extended && (!kept || value !== pair[1])) claimed.push(pair);
+  }
+  // Which forwarding values are mcp-lens's own rather than a trusted front's: the analyser must not
+  // read its default `X-Forwarded-Proto: http` as the scheme the client used (the TLS front that
+  // passed none is the very fault it diagnoses).
+  const setByProxy: string[] = [];
+  for (const name of SET_BY_PROXY) {
+    const value = set.get(name);
+    const fromPeer = forwarding.trusted && clientHeaders.some(([n]) => n.toLowerCase() === name);
+    if (value && !fromPeer) setByProxy.push(name);
+    if (!placed.has(name) && value) sent.push([name, value]);
+  }
+  return { sent, claimed, setByProxy };
 }

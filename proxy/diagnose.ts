@@ -1072,9 +1072,11 @@ function publicHost(e: ClassifiedExchange): string | undefined {
   return (forwarded || e.host || undefined)?.toLowerCase();
 }
 
+/** The scheme a front proxy passed on; mcp-lens's own default (`setByProxy`) says nothing about the client's. */
 function forwardedProto(e: ClassifiedExchange): "http" | "https" | undefined {
+  const fromFront = !e.setByProxy?.includes("x-forwarded-proto");
   const proto =
-    reqHeader(e, "x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() ??
+    (fromFront ? reqHeader(e, "x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() : undefined) ??
     /(?:^|[;,\s])proto="?(https?)"?/i.exec(reqHeader(e, "forwarded") ?? "")?.[1]?.toLowerCase();
   return proto === "https" || proto === "http" ? proto : undefined;
 }

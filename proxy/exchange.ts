@@ -46,12 +46,33 @@ export interface RawExchange {
   responseBody: CapturedBody;
   /** Count of SSE events in a text/event-stream response, all of them, not only the captured ones. */
   sseEvents: number | null;
+  /**
+   * What mcp-lens set on the request it forwarded (proxy/forward.ts setForwardedHeaders); absent
+   * when nothing was forwarded (a malformed request). requestHeaders are the client's, as sent:
+   * forwardedHeaders() in proxy/capture.ts turns the two into what the upstream received.
+   */
+  forwarding?: Forwarding;
+}
+
+/** The forwarding headers as they went upstream, and whether the peer was trusted to set them. */
+export interface Forwarding {
+  trusted: boolean;
+  forwardedFor: string;
+  forwardedProto: string;
+  forwardedHost: string | null;
+  /** Connection after mcp-lens removed the tokens naming headers it sets; null when none was sent. */
+  connection: string | null;
 }
 
 export interface RecordedBody {
-  /** UTF-8 text, or base64 when the bytes are not valid UTF-8; null when empty. */
+  /** UTF-8 text (base64 in records made before bodies that are not text were omitted); null when empty or omitted. */
   text: string | null;
-  encoding: "utf8" | "base64";
+  /**
+   * "omitted": not recorded, only its size: the bytes were not text, or were in a content
+   * encoding that could not be undone (unknown, stacked beyond what is decoded, corrupt), so no
+   * secret inside them could have been redacted.
+   */
+  encoding: "utf8" | "base64" | "omitted";
   size: number;
   truncated: boolean;
   /** Content-Encoding that was decoded for recording (gzip, deflate, br). */
@@ -78,6 +99,18 @@ export interface RecordedExchange {
   responseHeaders: HeaderPairs | null;
   responseBody: RecordedBody;
   sseEvents: number | null;
+  /**
+   * The client's own values of the headers mcp-lens replaced or removed before forwarding (an
+   * untrusted peer's X-Forwarded-*, Forwarded, X-Real-IP…): what it claimed, kept as a fact;
+   * requestHeaders hold what the upstream received. Absent when nothing was replaced.
+   */
+  claimedHeaders?: HeaderPairs;
+  /**
+   * Lower-case names of the X-Forwarded-* in requestHeaders whose value mcp-lens set itself (the
+   * peer was untrusted, or a trusted front sent none): facts about mcp-lens's own connection, not
+   * what a front proxy saw. Absent when every one came from a trusted front.
+   */
+  setByProxy?: string[];
 }
 
 export const EXCHANGE_KINDS = [

@@ -15,7 +15,7 @@ import {
   sendMalformedAnswer,
   type MalformedAnswer,
 } from "./malformed.js";
-import { clientAddress, type TrustPolicy } from "./trust.js";
+import { clientAddress, NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens, type TrustPolicy } from "./trust.js";
 
 export interface ForwarderOptions {
   upstream: string;
@@ -24,6 +24,10 @@ export interface ForwarderOptions {
   upstreamTimeoutMs: number;
   /** For the 408 answer's message: the server's headersTimeout. */
   headerTimeoutMs: number;
+  /** For the 408 answer's message when the body was too slow: the server's requestTimeout. */
+  requestTimeoutMs?: number;
+  /** Upstream connections at once (http.Agent maxSockets); default UPSTREAM_AGENT_OPTIONS'. */
+  upstreamMaxSockets?: number;
   nextId: () => number;
   /** Called once per exchange when it completes, aborts or fails. Must be cheap. */
   onExchange: (raw: RawExchange) => void;
@@ -81,7 +85,12 @@ export function upstreamErrorCode(error: NodeJS.ErrnoException): string {
 /**
  * X-Forwarded-For/-Proto/-Host: kept from a trusted front proxy (and For extended with its
  * address), otherwise replaced, so the upstream computes its public URLs (issuer,
- * resource, WWW-Authenticate) from facts, not from what any client claims.
+ * resource, WWW-Authenticate) from facts, not from what any client claims. From an untrusted peer
+ * the other forwarding claims (Forwarded, X-Forwarded-Port/-Prefix, X-Real-IP, X-Original-Host)
+ * are removed (proxy/trust.ts says why). A Connection token naming any of them is removed for
+ * every peer: http-proxy and Node forward Connection as is, and a hop that honours it would drop
+ * what mcp-lens set. The client's originals stay in req.rawHeaders (recorded as claims).
+ * Hot path: for a trusted front proxy that set everything, one string concat and no other allocation.
  */
 export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean): void {
   const headers = req.headers;
@@ -90,6 +99,14 @@ export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean)
   headers["x-forwarded-for"] = priorFor ? `${priorFor}, ${peer}` : peer;
   if (!trusted || !headers["x-forwarded-proto"]) headers["x-forwarded-proto"] = "http";
   if ((!trusted || !headers["x-forwarded-host"]) && headers.host) headers["x-forwarded-host"] = headers.host;
+  else if (!trusted) delete headers["x-forwarded-host"]; // no Host: no public host to claim
+  if (!trusted) for (const name of REMOVED_FROM_UNTRUSTED) if (headers[name] !== undefined) delete headers[name];
+  const connection = headers.connection;
+  if (connection !== undefined && NAMES_FORWARDING_HEADER.test(connection)) {
+    const kept = withoutForwardingTokens(connection);
+    if (kept === null) delete headers.connection;
+    else headers.connection = kept;
+  }
 }
 
 /**
@@ -170,12 +187,18 @@ class OpenExchanges {
   }
 }
 
-/** Keep-alive upstream: one TCP connect per burst, not per request. Shared with the benchmark's bare proxy. */
-export const UPSTREAM_AGENT_OPTIONS: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: "lifo" };
+/**
+ * Keep-alive upstream: one TCP connect per burst, not per request. Shared with the benchmark's
+ * bare proxy, so both run under the same socket cap. maxSockets is --upstream-max-sockets'
+ * default: a client connection holds at most one upstream request at a time, so with the
+ * public port's --max-connections (same default) it never binds on its own; it bounds what a
+ * flood of slow requests can hold open on the upstream (Node's default is no bound at all).
+ */
+export const UPSTREAM_AGENT_OPTIONS: http.AgentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, maxSockets: 4096, scheduling: "lifo" };
 
 export function createForwarder(options: ForwarderOptions): Forwarder {
   const target = new URL(options.upstream);
-  const agent = new http.Agent(UPSTREAM_AGENT_OPTIONS);
+  const agent = new http.Agent({ ...UPSTREAM_AGENT_OPTIONS, maxSockets: options.upstreamMaxSockets ?? UPSTREAM_AGENT_OPTIONS.maxSockets });
   const proxy = new ProxyServer({
     target: options.upstream,
     agent,
@@ -204,6 +227,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       clientAddress(req.socket.remoteAddress, forwardedFor, options.trust, trusted),
       options.maxBodyBytes,
     );
+    capture.trustedPeer = trusted;
     setForwardedHeaders(req, trusted);
     (req as Tagged)[CAPTURE] = capture;
     return capture;
@@ -310,7 +334,9 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         return;
       }
       rejectedSockets.add(socket);
-      const answer = malformedAnswer(error, options.headerTimeoutMs);
+      // A request already forwarded had its headers: a timeout now is --request-timeout's, on its body.
+      const forwarded = (socket as TaggedSocket)[CAPTURE]?.open === true;
+      const answer = malformedAnswer(error, options.headerTimeoutMs, forwarded ? options.requestTimeoutMs : undefined);
       if (rejectInFlight(socket, answer)) return;
       const responseHeaders = sendMalformedAnswer(socket, answer);
       const head = readRequestHead((error as { rawPacket?: Buffer }).rawPacket);

@@ -5,10 +5,13 @@ import {
   parseChoice,
   parseHttpUrl,
   parseInteger,
+  parseNameList,
   parsePort,
+  parseRegexList,
   parseSize,
   type Values,
 } from "./config.js";
+import { parseAllowedHosts, parseAllowedOrigins } from "./admin-access.js";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -100,6 +103,33 @@ export const PROXY_OPTIONS = {
     valueName: "LIST",
     help: "Peers whose X-Forwarded-* headers are kept: addresses, CIDRs, 'loopback', 'private' or 'none'",
   }),
+  redactHeaders: option({
+    flag: "redact-headers",
+    env: "MCP_LENS_REDACT_HEADERS",
+    kind: "string",
+    default: [] as string[],
+    valueName: "NAMES",
+    help: "More headers whose values are secret (comma-separated, any case), besides the built-in ones",
+    parse: parseNameList,
+  }),
+  redactFields: option({
+    flag: "redact-fields",
+    env: "MCP_LENS_REDACT_FIELDS",
+    kind: "string",
+    default: [] as string[],
+    valueName: "NAMES",
+    help: "More JSON keys, form/multipart fields and query parameters whose values are secret",
+    parse: parseNameList,
+  }),
+  redactPaths: option({
+    flag: "redact-paths",
+    env: "MCP_LENS_REDACT_PATHS",
+    kind: "string",
+    default: [] as string[],
+    valueName: "REGEX,...",
+    help: "Regexes for secrets in paths, e.g. '^/mcp/s/([^/]+)': each capture group (else the match) is redacted wherever the path appears",
+    parse: parseRegexList,
+  }),
   maxBody: option({
     flag: "max-body",
     env: "MCP_LENS_MAX_BODY",
@@ -180,6 +210,63 @@ export const PROXY_OPTIONS = {
     valueName: "MS",
     help: "On SIGTERM, how long in-flight requests may take to finish",
     parse: parseInteger(0, 600_000),
+  }),
+  // Admin port access and public port limits (issue 12). The connection and socket caps sit
+  // well above the 1,000 held SSE streams of tests/bench/sse.ts: each stream is one client
+  // connection and one upstream socket for as long as it lasts.
+  adminAllowedHosts: option({
+    flag: "admin-allowed-hosts",
+    env: "MCP_LENS_ADMIN_ALLOWED_HOSTS",
+    kind: "string",
+    default: "",
+    valueName: "LIST",
+    help: "Host names the admin port answers besides IP addresses and localhost, e.g. mcp-lens:9464 for Prometheus in Docker (DNS rebinding protection)",
+    parse: parseAllowedHosts,
+  }),
+  adminAllowedOrigins: option({
+    flag: "admin-allowed-origins",
+    env: "MCP_LENS_ADMIN_ALLOWED_ORIGINS",
+    kind: "string",
+    default: "",
+    valueName: "LIST",
+    help: "Web origins allowed to use the admin port (a request with any other Origin header is refused 403)",
+    parse: parseAllowedOrigins,
+  }),
+  liveMaxSubscribers: option({
+    flag: "live-max-subscribers",
+    env: "MCP_LENS_LIVE_MAX_SUBSCRIBERS",
+    kind: "string",
+    default: 16,
+    valueName: "COUNT",
+    help: "WebSocket /live subscribers at once; more are refused 503 (0 turns the feed off)",
+    parse: parseInteger(0, 1024),
+  }),
+  requestTimeout: option({
+    flag: "request-timeout",
+    env: "MCP_LENS_REQUEST_TIMEOUT",
+    kind: "string",
+    default: 300_000,
+    valueName: "MS",
+    help: "Milliseconds a client may take to send a whole request, body included, before 408 (slow-body attacks; responses and streams are never cut); 0 = no limit",
+    parse: parseInteger(0, 3_600_000),
+  }),
+  maxConnections: option({
+    flag: "max-connections",
+    env: "MCP_LENS_MAX_CONNECTIONS",
+    kind: "string",
+    default: 4096,
+    valueName: "COUNT",
+    help: "Client connections open at once on the public port; more are answered 503 and closed (0 = no cap)",
+    parse: parseInteger(0, 1_000_000),
+  }),
+  upstreamMaxSockets: option({
+    flag: "upstream-max-sockets",
+    env: "MCP_LENS_UPSTREAM_MAX_SOCKETS",
+    kind: "string",
+    default: 4096,
+    valueName: "COUNT",
+    help: "Connections to the upstream at once; further requests wait for one (504 after --upstream-timeout)",
+    parse: parseInteger(1, 1_000_000),
   }),
   logLevel: logLevelOption("; one JSON line per exchange at info"),
 };

@@ -6,9 +6,11 @@ import { useMemo, useState, type ReactNode } from "react";
 import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../proxy/exchange.js";
 import { curlCommand } from "../export.js";
 import { formatDuration, formatTime } from "../format.js";
+import { terminalSafe } from "../terminal-safe.js";
 import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
 import { line, LineView, markRedacted, scrollBy, ScrollLines, seg, wrapLine, type Line } from "./lines.js";
+import { metaValue } from "./live.js";
 import type { ScreenProps } from "./types.js";
 
 const header = (pairs: HeaderPairs, name: string) => pairs.find(([n]) => n.toLowerCase() === name)?.[1];
@@ -59,6 +61,7 @@ function sseLines(raw: string, total: number | null): Line[] {
 }
 
 export function bodyLines(body: RecordedBody, contentType: string | undefined, sseEvents: number | null = null): Line[] {
+  if (body.encoding === "omitted") return [line(seg(`  body: ${body.size} bytes, not recorded (not text, or an encoding that cannot be decoded)`, "dim"))];
   if (body.text === null) return [line(seg(body.size > 0 ? `  body: ${body.size} bytes, not recorded` : "  (no body)", "dim"))];
   const ct = (contentType ?? "").toLowerCase();
   const about = [`${body.size} bytes`, ct.split(";")[0], body.decoded ? `decoded from ${body.decoded}` : "", body.encoding === "base64" ? "binary, shown as base64" : ""];
@@ -83,6 +86,11 @@ export function requestLines(e: ClassifiedExchange): Line[] {
   const out: Line[] = [line(seg("REQUEST ", "heading"), seg(`${e.method} ${e.path}`, "bold"))];
   if (e.query) out.push(line(seg("  query:", "dim")), ...pairLines(e.query, "    "));
   out.push(...headerBlock(e.requestHeaders));
+  // What the client sent in place of the forwarding headers the proxy set: its claim, not a fact.
+  if (e.claimedHeaders?.length) {
+    out.push(line(seg("  client claimed (replaced by mcp-lens, not forwarded):", "dim")));
+    out.push(...headerBlock(e.claimedHeaders.map(([n, v]) => [terminalSafe(n), terminalSafe(v)])).map((l) => [seg("  "), ...l]));
+  }
   out.push(...bodyLines(e.requestBody, header(e.requestHeaders, "content-type")));
   return out;
 }
@@ -109,12 +117,13 @@ function factLines(e: ClassifiedExchange): Line[] {
   return [line(seg("FACTS ", "heading"), seg(`kind ${e.kind}`, "accent")), ...JSON.stringify(e.facts, null, 2).split("\n").map((l) => text(l))];
 }
 
-function curlBox(e: ClassifiedExchange, width: number): Line[] {
+/** `upstream`: where the proxy forwarded (recorded), the curl's URL; never the client's Host. */
+function curlBox(e: ClassifiedExchange, width: number, upstream: string | undefined): Line[] {
   const rule = "─".repeat(Math.max(0, width - 1));
   return [
     line(seg("COPY AS CURL", "heading"), seg("  select the lines between the rules with the mouse", "dim")),
     line(seg(`┌${rule}`, "dim")),
-    ...curlCommand(e).trimEnd().split("\n").map((l) => (l.startsWith("#") ? line(seg(l, "dim")) : [...markRedacted(l)])),
+    ...curlCommand(e, upstream).trimEnd().split("\n").map((l) => (l.startsWith("#") ? line(seg(l, "dim")) : [...markRedacted(l)])),
     line(seg(`└${rule}`, "dim")),
   ];
 }
@@ -126,10 +135,10 @@ export function ExchangeView({ data, active, width, height, tick, id }: ScreenPr
   const e = entry?.exchange ?? null;
   const lines = useMemo(() => {
     if (!e) return [];
-    const all = curl ? curlBox(e, width) : [...requestLines(e), [], ...responseLines(e), [], ...factLines(e)];
+    const all = curl ? curlBox(e, width, metaValue(data, "upstream") ?? undefined) : [...requestLines(e), [], ...responseLines(e), [], ...factLines(e)];
     // Curl lines are wrapped flush left so a selection copies them as they are.
     return all.flatMap((l) => wrapLine(l, width, curl ? "" : "      "));
-  }, [e, curl, width]);
+  }, [e, curl, width, data]);
   const viewHeight = Math.max(1, height - 3);
   const scroll = (delta: number) => setOffset(scrollBy(offset, delta, lines.length, viewHeight));
 

@@ -86,6 +86,16 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX exchanges_handshake_id ON exchanges (handshake_id, id) WHERE handshake_id IS NOT NULL;
     `,
   },
+  {
+    version: 3,
+    up: `
+      -- req_headers are what the upstream received. This keeps what mcp-lens changed on the way, as
+      -- JSON {"claimedHeaders": [[name, value]...], "setByProxy": [name...]}: the client's own values
+      -- (redacted) of the headers it replaced or removed (an untrusted peer's X-Forwarded-*,
+      -- Forwarded, X-Real-IP...), and the X-Forwarded-* whose value is mcp-lens's own. NULL: none.
+      ALTER TABLE exchanges ADD COLUMN forwarding TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = latestVersion(MIGRATIONS);
@@ -131,6 +141,7 @@ export interface ExchangeRow {
   res_body_decoded: string | null;
   sse_events: number | null;
   handshake_id: number | null;
+  forwarding: string | null;
 }
 
 const ROW_COLUMNS: Array<keyof ExchangeRow> = [
@@ -139,11 +150,11 @@ const ROW_COLUMNS: Array<keyof ExchangeRow> = [
   "user_agent", "origin", "session_id", "client_id", "bearer_fp", "mcp_method",
   "req_headers", "req_body", "req_body_encoding", "req_body_size", "req_body_truncated", "req_body_decoded",
   "res_headers", "res_body", "res_body_encoding", "res_body_size", "res_body_truncated", "res_body_decoded",
-  "sse_events", "handshake_id",
+  "sse_events", "handshake_id", "forwarding",
 ];
 
 /**
- * Positional INSERT: run it with exchangeRowValues(row). Binding 35 named parameters looks each
+ * Positional INSERT: run it with exchangeRowValues(row). Binding 36 named parameters looks each
  * one up on the object (~2 µs a row, a fifth of the insert).
  */
 export const INSERT_EXCHANGE_SQL = `INSERT INTO exchanges (${ROW_COLUMNS.join(", ")}) VALUES (${ROW_COLUMNS.map(() => "?").join(", ")})`;
@@ -193,10 +204,24 @@ export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null 
     res_body_decoded: e.responseBody.decoded,
     sse_events: e.sseEvents,
     handshake_id: handshakeId,
+    forwarding: forwardingColumn(e),
   };
 }
 
 /** The inverse of exchangeToRow; the promoted columns are ignored (facts holds them). */
+/** What mcp-lens changed on the way (migration 3), in one column: NULL for most exchanges. */
+function forwardingColumn(e: ClassifiedExchange): string | null {
+  const claimed = e.claimedHeaders?.length ? e.claimedHeaders : undefined;
+  const setByProxy = e.setByProxy?.length ? e.setByProxy : undefined;
+  return claimed || setByProxy ? JSON.stringify({ claimedHeaders: claimed, setByProxy }) : null;
+}
+
+function forwardingOf(column: string | null): Pick<ClassifiedExchange, "claimedHeaders" | "setByProxy"> {
+  if (!column) return {};
+  const { claimedHeaders, setByProxy } = JSON.parse(column) as Pick<ClassifiedExchange, "claimedHeaders" | "setByProxy">;
+  return { ...(claimedHeaders ? { claimedHeaders } : {}), ...(setByProxy ? { setByProxy } : {}) };
+}
+
 export function rowToExchange(row: ExchangeRow): ClassifiedExchange {
   return {
     id: row.id,
@@ -217,6 +242,7 @@ export function rowToExchange(row: ExchangeRow): ClassifiedExchange {
     responseHeaders: row.res_headers === null ? null : (JSON.parse(row.res_headers) as HeaderPairs),
     responseBody: body(row.res_body, row.res_body_encoding, row.res_body_size, row.res_body_truncated, row.res_body_decoded),
     sseEvents: row.sse_events,
+    ...forwardingOf(row.forwarding),
     kind: row.kind as ExchangeKind,
     facts: JSON.parse(row.facts) as ClassifiedExchange["facts"],
   };

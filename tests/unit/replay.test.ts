@@ -85,7 +85,8 @@ describe("replayHandshake against the server that failed", () => {
   const cases: Array<[Fault, HandshakeStep, DiagnosisCode]> = [
     ["probe_404", "probe", "probe_unexpected_status"],
     ["relative_resource_metadata", "probe", "resource_metadata_url_invalid"],
-    ["prm_http_resource", "protected_resource_metadata", "resource_mismatch"],
+    // prm_http_resource is not here: the re-run sends no recorded X-Forwarded-Proto (a client chose
+    // it), so a plain-http target cannot be told it sits behind https; --target the public https URL.
     ["issuer_trailing_slash", "authorization_server_metadata", "issuer_mismatch"],
     ["no_s256", "authorization_server_metadata", "pkce_s256_not_advertised"],
     ["registration_rejects_auth_method", "registration", "registration_rejected"],
@@ -218,7 +219,7 @@ describe("replayHandshake as the same client", () => {
       timeoutMs: 3000,
     });
 
-  it("sends the recorded Host, X-Forwarded-*, User-Agent, Accept, initialize params and registration payload", async () => {
+  it("sends the recorded User-Agent, Accept, initialize params and registration payload, but the target's Host and no recorded X-Forwarded-*", async () => {
     const detail = await record((await server()).url, async (url) => expect((await client(url)).failedAt).toBeNull());
     expect(detail.handshake.outcome).toBe("succeeded");
 
@@ -250,8 +251,11 @@ describe("replayHandshake as the same client", () => {
       "GET /.well-known/oauth-authorization-server",
       "POST /register",
     ]);
+    // The recorded public origin (https://mcp.example.com) is dialled at the target, as the target.
     for (const { headers } of seen) {
-      expect(headers).toMatchObject({ ...FRONT, "user-agent": chatgpt.userAgent });
+      expect(headers).toMatchObject({ host: new URL(target).host, "user-agent": chatgpt.userAgent });
+      expect(headers["x-forwarded-host"]).toBeUndefined();
+      expect(headers["x-forwarded-proto"]).toBeUndefined();
     }
     expect(seen[0]!.headers.accept).toBe("*/*");
     expect(JSON.parse(seen[0]!.body)).toMatchObject({ method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: { roots: {} }, clientInfo: chatgpt.clientInfo } });
@@ -286,5 +290,75 @@ describe("replayHandshake as the same client", () => {
     expect(seen[0]!.host).toBe(new URL(target).host);
     expect(seen[0]!["x-forwarded-host"]).toBeUndefined();
     expect(seen[0]!["x-forwarded-proto"]).toBeUndefined();
+  });
+});
+
+describe("replayHandshake dials only the target unless told otherwise", () => {
+  /** An MCP server whose authorization server (metadata and registration) lives on another origin. */
+  async function split() {
+    const seen: string[] = [];
+    const as = http.createServer((req, res) => {
+      seen.push(`as ${req.method} ${req.url} ${req.headers.authorization ?? ""}`);
+      req.resume();
+      const base = `http://127.0.0.1:${(as.address() as AddressInfo).port}`;
+      if (req.url === "/register") return res.writeHead(201, { "content-type": "application/json" }).end('{"client_id":"c1"}');
+      res.writeHead(200, { "content-type": "application/json" }).end(
+        JSON.stringify({ issuer: base, authorization_endpoint: `${base}/a`, token_endpoint: `${base}/t`, registration_endpoint: `${base}/register`, code_challenge_methods_supported: ["S256"] }),
+      );
+    });
+    const asUrl = await listening(as);
+    const mcp = http.createServer((req, res) => {
+      seen.push(`mcp ${req.method} ${req.url}`);
+      req.resume();
+      const base = `http://${req.headers.host}`;
+      if (req.url === "/mcp") return res.writeHead(401, { "www-authenticate": `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` }).end();
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ resource: `${base}/mcp`, authorization_servers: [asUrl] }));
+    });
+    return { target: await listening(mcp), asUrl, seen };
+  }
+
+  it("reports a URL on another origin as not followed, and follows it with --allow-origin; the token never goes there", async () => {
+    const healthy = await server();
+    const detail = await record(healthy.url, (url) => runHostedConnector(`${url}/mcp`, { family: "claude-code" }));
+    const { target, asUrl, seen } = await split();
+
+    const blocked = await replayHandshake(detail, { target, token: "CANARY-unit-token", timeoutMs: 3000 });
+    expect(seen.filter((s) => s.startsWith("as "))).toEqual([]);
+    expect(blocked).toMatchObject({ verdict: "still_fails", failedStep: "authorization_server_metadata", code: null });
+    expect(rerun(blocked, "authorization_server_metadata").rerun).toMatchObject({ status: "skipped", detail: expect.stringContaining(`not followed: ${asUrl}/.well-known/oauth-authorization-server is on another origin`) });
+    expect(blocked.summary).toContain(`--allow-origin ${asUrl}`);
+
+    const allowed = await replayHandshake(detail, { target, token: "CANARY-unit-token", allowOrigins: [asUrl], timeoutMs: 3000 });
+    expect(rerun(allowed, "registration").rerun.status).toBe("ok");
+    expect(seen.filter((s) => s.startsWith("as ")).length).toBeGreaterThan(0);
+    expect(seen.join("\n")).not.toContain("CANARY");
+  });
+
+  it("rebuilds the registration from known fields and keeps the connector URL on the target", async () => {
+    const healthy = await server();
+    const detail = await record(healthy.url, (url) => runHostedConnector(`${url}/mcp`, { family: "claude-code" }));
+    const hostileBody = JSON.stringify({ client_name: "x", redirect_uris: ["http://localhost:1/cb"], jwks_uri: "http://127.0.0.1:1/", software_statement: "s", grant_types: [1] });
+    const hostilePath = "//127.0.0.1:1/mcp";
+    detail.exchanges = detail.exchanges.map((e) =>
+      e.kind === "registration" && e.method === "POST"
+        ? { ...e, requestBody: { ...e.requestBody, text: hostileBody, size: hostileBody.length } }
+        : e.kind.startsWith("mcp_") ? { ...e, path: hostilePath } : e,
+    );
+    const bodies: string[] = [];
+    const noting = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        bodies.push(`${req.method} ${req.url} ${body}`);
+        res.writeHead(404).end();
+      });
+    });
+    const target = await listening(noting);
+    const result = await replayHandshake(detail, { target, timeoutMs: 3000 });
+    expect(result.failedStep).toBe("probe");
+    expect(bodies[0]).toMatch(/^POST \/mcp /); // the hostile "//host" path is not a path: the default one
+    // The registration the re-run would send: only the known, well-typed fields.
+    const { registrationOfForTest } = await import("../../inspector/replay.js");
+    expect(registrationOfForTest(JSON.parse(hostileBody) as Record<string, unknown>)).toEqual({ client_name: "x", redirect_uris: ["http://localhost:1/cb"] });
   });
 });
