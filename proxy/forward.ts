@@ -206,6 +206,12 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     preserveHeaderKeyCase: true,
     ws: true,
   });
+  // http-proxy re-emits a WebSocket client's socket errors on the proxy (EPIPE when the client left
+  // while a refused upgrade was being answered); with no listener of ours it throws and takes the
+  // whole process down. The socket's close handler records the exchange: only end it here.
+  proxy.on("error", (_error, _req, res) => {
+    if (res && !(res instanceof http.ServerResponse)) res.destroy();
+  });
   // Connections already answered as malformed: the client's FIN after our answer is no new error.
   const rejectedSockets = new WeakSet<Socket>();
   const inFlight = new OpenExchanges();

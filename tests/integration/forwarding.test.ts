@@ -1,5 +1,6 @@
 // Forwarding must be invisible: same bytes, same headers, same timing, as without mcp-lens.
 import http from "node:http";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import Database from "better-sqlite3";
@@ -320,6 +321,43 @@ describe("X-Forwarded-* from a peer that is not trusted", () => {
       expect(headerValue(seen, "x-forwarded-proto")).toBe("http");
       expect(headerValue(seen, "x-forwarded-host")).toBe(new URL(lens.url).host);
       expect(headerValue(seen, "x-forwarded-for")).toBe("127.0.0.1");
+    } finally {
+      await lens.stop();
+      await upstream.close();
+      tmp.cleanup();
+    }
+  });
+});
+
+describe("a WebSocket client that leaves while a refused upgrade is answered", () => {
+  // http-proxy re-emits the client socket's EPIPE on the proxy object, where an unhandled
+  // "error" threw and took the whole proxy down: any client could stop it with a few requests.
+  it("does not take the proxy down", { timeout: 20_000 }, async () => {
+    const tmp = tempDir();
+    const upstream = await startUpstream((_req, res) => res.end("plain answer to an upgrade\n".repeat(4096)));
+    const lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db` });
+    let exitedWith: number | null | undefined;
+    void lens.exited.then((code) => (exitedWith = code));
+    try {
+      const { port } = new URL(lens.url);
+      for (let round = 0; round < 3; round++) {
+        await Promise.all(
+          Array.from({ length: 10 }, () =>
+            new Promise<void>((resolve) => {
+              const socket = net.connect(Number(port), "127.0.0.1", () => {
+                socket.write("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+                setTimeout(() => socket.destroy(), 5);
+              });
+              socket.on("error", () => {});
+              socket.on("close", () => resolve());
+            }),
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(exitedWith).toBeUndefined();
+      expect((await request(lens.url + "/still-there")).status).toBe(200);
     } finally {
       await lens.stop();
       await upstream.close();
