@@ -23,7 +23,7 @@ import {
   type TextOptions,
 } from "./format.js";
 import { replayHandshake } from "./replay.js";
-import { jsonSafe, terminalSafe, terminalSafeLines } from "./terminal-safe.js";
+import { jsonSafe, terminalSafe, terminalSafeLines } from "../proxy/terminal-safe.js";
 
 type Specs = Parameters<typeof parseOptions>[0];
 

@@ -12,7 +12,7 @@ import { REDACTED_PATTERN } from "../proxy/redact.js";
 import { VERSION } from "../proxy/version.js";
 import type { HandshakeDetail } from "./data.js";
 import { iso, plural } from "./format.js";
-import { terminalSafe } from "./terminal-safe.js";
+import { terminalSafe } from "../proxy/terminal-safe.js";
 
 interface HarNameValue {
   name: string;

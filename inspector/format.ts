@@ -28,7 +28,7 @@ import type { ClassifiedExchange } from "../proxy/exchange.js";
 import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../proxy/handshake.js";
 import type { HandshakeDetail, HandshakeSummary, LiveMessage } from "./data.js";
 import type { ReplayResult } from "./replay.js";
-import { terminalSafeDeep, terminalSafeStyled } from "./terminal-safe.js";
+import { terminalSafeDeep, terminalSafeStyled } from "../proxy/terminal-safe.js";
 
 /** "1 exchange", "3 exchanges". */
 export function plural(count: number, noun: string): string {

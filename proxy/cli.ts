@@ -54,6 +54,10 @@ const START_OPTIONS = {
   codaApiBase: SERVER_OPTIONS.codaApiBase,
   secretKey: SERVER_OPTIONS.secretKey,
   allowedOrigins: SERVER_OPTIONS.allowedOrigins,
+  registrationLimit: SERVER_OPTIONS.registrationLimit,
+  maxClients: SERVER_OPTIONS.maxClients,
+  unauthorizedClientTtl: SERVER_OPTIONS.unauthorizedClientTtl,
+  idleClientTtl: SERVER_OPTIONS.idleClientTtl,
   stateless: SERVER_OPTIONS.stateless,
   jsonResponse: SERVER_OPTIONS.jsonResponse,
 };

@@ -6,7 +6,7 @@ import { useMemo, useState, type ReactNode } from "react";
 import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../proxy/exchange.js";
 import { curlCommand } from "../export.js";
 import { formatDuration, formatTime } from "../format.js";
-import { terminalSafe } from "../terminal-safe.js";
+import { terminalSafe } from "../../proxy/terminal-safe.js";
 import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
 import { line, LineView, markRedacted, scrollBy, ScrollLines, seg, wrapLine, type Line } from "./lines.js";

@@ -3,12 +3,12 @@
 // carry the meaning, so NO_COLOR loses nothing.
 //
 // Text from traffic never reaches the terminal raw: seg(), line() and the measuring helpers (fit,
-// clip, wrapText) turn every control into a visible escape (../terminal-safe.ts) before anything
+// clip, wrapText) turn every control into a visible escape (proxy/terminal-safe.ts) before anything
 // is measured, so widths are those of what is shown; LineView, through which every line reaches
 // Ink, escapes once more for segments built by hand (escaping twice changes nothing).
 import { Box, Text } from "ink";
 import type { ReactNode } from "react";
-import { terminalSafe } from "../terminal-safe.js";
+import { terminalSafe } from "../../proxy/terminal-safe.js";
 
 export type Tone = "plain" | "dim" | "bold" | "ok" | "bad" | "warn" | "accent" | "redacted" | "heading";
 export interface Segment {

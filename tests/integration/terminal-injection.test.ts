@@ -46,7 +46,7 @@ function sendMalformed(url: string, rawPath: string): Promise<string> {
 async function sendHostileTraffic(lens: RunningLens, tag: string): Promise<void> {
   const res = await request(`${lens.url}/mcp`, {
     method: "POST",
-    headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "user-agent": "hostile/1.0" },
+    headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "user-agent": "hostile/1.0\x9b1A" }, // a C1 CSI: JSON logs leave it raw
     body: initialize(`${NAME}${tag}`),
   });
   expect(res.status).toBe(200);
@@ -86,6 +86,15 @@ function expectNeutralised(output: string, where: string): void {
   const found = RAW.exec(output);
   expect(found, `${where}: raw ${found ? JSON.stringify(found[0]) : ""} at ${found?.index}: ${JSON.stringify(output.slice(Math.max(0, (found?.index ?? 0) - 40), (found?.index ?? 0) + 40))}`).toBeNull();
 }
+
+describe("the proxy's own log lines", () => {
+  it("carry traffic's strings as visible escapes (JSON leaves C1 and bidi raw)", async () => {
+    await waitFor(() => lens.stdout.some((line) => line.includes("pathpwned")), "the malformed request logged", 10_000);
+    const logs = lens.stdout.join("\n");
+    expectNeutralised(logs, "proxy log");
+    expect(logs).toMatch(/"userAgent":"hostile\/1\.0[^"]*\\\\x9b1A"/); // JSON of the visible escape \x9b
+  });
+});
 
 describe("inspector show and list print hostile traffic as visible escapes", () => {
   it("show ID", async () => {

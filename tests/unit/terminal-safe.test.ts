@@ -11,7 +11,7 @@ import type { Handshake } from "../../proxy/handshake.js";
 import type { HandshakeDetail, HandshakeSummary } from "../../inspector/data.js";
 import { formatHandshake, formatHandshakeTable, formatLiveLine, formatReplay, painter, truncate } from "../../inspector/format.js";
 import type { ReplayResult } from "../../inspector/replay.js";
-import { isTerminalSafe, jsonSafe, terminalSafe, terminalSafeDeep, terminalSafeLines, terminalSafeStyled } from "../../inspector/terminal-safe.js";
+import { isTerminalSafe, jsonSafe, terminalSafe, terminalSafeDeep, terminalSafeLines, terminalSafeStyled } from "../../proxy/terminal-safe.js";
 import { bodyLines, requestLines, responseLines } from "../../inspector/ui/exchange.js";
 import { buildBody, exchangeRow, headerLines } from "../../inspector/ui/handshake.js";
 import { clip, fit, line, LineView, seg, wrapText, type Line } from "../../inspector/ui/lines.js";
