@@ -256,7 +256,7 @@ export const PROXY_OPTIONS = {
     kind: "string",
     default: 4096,
     valueName: "COUNT",
-    help: "Client connections open at once on the public port; more are answered 503 and closed (0 = no cap)",
+    help: "Client connections open at once on the public port; more are closed as they arrive, before a byte is read, and counted (0 = no cap)",
     parse: parseInteger(0, 1_000_000),
   }),
   upstreamMaxSockets: option({
