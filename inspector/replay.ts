@@ -109,9 +109,14 @@ const SKIP_DETAIL = {
 export async function replayHandshake(detail: HandshakeDetail, options: ReplayOptions): Promise<ReplayResult> {
   const { handshake } = detail;
   const { url, ...client } = clientOf(detail, options.target);
+  const target = new URL(options.target);
   const run = await runConnector(url, {
     ...client,
-    via: new URL(options.target).origin,
+    via: target.origin,
+    // The scheme the re-run really uses, as a front proxy would pass it: a fact about the target,
+    // not a recorded claim. Without it the analyser would take the proxy's default for a hosted
+    // client behind a TLS front that forgot the header, and diagnose the re-run's own http.
+    forwardHeaders: { "x-forwarded-proto": target.protocol.slice(0, -1) },
     allowedOrigins: options.allowOrigins ?? [],
     auth: options.token ? { bearer: options.token } : "stop",
     timeoutMs: options.timeoutMs ?? 10_000,

@@ -12,7 +12,7 @@ export const LONG_RUN = /(?<![A-Za-z0-9+/_~-])[A-Za-z0-9+/_~-]{32,}={0,2}/g;
 /** Cheap pre-check for the text scan: nothing here can hold a long token. */
 export const HAS_LONG_RUN = /[A-Za-z0-9+/_~-]{32}/;
 
-const MIN_TOKEN_LENGTH = 32;
+export const MIN_TOKEN_LENGTH = 32;
 
 /**
  * A "long high-entropy token": at least 32 base64(url) characters that read as random. What is
@@ -30,7 +30,16 @@ export function isHighEntropyToken(candidate: string): boolean {
   if (s.length < MIN_TOKEN_LENGTH) return false;
   if (/^[0-9a-f-]+$/i.test(s)) return false;
   if (!/[a-z]/.test(s) || !/[A-Z]/.test(s)) return false; // CONSTANT_NAMES, lowercase slugs
-  if (s.includes("/") && (s.includes("//") || s.split("/").some((segment) => /^[a-z]{3,}$/.test(segment)))) return false;
+  if (s.includes("/")) {
+    if (s.includes("//")) return false;
+    // Without base64's '+' or padding, '/' separates path segments (a URL's host ends the run at
+    // its last dot: `io/d/_dAbCDeFGH/Page-name_suAbc`): a token only when one segment is one
+    // (`/mcp/s/<secret>/mcp`).
+    if (!candidate.includes("+") && !candidate.endsWith("=")) {
+      return s.split("/").some((segment) => segment.length >= MIN_TOKEN_LENGTH && isHighEntropyToken(segment));
+    }
+    if (s.split("/").some((segment) => /^[a-z]{3,}$/.test(segment))) return false;
+  }
   let transitions = 0;
   let previous = charClass(s.charCodeAt(0));
   for (let i = 1; i < s.length; i++) {

@@ -15,6 +15,7 @@ import {
   isProtocolName,
   JWT,
   LONG_RUN,
+  MIN_TOKEN_LENGTH,
   mapMultipart,
   multipartBoundary,
 } from "./redact-shapes.js";
@@ -128,6 +129,23 @@ function isSecretName(name: string): boolean {
 const SECRET_BARE_NAMES = new Set(["key", "sig", "signature", "xamzsignature", "idtokenhint", "logintokenhint", "otp", "pin", "privatekey"]);
 
 /**
+ * Names that are credentials in OAuth and URLs (an authorization `code`, an API `key`, a `sig`)
+ * but ordinary vocabulary in a tool's arguments and results (`{"key": "ENG-123"}`, source `code`,
+ * a `pin` on a map): inside an MCP JSON-RPC message they are not secret by name. A credential
+ * there is still caught by its shape (JWT, Bearer/Basic, a long random token) or by an
+ * unambiguous name (token, secret, password, api_key…).
+ */
+const AMBIGUOUS_IN_TOOL_DATA = new Set(["code", "key", "sig", "signature", "pin", "otp"]);
+
+/** A JSON-RPC message (or batch) cut before its end: `"jsonrpc"` may come after `result`. */
+const JSON_RPC_START = /^\s*[[{][\s\S]*?"jsonrpc"\s*:\s*"2\.0"/;
+/** A JSON-RPC message or batch: MCP's own bodies, whose nested names belong to the tools. */
+const isJsonRpc = (value: unknown): boolean => {
+  const message: unknown = Array.isArray(value) ? value[0] : value; // a batch: one level, no deeper
+  return message !== null && typeof message === "object" && (message as { jsonrpc?: unknown }).jsonrpc === "2.0";
+};
+
+/**
  * Names whose values the analysis reads or groups on (redirect correlation, PKCE, sessions,
  * JSON-RPC): never shape-scanned, so a random-looking state or code_challenge stays readable.
  * A value under them is still redacted when it is a Bearer/Basic credential or a JWT.
@@ -184,7 +202,11 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
   const extraHeaders = new Set((rules.headers ?? []).map((h) => h.toLowerCase()));
   const extraFields = new Set((rules.fields ?? []).map((f) => f.toLowerCase()));
   const pathPatterns = (rules.paths ?? []).map(compilePathPattern);
-  const secretName = (name: string) => isSecretName(name) || (extraFields.size > 0 && extraFields.has(name.toLowerCase()));
+  // Set while a JSON-RPC message is redacted (redactJsonText; synchronous, never re-entered).
+  let inToolData = false;
+  const secretName = (name: string) =>
+    (extraFields.size > 0 && extraFields.has(name.toLowerCase())) ||
+    (isSecretName(name) && !(inToolData && AMBIGUOUS_IN_TOOL_DATA.has(name.toLowerCase())));
   const keepName = (name: string) => KEEP_NAMES.has(name.toLowerCase());
   // The pre-check must let the operator's names through too.
   const extraHint = [...extraFields, ...extraHeaders].map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
@@ -220,7 +242,16 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
   /** credentialShapes, then long high-entropy tokens (see isHighEntropyToken). */
   function shapes(input: string): string {
     const out = credentialShapes(input);
-    return HAS_LONG_RUN.test(out) ? out.replace(LONG_RUN, (run) => (isHighEntropyToken(run) ? mark(run) : run)) : out;
+    return HAS_LONG_RUN.test(out) ? out.replace(LONG_RUN, (run) => (isHighEntropyToken(run) ? markToken(run) : run)) : out;
+  }
+
+  /** A path-like run (see isHighEntropyToken) keeps its other segments: only the random one is marked. */
+  function markToken(run: string): string {
+    if (!run.includes("/") || run.includes("+") || run.endsWith("=")) return mark(run);
+    return run
+      .split("/")
+      .map((segment) => (segment.length >= MIN_TOKEN_LENGTH && isHighEntropyToken(segment) ? mark(segment) : segment))
+      .join("/");
   }
 
   // --- query strings, fragments and form bodies ----------------------------------------------
@@ -277,11 +308,16 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
     if (hint.test(out)) {
       if (/<input/i.test(out)) out = out.replace(FORM_INPUT, redactFormInput);
       out = out
-        .replace(JSON_PAIR, (pair, prefix: string, name: string, value: string) =>
-          secretName(name.includes("\\") ? jsonUnescape(name) : name) && value !== ""
-            ? prefix + redactSecretValue(jsonUnescape(value))
-            : pair,
-        )
+        .replace(JSON_PAIR, (pair, prefix: string, name: string, value: string) => {
+          if (value === "") return pair;
+          if (secretName(name.includes("\\") ? jsonUnescape(name) : name)) return prefix + redactSecretValue(jsonUnescape(value));
+          // JSON as text inside a value (MCP tool results), in a body cut before its end: the
+          // pair regex took the escaped document as one value; scan it unescaped.
+          if (!value.includes('\\"')) return pair;
+          const inner = jsonUnescape(value.endsWith("\\") && !value.endsWith("\\\\") ? value.slice(0, -1) : value);
+          const scanned = inner === value ? inner : scan(inner, allShapes);
+          return scanned === inner ? pair : prefix + JSON.stringify(scanned).slice(1, -1);
+        })
         .replace(TEXT_PARAM, (pair, name: string, value: string) =>
           value !== "" && secretName(name) ? `${name}=${redactSecretValue(formDecode(value))}` : pair,
         )
@@ -316,12 +352,22 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
   /** Parsed and redacted by key; text we cannot parse (invalid, truncated) gets the text scan. */
   function redactJsonText(input: string): string {
     if (!hint.test(input) && !HAS_LONG_RUN.test(input)) return input;
+    let parsed: unknown;
+    let whole = true;
     try {
-      const parsed: unknown = JSON.parse(input);
+      parsed = JSON.parse(input);
+    } catch {
+      whole = false; // invalid, or cut at --max-body: the text scan
+    }
+    inToolData = whole ? isJsonRpc(parsed) : JSON_RPC_START.test(input);
+    try {
+      if (!whole) return scan(input, true);
       const redacted = redactJsonValue(parsed, false, false);
       return redacted === parsed ? input : JSON.stringify(redacted);
     } catch {
-      return scan(input, true); // also reached when nesting is too deep to walk
+      return scan(input, true); // nesting too deep to walk
+    } finally {
+      inToolData = false;
     }
   }
 

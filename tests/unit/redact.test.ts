@@ -416,3 +416,42 @@ describe("carriers found in real traffic (issue 12)", () => {
     expect(out).toBe(body.replace(pw, m(pw)).replace(cs, m(cs)).replace(tok, m(tok)));
   });
 });
+
+describe("tool data is not over-redacted (what real clients showed)", () => {
+  const r = createRedactor(randomBytes(32));
+  const m = (secret: string) => `[redacted:${r.fingerprint(secret)}]`;
+  const rpc = (fields: Record<string, unknown>) => JSON.stringify({ jsonrpc: "2.0", id: 7, ...fields });
+
+  it("keeps a tool's own `key`, `code`, `pin`, `sig` in JSON-RPC, and still redacts unambiguous names and shapes there", () => {
+    const [token, apiKey] = [canary(), canary()];
+    const jwt = `eyJhbGciOiJIUzI1NiJ9.${Buffer.from(canary()).toString("base64url")}.c2lnbmF0dXJlc2lnbmF0dXJl`;
+    const args = { key: "ENG-123", code: "print(sum(range(10)))", pin: "1234", sig: "v2", token, api_key: apiKey, note: jwt };
+    const out = r.body(rpc({ method: "tools/call", params: { name: "jira", arguments: args } }), "application/json");
+    expect(JSON.parse(out).params.arguments).toEqual({ ...args, token: m(token), api_key: m(apiKey), note: m(jwt) });
+    const text = JSON.stringify({ key: "ENG-1", pin: "0000", password: token });
+    const result = r.body(rpc({ result: { content: [{ type: "text", text }] } }), "application/json");
+    expect(JSON.parse(JSON.parse(result).result.content[0].text)).toEqual({ key: "ENG-1", pin: "0000", password: m(token) });
+  });
+
+  it("still redacts `code` and `key` outside JSON-RPC: OAuth JSON, forms, queries", () => {
+    const [code, key] = [canary(), canary()];
+    expect(JSON.parse(r.body(JSON.stringify({ grant_type: "authorization_code", code }), "application/json")).code).toBe(m(code));
+    expect(r.body(`grant_type=authorization_code&code=${code}`, "application/x-www-form-urlencoded")).toBe(`grant_type=authorization_code&code=${m(code)}`);
+    expect(r.query(`key=${key}&q=1`)).toBe(`key=${m(key)}&q=1`);
+  });
+
+  it("keeps URL paths in text, and marks only a random segment of one", () => {
+    const page = "https://coda.io/d/_dAbCDeFGH/Long-notes_suL0ngPg";
+    expect(r.text(`see ${page}`)).toBe(`see ${page}`);
+    const secret = "Zq8Jx0T3kLmN9pQrS7tUvW2yA4bC6dE8fG1hI";
+    expect(r.text(`https://x.io/s/${secret}/mcp`)).toBe(`https://x.io/s/${m(secret)}/mcp`);
+  });
+
+  it("scans JSON-as-text inside a body cut before its end", () => {
+    const secret = canary();
+    const cut = `{"result":{"content":[{"type":"text","text":"{\\"note\\":\\"x\\",\\"client_secret\\":\\"${secret}\\",\\"more`;
+    const out = r.body(cut, "application/json");
+    expectNoCanary(out, secret);
+    expect(out).toContain(m(secret));
+  });
+});

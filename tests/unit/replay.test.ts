@@ -255,17 +255,18 @@ describe("replayHandshake as the same client", () => {
     for (const { headers } of seen) {
       expect(headers).toMatchObject({ host: new URL(target).host, "user-agent": chatgpt.userAgent });
       expect(headers["x-forwarded-host"]).toBeUndefined();
-      expect(headers["x-forwarded-proto"]).toBeUndefined();
+      // The target's own scheme (a fact), never the recorded https.
+      expect(headers["x-forwarded-proto"]).toBe("http");
     }
     expect(seen[0]!.headers.accept).toBe("*/*");
     expect(JSON.parse(seen[0]!.body)).toMatchObject({ method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: { roots: {} }, clientInfo: chatgpt.clientInfo } });
     expect(JSON.parse(seen[3]!.body)).toEqual(registrationPayload(chatgpt.clientName, chatgpt.redirectUri, chatgpt.authMethod));
   });
 
-  it("the server computes the same public URLs from the replayed headers", async () => {
+  it("a healthy handshake recorded behind a front passes against the target, its public origin dialled there", async () => {
     const healthy = await server();
     const detail = await record(healthy.url, async (url) => expect((await client(url)).failedAt).toBeNull());
-    // The PRM's resource is https://mcp.example.com/mcp only because X-Forwarded-Host/-Proto came along.
+    // Recorded as https://mcp.example.com: that origin is dialled at the target, whose own URLs the server now advertises.
     const result = await replayHandshake(detail, { target: healthy.url, timeoutMs: 3000 });
     expect(result, result.summary).toMatchObject({ verdict: "now_passes" });
     for (const step of DISCOVERY) expect(rerun(result, step)).toMatchObject({ original: { status: "ok" }, rerun: { status: "ok" }, same: true });
@@ -289,7 +290,7 @@ describe("replayHandshake as the same client", () => {
     expect(seen).toHaveLength(1);
     expect(seen[0]!.host).toBe(new URL(target).host);
     expect(seen[0]!["x-forwarded-host"]).toBeUndefined();
-    expect(seen[0]!["x-forwarded-proto"]).toBeUndefined();
+    expect(seen[0]!["x-forwarded-proto"]).toBe("http");
   });
 });
 
