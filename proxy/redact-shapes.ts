@@ -9,8 +9,22 @@ export const JWT = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){2
 
 /** A candidate for the entropy test: a run of base64/base64url characters, '=' padding included. */
 export const LONG_RUN = /(?<![A-Za-z0-9+/_~-])[A-Za-z0-9+/_~-]{32,}={0,2}/g;
-/** Cheap pre-check for the text scan: nothing here can hold a long token. */
-export const HAS_LONG_RUN = /[A-Za-z0-9+/_~-]{32}/;
+/**
+ * Cheap pre-check for the text scan: false when nothing here can hold a long token. One pass over
+ * the char codes: a regex `[…]{32}` restarts at every position of a run shorter than 32 (most of
+ * an English sentence), which made it the costliest step of recording a tool call.
+ */
+export function hasLongRun(text: string): boolean {
+  let run = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const inRun =
+      (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 43 || c === 47 || c === 95 || c === 126 || c === 45;
+    if (!inRun) run = 0;
+    else if (++run >= MIN_TOKEN_LENGTH) return true;
+  }
+  return false;
+}
 
 export const MIN_TOKEN_LENGTH = 32;
 

@@ -10,7 +10,7 @@ import type { HeaderPairs } from "./exchange.js";
 import {
   applyPathPatterns,
   compilePathPattern,
-  HAS_LONG_RUN,
+  hasLongRun,
   isHighEntropyToken,
   isProtocolName,
   JWT,
@@ -107,6 +107,20 @@ const NOT_SECRET_NAMES = new Set([
  * `*_endpoint` values are URLs and `*_supported` values are metadata vocabularies: never secret.
  */
 function isSecretName(name: string): boolean {
+  // The same few dozen names come by in every message (jsonrpc, id, method, params…): remembered.
+  let secret = knownNames.get(name);
+  if (secret === undefined) {
+    secret = nameIsSecret(name);
+    if (knownNames.size >= KNOWN_NAMES) knownNames.clear();
+    knownNames.set(name, secret);
+  }
+  return secret;
+}
+
+const knownNames = new Map<string, boolean>();
+const KNOWN_NAMES = 4096;
+
+function nameIsSecret(name: string): boolean {
   const n = name.toLowerCase();
   if (NOT_SECRET_NAMES.has(n) || n.endsWith("_endpoint") || n.endsWith("_supported") || n.endsWith("_uri")) return false;
   if (SECRET_NAMES.has(n) || n.endsWith("token") || n.includes("secret") || n.includes("password") || /api[-_]?key/.test(n)) return true;
@@ -242,7 +256,7 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
   /** credentialShapes, then long high-entropy tokens (see isHighEntropyToken). */
   function shapes(input: string): string {
     const out = credentialShapes(input);
-    return HAS_LONG_RUN.test(out) ? out.replace(LONG_RUN, (run) => (isHighEntropyToken(run) ? markToken(run) : run)) : out;
+    return hasLongRun(out) ? out.replace(LONG_RUN, (run) => (isHighEntropyToken(run) ? markToken(run) : run)) : out;
   }
 
   /** A path-like run (see isHighEntropyToken) keeps its other segments: only the random one is marked. */
@@ -351,7 +365,7 @@ export function createRedactor(key: Buffer, rules: RedactionRules = {}): Redacto
 
   /** Parsed and redacted by key; text we cannot parse (invalid, truncated) gets the text scan. */
   function redactJsonText(input: string): string {
-    if (!hint.test(input) && !HAS_LONG_RUN.test(input)) return input;
+    if (!hint.test(input) && !hasLongRun(input)) return input;
     let parsed: unknown;
     let whole = true;
     try {
