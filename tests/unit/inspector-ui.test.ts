@@ -271,8 +271,15 @@ describe("replay", () => {
     const { frame, press, see } = show();
     await press("j", "r");
     await see("[playback]");
-    await press("r");
-    await see(`Target URL: ${lens.url}`);
+    // Ink attaches a new view's key handler in an effect, after the frame shows: under load a key
+    // pressed at once can reach no one. Press again only after a generous wait, so a late prompt
+    // never gets a second "r" typed into its URL.
+    const prompt = `Target URL: ${lens.url}`;
+    for (let tries = 0; tries < 5 && !frame().includes(prompt); tries++) {
+      await press("r");
+      await waitFor(() => frame().includes(prompt), "the re-run prompt", 1_500).catch(() => undefined);
+    }
+    await see(prompt);
     await press(KEYS.enter, KEYS.enter);
     await waitFor(() => frame().includes("still fails") || frame().includes("now passes"), "the re-run verdict", 20_000);
     const screen = frame();
