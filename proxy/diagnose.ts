@@ -1303,13 +1303,27 @@ function registrationFix(e: ClassifiedExchange, method: string | undefined, uris
     return "Open registration to anonymous clients: hosted connectors have no initial access token (RFC 7591 §3)";
   }
   if (e.facts.oauthError === "invalid_redirect_uri" || /redirect/i.test(said)) {
-    return `Accept the client's redirect URIs ${JSON.stringify(uris)} (claude.ai, claude.com, chatgpt.com callbacks; any loopback port for local clients)`;
+    // The URIs come from the client: never advise a server to accept file:, javascript: or a
+    // plain-http host (a misconfigured or hostile registration was rightly refused).
+    const acceptable = uris.filter(isAcceptableRedirectUri);
+    if (acceptable.length === 0 && uris.length > 0) {
+      return "Nothing to change on the server if this was not a real client: these redirect URIs are neither https nor http on a loopback address, and refusing them is right; a client must register its https (or loopback) callback";
+    }
+    return `Accept the client's redirect URIs ${JSON.stringify(acceptable)} (claude.ai, claude.com, chatgpt.com callbacks; any loopback port for local clients)`;
   }
   if (method !== undefined && /auth.?method|client_secret|token_endpoint_auth/i.test(said)) {
     return `Accept token_endpoint_auth_method "${method}" (Claude registers client_secret_post, ChatGPT and local clients none)`;
   }
   if (/scope/i.test(said)) return "Accept (or ignore) the scope the registration carries";
   return "Accept the client's registration metadata (RFC 7591 §2), or ignore fields you do not support instead of rejecting them";
+}
+
+/** https without userinfo, or http to a loopback address: what an authorization server should accept. */
+function isAcceptableRedirectUri(uri: string): boolean {
+  const url = parseUrl(uri);
+  if (!url || url.username || url.password || url.hash) return false;
+  if (url.protocol === "https:") return true;
+  return url.protocol === "http:" && /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/.test(url.hostname);
 }
 
 /** The successful registration of the authorize request's client that listed its redirect_uri. */

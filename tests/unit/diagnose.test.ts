@@ -1066,6 +1066,19 @@ const cases: Case[] = [
     },
   },
   {
+    name: "registration refused for a file: redirect URI: the fix does not tell the server to accept it",
+    code: "registration_rejected",
+    build: (f) => {
+      uptoAs(f);
+      const r = f.register({
+        body: json({ client_name: "x", redirect_uris: ["file:///etc/passwd", "http://evil.example/cb"] }),
+        status: 400,
+        reply: json({ error: "invalid_redirect_uri", error_description: "redirect_uris: file: scheme" }),
+      });
+      return { evidence: [r], says: ["400", "invalid_redirect_uri"], fix: ["refusing them is right"] };
+    },
+  },
+  {
     name: "two registrations get the same client_id",
     code: "registration_stub",
     build: (f) => {
