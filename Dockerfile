@@ -43,8 +43,8 @@ COPY --from=build /app/dist ./dist
 # The two commands on PATH (both files start with a `#!/usr/bin/env` node shebang), and /data owned by the
 # unprivileged `node` user (uid 1000) before it becomes a volume: a new named volume takes this
 # ownership, so the databases can be created without root.
-RUN chmod 755 /app/dist/proxy/cli.js /app/dist/inspector/cli.js \
- && ln -s /app/dist/proxy/cli.js /usr/local/bin/mcp-lens \
+RUN chmod 755 /app/dist/cli/mcp-lens.js /app/dist/inspector/cli.js \
+ && ln -s /app/dist/cli/mcp-lens.js /usr/local/bin/mcp-lens \
  && ln -s /app/dist/inspector/cli.js /usr/local/bin/inspector \
  && mkdir -p /data \
  && chown node:node /data

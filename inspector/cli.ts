@@ -7,7 +7,7 @@
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { formatHelp, option, parseHttpUrl, parseInteger, parseOptions, UsageError, type Values } from "../proxy/config.js";
+import { formatHelp, option, parseHttpUrl, parseInteger, parseOptions, UsageError, type Values } from "../common/config.js";
 import { PROXY_OPTIONS } from "../proxy/settings.js";
 import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
 import { toCurl, toHar } from "./export.js";
@@ -23,7 +23,7 @@ import {
   type TextOptions,
 } from "./format.js";
 import { replayHandshake } from "./replay.js";
-import { jsonSafe, terminalSafe, terminalSafeLines } from "../proxy/terminal-safe.js";
+import { jsonSafe, terminalSafe, terminalSafeLines } from "../common/terminal-safe.js";
 
 type Specs = Parameters<typeof parseOptions>[0];
 

@@ -10,7 +10,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
-import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../proxy/handshake.js";
+import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
 
 /** What the known clients send, from their traffic; the replay's fallback when a recording lacks it. */
 export const KNOWN_CLIENTS = {

@@ -5,14 +5,14 @@
 import fs from "node:fs";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import WebSocket from "ws";
-import { diagnose } from "../proxy/diagnose.js";
-import type { ClassifiedExchange } from "../proxy/exchange.js";
-import type { ClientFamily, DiagnosisCode, Handshake, HandshakeOutcome, HandshakeStep } from "../proxy/handshake.js";
-import { groupHandshakes } from "../proxy/handshakes.js";
-import type { LiveMessage } from "../proxy/live.js";
-import { assertNotNewer, schemaVersion } from "../proxy/store/migrations.js";
-import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../proxy/store/schema.js";
-import { withVerdict } from "../proxy/verdict.js";
+import { diagnose } from "../analysis/diagnose/index.js";
+import type { ClassifiedExchange } from "../analysis/exchange.js";
+import type { ClientFamily, DiagnosisCode, Handshake, HandshakeOutcome, HandshakeStep } from "../analysis/handshake.js";
+import { groupHandshakes } from "../analysis/handshakes.js";
+import type { LiveMessage } from "../proxy/admin/live.js";
+import { assertNotNewer, schemaVersion } from "../common/migrations.js";
+import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
+import { withVerdict } from "../analysis/verdict.js";
 
 export type { LiveMessage };
 

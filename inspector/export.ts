@@ -7,12 +7,12 @@
 // is shell-safe (single quotes, or $'…' with escapes when it holds a control character) and no raw
 // control character reaches the terminal from either format.
 import { STATUS_CODES } from "node:http";
-import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../proxy/exchange.js";
-import { REDACTED_PATTERN } from "../proxy/redact.js";
-import { VERSION } from "../proxy/version.js";
+import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../analysis/exchange.js";
+import { REDACTED_PATTERN } from "../proxy/record/redact.js";
+import { VERSION } from "../common/version.js";
 import type { HandshakeDetail } from "./data.js";
 import { iso, plural } from "./format.js";
-import { terminalSafe } from "../proxy/terminal-safe.js";
+import { terminalSafe } from "../common/terminal-safe.js";
 
 interface HarNameValue {
   name: string;

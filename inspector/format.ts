@@ -24,11 +24,11 @@
 //   replay --json  { handshakeId, target, verdict: "now_passes" | "still_fails", failedStep, code,
 //                    summary, steps: [{ step, original: { status, exchangeIds }, rerun: { status,
 //                    httpStatus?, detail? }, same }] }
-import type { ClassifiedExchange } from "../proxy/exchange.js";
-import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../proxy/handshake.js";
+import type { ClassifiedExchange } from "../analysis/exchange.js";
+import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../analysis/handshake.js";
 import type { HandshakeDetail, HandshakeSummary, LiveMessage } from "./data.js";
 import type { ReplayResult } from "./replay.js";
-import { terminalSafeDeep, terminalSafeStyled } from "../proxy/terminal-safe.js";
+import { terminalSafeDeep, terminalSafeStyled } from "../common/terminal-safe.js";
 
 /** "1 exchange", "3 exchanges". */
 export function plural(count: number, noun: string): string {

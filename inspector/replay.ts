@@ -50,10 +50,10 @@
 // those run on the re-run's recorded exchanges when the target is the proxy.
 //
 // `same` per step: the re-run's status equals the original's, "skipped" and "not_reached" counting as "absent".
-import { HOSTED_FAMILIES } from "../proxy/client-family.js";
-import type { ClassifiedExchange } from "../proxy/exchange.js";
-import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../proxy/handshake.js";
-import { fingerprintsIn } from "../proxy/redact.js";
+import { HOSTED_FAMILIES } from "../analysis/client-family.js";
+import type { ClassifiedExchange } from "../analysis/exchange.js";
+import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
+import { fingerprintsIn } from "../proxy/record/redact.js";
 import {
   KNOWN_CLIENTS,
   LATEST_PROTOCOL_VERSION,

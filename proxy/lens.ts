@@ -3,19 +3,19 @@
 // (proxy/recorder.ts); the process metrics, the live feed and the admin port here.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { adminAccess } from "./admin-access.js";
-import { createAdminServer } from "./admin.js";
-import { UsageError } from "./config.js";
-import { createForwarder } from "./forward.js";
-import { listen, urlOf } from "./listen.js";
-import { LiveFeed } from "./live.js";
-import type { Logger } from "./log.js";
-import { LensMetrics } from "./metrics.js";
-import { Recorder, recorderConfig } from "./recorder.js";
+import { adminAccess } from "./admin/admin-access.js";
+import { createAdminServer } from "./admin/admin.js";
+import { UsageError } from "../common/config.js";
+import { createForwarder } from "./forward/forward.js";
+import { listen, urlOf } from "../common/listen.js";
+import { LiveFeed } from "./admin/live.js";
+import type { Logger } from "../common/log.js";
+import { LensMetrics } from "./admin/metrics.js";
+import { Recorder, recorderConfig } from "./record/recorder.js";
 import type { ProxySettings } from "./settings.js";
-import { nextExchangeId, openDatabase } from "./store/db.js";
-import { createTrustPolicy } from "./trust.js";
-import { VERSION } from "./version.js";
+import { nextExchangeId, openDatabase } from "../store/db.js";
+import { createTrustPolicy } from "../common/trust.js";
+import { VERSION } from "../common/version.js";
 
 export interface Lens {
   /** Where clients reach the proxy, e.g. http://127.0.0.1:8080 */

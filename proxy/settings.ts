@@ -10,8 +10,8 @@ import {
   parseRegexList,
   parseSize,
   type Values,
-} from "./config.js";
-import { parseAllowedHosts, parseAllowedOrigins } from "./admin-access.js";
+} from "../common/config.js";
+import { parseAllowedHosts, parseAllowedOrigins } from "./admin/admin-access.js";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 

@@ -6,8 +6,8 @@ import express, { type NextFunction, type Request, type Response } from "express
 import { InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
 import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js";
 import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/provider.js";
-import type { Logger } from "../proxy/log.js";
-import { createTrustPolicy } from "../proxy/trust.js";
+import type { Logger } from "../common/log.js";
+import { createTrustPolicy } from "../common/trust.js";
 import { publicMcpUrl, publicOrigin } from "./public-url.js";
 import { setRawHeader, type McpSessions } from "./sessions.js";
 import type { ServerSettings } from "./settings.js";

@@ -2,7 +2,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { Logger } from "../proxy/log.js";
+import type { Logger } from "../common/log.js";
 import { createApp, MCP_PATH, originResolver } from "./app.js";
 import { loadOrCreateServerKey } from "./auth/crypto.js";
 import { CodaOAuthProvider } from "./auth/provider.js";
@@ -13,8 +13,8 @@ import { registerCodaTools } from "./coda/tools.js";
 import { publicMcpUrl } from "./public-url.js";
 import { McpSessions } from "./sessions.js";
 import { parseDuration, type ServerSettings } from "./settings.js";
-import { VERSION } from "../proxy/version.js";
-import { listen, urlOf } from "../proxy/listen.js";
+import { VERSION } from "../common/version.js";
+import { listen, urlOf } from "../common/listen.js";
 
 
 export interface RunningCodaServer {

@@ -1,7 +1,7 @@
 // The Coda MCP server's settings: every flag has an environment variable for containers.
-import { defaultsOf, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../proxy/config.js";
+import { defaultsOf, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../common/config.js";
 import { logLevelOption } from "../proxy/settings.js";
-import { createTrustPolicy } from "../proxy/trust.js";
+import { createTrustPolicy } from "../common/trust.js";
 
 function parseKeyHex(raw: string, where: string): string {
   if (!/^[0-9a-fA-F]{64}$/.test(raw.trim())) throw new UsageError(`${where} must be 64 hex characters (32 bytes), e.g. from 'openssl rand -hex 32'`);

@@ -3,10 +3,10 @@
 // the request as a curl command to select and copy.
 import { Box } from "ink";
 import { useMemo, useState, type ReactNode } from "react";
-import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../proxy/exchange.js";
+import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../analysis/exchange.js";
 import { curlCommand } from "../export.js";
 import { formatDuration, formatTime } from "../format.js";
-import { terminalSafe } from "../../proxy/terminal-safe.js";
+import { terminalSafe } from "../../common/terminal-safe.js";
 import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
 import { line, LineView, markRedacted, scrollBy, ScrollLines, seg, wrapLine, type Line } from "./lines.js";

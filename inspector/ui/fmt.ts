@@ -1,5 +1,5 @@
 // Markers the screens share (the rest of the formatting is ../format.ts).
-import type { HandshakeOutcome } from "../../proxy/handshake.js";
+import type { HandshakeOutcome } from "../../analysis/handshake.js";
 import { OUTCOME_LABELS } from "../format.js";
 import type { Tone } from "./lines.js";
 

@@ -2,8 +2,8 @@
 // each exchange on its row. The cursor moves over the rows that lead to an exchange.
 import { Box } from "ink";
 import { useMemo, useState, type ReactNode } from "react";
-import type { ClassifiedExchange } from "../../proxy/exchange.js";
-import type { Diagnosis } from "../../proxy/handshake.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Diagnosis } from "../../analysis/handshake.js";
 import { formatDuration, formatTime, keyFacts, plural, stepLabel } from "../format.js";
 import { httpMark, offset, OUTCOME_MARK, stepMark } from "./fmt.js";
 import { useKeys } from "./input.js";

@@ -4,7 +4,7 @@
 import { Text, useInput } from "ink";
 import { createContext, useContext, useEffect, useRef, useState, type ReactNode } from "react";
 import { actionFor, keyName, type Action, type View } from "./keymap.js";
-import { terminalSafe } from "../../proxy/terminal-safe.js";
+import { terminalSafe } from "../../common/terminal-safe.js";
 import { toneProps } from "./lines.js";
 
 export type Handlers = Partial<Record<Action, () => void>>;

@@ -8,7 +8,7 @@
 // Ink, escapes once more for segments built by hand (escaping twice changes nothing).
 import { Box, Text } from "ink";
 import type { ReactNode } from "react";
-import { terminalSafe } from "../../proxy/terminal-safe.js";
+import { terminalSafe } from "../../common/terminal-safe.js";
 
 export type Tone = "plain" | "dim" | "bold" | "ok" | "bad" | "warn" | "accent" | "redacted" | "heading";
 export interface Segment {

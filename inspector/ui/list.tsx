@@ -2,7 +2,7 @@
 // client and text, following new traffic in place (the selection stays on its handshake).
 import { Box } from "ink";
 import { useMemo, useRef, useState, type ReactNode } from "react";
-import { CLIENT_FAMILIES, type ClientFamily, type HandshakeOutcome } from "../../proxy/handshake.js";
+import { CLIENT_FAMILIES, type ClientFamily, type HandshakeOutcome } from "../../analysis/handshake.js";
 import { formatTime, stepLabel } from "../format.js";
 import { OUTCOME_MARK } from "./fmt.js";
 import { Prompt, useKeys } from "./input.js";

@@ -3,7 +3,7 @@
 // beside the original, with the verdict.
 import { Box } from "ink";
 import { useEffect, useMemo, useState, type ReactNode } from "react";
-import type { ClassifiedExchange } from "../../proxy/exchange.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import { replayVerdict, stepLabel, wrap } from "../format.js";
 import { requestLines, responseLines } from "./exchange.js";
 import { httpMark, OUTCOME_MARK, stepMark } from "./fmt.js";

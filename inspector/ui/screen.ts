@@ -3,7 +3,7 @@
 // terminal, each at its absolute row on the alternate screen. No clear, no erase-and-redraw:
 // nothing flickers when new traffic arrives, and Ink's own cursor arithmetic is out of the way.
 import { EventEmitter } from "node:events";
-import { terminalSafeStyled } from "../../proxy/terminal-safe.js";
+import { terminalSafeStyled } from "../../common/terminal-safe.js";
 
 const ESC = "\x1b[";
 export const ENTER = `${ESC}?1049h${ESC}?25l${ESC}2J`;

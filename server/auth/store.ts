@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 
-import { runMigrations, type Migration } from "../../proxy/store/migrations.js";
+import { runMigrations, type Migration } from "../../common/migrations.js";
 
 const MIGRATIONS: readonly Migration[] = [
   {

@@ -4,7 +4,7 @@
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { ProxyServer } from "http-proxy-3";
-import { UPSTREAM_AGENT_OPTIONS } from "../../proxy/forward.js";
+import { UPSTREAM_AGENT_OPTIONS } from "../../proxy/forward/forward.js";
 
 const { values } = parseArgs({ options: { port: { type: "string" }, upstream: { type: "string" } } });
 const port = Number(values.port);

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI_INSPECTOR = path.join(ROOT, "dist/inspector/cli.js");
-export const CLI_LENS = path.join(ROOT, "dist/proxy/cli.js");
+export const CLI_LENS = path.join(ROOT, "dist/cli/mcp-lens.js");
 export const BENCH_DIR = path.join(ROOT, "tests/bench");
 
 export interface BenchRow {

@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { InspectorData } from "../../inspector/data.js";
-import { openDatabase } from "../../proxy/store/db.js";
-import { INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, exchangeRowValues, exchangeToRow, handshakeToRow } from "../../proxy/store/schema.js";
-import type { ClassifiedExchange } from "../../proxy/exchange.js";
-import type { Handshake } from "../../proxy/handshake.js";
+import { openDatabase } from "../../store/db.js";
+import { INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, exchangeRowValues, exchangeToRow, handshakeToRow } from "../../store/schema.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
 import { CLI_INSPECTOR, type BenchRow } from "./common.js";
 
 const EXCHANGES = 1_000_000;

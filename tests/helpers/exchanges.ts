@@ -1,6 +1,6 @@
 // Raw exchanges as the capture tap hands them over, for tests and the bench: neutral defaults,
 // each caller sets the fields its case is about.
-import type { CapturedBody, RawExchange } from "../../proxy/exchange.js";
+import type { CapturedBody, RawExchange } from "../../analysis/exchange.js";
 
 /** A body as captured: all of it, or (truncated) half of what passed through. */
 export function captured(content: string | Buffer, truncated = false): CapturedBody {

@@ -3,7 +3,7 @@
 // with a known client's profile, the user's consent played automatically, and one tool call.
 // Here TLS "ends" at a front proxy in front of mcp-lens (see `tls`).
 import { BROWSER_UA, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload, runConnector, type KnownClient } from "../../inspector/connector.js";
-import type { HandshakeStep } from "../../proxy/handshake.js";
+import type { HandshakeStep } from "../../analysis/handshake.js";
 
 export type ConnectorFamily = KnownClient;
 export const FAMILIES = KNOWN_CLIENTS;

@@ -1,5 +1,5 @@
 // The node flags the proxy runs with: those of its shebang, which the image's `mcp-lens` link and
-// npm's bin use. Tests and the bench start `node <flags> dist/proxy/cli.js` to run it the same way.
+// npm's bin use. Tests and the bench start `node <flags> dist/cli/mcp-lens.js` to run it the same way.
 import { readFileSync } from "node:fs";
 
 export function proxyNodeFlags(cliPath: string): string[] {

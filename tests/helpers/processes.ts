@@ -8,8 +8,8 @@ import { proxyNodeFlags } from "./node-flags.js";
 export { tempDir } from "./artifacts.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const CLI = path.join(ROOT, "dist/proxy/cli.js");
-/** `node <these> dist/proxy/cli.js`: as the image runs it (read from the built file, once built). */
+export const CLI = path.join(ROOT, "dist/cli/mcp-lens.js");
+/** `node <these> dist/cli/mcp-lens.js`: as the image runs it (read from the built file, once built). */
 let nodeFlags: string[] | undefined;
 const cliNodeFlags = () => (nodeFlags ??= proxyNodeFlags(CLI));
 

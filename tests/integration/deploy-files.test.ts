@@ -189,7 +189,7 @@ describe("Dockerfile", () => {
     const shebangFlags = proxyNodeFlags(CLI);
     expect(shebangFlags).toContain("--max-semi-space-size=2");
     const start = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts.start!;
-    expect(start).toContain(`node ${shebangFlags.join(" ")} dist/proxy/cli.js start`);
+    expect(start).toContain(`node ${shebangFlags.join(" ")} dist/cli/mcp-lens.js start`);
   });
 
   it("puts mcp-lens and inspector on PATH, linked to package.json's bin entries, executable with a node shebang", async () => {

@@ -3,8 +3,8 @@
 // the handshake row mcp-lens writes: outcome, failed step, and the diagnosis with its evidence.
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DIAGNOSIS_CODES, type Diagnosis, type DiagnosisCode, type HandshakeStep } from "../../proxy/handshake.js";
-import type { HandshakeRow } from "../../proxy/store/schema.js";
+import { DIAGNOSIS_CODES, type Diagnosis, type DiagnosisCode, type HandshakeStep } from "../../analysis/handshake.js";
+import type { HandshakeRow } from "../../store/schema.js";
 import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-server.js";
 import { FAMILIES, runHostedConnector, type HostedConnectorOptions, type HostedConnectorResult } from "../helpers/hosted-connector.js";
 import { startLensProcess, tempDir } from "../helpers/processes.js";

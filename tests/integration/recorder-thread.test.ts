@@ -4,11 +4,11 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { Recorder, recorderConfig } from "../../dist/proxy/recorder.js";
+import { Recorder, recorderConfig } from "../../dist/proxy/record/recorder.js";
 import { proxySettings } from "../../dist/proxy/settings.js";
-import { openDatabase } from "../../dist/proxy/store/db.js";
-import { createLogger } from "../../dist/proxy/log.js";
-import type { RawExchange } from "../../proxy/exchange.js";
+import { openDatabase } from "../../dist/store/db.js";
+import { createLogger } from "../../dist/common/log.js";
+import type { RawExchange } from "../../analysis/exchange.js";
 import { tempDir } from "../helpers/artifacts.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 

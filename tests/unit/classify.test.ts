@@ -6,7 +6,7 @@ import {
   KNOWN_HOSTS_CAP,
   learnEndpoints,
   type KnownEndpoints,
-} from "../../proxy/classify.js";
+} from "../../analysis/classify.js";
 import {
   EXCHANGE_KINDS,
   type ClassifiedExchange,
@@ -17,7 +17,7 @@ import {
   type MetadataFacts,
   type RecordedBody,
   type RecordedExchange,
-} from "../../proxy/exchange.js";
+} from "../../analysis/exchange.js";
 
 // ---------------------------------------------------------------------------------------------
 // Building recorded exchanges

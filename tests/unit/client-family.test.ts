@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { clientFamily, type ClientSignals } from "../../proxy/client-family.js";
-import type { ClientFamily } from "../../proxy/handshake.js";
+import { clientFamily, type ClientSignals } from "../../analysis/client-family.js";
+import type { ClientFamily } from "../../analysis/handshake.js";
 
 const CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback";
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { createClassifier } from "../../proxy/classify.js";
-import { DIAGNOSIS_RULES, diagnose, explainCode } from "../../proxy/diagnose.js";
-import type { ClassifiedExchange, HeaderPairs, RecordedBody, RecordedExchange } from "../../proxy/exchange.js";
+import { createClassifier } from "../../analysis/classify.js";
+import { DIAGNOSIS_RULES, diagnose, explainCode } from "../../analysis/diagnose/index.js";
+import type { ClassifiedExchange, HeaderPairs, RecordedBody, RecordedExchange } from "../../analysis/exchange.js";
 import {
   DIAGNOSIS_CODES,
   type ClientFamily,
@@ -11,7 +11,7 @@ import {
   type HandshakeStep,
   type Severity,
   type StepRecord,
-} from "../../proxy/handshake.js";
+} from "../../analysis/handshake.js";
 
 // ---------------------------------------------------------------------------------------------
 // Clients: how each family connects (connector URL, front proxy, callback, client type, transport)

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { createClassifier } from "../../proxy/classify.js";
-import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../proxy/exchange.js";
-import type { ClientFamily, Handshake, HandshakeOutcome, HandshakeStep } from "../../proxy/handshake.js";
-import { groupHandshakes, HandshakeTracker } from "../../proxy/handshakes.js";
+import { createClassifier } from "../../analysis/classify.js";
+import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../analysis/exchange.js";
+import type { ClientFamily, Handshake, HandshakeOutcome, HandshakeStep } from "../../analysis/handshake.js";
+import { groupHandshakes, HandshakeTracker } from "../../analysis/handshakes.js";
 
 // ---------------------------------------------------------------------------------------------
 // The wire: recorded exchanges, classified as the proxy does, on a clock the test moves

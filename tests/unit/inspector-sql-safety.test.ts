@@ -5,9 +5,9 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InspectorData } from "../../inspector/data.js";
-import type { Handshake } from "../../proxy/handshake.js";
-import { openDatabase } from "../../proxy/store/db.js";
-import { handshakeToRow, UPSERT_HANDSHAKE_SQL } from "../../proxy/store/schema.js";
+import type { Handshake } from "../../analysis/handshake.js";
+import { openDatabase } from "../../store/db.js";
+import { handshakeToRow, UPSERT_HANDSHAKE_SQL } from "../../store/schema.js";
 import { tempDir } from "../helpers/artifacts.js";
 
 const HOSTILE_NAME = "x'); DROP TABLE handshakes; --";

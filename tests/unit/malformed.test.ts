@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isMalformedRequest, malformedAnswer, malformedExchange, readRequestHead } from "../../proxy/malformed.js";
+import { isMalformedRequest, malformedAnswer, malformedExchange, readRequestHead } from "../../proxy/forward/malformed.js";
 
 const err = (code: string, reason?: string) => Object.assign(new Error(`Parse Error: ${reason ?? code}`), { code, reason });
 

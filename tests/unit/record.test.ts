@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "../../proxy/exchange.js";
-import { recordBody, toRecorded } from "../../proxy/record.js";
-import { createRedactor, fingerprintsIn } from "../../proxy/redact.js";
+import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "../../analysis/exchange.js";
+import { recordBody, toRecorded } from "../../proxy/record/record.js";
+import { createRedactor, fingerprintsIn } from "../../proxy/record/redact.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 
 const redactor = createRedactor(randomBytes(32));

@@ -9,16 +9,16 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { KNOWN_CLIENTS, registrationPayload, runConnector } from "../../inspector/connector.js";
 import type { HandshakeDetail } from "../../inspector/data.js";
 import { replayHandshake, type ReplayResult } from "../../inspector/replay.js";
-import { createClassifier } from "../../proxy/classify.js";
-import { diagnose } from "../../proxy/diagnose.js";
-import type { ClassifiedExchange } from "../../proxy/exchange.js";
-import { createForwarder } from "../../proxy/forward.js";
-import type { DiagnosisCode, HandshakeStep } from "../../proxy/handshake.js";
-import { groupHandshakes } from "../../proxy/handshakes.js";
-import { toRecorded } from "../../proxy/record.js";
-import { createRedactor } from "../../proxy/redact.js";
-import { createTrustPolicy } from "../../proxy/trust.js";
-import { withVerdict } from "../../proxy/verdict.js";
+import { createClassifier } from "../../analysis/classify.js";
+import { diagnose } from "../../analysis/diagnose/index.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import { createForwarder } from "../../proxy/forward/forward.js";
+import type { DiagnosisCode, HandshakeStep } from "../../analysis/handshake.js";
+import { groupHandshakes } from "../../analysis/handshakes.js";
+import { toRecorded } from "../../proxy/record/record.js";
+import { createRedactor } from "../../proxy/record/redact.js";
+import { createTrustPolicy } from "../../common/trust.js";
+import { withVerdict } from "../../analysis/verdict.js";
 import { FAKE_TOKEN, startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-server.js";
 import { runHostedConnector, type HostedConnectorOptions } from "../helpers/hosted-connector.js";
@@ -56,6 +56,7 @@ async function record(upstream: string, connect: (proxyUrl: string) => Promise<u
     trust: createTrustPolicy(false, "loopback"),
     maxBodyBytes: 256 * 1024,
     upstreamTimeoutMs: 10_000,
+    headerTimeoutMs: 10_000,
     nextId: () => ++ids,
     onExchange: (raw) => exchanges.push(classify(toRecorded(raw, redactor))),
   });

@@ -5,10 +5,10 @@ import { Writable } from "node:stream";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { ClassifiedExchange } from "../../proxy/exchange.js";
-import type { Handshake } from "../../proxy/handshake.js";
-import { nextExchangeId, openDatabase } from "../../proxy/store/db.js";
-import { pruneOnce, startRetention } from "../../proxy/store/retention.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
+import { nextExchangeId, openDatabase } from "../../store/db.js";
+import { pruneOnce, startRetention } from "../../store/retention.js";
 import {
   exchangeRowValues,
   exchangeToRow,
@@ -18,8 +18,8 @@ import {
   rowToExchange,
   SCHEMA_VERSION,
   type ExchangeRow,
-} from "../../proxy/store/schema.js";
-import { RecordWriter, type RecordWriterOptions } from "../../proxy/store/writer.js";
+} from "../../store/schema.js";
+import { RecordWriter, type RecordWriterOptions } from "../../store/writer.js";
 
 let dir: string;
 const opened: Database[] = [];

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { UsageError } from "../../proxy/config.js";
-import { clientAddress, createTrustPolicy } from "../../proxy/trust.js";
+import { UsageError } from "../../common/config.js";
+import { clientAddress, createTrustPolicy } from "../../common/trust.js";
 
 describe("trust policy", () => {
   const defaults = createTrustPolicy(false, "loopback,private");

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { Diagnosis, Handshake } from "../../proxy/handshake.js";
-import { SETTLE_MS, withVerdict } from "../../proxy/verdict.js";
+import type { Diagnosis, Handshake } from "../../analysis/handshake.js";
+import { SETTLE_MS, withVerdict } from "../../analysis/verdict.js";
 
 function handshake(overrides: Partial<Handshake> = {}): Handshake {
   return {

@@ -2,11 +2,11 @@
 // (proxy/record-worker.ts): raw exchanges go over in batches; live-feed batches, the writer's
 // state and, on a scrape, the traffic metrics come back.
 import { Worker } from "node:worker_threads";
-import type { ClassifiedExchange, RawExchange } from "./exchange.js";
-import type { Handshake } from "./handshake.js";
-import type { Logger } from "./log.js";
-import type { ProxySettings } from "./settings.js";
-import type { DropReason, WriterStats } from "./store/writer.js";
+import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
+import type { Logger } from "../../common/log.js";
+import type { ProxySettings } from "../settings.js";
+import type { DropReason, WriterStats } from "../../store/writer.js";
 
 /** The settings the recorder thread needs: where and how to record. */
 export type RecorderConfig = Pick<

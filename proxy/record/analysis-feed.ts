@@ -2,13 +2,13 @@
 // (proxy/handshakes.ts), diagnose the handshakes that changed (proxy/diagnose.ts), count them.
 // Both are pure; this module feeds them the exchanges they need, from memory or the database.
 import type { Database } from "better-sqlite3";
-import { diagnose } from "./diagnose.js";
-import type { ClassifiedExchange } from "./exchange.js";
-import type { Diagnosis, Handshake } from "./handshake.js";
-import { HandshakeTracker } from "./handshakes.js";
-import { rowToExchange, type ExchangeRow } from "./store/schema.js";
-import type { Analysis } from "./store/writer.js";
-import { withVerdict } from "./verdict.js";
+import { diagnose } from "../../analysis/diagnose/index.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Diagnosis, Handshake } from "../../analysis/handshake.js";
+import { HandshakeTracker } from "../../analysis/handshakes.js";
+import { rowToExchange, type ExchangeRow } from "../../store/schema.js";
+import type { Analysis } from "../../store/writer.js";
+import { withVerdict } from "../../analysis/verdict.js";
 
 /** Recent exchanges kept in memory for diagnosis; older ones are read back from the database. */
 const CACHE_BYTES = 8 * 1024 * 1024;

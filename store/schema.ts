@@ -1,9 +1,9 @@
 // The SQLite schema: numbered migrations tracked by PRAGMA user_version, and the
 // mapping between a ClassifiedExchange and its row.
 import type { Database } from "better-sqlite3";
-import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
-import type { Handshake } from "../handshake.js";
-import { latestVersion, runMigrations, type Migration } from "./migrations.js";
+import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../analysis/exchange.js";
+import type { Handshake } from "../analysis/handshake.js";
+import { latestVersion, runMigrations, type Migration } from "../common/migrations.js";
 
 export const MIGRATIONS: Migration[] = [
   {

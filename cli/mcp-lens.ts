@@ -5,12 +5,12 @@
 // threads: a burst of held SSE streams grows it, and the default keeps ~20 MiB more RSS with
 // 1,000 of them. The price is more frequent scavenges (README § Configuration). `npm start`
 // passes the same flag.
-import { formatHelp, parseOptions, UsageError, type Values } from "./config.js";
-import { startLens } from "./lens.js";
-import { createLogger, type Logger } from "./log.js";
-import { PROXY_OPTIONS, type ProxySettings } from "./settings.js";
+import { formatHelp, parseOptions, UsageError, type Values } from "../common/config.js";
+import { startLens } from "../proxy/lens.js";
+import { createLogger, type Logger } from "../common/log.js";
+import { PROXY_OPTIONS, type ProxySettings } from "../proxy/settings.js";
 import { SERVER_OPTIONS, serverSettings } from "../server/settings.js";
-import { VERSION } from "./version.js";
+import { VERSION } from "../common/version.js";
 
 /** Loaded only by the commands that run it: `proxy` stays free of express and the MCP SDK (~13 MiB RSS). */
 async function startCodaServer(...args: Parameters<typeof import("../server/index.js").startCodaServer>) {

@@ -6,7 +6,7 @@
 // Origin; neither can be forged by a page. Prometheus, curl, the inspector and health checks
 // send an IP literal, localhost or a name the operator lists, and no Origin.
 import net from "node:net";
-import { UsageError } from "./config.js";
+import { UsageError } from "../../common/config.js";
 
 /** What /health and the refusals say, and what the admin server checks against. */
 export interface AdminAccess {

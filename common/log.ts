@@ -1,7 +1,7 @@
 // Structured JSON logs on stdout (one line per exchange at info). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
 import { pino, type Logger } from "pino";
-import type { ClassifiedExchange } from "./exchange.js";
+import type { ClassifiedExchange } from "../analysis/exchange.js";
 import { terminalSafe } from "./terminal-safe.js";
 
 export type { Logger };

@@ -4,17 +4,17 @@
 // holds a request up. The traffic metrics are counted here too; what goes back is small:
 // stats, the metrics text on a scrape, records only while the live feed has subscribers.
 import { parentPort, workerData } from "node:worker_threads";
-import { HandshakeAnalysis } from "./analysis.js";
-import { createClassifier, listedToolNames } from "./classify.js";
-import type { ClassifiedExchange, RawExchange } from "./exchange.js";
-import { createLogger, exchangeLogFields } from "./log.js";
-import { TrafficMetrics } from "./metrics.js";
+import { HandshakeAnalysis } from "./analysis-feed.js";
+import { createClassifier, listedToolNames } from "../../analysis/classify.js";
+import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
+import { createLogger, exchangeLogFields } from "../../common/log.js";
+import { TrafficMetrics } from "../admin/metrics.js";
 import { toRecorded } from "./record.js";
 import type { RecorderConfig, ToRecorder, ToProxy } from "./recorder.js";
 import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
-import { openDatabase } from "./store/db.js";
-import { makeRoom, startRetention } from "./store/retention.js";
-import { recordedBytes, RecordWriter } from "./store/writer.js";
+import { openDatabase } from "../../store/db.js";
+import { makeRoom, startRetention } from "../../store/retention.js";
+import { recordedBytes, RecordWriter } from "../../store/writer.js";
 
 /** How often idle handshakes are re-judged (see proxy/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;

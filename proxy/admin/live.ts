@@ -3,8 +3,8 @@
 import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
-import type { ClassifiedExchange } from "./exchange.js";
-import type { Handshake } from "./handshake.js";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
 
 /** A subscriber this far behind is cut: the feed never grows memory without bound. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;

@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ProxyServer } from "http-proxy-3";
 import { ExchangeCapture, isEventStream } from "./capture.js";
-import { headerValue, type RawExchange } from "./exchange.js";
+import { headerValue, type RawExchange } from "../../analysis/exchange.js";
 import {
   isMalformedRequest,
   malformedAnswer,
@@ -15,7 +15,7 @@ import {
   sendMalformedAnswer,
   type MalformedAnswer,
 } from "./malformed.js";
-import { clientAddress, NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens, type TrustPolicy } from "./trust.js";
+import { clientAddress, NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens, type TrustPolicy } from "../../common/trust.js";
 
 export interface ForwarderOptions {
   upstream: string;

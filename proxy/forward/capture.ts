@@ -4,8 +4,8 @@
 // off the request path, in the record writer.
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
-import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "./exchange.js";
-import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "./trust.js";
+import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "../../analysis/exchange.js";
+import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "../../common/trust.js";
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
 export class BodyTap {

@@ -4,9 +4,9 @@
 // classified (the recorder thread), LensMetrics holds the process, the forwarder's gauges and
 // the writer's totals, and serves both as one scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { OAUTH_KINDS, type ClassifiedExchange } from "./exchange.js";
-import type { Handshake, HandshakeOutcome } from "./handshake.js";
-import type { WriterStats } from "./store/writer.js";
+import { OAUTH_KINDS, type ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Handshake, HandshakeOutcome } from "../../analysis/handshake.js";
+import type { WriterStats } from "../../store/writer.js";
 
 /** JSON-RPC methods worth a label of their own; anything else is `other`. */
 const MCP_METHODS = new Set([

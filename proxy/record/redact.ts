@@ -6,7 +6,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { unescape as percentDecode } from "node:querystring";
-import type { HeaderPairs } from "./exchange.js";
+import type { HeaderPairs } from "../../analysis/exchange.js";
 import {
   applyPathPatterns,
   compilePathPattern,

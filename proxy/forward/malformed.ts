@@ -5,7 +5,7 @@
 import http from "node:http";
 import type { Socket } from "node:net";
 import { headerPairs } from "./capture.js";
-import { headerValue, type HeaderPairs, type RawExchange } from "./exchange.js";
+import { headerValue, type HeaderPairs, type RawExchange } from "../../analysis/exchange.js";
 
 /** Parser errors worth an answer and a record; others (ECONNRESET on an idle socket) are a client leaving. */
 export function isMalformedRequest(error: NodeJS.ErrnoException): boolean {

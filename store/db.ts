@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3, { type Database } from "better-sqlite3";
-import { assertNotNewer, schemaVersion } from "./migrations.js";
+import { assertNotNewer, schemaVersion } from "../common/migrations.js";
 import { migrate, MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 
 export interface OpenDatabaseOptions {

@@ -7,7 +7,7 @@ import http from "node:http";
 import type { Duplex } from "node:stream";
 import { refusal, type AdminAccess } from "./admin-access.js";
 import type { LiveFeed } from "./live.js";
-import type { WriterStats } from "./store/writer.js";
+import type { WriterStats } from "../../store/writer.js";
 
 export interface AdminDeps {
   /** The recorder's state now (asked of its thread; the metrics read the answer too). */

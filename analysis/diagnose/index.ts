@@ -9,8 +9,8 @@
 // and the generic status rules (probe status, missing metadata, rejected token call…) skip
 // claimed exchanges.
 
-import { HOSTED_FAMILIES } from "./client-family.js";
-import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "./exchange.js";
+import { HOSTED_FAMILIES } from "../client-family.js";
+import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
 import {
   DIAGNOSIS_CODES,
   HANDSHAKE_STEPS,
@@ -19,7 +19,7 @@ import {
   type Handshake,
   type HandshakeStep,
   type Severity,
-} from "./handshake.js";
+} from "../handshake.js";
 
 // ---------------------------------------------------------------------------------------------
 // Public API

@@ -4,8 +4,8 @@
 // never waits for it and never sees an error from it.
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import type { Logger } from "pino";
-import type { ClassifiedExchange } from "../exchange.js";
-import type { Handshake } from "../handshake.js";
+import type { ClassifiedExchange } from "../analysis/exchange.js";
+import type { Handshake } from "../analysis/handshake.js";
 import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, type ExchangeRow } from "./schema.js";
 
 export interface RecordWriterOptions<T> {
