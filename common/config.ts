@@ -185,3 +185,40 @@ export function formatHelp(usage: string, summary: string, specs: Specs): string
   const lines = rows.map((r) => `  ${r.left.padEnd(width)}${r.right}`);
   return `${usage}\n\n${summary}\n\nOptions (flag, else environment variable, else default):\n${lines.join("\n")}\n  ${"--help".padEnd(width)}Show this help\n`;
 }
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** --log-level, shared by every command. */
+export function logLevelOption(note = "") {
+  return option({
+    flag: "log-level",
+    env: "MCP_LENS_LOG_LEVEL",
+    kind: "string",
+    default: "info" as (typeof LOG_LEVELS)[number],
+    valueName: "LEVEL",
+    help: `Log level: ${LOG_LEVELS.join(", ")}${note}`,
+    parse: parseChoice(LOG_LEVELS),
+  });
+}
+
+// Options the proxy and the inspector share: the same flag and variable name the same thing.
+
+/** The recording database: the proxy writes it, the inspector reads it. */
+export const RECORDING_DB_OPTION = option({
+  flag: "db",
+  env: "MCP_LENS_DB",
+  kind: "string",
+  default: "./data/mcp-lens.db",
+  valueName: "PATH",
+  help: "SQLite file for recorded exchanges (its directory is created when its parent exists)",
+});
+
+/** The admin port's token: the proxy requires it, the inspector sends it to /live. */
+export const ADMIN_TOKEN_OPTION = option({
+  flag: "admin-token",
+  env: "MCP_LENS_ADMIN_TOKEN",
+  kind: "string",
+  default: "",
+  valueName: "TOKEN",
+  help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
+});

@@ -1,39 +1,9 @@
 // Structured JSON logs on stdout (one line per exchange at info). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
 import { pino, type Logger } from "pino";
-import type { ClassifiedExchange } from "../analysis/exchange.js";
-import { terminalSafe } from "./terminal-safe.js";
 
 export type { Logger };
 
 export function createLogger(level: string, destination: pino.DestinationStream = pino.destination(1)): Logger {
   return pino({ level, base: { service: "mcp-lens" }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
-}
-
-/**
- * Operators read these lines on a terminal (`npm start`, `docker logs`). JSON escapes C0 controls,
- * but leaves C1 (0x9b is a one-byte CSI), DEL and bidi overrides raw: traffic's strings are made
- * visible escapes first. Most values hold none, and the test is cheaper than the replace.
- */
-const UNSAFE_FOR_A_TERMINAL = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
-const safe = (text: string | null | undefined) => (text && UNSAFE_FOR_A_TERMINAL.test(text) ? terminalSafe(text) : text);
-
-/** The exchange as one log line: redacted fields only, facts reduced to what an operator scans for. */
-export function exchangeLogFields(e: ClassifiedExchange): Record<string, unknown> {
-  return {
-    id: e.id,
-    kind: e.kind,
-    method: safe(e.method),
-    host: safe(e.host),
-    path: safe(e.path),
-    query: safe(e.query) ?? undefined,
-    status: e.status,
-    durationMs: e.durationMs === null ? null : Math.round(e.durationMs * 10) / 10,
-    ttfbMs: e.ttfbMs === null ? null : Math.round(e.ttfbMs * 10) / 10,
-    client: e.clientAddr,
-    userAgent: safe(e.facts.userAgent),
-    mcpMethods: e.facts.mcp?.methods.length ? e.facts.mcp.methods.map(safe) : undefined,
-    upstreamError: e.upstreamError ?? undefined,
-    aborted: e.aborted || undefined,
-  };
 }

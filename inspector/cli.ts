@@ -7,8 +7,7 @@
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { formatHelp, option, parseHttpUrl, parseInteger, parseOptions, UsageError, type Values } from "../common/config.js";
-import { PROXY_OPTIONS } from "../proxy/settings.js";
+import { ADMIN_TOKEN_OPTION, formatHelp, option, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
 import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
 import { toCurl, toHar } from "./export.js";
 import {
@@ -33,7 +32,7 @@ class Failure extends Error {}
 // ---------------------------------------------------------------------------------------------
 // Options
 
-const DB = { ...PROXY_OPTIONS.db, help: "Recording database of the proxy, opened read-only" };
+const DB = { ...RECORDING_DB_OPTION, help: "Recording database of the proxy, opened read-only" };
 const JSON_OUTPUT = option({ flag: "json", kind: "boolean", default: false, help: "JSON output (the shape is in the README)" });
 const ADMIN = {
   adminUrl: option({
@@ -45,7 +44,7 @@ const ADMIN = {
     help: "The proxy's admin port, whose WebSocket /live is followed (default: the admin_url the proxy recorded)",
     parse: parseHttpUrl,
   }),
-  adminToken: { ...PROXY_OPTIONS.adminToken, help: "Bearer token for the proxy's /live (its --admin-token)" },
+  adminToken: { ...ADMIN_TOKEN_OPTION, help: "Bearer token for the proxy's /live (its --admin-token)" },
 };
 
 const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };

@@ -9,7 +9,7 @@ import { diagnose } from "../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
 import type { ClientFamily, DiagnosisCode, Handshake, HandshakeOutcome, HandshakeStep } from "../analysis/handshake.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
-import type { LiveMessage } from "../proxy/admin/live.js";
+import type { LiveMessage } from "../common/live-protocol.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
 import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
 import { withVerdict } from "../analysis/verdict.js";

@@ -8,7 +8,7 @@
 // control character reaches the terminal from either format.
 import { STATUS_CODES } from "node:http";
 import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../analysis/exchange.js";
-import { REDACTED_PATTERN } from "../proxy/record/redact.js";
+import { REDACTED_PATTERN } from "../analysis/redacted.js";
 import { VERSION } from "../common/version.js";
 import type { HandshakeDetail } from "./data.js";
 import { iso, plural } from "./format.js";

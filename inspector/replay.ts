@@ -53,7 +53,7 @@
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
-import { fingerprintsIn } from "../proxy/record/redact.js";
+import { fingerprintsIn } from "../analysis/redacted.js";
 import {
   KNOWN_CLIENTS,
   LATEST_PROTOCOL_VERSION,

@@ -1,32 +1,19 @@
 // The proxy's settings: every flag has an environment variable for containers.
 import {
+  ADMIN_TOKEN_OPTION,
   defaultsOf,
+  logLevelOption,
   option,
-  parseChoice,
   parseHttpUrl,
   parseInteger,
   parseNameList,
   parsePort,
   parseRegexList,
   parseSize,
+  RECORDING_DB_OPTION,
   type Values,
 } from "../common/config.js";
 import { parseAllowedHosts, parseAllowedOrigins } from "./admin/admin-access.js";
-
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-
-/** --log-level, shared by every command. */
-export function logLevelOption(note = "") {
-  return option({
-    flag: "log-level",
-    env: "MCP_LENS_LOG_LEVEL",
-    kind: "string",
-    default: "info" as (typeof LOG_LEVELS)[number],
-    valueName: "LEVEL",
-    help: `Log level: ${LOG_LEVELS.join(", ")}${note}`,
-    parse: parseChoice(LOG_LEVELS),
-  });
-}
 
 export const PROXY_OPTIONS = {
   upstream: option({
@@ -72,22 +59,8 @@ export const PROXY_OPTIONS = {
     help: "Admin port: /health, /metrics, WebSocket /live",
     parse: parsePort,
   }),
-  adminToken: option({
-    flag: "admin-token",
-    env: "MCP_LENS_ADMIN_TOKEN",
-    kind: "string",
-    default: "",
-    valueName: "TOKEN",
-    help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
-  }),
-  db: option({
-    flag: "db",
-    env: "MCP_LENS_DB",
-    kind: "string",
-    default: "./data/mcp-lens.db",
-    valueName: "PATH",
-    help: "SQLite file for recorded exchanges (its directory is created when its parent exists)",
-  }),
+  adminToken: ADMIN_TOKEN_OPTION,
+  db: RECORDING_DB_OPTION,
   trustProxy: option({
     flag: "trust-proxy",
     env: "MCP_LENS_TRUST_PROXY",

@@ -1,6 +1,5 @@
 // The Coda MCP server's settings: every flag has an environment variable for containers.
-import { defaultsOf, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../common/config.js";
-import { logLevelOption } from "../proxy/settings.js";
+import { defaultsOf, logLevelOption, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../common/config.js";
 import { createTrustPolicy } from "../common/trust.js";
 
 function parseKeyHex(raw: string, where: string): string {

@@ -5,6 +5,7 @@ import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Handshake } from "../../analysis/handshake.js";
+import type { LiveMessage } from "../../common/live-protocol.js";
 
 /** A subscriber this far behind is cut: the feed never grows memory without bound. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -16,9 +17,7 @@ const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
  */
 const MAX_INCOMING_FRAME_BYTES = 4 * 1024;
 
-export type LiveMessage =
-  | { type: "exchange"; exchange: ClassifiedExchange; handshakeId: number | null }
-  | { type: "handshake"; handshake: Handshake };
+export type { LiveMessage };
 
 export class LiveFeed {
   /** Loaded with the first subscriber: most proxies never have one (the `ws` module is ~4 MiB RSS). */

@@ -5,7 +5,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "../../analysis/exchange.js";
-import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "../../common/trust.js";
+import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "./forwarding-headers.js";
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
 export class BodyTap {

@@ -15,7 +15,8 @@ import {
   sendMalformedAnswer,
   type MalformedAnswer,
 } from "./malformed.js";
-import { clientAddress, NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens, type TrustPolicy } from "../../common/trust.js";
+import { clientAddress, type TrustPolicy } from "../../common/trust.js";
+import { NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens } from "./forwarding-headers.js";
 
 export interface ForwarderOptions {
   upstream: string;

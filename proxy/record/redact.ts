@@ -52,14 +52,8 @@ export interface RedactionRules {
   paths?: readonly string[];
 }
 
-/** A marker anywhere in a text; group 1 is the fingerprint. Global: use with matchAll/replace. */
-export const REDACTED_PATTERN = /\[redacted:([0-9a-f]{8})\]/g;
-const MARKER_ONLY = /^\[redacted:[0-9a-f]{8}\]$/;
-
-/** The fingerprints of the markers in a text, in order of appearance, without duplicates. */
-export function fingerprintsIn(text: string): string[] {
-  return [...new Set(Array.from(text.matchAll(REDACTED_PATTERN), (m) => m[1]!))];
-}
+import { MARKER_ONLY } from "../../analysis/redacted.js";
+export { fingerprintsIn, REDACTED_PATTERN } from "../../analysis/redacted.js";
 
 /** Reads `<dbPath>.key` (64 hex chars), creating it with mode 0600 on first start. */
 export function loadOrCreateRedactionKey(dbPath: string): Buffer {
