@@ -1,0 +1,249 @@
+// Authorize and token: the browser step, the callback and the code's redemption.
+// Each rule: its code, meaning, reference and the fix, beside the check that finds it.
+
+import type { ClassifiedExchange } from "../exchange.js";
+import {
+  AUTHORIZE_KINDS,
+  bodyText,
+  claimed,
+  codeGrants,
+  describe,
+  detail,
+  errorText,
+  ids,
+  is2xx,
+  isAuthenticated,
+  isFailure,
+  MCP_KINDS,
+  MCP_STEPS,
+  reqHeader,
+  seconds,
+  tokens,
+} from "./evidence.js";
+import type { DiagnosisContext, DiagnosisRule } from "./rule.js";
+
+export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
+  {
+    code: "scope_rejected",
+    severity: "error",
+    reference: "RFC 6749 §4.1.2.1; RFC 6749 §5.2",
+    meaning: "The authorization or token endpoint answered invalid_scope to the scope the client asked for.",
+    steps: ["authorize", "callback", "token"],
+    check(ctx) {
+      const hits = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.facts.oauthError === "invalid_scope");
+      const e = hits[0];
+      if (!e) return null;
+      const asked = e.facts.scope ?? lastUpTo(ctx.of("authorize"), e)?.facts.scope;
+      const supported = ctx.asDocs[0]?.facts.metadata?.scopesSupported ?? ctx.prm?.facts.metadata?.scopesSupported;
+      return {
+        summary:
+          `${describe(e)} answered invalid_scope${description(e)} to scope "${asked ?? "(none)"}"` +
+          `${supported ? `; scopes_supported is ${JSON.stringify(supported)}` : ""}`,
+        evidence: ids(hits),
+        fix:
+          `Accept the scope the client asks for ("${asked ?? ""}"), or advertise the valid ones in scopes_supported ` +
+          "(PRM) and the WWW-Authenticate scope so the client asks for those",
+      };
+    },
+  },
+  {
+    code: "authorization_redirect_status",
+    severity: "error",
+    reference: "RFC 9700 §4.12",
+    meaning:
+      "The authorization response is a 307/308, which replays the consent POST (with the user's form) to the callback, instead of a 302/303.",
+    steps: ["authorize", "callback"],
+    check(ctx) {
+      const e = ctx.of(...AUTHORIZE_KINDS).find((x) => (x.status === 307 || x.status === 308) && x.facts.location);
+      if (!e) return null;
+      return {
+        summary: `${describe(e)} redirected to the callback with ${e.status} (Location: ${e.facts.location}) instead of 302/303`,
+        evidence: [e.id],
+        fix: "Redirect to the callback with 302 Found or 303 See Other: a 307/308 makes the browser re-POST the consent form to the client",
+      };
+    },
+  },
+  {
+    code: "token_request_rejected",
+    severity: "error",
+    reference: "RFC 6749 §5.2; RFC 6749 §4.1.3",
+    meaning: "The token endpoint rejects the request itself (form encoding, client credentials) or answers non-JSON.",
+    steps: ["token"],
+    check(ctx) {
+      const hits = codeGrants(ctx).filter(
+        (e) => tokenFailed(e) && e.facts.oauthError !== "invalid_grant" && e.facts.oauthError !== "invalid_scope",
+      );
+      const e = hits[0];
+      if (!e) return null;
+      const auth = clientAuthUsed(e);
+      const outcome = is2xx(e)
+        ? `answered ${e.status} ${e.facts.responseContentType ?? "without a content type"} without an access_token`
+        : `answered ${e.status}${detail(e)}`;
+      return {
+        summary:
+          `The token request ${describe(e)} (Content-Type: ${e.facts.contentType ?? "none"}, ` +
+          `client authentication: ${auth}) ${outcome}`,
+        evidence: ids(hits),
+        fix: tokenFix(e, auth),
+      };
+    },
+  },
+  {
+    code: "token_invalid_grant",
+    severity: "error",
+    reference: "RFC 6749 §5.2; RFC 7636 §4.6",
+    meaning:
+      "The token endpoint answered invalid_grant: the code was reused or expired, redirect_uri differs from the authorize call, or PKCE failed.",
+    steps: ["token"],
+    check(ctx) {
+      const e = codeGrants(ctx).find((t) => t.facts.oauthError === "invalid_grant");
+      if (!e) return null;
+      const causes = invalidGrantCauses(ctx, e);
+      const why =
+        causes.length > 0
+          ? causes.map((c) => c.reason).join("; ")
+          : "the traffic shows no reuse, redirect_uri change or delay, so probably the PKCE verifier or the code's binding to the client";
+      return {
+        summary: `The token request ${describe(e)} got invalid_grant${description(e)}: ${why}`,
+        evidence: [...causes.flatMap((c) => c.evidence), e.id],
+        fix:
+          causes.length > 0
+            ? causes.map((c) => c.fix).join("; ")
+            : "Check the code is bound to the same client_id, redirect_uri and code_challenge the token request " +
+              "presents, and lives long enough (≥ 60 s)",
+      };
+    },
+  },
+  {
+    code: "token_audience_mismatch",
+    severity: "error",
+    reference: "RFC 8707 §2; MCP 2025-06-18 Authorization §Token Audience Binding and Validation",
+    meaning:
+      "A token was issued, then the MCP endpoint refused it (401/403): the audience/resource it validates differs from the one the token got.",
+    steps: MCP_STEPS,
+    check(ctx) {
+      for (const token of codeGrants(ctx).filter((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined)) {
+        const issued = token.facts.issued?.accessToken;
+        const uses = ctx
+          .of(...MCP_KINDS)
+          .filter((e) => e.id > token.id && isAuthenticated(e) && (e.facts.bearerFingerprint ?? issued) === issued);
+        const refused = uses.find((e) => e.status === 401 || e.status === 403);
+        // Refused after it worked once is expiry or revocation, not the audience.
+        if (!refused || claimed(refused) || uses.some((e) => e.id < refused.id && is2xx(e))) continue;
+        const requested = token.facts.resource;
+        const challenge = refused.facts.wwwAuthenticate ? ` (WWW-Authenticate: ${refused.facts.wwwAuthenticate})` : "";
+        const mcpUrl = ctx.connector?.url ?? refused.path;
+        return {
+          summary:
+            `${describe(refused)} answered ${refused.status} to the token issued by ${describe(token)}${challenge}; ` +
+            `the token was requested for resource ${requested ?? "(none: no resource parameter)"}, the MCP URL is ${mcpUrl}`,
+          evidence: [token.id, refused.id],
+          fix:
+            requested !== undefined && requested !== mcpUrl
+              ? "Issue tokens for the resource the client asks for and validate the same string at the MCP route: " +
+                `make the PRM resource, the token's audience and the check all exactly ${mcpUrl}`
+              : "The MCP route validates the token differently from how it was issued: check its expected audience and " +
+                "issuer (origin vs /mcp, trailing slash) and that it uses the same validator as the authorization server",
+        };
+      }
+      return null;
+    },
+  },
+];
+
+// ---------------------------------------------------------------------------------------------
+// What these rules read and say
+
+function tokenFailed(e: ClassifiedExchange): boolean {
+  return !claimed(e) && (isFailure(e) || (is2xx(e) && e.facts.issued?.accessToken === undefined));
+}
+
+function clientAuthUsed(e: ClassifiedExchange): string {
+  if (/^basic\s/i.test(reqHeader(e, "authorization") ?? "")) return "client_secret_basic";
+  return /(^|&)client_secret=|"client_secret"\s*:/.test(bodyText(e.requestBody)) ? "client_secret_post" : "none";
+}
+
+function tokenFix(e: ClassifiedExchange, auth: string): string {
+  if (e.status === 415 || /json|content.?type|media type/i.test(errorText(e))) {
+    return "Parse token requests as application/x-www-form-urlencoded (RFC 6749 §4.1.3), not only JSON";
+  }
+  if (e.facts.oauthError === "invalid_client" || e.status === 401) {
+    return (
+      `Accept the client's ${auth} credentials as registered (support client_secret_post and client_secret_basic, ` +
+      "and none for public clients, as token_endpoint_auth_methods_supported says)"
+    );
+  }
+  if (is2xx(e)) return 'Answer with application/json: {access_token, token_type: "Bearer", expires_in, refresh_token} (RFC 6749 §5.1)';
+  return (
+    "Accept the standard authorization_code request: grant_type, code, redirect_uri, code_verifier, resource, " +
+    "client_id (RFC 6749 §4.1.3, RFC 8707 §2)"
+  );
+}
+
+/** What the traffic suggests about an invalid_grant: reuse, redirect_uri change, delay, PKCE. */
+function invalidGrantCauses(ctx: DiagnosisContext, token: ClassifiedExchange): GrantCause[] {
+  const causes: GrantCause[] = [];
+  const code = token.facts.codeFingerprint;
+  const sameCode = (e: ClassifiedExchange) => code !== undefined && e.facts.codeFingerprint === code;
+  const earlier = codeGrants(ctx).find((t) => t.id < token.id && sameCode(t));
+  if (earlier) {
+    causes.push({
+      reason: `the code was already redeemed by ${describe(earlier)} (codes are single-use)`,
+      fix:
+        "Redeem each code once: a client that retries a timed-out token call needs a fresh authorization " +
+        "(and the token endpoint must answer well within 10 s)",
+      evidence: [earlier.id],
+    });
+  }
+  const delivery = ctx.of(...AUTHORIZE_KINDS).find((e) => code !== undefined && e.facts.issued?.code === code);
+  const request = lastUpTo(ctx.of("authorize").filter((e) => e.facts.redirectUris !== undefined), delivery ?? token);
+  const asked = request?.facts.redirectUris?.[0];
+  const redeemed = token.facts.redirectUris?.[0];
+  if (request && asked !== undefined && redeemed !== undefined && asked !== redeemed) {
+    causes.push({
+      reason: `redirect_uri ${redeemed} differs from the authorize request's ${asked} (${describe(request)})`,
+      fix: "Send the token request the same redirect_uri as the authorize request (RFC 6749 §4.1.3)",
+      evidence: [request.id],
+    });
+  }
+  const age = delivery ? token.startedAt - (delivery.startedAt + (delivery.durationMs ?? 0)) : 0;
+  if (delivery && age > CODE_LIFETIME_MS) {
+    causes.push({
+      reason: `the code was redeemed ${seconds(age)} after ${describe(delivery)} issued it (expired?)`,
+      fix: "Keep authorization codes valid for at least 60 s (up to 10 min) and redeem them at once",
+      evidence: [delivery.id],
+    });
+  }
+  const form = (token.facts.contentType ?? "").includes("x-www-form-urlencoded");
+  const noVerifier = form && !/(^|&)code_verifier=/.test(bodyText(token.requestBody));
+  const noChallenge = request?.facts.codeChallengePresent === false;
+  if (noVerifier || noChallenge || /pkce|verifier|code.?challenge/i.test(errorText(token))) {
+    causes.push({
+      reason: noVerifier
+        ? "the token request carries no code_verifier"
+        : noChallenge && request
+          ? `the authorize request ${describe(request)} carried no code_challenge`
+          : "the PKCE verifier does not match the code_challenge",
+      fix: "Verify PKCE as S256: BASE64URL(SHA-256(code_verifier)) must equal the code_challenge stored with the code (RFC 7636 §4.6)",
+      evidence: request ? [request.id] : [],
+    });
+  }
+  return causes;
+}
+
+/** Authorization codes live from 30 s to 10 min: one redeemed later than this likely expired. */
+const CODE_LIFETIME_MS = 60_000;
+
+const description = (e: ClassifiedExchange) =>
+  e.facts.oauthErrorDescription ? ` ("${e.facts.oauthErrorDescription}")` : "";
+
+/** The last of `list` up to and including `e`. */
+function lastUpTo(list: readonly ClassifiedExchange[], e: ClassifiedExchange): ClassifiedExchange | undefined {
+  return list.filter((x) => x.id <= e.id).at(-1);
+}
+
+interface GrantCause {
+  reason: string;
+  fix: string;
+  evidence: number[];
+}
