@@ -5,7 +5,7 @@
 // threads: a burst of held SSE streams grows it, and the default keeps ~20 MiB more RSS with
 // 1,000 of them. The price is more frequent scavenges (README § Configuration). `npm start`
 // passes the same flag.
-import { formatHelp, parseOptions, UsageError, type Values } from "../common/config.js";
+import { findCommand, formatHelp, parseOptions, UsageError, type Values } from "../common/config.js";
 import { startLens } from "../proxy/lens.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "../proxy/settings.js";
@@ -154,7 +154,10 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
 };
 
 async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
+  // The subcommand may come after options (`mcp-lens --log-level warn proxy`); a lone --help or
+  // --version has none.
+  const found = findCommand(argv, [PROXY_OPTIONS, START_OPTIONS, SERVER_OPTIONS]);
+  const [command, rest] = found.command === undefined && argv.length > 0 ? [argv[0], argv.slice(1)] : [found.command, found.rest];
   switch (command) {
     case "proxy":
       return runCommand(PROXY_COMMAND, rest);

@@ -201,6 +201,20 @@ export function logLevelOption(note = "") {
   });
 }
 
+/**
+ * The subcommand wherever it stands among the options (`inspector --db X list` works as
+ * `inspector list --db X`): the first positional argument, knowing which flags take a value.
+ * The other arguments keep their order.
+ */
+export function findCommand(argv: string[], specsList: readonly Specs[]): { command: string | undefined; rest: string[] } {
+  const options: Record<string, { type: Kind }> = { help: { type: "boolean" } };
+  for (const specs of specsList) for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  const first = tokens.find((t) => t.kind === "positional");
+  if (!first) return { command: undefined, rest: argv };
+  return { command: argv[first.index], rest: argv.filter((_, i) => i !== first.index) };
+}
+
 // Options the proxy and the inspector share: the same flag and variable name the same thing.
 
 /** The recording database: the proxy writes it, the inspector reads it. */

@@ -7,7 +7,7 @@
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ADMIN_TOKEN_OPTION, formatHelp, option, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
+import { ADMIN_TOKEN_OPTION, findCommand, formatHelp, option, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
 import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
 import { toCurl, toHar } from "./export.js";
 import {
@@ -374,10 +374,10 @@ async function interactive(argv: string[]): Promise<number> {
 export async function main(argv: string[], invokedAs = "inspector"): Promise<number> {
   prog = invokedAs;
   const args = argv.map((a) => ALIASES[a] ?? a);
-  const [first, ...rest] = args;
   try {
+    const { command: first, rest } = findCommand(args, [INTERACTIVE_OPTIONS, ...Object.values(COMMANDS).map((c) => c.options as Specs)]);
     if (first === "help") return await interactive(["--help"]);
-    if (first === undefined || first.startsWith("-")) return await interactive(args);
+    if (first === undefined) return await interactive(args);
     const command = Object.hasOwn(COMMANDS, first) ? (COMMANDS[first as keyof typeof COMMANDS] as Command<Specs>) : undefined;
     if (!command) throw new UsageError(`unknown command '${first}' (see '${prog} --help')`);
     return await runCommand(command, rest);

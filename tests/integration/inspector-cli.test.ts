@@ -244,6 +244,16 @@ describe("the inspector command", () => {
     expect((await runCli(["--help"])).stdout).toMatch(/inspector +Which connector handshakes failed/);
   });
 
+  it("takes options before or after the command", async () => {
+    const after = await runCli(["inspector", "list", "--failed", "--json", "--db", dbPath]);
+    expect(after.code).toBe(0);
+    for (const args of [["inspector", "--db", dbPath, "list", "--failed", "--json"], ["--db", dbPath, "inspector", "--json", "list", "--failed"]]) {
+      expect(await runCli(args), args.join(" ")).toEqual(after);
+    }
+    expect(await runCli(["inspector", "--db", dbPath, "bogus"])).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command 'bogus'/) });
+    expect((await runCli(["--log-level", "silent", "proxy", "--help"])).stdout).toMatch(/^Usage: mcp-lens proxy/);
+  });
+
   it("falls back to polling the database when the live feed is unreachable; Ctrl-C exits 0", async () => {
     const tail = startTail([]);
     await waitFor(() => /polling .*read-only every 500 ms/.test(tail.out.stderr), "the polling notice");
