@@ -47,9 +47,9 @@ export interface RawExchange {
   /** Count of SSE events in a text/event-stream response, all of them, not only the captured ones. */
   sseEvents: number | null;
   /**
-   * What mcp-lens set on the request it forwarded (proxy/forward.ts setForwardedHeaders); absent
+   * What mcp-lens set on the request it forwarded (proxy/forward/forward.ts setForwardedHeaders); absent
    * when nothing was forwarded (a malformed request). requestHeaders are the client's, as sent:
-   * forwardedHeaders() in proxy/capture.ts turns the two into what the upstream received.
+   * forwardedHeaders() in proxy/forward/capture.ts turns the two into what the upstream received.
    */
   forwarding?: Forwarding;
 }

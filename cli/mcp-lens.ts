@@ -1,5 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
-// `mcp-lens`: the command-line entry. Subcommands share one option table each, so every
+// `mcp-lens`: the command-line entry and the composition root: `proxy` (../proxy), `start`
+// (the bundled server and the proxy in front of it), `server` (../server), `inspector`
+// (../inspector). Nothing imports this file. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
 // The shebang caps V8's young generation at 2 MiB per semi-space (16 by default), in both
 // threads: a burst of held SSE streams grows it, and the default keeps ~20 MiB more RSS with

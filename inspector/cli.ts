@@ -2,7 +2,7 @@
 // `inspector` (also `mcp-lens inspector`): which connector handshakes failed, where, why and how
 // to fix them, from the recording database opened read-only. Without a command, the interactive
 // view; with one (list, show, replay, export, tail), output for scripts. Options come from tables
-// (proxy/config.ts), so every flag has its --help line and errors are one line: exit 2 for bad
+// (common/config.ts), so every flag has its --help line and errors are one line: exit 2 for bad
 // input, 1 for a failure (an unknown id, a database that cannot be read, a replay that still fails).
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";

@@ -180,7 +180,7 @@ const SESSION_STEPS: HandshakeStep[] = ["initialize", "initialized", "list"];
 
 /**
  * What a connector can tell from one unusable answer, as a diagnosis code: the client-side view,
- * not the analyser's rules (proxy/diagnose.ts), which see the whole recorded handshake.
+ * not the analyser's rules (analysis/diagnose/), which see the whole recorded handshake.
  */
 function answerCode(step: HandshakeStep, status: number, headers: Headers, text: string, origin?: string): DiagnosisCode | undefined {
   if (status === 403 && (headers.has("cf-mitigated") || /cf-chl|challenge-platform|just a moment/i.test(text))) return "waf_block";

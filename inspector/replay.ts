@@ -46,7 +46,7 @@
 // `code` is the connector-side check of the re-run's own answers (what a client can tell: non-401
 // probe, relative resource_metadata, resource or issuer mismatch, no S256, no registration
 // endpoint, 4xx registration, 421, 403 challenge, redirects, 404 sessions…; see answerCode in
-// connector.ts), mapped to diagnosis codes. It is not the analyser's rules (proxy/diagnose.ts):
+// connector.ts), mapped to diagnosis codes. It is not the analyser's rules (analysis/diagnose/):
 // those run on the re-run's recorded exchanges when the target is the proxy.
 //
 // `same` per step: the re-run's status equals the original's, "skipped" and "not_reached" counting as "absent".

@@ -1,6 +1,7 @@
-// mcp-lens assembled: the request path (forward → capture) on the public port; the record
-// pipeline (redact → classify → handshakes → store, traffic metrics) in its own thread
-// (proxy/recorder.ts); the process metrics, the live feed and the admin port here.
+// mcp-lens assembled. The request path, forward → capture → hand-over, runs on the public port
+// (forward/); the record pipeline, decode + redact (record/) → classify → handshakes → diagnose
+// (../analysis/) → store (../store/) and the traffic metrics, in its own thread
+// (record/recorder.ts); the process metrics, the live feed and the admin port here (admin/).
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { adminAccess } from "./admin/admin-access.js";

@@ -65,7 +65,7 @@ export const MIGRATIONS: Migration[] = [
   {
     version: 2,
     up: `
-      -- Connector handshakes, derived from exchanges by proxy/handshakes.ts and proxy/diagnose.ts.
+      -- Connector handshakes, derived from exchanges by analysis/handshakes.ts and analysis/diagnose/.
       CREATE TABLE handshakes (
         id INTEGER PRIMARY KEY,            -- the id of its first exchange
         client_family TEXT NOT NULL,

@@ -3,7 +3,7 @@
 // carry the meaning, so NO_COLOR loses nothing.
 //
 // Text from traffic never reaches the terminal raw: seg(), line() and the measuring helpers (fit,
-// clip, wrapText) turn every control into a visible escape (proxy/terminal-safe.ts) before anything
+// clip, wrapText) turn every control into a visible escape (common/terminal-safe.ts) before anything
 // is measured, so widths are those of what is shown; LineView, through which every line reaches
 // Ink, escapes once more for segments built by hand (escaping twice changes nothing).
 import { Box, Text } from "ink";

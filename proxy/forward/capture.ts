@@ -88,7 +88,7 @@ export class ExchangeCapture {
   upstreamError: string | null = null;
   /** mcp-lens answered 400 itself: the request turned out malformed mid-body. */
   rejected = false;
-  /** The peer may set X-Forwarded-* (proxy/trust.ts); set by the forwarder with the headers. */
+  /** The peer may set X-Forwarded-* (common/trust.ts); set by the forwarder with the headers. */
   trustedPeer = false;
   websocket = false;
   /** The request to the upstream, once a socket is assigned: destroyed on timeout. */
@@ -157,7 +157,7 @@ export class ExchangeCapture {
   }
 }
 
-/** Reads back what setForwardedHeaders (proxy/forward.ts) left in req.headers: no copies of the strings. */
+/** Reads back what setForwardedHeaders (proxy/forward/forward.ts) left in req.headers: no copies of the strings. */
 function forwardingOf(req: IncomingMessage, trusted: boolean): Forwarding {
   const h = req.headers;
   return {

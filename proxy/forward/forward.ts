@@ -88,7 +88,7 @@ export function upstreamErrorCode(error: NodeJS.ErrnoException): string {
  * address), otherwise replaced, so the upstream computes its public URLs (issuer,
  * resource, WWW-Authenticate) from facts, not from what any client claims. From an untrusted peer
  * the other forwarding claims (Forwarded, X-Forwarded-Port/-Prefix, X-Real-IP, X-Original-Host)
- * are removed (proxy/trust.ts says why). A Connection token naming any of them is removed for
+ * are removed (forwarding-headers.ts says why). A Connection token naming any of them is removed for
  * every peer: http-proxy and Node forward Connection as is, and a hop that honours it would drop
  * what mcp-lens set. The client's originals stay in req.rawHeaders (recorded as claims).
  * Hot path: for a trusted front proxy that set everything, one string concat and no other allocation.

@@ -1,5 +1,5 @@
 // Off the request path, for each classified exchange: assign it to a connector handshake
-// (proxy/handshakes.ts), diagnose the handshakes that changed (proxy/diagnose.ts), count them.
+// (analysis/handshakes.ts), diagnose the handshakes that changed (analysis/diagnose/), count them.
 // Both are pure; this module feeds them the exchanges they need, from memory or the database.
 import type { Database } from "better-sqlite3";
 import { diagnose } from "../../analysis/diagnose/index.js";

@@ -17,7 +17,7 @@ import { openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";
 
-/** How often idle handshakes are re-judged (see proxy/verdict.ts). */
+/** How often idle handshakes are re-judged (see analysis/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;
 /** How often the proxy hears the writer's state (for /health and the recorder gauges). */
 const STATS_INTERVAL_MS = 250;

@@ -1,5 +1,5 @@
 // The proxy's side of the record pipeline, which runs in a worker thread
-// (proxy/record-worker.ts): raw exchanges go over in batches; live-feed batches, the writer's
+// (proxy/record/record-worker.ts): raw exchanges go over in batches; live-feed batches, the writer's
 // state and, on a scrape, the traffic metrics come back.
 import { Worker } from "node:worker_threads";
 import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";

@@ -1,5 +1,5 @@
 // Secrets recognised by their shape rather than by the name they sit under, and the operator's
-// own redaction rules. Pure functions: proxy/redact.ts applies them.
+// own redaction rules. Pure functions: redact.ts applies them.
 
 /**
  * A JWS or JWE anywhere: the protected header is base64url JSON, so it always starts with `eyJ`

@@ -80,7 +80,7 @@ function openStore(dir: string, name: string): Store {
   return { db: openDatabase(file), redactor: createRedactor(loadOrCreateRedactionKey(file)) };
 }
 
-/** The writer wired as proxy/record-worker.ts wires it, minus metrics and the live feed; flushes only when told. */
+/** The writer wired as proxy/record/record-worker.ts wires it, minus metrics and the live feed; flushes only when told. */
 function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
   const classify = createClassifier();
   const analysis = new HandshakeAnalysis(db);

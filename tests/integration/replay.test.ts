@@ -37,7 +37,7 @@ describe("inspector replay through the real proxy", () => {
 
     const connector = await runHostedConnector(`${lens.url}/mcp`, { family: "claude.ai" });
     expect(connector.failedAt).toBe("authorization_server_metadata");
-    // The proxy settles the verdict once the client has stayed quiet (proxy/verdict.ts).
+    // The proxy settles the verdict once the client has stayed quiet (analysis/verdict.ts).
     const original: HandshakeDetail = await waitFor(
       () => look(dbPath, (data) => data.listHandshakes().flatMap((h) => (h.outcome === "failed" ? [data.getHandshake(h.id)!] : []))[0]),
       "the failed handshake stored",
