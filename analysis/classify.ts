@@ -12,19 +12,21 @@
 //      /mcp /sse /messages, and health probes; everything else is `other`
 // On an MCP path a GET counts as a stream only when it accepts or gets text/event-stream.
 
-import { JSONRPCMessageSchema } from "@modelcontextprotocol/sdk/types.js";
-import type {
-  ClassifiedExchange,
-  ExchangeFacts,
-  ExchangeKind,
-  HeaderPairs,
-  JsonRpcMessageFact,
-  McpFacts,
-  MetadataFacts,
-  RecordedBody,
-  RecordedExchange,
-  WellKnownVariant,
-} from "./exchange.js";
+import {
+  bodyParam,
+  compact,
+  defined,
+  header,
+  isRecord,
+  normalizePath,
+  oauthParam,
+  param,
+  str,
+  view,
+  type View,
+} from "./exchange-view.js";
+import type { ClassifiedExchange, ExchangeFacts, ExchangeKind, MetadataFacts, RecordedExchange } from "./exchange.js";
+import { mcpFacts } from "./mcp-facts.js";
 
 // ---------------------------------------------------------------------------------------------
 // Known endpoints
@@ -128,81 +130,12 @@ export function classify(exchange: RecordedExchange, known: KnownEndpoints): Cla
   return { kind, facts: factsOf(v, kind) };
 }
 
-/** An exchange with its headers' key values read and its bodies parsed, each once. */
-interface View {
-  e: RecordedExchange;
-  method: string;
-  /** Without a trailing slash, so /mcp/ and /mcp match alike. */
-  path: string;
-  host: string | null;
-  query: URLSearchParams;
-  wellKnown: { kind: ExchangeKind; variant: WellKnownVariant } | undefined;
-  requestForm: URLSearchParams | undefined;
-  /** Undefined when the body is absent, not JSON, or failed to parse. */
-  requestJson: unknown;
-  requestIsJsonRpc: boolean;
-  responseJson: unknown;
-  acceptsSse: boolean;
-  answeredSse: boolean;
-  parseErrors: string[];
-}
-
-const JSONRPC_TEXT = /"jsonrpc"\s*:/;
-
-function view(e: RecordedExchange): View {
-  const parseErrors: string[] = [];
-  const path = normalizePath(e.path);
-  const requestType = mediaType(header(e.requestHeaders, "content-type"));
-  const responseType = mediaType(header(e.responseHeaders, "content-type"));
-  const answeredSse = responseType === "text/event-stream";
-  const requestText = bodyText(e.requestBody);
-  const requestForm =
-    requestText !== undefined && requestType === "application/x-www-form-urlencoded"
-      ? new URLSearchParams(requestText)
-      : undefined;
-  const requestJson = requestForm ? undefined : parseJsonBody("request", e.requestBody, requestType, parseErrors);
-  return {
-    e,
-    method: e.method.toUpperCase(),
-    path,
-    host: e.host?.toLowerCase() ?? null,
-    query: new URLSearchParams(e.query ?? ""),
-    wellKnown: parseWellKnown(path),
-    requestForm,
-    requestJson,
-    // A truncated JSON-RPC body still shows its marker even though it does not parse.
-    requestIsJsonRpc:
-      requestJson !== undefined ? asList(requestJson).some(isJsonRpcShaped) : JSONRPC_TEXT.test(requestText ?? ""),
-    responseJson: answeredSse ? undefined : parseJsonBody("response", e.responseBody, responseType, parseErrors),
-    acceptsSse: (header(e.requestHeaders, "accept") ?? "").toLowerCase().includes("text/event-stream"),
-    answeredSse,
-    parseErrors,
-  };
-}
-
 function transportKind(v: View): ExchangeKind | undefined {
   if (v.e.websocket) return "websocket";
   if (v.method === "OPTIONS" && header(v.e.requestHeaders, "access-control-request-method") !== undefined) {
     return "cors_preflight";
   }
   return undefined;
-}
-
-const WELL_KNOWN_KINDS: Record<string, ExchangeKind> = {
-  "oauth-protected-resource": "protected_resource_metadata",
-  "oauth-authorization-server": "authorization_server_metadata",
-  "openid-configuration": "openid_configuration",
-};
-const WELL_KNOWN_PATH =
-  /^(.*?)\/\.well-known\/(oauth-protected-resource|oauth-authorization-server|openid-configuration)(\/.*)?$/;
-
-/** Path-appended is only standard for OpenID; clients that append to the others are still recognised. */
-function parseWellKnown(path: string): View["wellKnown"] {
-  const match = WELL_KNOWN_PATH.exec(path);
-  const kind = match && WELL_KNOWN_KINDS[match[2]!];
-  if (!match || !kind) return undefined;
-  const variant: WellKnownVariant = match[1] ? "path_appended" : match[3] ? "path_inserted" : "root";
-  return { kind, variant };
 }
 
 function learnedKind(v: View, known: KnownEndpoints): ExchangeKind | undefined {
@@ -412,243 +345,6 @@ function seconds(value: unknown): number | undefined {
   return typeof n === "number" && Number.isFinite(n) ? n : undefined;
 }
 
-// ---------------------------------------------------------------------------------------------
-// MCP
-
-/**
- * The tool names the server listed in this exchange's answers to tools/list (result.tools[].name),
- * for the metrics' tool labels: names come from the server, never from what clients call. Parses
- * the bodies again, so callers ask only of exchanges whose facts show a tools/list.
- */
-export function listedToolNames(e: RecordedExchange): string[] {
-  const v = view(e);
-  const ids = new Set<unknown>();
-  for (const m of asList(v.requestJson)) {
-    if (isRecord(m) && m.method === "tools/list" && (typeof m.id === "string" || typeof m.id === "number")) ids.add(m.id);
-  }
-  if (ids.size === 0) return [];
-  const names: string[] = [];
-  for (const m of v.answeredSse ? sseMessages(v) : asList(v.responseJson)) {
-    if (!isRecord(m) || !ids.has(m.id) || !isRecord(m.result) || !Array.isArray(m.result.tools)) continue;
-    for (const tool of m.result.tools) {
-      const name = isRecord(tool) ? str(tool.name) : undefined;
-      if (name !== undefined) names.push(name);
-    }
-  }
-  return names;
-}
-
-function mcpFacts(v: View): McpFacts {
-  const sent = asList(v.requestJson);
-  // A JSON answer without "jsonrpc" is an error body from auth middleware: it goes to oauthError.
-  const received = v.answeredSse ? sseMessages(v) : asList(v.responseJson).filter(isJsonRpcShaped);
-  const messages = [
-    ...sent.map((m) => messageFact("request", m)),
-    ...received.map((m) => messageFact("response", m)),
-  ];
-  const requestSessionId = header(v.e.requestHeaders, "mcp-session-id");
-  const sessionIdAssigned = header(v.e.responseHeaders, "mcp-session-id");
-  const sentObjects = sent.filter(isRecord);
-  const initialize = sentObjects.find((m) => m.method === "initialize");
-  const initParams = isRecord(initialize?.params) ? initialize.params : undefined;
-  const initResponse = initialize && received.filter(isRecord).find((m) => "result" in m && m.id === initialize.id);
-  const initResult = isRecord(initResponse?.result) ? initResponse.result : undefined;
-  const toolNames = sentObjects.flatMap((m) => (m.method === "tools/call" ? toolName(m.params) : []));
-  return defined<McpFacts>({
-    messages,
-    methods: messages.flatMap((m) => (m.direction === "request" && m.method !== undefined ? [m.method] : [])),
-    protocolVersionRequested: str(initParams?.protocolVersion),
-    protocolVersionAnswered: str(initResult?.protocolVersion),
-    protocolVersionHeader: header(v.e.requestHeaders, "mcp-protocol-version"),
-    sessionId: requestSessionId ?? sessionIdAssigned,
-    sessionIdAssigned,
-    clientInfo: implementation(initParams?.clientInfo),
-    serverInfo: implementation(initResult?.serverInfo),
-    toolNames: toolNames.length > 0 ? toolNames : undefined,
-    sse: v.answeredSse || (v.responseJson !== undefined ? false : undefined),
-  });
-}
-
-/** Envelope checked with the SDK's schema. Payload fields (initialize, tools/call) are read
- *  leniently instead: the proxy must report what a client sent even where the SDK would reject it. */
-function messageFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact {
-  // JSON-RPC 2.0 answers unidentifiable requests with "id": null, which the SDK schema does not admit.
-  const nullIdError = isRecord(value) && value.id === null && "error" in value;
-  const parsed = JSONRPCMessageSchema.safeParse(nullIdError ? { ...value, id: undefined } : value);
-  if (!parsed.success) {
-    const raw = isRecord(value) ? value : {};
-    const id = raw.id;
-    return defined<JsonRpcMessageFact>({
-      direction,
-      type: "invalid",
-      method: str(raw.method),
-      id: typeof id === "string" || typeof id === "number" || id === null ? id : undefined,
-    });
-  }
-  const m = parsed.data;
-  if ("method" in m) {
-    return "id" in m
-      ? { direction, type: "request", method: m.method, id: m.id }
-      : { direction, type: "notification", method: m.method };
-  }
-  if ("result" in m) return { direction, type: "result", id: m.id };
-  return defined<JsonRpcMessageFact>({
-    direction,
-    type: "error",
-    id: nullIdError ? null : m.id,
-    errorCode: m.error.code,
-    errorMessage: m.error.message,
-  });
-}
-
-function toolName(params: unknown): string[] {
-  const name = isRecord(params) ? str(params.name) : undefined;
-  return name === undefined ? [] : [name];
-}
-
-function implementation(info: unknown): { name?: string; version?: string } | undefined {
-  return isRecord(info) ? compact({ name: str(info.name), version: str(info.version) }) : undefined;
-}
-
-/** The JSON values of an SSE answer's message events (not e.g. the legacy `endpoint` event). */
-function sseMessages(v: View): unknown[] {
-  const text = bodyText(v.e.responseBody);
-  if (text === undefined) return [];
-  const values: unknown[] = [];
-  for (const event of parseSse(text, v.e.responseBody.truncated)) {
-    if (event.type !== "message") continue;
-    let data: unknown;
-    try {
-      data = JSON.parse(event.data);
-    } catch (err) {
-      v.parseErrors.push(`response SSE event: ${errorMessage(err)}`);
-    }
-    for (const value of asList(data)) values.push(value); // a loop: spreading a huge batch overflows the stack
-  }
-  return values;
-}
-
-interface SseEvent {
-  type: string;
-  data: string;
-}
-
-/** Per the SSE spec; when the capture was cut off, the unterminated last event is dropped. */
-function parseSse(text: string, truncated: boolean): SseEvent[] {
-  const events: SseEvent[] = [];
-  let type = "message";
-  let data: string[] = [];
-  const dispatch = () => {
-    if (data.length > 0) events.push({ type, data: data.join("\n") });
-    type = "message";
-    data = [];
-  };
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === "") {
-      dispatch();
-      continue;
-    }
-    const colon = line.indexOf(":");
-    const field = colon === -1 ? line : line.slice(0, colon);
-    const value = colon === -1 ? "" : line.slice(line[colon + 1] === " " ? colon + 2 : colon + 1);
-    if (field === "data") data.push(value);
-    else if (field === "event") type = value || "message";
-  }
-  if (!truncated) dispatch();
-  return events;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading the recorded exchange
-
-/** All values of a header (names compared case-insensitively), joined as HTTP list headers are. */
-function header(headers: HeaderPairs | null, lowerName: string): string | undefined {
-  let value: string | undefined;
-  for (const [name, v] of headers ?? []) {
-    if (name.toLowerCase() === lowerName) value = value === undefined ? v : `${value}, ${v}`;
-  }
-  return value;
-}
-
-function mediaType(contentType: string | undefined): string | undefined {
-  return contentType?.split(";", 1)[0]!.trim().toLowerCase();
-}
-
-/** The body as text, unless empty or recorded as base64 (binary: never parsed). */
-function bodyText(body: RecordedBody): string | undefined {
-  return body.encoding === "utf8" && body.text !== null && body.text !== "" ? body.text : undefined;
-}
-
-const JSON_TYPE = /[/+]json$/;
-const JSON_START = /^\s*[[{]/;
-
-/** Parses a body its content type calls JSON or that plainly looks like JSON; notes failures. */
-function parseJsonBody(side: string, body: RecordedBody, type: string | undefined, errors: string[]): unknown {
-  const text = bodyText(body);
-  if (text === undefined || !(JSON_TYPE.test(type ?? "") || JSON_START.test(text))) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    errors.push(`${side} body${body.truncated ? " (truncated)" : ""}: ${errorMessage(err)}`);
-    return undefined;
-  }
-}
-
-/** A string parameter of the request's form or JSON object body. */
-function bodyParam(v: View, name: string): string | undefined {
-  if (v.requestForm) return param(v.requestForm, name);
-  return isRecord(v.requestJson) ? str(v.requestJson[name]) : undefined;
-}
-
-/** An OAuth parameter from the query, else the body (consent forms and token requests). */
-function oauthParam(v: View, name: string): string | undefined {
-  return param(v.query, name) ?? bodyParam(v, name);
-}
-
-function param(params: URLSearchParams | undefined, name: string): string | undefined {
-  return params?.get(name) ?? undefined;
-}
-
-function normalizePath(path: string): string {
-  if (path === "") return "/";
-  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
-}
-
-function isJsonRpcShaped(value: unknown): boolean {
-  return isRecord(value) && "jsonrpc" in value;
-}
-
-function asList(value: unknown): unknown[] {
-  if (value === undefined) return [];
-  return Array.isArray(value) ? value : [value];
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function str(value: unknown): string | undefined {
-  return typeof value === "string" ? value : undefined;
-}
-
 function strings(value: unknown): string[] | undefined {
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : undefined;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Drops undefined fields, so facts list only what the traffic showed. */
-/** A copy without the undefined fields (a plain loop: this runs for every exchange). */
-function defined<T extends object>(record: T): T {
-  const kept: Record<string, unknown> = {};
-  for (const key in record) if (record[key] !== undefined) kept[key] = record[key];
-  return kept as T;
-}
-
-/** Like `defined`, and undefined when nothing is left. */
-function compact<T extends object>(record: T): T | undefined {
-  const kept = defined(record);
-  return Object.keys(kept).length > 0 ? kept : undefined;
 }

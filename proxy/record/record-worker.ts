@@ -5,7 +5,8 @@
 // stats, the metrics text on a scrape, records only while the live feed has subscribers.
 import { parentPort, workerData } from "node:worker_threads";
 import { HandshakeAnalysis } from "./analysis-feed.js";
-import { createClassifier, listedToolNames } from "../../analysis/classify.js";
+import { createClassifier } from "../../analysis/classify.js";
+import { listedToolNames } from "../../analysis/mcp-facts.js";
 import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
 import { createLogger } from "../../common/log.js";
 import { exchangeLogFields } from "./log-line.js";

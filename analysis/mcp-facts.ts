@@ -1,0 +1,162 @@
+// The MCP facts of an exchange: its JSON-RPC messages (request and answer, SSE included), methods,
+// ids, errors, versions, clientInfo and serverInfo, tool names; and the tools a server lists.
+
+import { JSONRPCMessageSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  asList,
+  bodyText,
+  compact,
+  defined,
+  errorMessage,
+  header,
+  isJsonRpcShaped,
+  isRecord,
+  str,
+  view,
+  type View,
+} from "./exchange-view.js";
+import type { JsonRpcMessageFact, McpFacts, RecordedExchange } from "./exchange.js";
+
+/**
+ * The tool names the server listed in this exchange's answers to tools/list (result.tools[].name),
+ * for the metrics' tool labels: names come from the server, never from what clients call. Parses
+ * the bodies again, so callers ask only of exchanges whose facts show a tools/list.
+ */
+export function listedToolNames(e: RecordedExchange): string[] {
+  const v = view(e);
+  const ids = new Set<unknown>();
+  for (const m of asList(v.requestJson)) {
+    if (isRecord(m) && m.method === "tools/list" && (typeof m.id === "string" || typeof m.id === "number")) ids.add(m.id);
+  }
+  if (ids.size === 0) return [];
+  const names: string[] = [];
+  for (const m of v.answeredSse ? sseMessages(v) : asList(v.responseJson)) {
+    if (!isRecord(m) || !ids.has(m.id) || !isRecord(m.result) || !Array.isArray(m.result.tools)) continue;
+    for (const tool of m.result.tools) {
+      const name = isRecord(tool) ? str(tool.name) : undefined;
+      if (name !== undefined) names.push(name);
+    }
+  }
+  return names;
+}
+
+export function mcpFacts(v: View): McpFacts {
+  const sent = asList(v.requestJson);
+  // A JSON answer without "jsonrpc" is an error body from auth middleware: it goes to oauthError.
+  const received = v.answeredSse ? sseMessages(v) : asList(v.responseJson).filter(isJsonRpcShaped);
+  const messages = [
+    ...sent.map((m) => messageFact("request", m)),
+    ...received.map((m) => messageFact("response", m)),
+  ];
+  const requestSessionId = header(v.e.requestHeaders, "mcp-session-id");
+  const sessionIdAssigned = header(v.e.responseHeaders, "mcp-session-id");
+  const sentObjects = sent.filter(isRecord);
+  const initialize = sentObjects.find((m) => m.method === "initialize");
+  const initParams = isRecord(initialize?.params) ? initialize.params : undefined;
+  const initResponse = initialize && received.filter(isRecord).find((m) => "result" in m && m.id === initialize.id);
+  const initResult = isRecord(initResponse?.result) ? initResponse.result : undefined;
+  const toolNames = sentObjects.flatMap((m) => (m.method === "tools/call" ? toolName(m.params) : []));
+  return defined<McpFacts>({
+    messages,
+    methods: messages.flatMap((m) => (m.direction === "request" && m.method !== undefined ? [m.method] : [])),
+    protocolVersionRequested: str(initParams?.protocolVersion),
+    protocolVersionAnswered: str(initResult?.protocolVersion),
+    protocolVersionHeader: header(v.e.requestHeaders, "mcp-protocol-version"),
+    sessionId: requestSessionId ?? sessionIdAssigned,
+    sessionIdAssigned,
+    clientInfo: implementation(initParams?.clientInfo),
+    serverInfo: implementation(initResult?.serverInfo),
+    toolNames: toolNames.length > 0 ? toolNames : undefined,
+    sse: v.answeredSse || (v.responseJson !== undefined ? false : undefined),
+  });
+}
+
+/** Envelope checked with the SDK's schema. Payload fields (initialize, tools/call) are read
+ *  leniently instead: the proxy must report what a client sent even where the SDK would reject it. */
+export function messageFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact {
+  // JSON-RPC 2.0 answers unidentifiable requests with "id": null, which the SDK schema does not admit.
+  const nullIdError = isRecord(value) && value.id === null && "error" in value;
+  const parsed = JSONRPCMessageSchema.safeParse(nullIdError ? { ...value, id: undefined } : value);
+  if (!parsed.success) {
+    const raw = isRecord(value) ? value : {};
+    const id = raw.id;
+    return defined<JsonRpcMessageFact>({
+      direction,
+      type: "invalid",
+      method: str(raw.method),
+      id: typeof id === "string" || typeof id === "number" || id === null ? id : undefined,
+    });
+  }
+  const m = parsed.data;
+  if ("method" in m) {
+    return "id" in m
+      ? { direction, type: "request", method: m.method, id: m.id }
+      : { direction, type: "notification", method: m.method };
+  }
+  if ("result" in m) return { direction, type: "result", id: m.id };
+  return defined<JsonRpcMessageFact>({
+    direction,
+    type: "error",
+    id: nullIdError ? null : m.id,
+    errorCode: m.error.code,
+    errorMessage: m.error.message,
+  });
+}
+
+export function toolName(params: unknown): string[] {
+  const name = isRecord(params) ? str(params.name) : undefined;
+  return name === undefined ? [] : [name];
+}
+
+export function implementation(info: unknown): { name?: string; version?: string } | undefined {
+  return isRecord(info) ? compact({ name: str(info.name), version: str(info.version) }) : undefined;
+}
+
+/** The JSON values of an SSE answer's message events (not e.g. the legacy `endpoint` event). */
+export function sseMessages(v: View): unknown[] {
+  const text = bodyText(v.e.responseBody);
+  if (text === undefined) return [];
+  const values: unknown[] = [];
+  for (const event of parseSse(text, v.e.responseBody.truncated)) {
+    if (event.type !== "message") continue;
+    let data: unknown;
+    try {
+      data = JSON.parse(event.data);
+    } catch (err) {
+      v.parseErrors.push(`response SSE event: ${errorMessage(err)}`);
+    }
+    for (const value of asList(data)) values.push(value); // a loop: spreading a huge batch overflows the stack
+  }
+  return values;
+}
+
+export interface SseEvent {
+  type: string;
+  data: string;
+}
+
+/** Per the SSE spec; when the capture was cut off, the unterminated last event is dropped. */
+export function parseSse(text: string, truncated: boolean): SseEvent[] {
+  const events: SseEvent[] = [];
+  let type = "message";
+  let data: string[] = [];
+  const dispatch = () => {
+    if (data.length > 0) events.push({ type, data: data.join("\n") });
+    type = "message";
+    data = [];
+  };
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    if (line === "") {
+      dispatch();
+      continue;
+    }
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    const value = colon === -1 ? "" : line.slice(line[colon + 1] === " " ? colon + 2 : colon + 1);
+    if (field === "data") data.push(value);
+    else if (field === "event") type = value || "message";
+  }
+  if (!truncated) dispatch();
+  return events;
+}
+
