@@ -54,15 +54,8 @@ import { HOSTED_FAMILIES } from "../analysis/client-family.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
-import {
-  KNOWN_CLIENTS,
-  LATEST_PROTOCOL_VERSION,
-  MCP_ACCEPT,
-  registrationPayload,
-  runConnector,
-  type ConnectorOptions,
-  type StepOutcome,
-} from "./connector.js";
+import { KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload } from "./clients.js";
+import { runConnector, type ConnectorOptions, type StepOutcome } from "./connector.js";
 import type { HandshakeDetail } from "./data.js";
 
 export interface ReplayOptions {

@@ -2,7 +2,8 @@
 // (shared/reference/connector-handshake.md): the production client flow (inspector/connector.ts)
 // with a known client's profile, the user's consent played automatically, and one tool call.
 // Here TLS "ends" at a front proxy in front of mcp-lens (see `tls`).
-import { BROWSER_UA, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload, runConnector, type KnownClient } from "../../inspector/connector.js";
+import { BROWSER_UA, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload, type KnownClient } from "../../inspector/clients.js";
+import { runConnector } from "../../inspector/connector.js";
 import type { HandshakeStep } from "../../analysis/handshake.js";
 
 export type ConnectorFamily = KnownClient;
