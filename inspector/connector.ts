@@ -10,8 +10,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
-import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
+import { HANDSHAKE_STEPS, type HandshakeStep } from "../analysis/handshake.js";
+import type { RawExchange } from "../analysis/exchange.js";
 import { BROWSER_UA, type Registration } from "./clients.js";
+import { ExchangeRecord } from "./run-capture.js";
 
 export interface ConnectorOptions {
   /** User-Agent of the client's backend requests; none is sent when absent. */
@@ -78,8 +80,6 @@ export interface StepOutcome {
   /** Why it failed, or was skipped. */
   detail?: string;
   skipped?: SkipReason;
-  /** The failure mapped to a diagnosis code, where the client-side check tells one. */
-  code?: DiagnosisCode;
 }
 
 export interface ConnectorRun {
@@ -88,8 +88,12 @@ export interface ConnectorRun {
   /** The steps performed or skipped, in handshake order; absent ones were not reached. */
   steps: StepOutcome[];
   failedAt: HandshakeStep | null;
-  code: DiagnosisCode | null;
   error?: string;
+  /**
+   * Every request the run sent with its answer, as the proxy would have captured it: the re-run
+   * is judged by the same classification and diagnosis rules as live traffic (inspector/replay.ts).
+   */
+  exchanges: RawExchange[];
   /** HTTP requests sent (each one exchange at a proxy on the way). */
   requests: number;
   /** The step not performed because its URL is on an origin not allowed (see allowedOrigins). */
@@ -101,7 +105,6 @@ class StepFailure extends Error {
   constructor(
     readonly step: HandshakeStep,
     message: string,
-    readonly code?: DiagnosisCode,
   ) {
     super(message);
   }
@@ -118,6 +121,8 @@ interface Reply {
   status: number;
   headers: Headers;
   res: http.IncomingMessage;
+  /** The exchange as recorded: readers hand it what they consume. */
+  capture: ExchangeRecord;
   /** Cuts the connection. */
   cancel(): void;
   timedOut(): boolean;
@@ -137,44 +142,6 @@ const OAUTH_STEPS: HandshakeStep[] = ["protected_resource_metadata", "authorizat
 const USER_STEPS: HandshakeStep[] = ["authorize", "callback", "token"];
 const SESSION_STEPS: HandshakeStep[] = ["initialize", "initialized", "list"];
 
-/**
- * What a connector can tell from one unusable answer, as a diagnosis code: the client-side view,
- * not the analyser's rules (analysis/diagnose/), which see the whole recorded handshake.
- */
-function answerCode(step: HandshakeStep, status: number, headers: Headers, text: string, origin?: string): DiagnosisCode | undefined {
-  if (status === 403 && (headers.has("cf-mitigated") || /cf-chl|challenge-platform|just a moment/i.test(text))) return "waf_block";
-  if (status === 421) return "host_header_rejected";
-  if (status === 502) return "upstream_unreachable"; // mcp-lens answers 502/504 when the upstream fails
-  if (status === 504) return "upstream_timeout";
-  if (MCP_STEPS.has(step)) {
-    if (status >= 300 && status < 400) return "mcp_endpoint_redirect";
-    if (status === 406) return "accept_header_rejected";
-    if (status === 403 && origin) return "origin_rejected";
-    if (status === 400 && /protocol.version/i.test(text)) return "protocol_version_rejected";
-  }
-  switch (step) {
-    case "probe":
-      return "probe_unexpected_status";
-    case "protected_resource_metadata":
-      return "protected_resource_metadata_missing";
-    case "authorization_server_metadata":
-      return "authorization_server_metadata_missing";
-    case "registration":
-      return "registration_rejected";
-    case "authorize":
-      return /redirect_uri/i.test(text) ? "redirect_uri_rejected" : /invalid_scope/.test(text) ? "scope_rejected" : undefined;
-    case "token":
-      return /invalid_grant/.test(text) ? "token_invalid_grant" : "token_request_rejected";
-    case "initialize":
-      return status === 404 ? "mcp_endpoint_not_found" : status === 401 || status === 403 ? "token_audience_mismatch" : undefined;
-    case "initialized":
-    case "list":
-    case "tool_call":
-      return status === 404 || /session/i.test(text) ? "session_not_found" : undefined;
-    default:
-      return undefined;
-  }
-}
 
 /** A PKCE S256 pair (RFC 7636): the verifier the client keeps, the challenge it sends. */
 export function pkcePair(): { verifier: string; challenge: string } {
@@ -206,6 +173,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     return u.href;
   };
   const outcomes = new Map<HandshakeStep, StepOutcome>();
+  const captures: ExchangeRecord[] = [];
   const lastStatus = new Map<HandshakeStep, number>();
   let requests = 0;
   const corsAllowed = new Set<string>();
@@ -239,6 +207,8 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     if (target.origin !== via.origin) for (const name of Object.keys(headers)) if (name.toLowerCase() === "authorization") delete headers[name];
     if (origin && !init.browser) headers.origin = origin; // a navigation (authorize) sends none
     requests++;
+    const capture = new ExchangeRecord(captures.length + 1, method, target, [["Host", target.host], ...Object.entries(headers)], init.body);
+    captures.push(capture);
     return new Promise((resolve, reject) => {
       let timedOut = false;
       const req = (target.protocol === "https:" ? https : http).request(target, { method, headers, agent: false });
@@ -248,15 +218,16 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       }, timeoutMs);
       req.once("error", (error) => {
         clearTimeout(timer);
-        const code = timedOut ? "slow_response" : (error as NodeJS.ErrnoException).code === "ECONNREFUSED" ? "upstream_unreachable" : undefined;
-        reject(new StepFailure(step, `${method} ${url}: ${error.message}`, code));
+        capture.failed(timedOut ? "upstream_timeout" : (error as NodeJS.ErrnoException).code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error");
+        reject(new StepFailure(step, `${method} ${url}: ${error.message}`));
       });
       req.once("response", (res) => {
         res.once("close", () => clearTimeout(timer));
         lastStatus.set(step, res.statusCode!);
+        capture.answered(res);
         const h = new Headers();
         for (const [name, value] of Object.entries(res.headers)) for (const v of [value ?? []].flat()) h.append(name, v);
-        resolve({ status: res.statusCode!, headers: h, res, cancel: () => req.destroy(), timedOut: () => timedOut });
+        resolve({ status: res.statusCode!, headers: h, res, capture, cancel: () => req.destroy(), timedOut: () => timedOut });
       });
       req.end(init.body);
     });
@@ -267,6 +238,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       const chunks: Buffer[] = [];
       let size = 0;
       reply.res.on("data", (c: Buffer) => {
+        reply.capture.received(c);
         size += c.length;
         if (size <= MAX_ANSWER_BYTES) chunks.push(c);
         else reply.cancel(); // bounded: a hostile server cannot make the run hold more
@@ -275,15 +247,15 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       reply.res.once("close", () => {
         if (size > MAX_ANSWER_BYTES) reject(new StepFailure(step, `the ${reply.status} answer is larger than ${MAX_ANSWER_BYTES} bytes`));
         else if (reply.res.complete) resolve(Buffer.concat(chunks).toString("utf8"));
-        else reject(new StepFailure(step, `the ${reply.status} answer was cut${reply.timedOut() ? `: no end within ${timeoutMs} ms` : ""}`, reply.timedOut() ? "slow_response" : undefined));
+        else reject(new StepFailure(step, `the ${reply.status} answer was cut${reply.timedOut() ? `: no end within ${timeoutMs} ms` : ""}`));
       });
     });
   }
 
   const describe = (status: number, text: string) => `${status} ${text.slice(0, 200)}`;
   /** The step failed on an unusable answer: the code is what the answer itself tells. */
-  const unusable = (step: HandshakeStep, what: string, status: number, headers: Headers, text: string) =>
-    new StepFailure(step, `${what} answered ${describe(status, text)}`, answerCode(step, status, headers, text, origin));
+  const unusable = (step: HandshakeStep, what: string, status: number, text: string) =>
+    new StepFailure(step, `${what} answered ${describe(status, text)}`);
 
   async function getJson(step: HandshakeStep, url: string): Promise<{ status: number; json?: Record<string, unknown> }> {
     const res = await send(step, url, { headers: { accept: "application/json" } });
@@ -298,7 +270,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
 
   function corsCheck(step: HandshakeStep, headers: Headers): void {
     const allow = headers.get("access-control-allow-origin");
-    if (allow !== origin && allow !== "*") throw new StepFailure(step, `CORS: the answer allows origin ${allow ?? "(none)"}, not ${origin}`, "cors_preflight_failed");
+    if (allow !== origin && allow !== "*") throw new StepFailure(step, `CORS: the answer allows origin ${allow ?? "(none)"}, not ${origin}`);
   }
 
   const exposed = (headers: Headers, name: string) =>
@@ -310,11 +282,11 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     if (needed.length === 0) return;
     const res = await send(step, url, { method: "OPTIONS", headers: { "access-control-request-method": "POST", "access-control-request-headers": needed.join(",") } });
     await readText(step, res);
-    if (res.status < 200 || res.status > 299) throw new StepFailure(step, `CORS preflight answered ${res.status}`, "cors_preflight_failed");
+    if (res.status < 200 || res.status > 299) throw new StepFailure(step, `CORS preflight answered ${res.status}`);
     corsCheck(step, res.headers);
     const allowed = (res.headers.get("access-control-allow-headers") ?? "").split(",").map((h) => h.trim().toLowerCase());
     const missing = needed.filter((h) => !allowed.includes(h) && !(allowed.includes("*") && h !== "authorization"));
-    if (missing.length) throw new StepFailure(step, `CORS preflight does not allow ${missing.join(", ")} (Access-Control-Allow-Headers: ${allowed.join(", ")})`, "cors_preflight_failed");
+    if (missing.length) throw new StepFailure(step, `CORS preflight does not allow ${missing.join(", ")} (Access-Control-Allow-Headers: ${allowed.join(", ")})`);
     for (const h of needed) corsAllowed.add(h);
   }
 
@@ -346,6 +318,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     }, sseTimeoutMs);
     const data = await new Promise<string | undefined>((resolve) => {
       const onData = (chunk: Buffer) => {
+        res.capture.received(chunk);
         reply.text += chunk.toString("utf8");
         const first = reply.text
           .split(/\r?\n\r?\n/)
@@ -365,8 +338,8 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       parse(data);
       return reply;
     }
-    if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`, "sse_not_flushed");
-    if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`, "sse_not_flushed");
+    if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`);
+    if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`);
     return reply;
   }
 
@@ -384,10 +357,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       const challenge = exposed(probe.headers, "www-authenticate") ? probe.headers.get("www-authenticate") : null;
       metadataUrl = /resource_metadata="([^"]*)"/.exec(challenge ?? "")?.[1];
       if (metadataUrl !== undefined && !/^https?:\/\//i.test(metadataUrl)) {
-        throw new StepFailure("probe", `resource_metadata ${metadataUrl} is not an absolute URL`, "resource_metadata_url_invalid");
+        throw new StepFailure("probe", `resource_metadata ${metadataUrl} is not an absolute URL`);
       }
     } else {
-      throw unusable("probe", "probe", probe.status, probe.headers, probe.text);
+      throw unusable("probe", "probe", probe.status, probe.text);
     }
     pass("probe");
 
@@ -404,12 +377,12 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           break;
         }
       }
-      if (!prm) throw new StepFailure("protected_resource_metadata", `no Protected Resource Metadata: ${tried.join("; ")}`, "protected_resource_metadata_missing");
+      if (!prm) throw new StepFailure("protected_resource_metadata", `no Protected Resource Metadata: ${tried.join("; ")}`);
       if (asConnectorUrl(String(prm.resource)) !== resourceUrl) {
-        throw new StepFailure("protected_resource_metadata", `PRM resource ${String(prm.resource)} is not the connector URL ${resourceUrl}`, "resource_mismatch");
+        throw new StepFailure("protected_resource_metadata", `PRM resource ${String(prm.resource)} is not the connector URL ${resourceUrl}`);
       }
       const issuer = (prm.authorization_servers as unknown[] | undefined)?.[0];
-      if (typeof issuer !== "string") throw new StepFailure("protected_resource_metadata", "PRM has no authorization_servers", "protected_resource_metadata_missing");
+      if (typeof issuer !== "string") throw new StepFailure("protected_resource_metadata", "PRM has no authorization_servers");
       pass("protected_resource_metadata");
 
       // 3. AS metadata: RFC 8414 then OIDC, path-inserted forms when the issuer has a path.
@@ -418,7 +391,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       try {
         is = new URL(issuer);
       } catch {
-        throw new StepFailure(step, `the advertised authorization server ${issuer} is not a URL`, "issuer_mismatch");
+        throw new StepFailure(step, `the advertised authorization server ${issuer} is not a URL`);
       }
       const p = is.pathname.replace(/\/$/, "");
       const asCandidates = p
@@ -434,11 +407,11 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           break;
         }
       }
-      if (!as) throw new StepFailure(step, `no authorization server metadata: ${asTried.join("; ")}`, "authorization_server_metadata_missing");
-      if (as.issuer !== issuer) throw new StepFailure(step, `issuer ${String(as.issuer)} differs from the advertised authorization server ${issuer}`, "issuer_mismatch");
-      if (!(as.code_challenge_methods_supported as unknown[] | undefined)?.includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256", "pkce_s256_not_advertised");
-      if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing", "authorization_server_metadata_missing");
-      if (typeof as.registration_endpoint !== "string") throw new StepFailure(step, "no registration_endpoint (and no client ID metadata document support used)", "registration_unavailable");
+      if (!as) throw new StepFailure(step, `no authorization server metadata: ${asTried.join("; ")}`);
+      if (as.issuer !== issuer) throw new StepFailure(step, `issuer ${String(as.issuer)} differs from the advertised authorization server ${issuer}`);
+      if (!(as.code_challenge_methods_supported as unknown[] | undefined)?.includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256");
+      if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing");
+      if (typeof as.registration_endpoint !== "string") throw new StepFailure(step, "no registration_endpoint (and no client ID metadata document support used)");
       pass(step);
 
       // 4. Dynamic client registration with the client's payload.
@@ -454,7 +427,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       } catch {
         /* reported below */
       }
-      if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, reg.headers, regText);
+      if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, regText);
       pass("registration");
 
       const auth = opts.auth ?? "stop";
@@ -486,14 +459,14 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         for (const [k, v] of Object.entries(query)) authorizeUrl.searchParams.set(k, v);
         const authz = await send("authorize", authorizeUrl.href, { browser: true, headers: { accept: "text/html" } });
         const authText = await readText("authorize", authz);
-        if (authz.status === 307 || authz.status === 308) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`, "authorization_redirect_status");
-        if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authz.headers, authText);
+        if (authz.status === 307 || authz.status === 308) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
+        if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authText);
         pass("authorize");
         const callback = new URL(authz.headers.get("location") ?? "", authorizeUrl);
         if (`${callback.origin}${callback.pathname}` !== redirectUri) throw new StepFailure("callback", `redirected to ${callback.href}, not ${redirectUri}`);
         if (callback.searchParams.get("state") !== state) throw new StepFailure("callback", "state mismatch");
         const error = callback.searchParams.get("error");
-        if (error) throw new StepFailure("callback", `authorization error ${error}: ${callback.searchParams.get("error_description") ?? ""}`, error === "invalid_scope" ? "scope_rejected" : undefined);
+        if (error) throw new StepFailure("callback", `authorization error ${error}: ${callback.searchParams.get("error_description") ?? ""}`);
         const code = callback.searchParams.get("code");
         if (!code) throw new StepFailure("callback", "no code in the authorization response");
         pass("callback");
@@ -510,7 +483,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           /* reported below */
         }
         if (tok.status !== 200 || typeof tokens.access_token !== "string" || tokens.token_type?.toLowerCase() !== "bearer") {
-          throw unusable("token", "token", tok.status, tok.headers, tokText);
+          throw unusable("token", "token", tok.status, tokText);
         }
         pass("token");
         bearer = tokens.access_token;
@@ -518,7 +491,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
 
       // 8. Authenticated initialize.
       session = await rpc("initialize", { ...initialize, id: 1 }, { authorization: `Bearer ${bearer}` });
-      if (session.status !== 200 || !session.message?.result) throw unusable("initialize", "initialize", session.status, session.headers, session.text);
+      if (session.status !== 200 || !session.message?.result) throw unusable("initialize", "initialize", session.status, session.text);
     }
     pass("initialize");
 
@@ -529,19 +502,19 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       "mcp-protocol-version": String(session.message!.result!.protocolVersion ?? opts.initialize.protocolVersion),
     };
     const notified = await rpc("initialized", { jsonrpc: "2.0", method: "notifications/initialized" }, common);
-    if (![200, 202, 204].includes(notified.status)) throw unusable("initialized", "notifications/initialized", notified.status, notified.headers, notified.text);
+    if (![200, 202, 204].includes(notified.status)) throw unusable("initialized", "notifications/initialized", notified.status, notified.text);
     pass("initialized");
 
     const list = await rpc("list", { jsonrpc: "2.0", id: 2, method: "tools/list", params: {} }, common);
     const tools = list.message?.result?.tools as Array<{ name: string; inputSchema?: { required?: string[] } }> | undefined;
-    if (list.status !== 200 || !Array.isArray(tools) || tools.length === 0) throw unusable("list", "tools/list", list.status, list.headers, list.text);
+    if (list.status !== 200 || !Array.isArray(tools) || tools.length === 0) throw unusable("list", "tools/list", list.status, list.text);
     pass("list");
 
     if (opts.toolCall) {
       const tool = tools[0]!;
       const args = Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"]));
       const call = await rpc("tool_call", { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: tool.name, arguments: args } }, common);
-      if (call.status !== 200 || !call.message?.result) throw unusable("tool_call", "tools/call", call.status, call.headers, call.text);
+      if (call.status !== 200 || !call.message?.result) throw unusable("tool_call", "tools/call", call.status, call.text);
       pass("tool_call");
     }
     return finish(null);
@@ -551,15 +524,16 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       outcomes.set(error.step, { step: error.step, status: "skipped", skipped: "not_followed", detail: error.message });
       return { ...finish(null), notFollowed: error.step };
     }
-    outcomes.set(error.step, { step: error.step, status: "failed", ...httpOf(error.step), detail: error.message, ...(error.code ? { code: error.code } : {}) });
+    outcomes.set(error.step, { step: error.step, status: "failed", ...httpOf(error.step), detail: error.message });
     return finish(error);
   }
 
   function finish(failure: StepFailure | null): ConnectorRun {
     const order = (s: StepOutcome) => HANDSHAKE_STEPS.indexOf(s.step);
     const steps = [...outcomes.values()].sort((a, b) => order(a) - order(b));
-    if (!failure) return { url: resourceUrl, steps, failedAt: null, code: null, requests };
-    return { url: resourceUrl, steps, failedAt: failure.step, code: failure.code ?? null, error: failure.message, requests };
+    const exchanges = captures.map((c) => c.exchange());
+    if (!failure) return { url: resourceUrl, steps, failedAt: null, requests, exchanges };
+    return { url: resourceUrl, steps, failedAt: failure.step, error: failure.message, requests, exchanges };
   }
 }
 

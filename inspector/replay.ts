@@ -43,19 +43,25 @@
 //       the original's, code is null, and the summary says "not re-checked: could not re-check X
 //       without --token; …" — the third wording: neither "now passes" nor a failure seen again.
 //
-// `code` is the connector-side check of the re-run's own answers (what a client can tell: non-401
-// probe, relative resource_metadata, resource or issuer mismatch, no S256, no registration
-// endpoint, 4xx registration, 421, 403 challenge, redirects, 404 sessions…; see answerCode in
-// connector.ts), mapped to diagnosis codes. It is not the analyser's rules (analysis/diagnose/):
-// those run on the re-run's recorded exchanges when the target is the proxy.
+// `code` is the analyser's: the re-run's exchanges, as the connector sent and received them, are
+// redacted (with a key of its own, in memory), classified, grouped and diagnosed by the very rules
+// that judge live traffic (analysis/), and the most decisive diagnosis of the handshake that failed
+// is the code. One diagnosis, whether the traffic came from a user or from a re-run; when the
+// target is the proxy, it records and diagnoses the same exchanges once more.
 //
 // `same` per step: the re-run's status equals the original's, "skipped" and "not_reached" counting as "absent".
+import { randomBytes } from "node:crypto";
+import { createClassifier } from "../analysis/classify.js";
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
+import { diagnose } from "../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
+import { groupHandshakes } from "../analysis/handshakes.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
 import { KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload } from "./clients.js";
-import { runConnector, type ConnectorOptions, type StepOutcome } from "./connector.js";
+import { toRecorded } from "../recording/record.js";
+import { createRedactor } from "../recording/redact.js";
+import { runConnector, type ConnectorOptions, type ConnectorRun, type StepOutcome } from "./connector.js";
 import type { HandshakeDetail } from "./data.js";
 
 export interface ReplayOptions {
@@ -130,9 +136,10 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
   const base = { handshakeId: handshake.id, target: options.target, steps };
   const before = handshake.failedStep;
   if (run.failedAt) {
+    const code = diagnosisOf(run);
     const was = before && before !== run.failedAt ? ` (originally failed at ${before})` : "";
-    const summary = `still fails at ${run.failedAt}${run.code ? `: ${run.code}` : ""}${was} — ${run.error ?? ""}`.trim();
-    return { ...base, verdict: "still_fails", failedStep: run.failedAt, code: run.code, summary };
+    const summary = `still fails at ${run.failedAt}${code ? `: ${code}` : ""}${was} — ${run.error ?? ""}`.trim();
+    return { ...base, verdict: "still_fails", failedStep: run.failedAt, code, summary };
   }
   if (run.notFollowed) {
     const why = ran.get(run.notFollowed)?.detail ?? "not followed";
@@ -239,6 +246,23 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
     ...(browserOrigin ? { origin: browserOrigin } : {}),
     ...(publicOrigin && publicOrigin !== targetOrigin ? { mappedOrigins: [publicOrigin] } : {}),
   };
+}
+
+/**
+ * The re-run judged like live traffic: its exchanges redacted, classified, grouped into
+ * handshakes and diagnosed. The code is the first (most decisive) diagnosis of the handshake
+ * holding the run's last exchange, where it stopped.
+ */
+function diagnosisOf(run: ConnectorRun): DiagnosisCode | null {
+  if (run.exchanges.length === 0) return null;
+  const redactor = createRedactor(randomBytes(32));
+  const classify = createClassifier();
+  const exchanges = run.exchanges.map((raw) => classify(toRecorded(raw, redactor)));
+  const last = exchanges[exchanges.length - 1]!.id;
+  const handshake = groupHandshakes(exchanges, Date.now()).find((h) => h.exchangeIds.includes(last));
+  if (!handshake) return null;
+  const own = exchanges.filter((e) => handshake.exchangeIds.includes(e.id));
+  return diagnose(handshake, own)[0]?.code ?? null;
 }
 
 /** A recorded string, when it is one, printable (no control characters) and at most `max` long. */

@@ -1,6 +1,6 @@
 // mcp-lens assembled. The request path, forward → capture → hand-over, runs on the public port
-// (forward/); the record pipeline, decode + redact (record/) → classify → handshakes → diagnose
-// (../analysis/) → store (../store/) and the traffic metrics, in its own thread
+// (forward/); the record pipeline, decode + redact (../recording/) → classify → handshakes →
+// diagnose (../analysis/) → store (../store/) and the traffic metrics, in its own thread
 // (record/recorder.ts); the process metrics, the live feed and the admin port here (admin/).
 import http from "node:http";
 import type { AddressInfo } from "node:net";

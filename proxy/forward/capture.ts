@@ -5,7 +5,6 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "../../analysis/exchange.js";
-import { FORWARDING_HEADER_NAMES, SET_BY_PROXY } from "./forwarding-headers.js";
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
 export class BodyTap {
@@ -167,55 +166,4 @@ function forwardingOf(req: IncomingMessage, trusted: boolean): Forwarding {
     forwardedHost: (h["x-forwarded-host"] as string | undefined) ?? null,
     connection: h.connection ?? null,
   };
-}
-
-/**
- * The request as the upstream received it, and what the client claimed: the client's headers with
- * mcp-lens's forwarding values in place of its own (at the first occurrence, appended when it sent
- * none), the removed ones left out; `claimed` holds the client's originals of every header whose
- * value did not reach the upstream. Run off the request path (the record worker). A trusted
- * peer's X-Forwarded-For, extended with its address, is no claim: it went on, with one more hop.
- */
-export function forwardedHeaders(
-  clientHeaders: HeaderPairs,
-  forwarding: Forwarding | undefined,
-): { sent: HeaderPairs; claimed: HeaderPairs; setByProxy: string[] } {
-  if (!forwarding) return { sent: clientHeaders, claimed: [], setByProxy: [] };
-  // A Map, not an object: a header named "constructor" must not find Object's.
-  const set = new Map<string, string | null>([
-    ["x-forwarded-for", forwarding.forwardedFor],
-    ["x-forwarded-proto", forwarding.forwardedProto],
-    ["x-forwarded-host", forwarding.forwardedHost],
-    ["connection", forwarding.connection],
-  ]);
-  const sent: HeaderPairs = [];
-  const claimed: HeaderPairs = [];
-  const placed = new Set<string>();
-  for (const pair of clientHeaders) {
-    const lower = pair[0].toLowerCase();
-    const ours = set.has(lower);
-    if (!ours && (forwarding.trusted || !FORWARDING_HEADER_NAMES.has(lower))) {
-      sent.push(pair); // as the client sent it (Node joins repeated lines, the upstream sees the same)
-      continue;
-    }
-    const value = ours ? (set.get(lower) ?? null) : null;
-    const kept = value !== null && !placed.has(lower);
-    if (kept) {
-      placed.add(lower);
-      sent.push([pair[0], value]);
-    }
-    const extended = forwarding.trusted && lower === "x-forwarded-for";
-    if (!extended && (!kept || value !== pair[1])) claimed.push(pair);
-  }
-  // Which forwarding values are mcp-lens's own rather than a trusted front's: the analyser must not
-  // read its default `X-Forwarded-Proto: http` as the scheme the client used (the TLS front that
-  // passed none is the very fault it diagnoses).
-  const setByProxy: string[] = [];
-  for (const name of SET_BY_PROXY) {
-    const value = set.get(name);
-    const fromPeer = forwarding.trusted && clientHeaders.some(([n]) => n.toLowerCase() === name);
-    if (value && !fromPeer) setByProxy.push(name);
-    if (!placed.has(name) && value) sent.push([name, value]);
-  }
-  return { sent, claimed, setByProxy };
 }

@@ -16,7 +16,7 @@ import {
   type MalformedAnswer,
 } from "./malformed.js";
 import { clientAddress, type TrustPolicy } from "../../common/trust.js";
-import { NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens } from "./forwarding-headers.js";
+import { NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens } from "../../common/forwarding-headers.js";
 
 export interface ForwarderOptions {
   upstream: string;

@@ -11,9 +11,9 @@ import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js
 import { createLogger } from "../../common/log.js";
 import { exchangeLogFields } from "./log-line.js";
 import { TrafficMetrics } from "../admin/metrics.js";
-import { toRecorded } from "./record.js";
+import { toRecorded } from "../../recording/record.js";
 import type { RecorderConfig, ToRecorder, ToProxy } from "./recorder.js";
-import { createRedactor, loadOrCreateRedactionKey } from "./redact.js";
+import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact.js";
 import { openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";

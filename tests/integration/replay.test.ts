@@ -49,6 +49,17 @@ describe("inspector replay through the real proxy", () => {
     // Still broken: the re-run through the proxy fails where the original did.
     const again = await replayHandshake(original, { target: lens.url });
     expect(again, again.summary).toMatchObject({ verdict: "still_fails", failedStep: "authorization_server_metadata", code: "issuer_mismatch" });
+    // One diagnosis: the re-run's code (its exchanges judged in memory) is the one the proxy's
+    // analyser gives the same traffic, recorded as a handshake of its own.
+    const proxied = await waitFor(
+      () =>
+        look(dbPath, (data) => {
+          const h = data.listHandshakes().find((s) => s.id > original.handshake.id);
+          return h && data.getHandshake(h.id)?.handshake.diagnoses[0]?.code;
+        }),
+      "the re-run's handshake diagnosed by the proxy",
+    );
+    expect(proxied).toBe(again.code);
 
     // Fixed: the same database, a new proxy (on another port) in front of the fixed server.
     await lens.stop();

@@ -2,7 +2,7 @@
 //
 //   cli/                          the mcp-lens command: composes everything; nothing imports it
 //   proxy/  server/  inspector/   the three programs: each imports only its own files and below
-//   store/                        the recording's schema, database, writer and retention
+//   store/  recording/            the recording's schema, database, writer and retention; raw → recorded (decode, redact)
 //   common/                       options, logger, listen, version, migrations, trust, terminal safety
 //   analysis/                     the pure connector analysis: imports nothing but itself
 import { readFileSync } from "node:fs";
@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { ROOT } from "../helpers/processes.js";
 
-const LAYER: Record<string, number> = { analysis: 0, common: 1, store: 2, proxy: 3, server: 3, inspector: 3, cli: 4 };
+const LAYER: Record<string, number> = { analysis: 0, common: 1, store: 2, recording: 2, proxy: 3, server: 3, inspector: 3, cli: 4 };
 const PROGRAMS = new Set(["proxy", "server", "inspector"]);
 
 const sources = execFileSync("git", ["ls-files", "--cached", "--others", "--exclude-standard", "*.ts", "*.tsx"], { cwd: ROOT, encoding: "utf8" })

@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto";
 import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "../../analysis/exchange.js";
-import { recordBody, toRecorded } from "../../proxy/record/record.js";
-import { createRedactor, fingerprintsIn } from "../../proxy/record/redact.js";
+import { recordBody, toRecorded } from "../../recording/record.js";
+import { createRedactor, fingerprintsIn } from "../../recording/redact.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 
 const redactor = createRedactor(randomBytes(32));

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { REDACTED_PATTERN, createRedactor, fingerprintsIn, loadOrCreateRedactionKey } from "../../proxy/record/redact.js";
+import { REDACTED_PATTERN, createRedactor, fingerprintsIn, loadOrCreateRedactionKey } from "../../recording/redact.js";
 
 const redactor = createRedactor(randomBytes(32));
 const canary = () => `CANARY-${randomBytes(12).toString("hex")}`;

@@ -16,8 +16,8 @@ import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import { createForwarder } from "../../proxy/forward/forward.js";
 import type { DiagnosisCode, HandshakeStep } from "../../analysis/handshake.js";
 import { groupHandshakes } from "../../analysis/handshakes.js";
-import { toRecorded } from "../../proxy/record/record.js";
-import { createRedactor } from "../../proxy/record/redact.js";
+import { toRecorded } from "../../recording/record.js";
+import { createRedactor } from "../../recording/redact.js";
 import { createTrustPolicy } from "../../common/trust.js";
 import { withVerdict } from "../../analysis/verdict.js";
 import { FAKE_TOKEN, startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
@@ -82,6 +82,25 @@ const recordConnector = (upstream: string, opts: Partial<HostedConnectorOptions>
 const rerun = (r: ReplayResult, step: HandshakeStep) => r.steps.find((s) => s.step === step)!;
 const statuses = (r: ReplayResult) => Object.fromEntries(r.steps.map((s) => [s.step, s.rerun.status]));
 const DISCOVERY: HandshakeStep[] = ["probe", "protected_resource_metadata", "authorization_server_metadata", "registration"];
+
+describe("the connector's own record of a run", () => {
+  it("keeps every request it sent with its answer, as the proxy would capture them", async () => {
+    const faulty = await server("probe_404");
+    const run = await runConnector(`${faulty.url}/mcp`, { initialize: { protocolVersion: "2025-11-25" }, registration: registrationPayload("x", "http://localhost:1/cb", "none") });
+    expect(run.failedAt).toBe("probe");
+    expect(run.exchanges).toHaveLength(run.requests);
+    const [probe] = run.exchanges;
+    expect(probe).toMatchObject({ method: "POST", path: "/mcp", status: 404, host: new URL(faulty.url).host, upstreamError: null });
+    expect(probe!.requestBody.bytes.toString()).toContain('"method":"initialize"');
+    expect(probe!.requestHeaders[0]).toEqual(["Host", new URL(faulty.url).host]);
+    expect(probe!.responseBody.size).toBeGreaterThan(0);
+  });
+
+  it("records a refused connection as the proxy records an unreachable upstream", async () => {
+    const run = await runConnector("http://127.0.0.1:1/mcp", { initialize: { protocolVersion: "2025-11-25" }, registration: registrationPayload("x", "http://localhost:1/cb", "none") });
+    expect(run.exchanges).toEqual([expect.objectContaining({ status: null, upstreamError: "upstream_refused" })]);
+  });
+});
 
 describe("replayHandshake against the server that failed", () => {
   const cases: Array<[Fault, HandshakeStep, DiagnosisCode]> = [
@@ -199,7 +218,10 @@ describe("replayHandshake with a token", () => {
   it("a rejected token fails at initialize", async () => {
     const detail = await recordConnector((await server("audience_mismatch")).url);
     const result = await replayHandshake(detail, { target: codaServer.url, token: "not-a-token", timeoutMs: 5000 });
-    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "initialize", code: "token_audience_mismatch" });
+    // The analyser's rules judge the re-run: a bearer the operator gave, refused with no token step
+    // in the traffic, is no audience mismatch they can prove, so no code; the summary says what came back.
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "initialize", code: null });
+    expect(result.summary).toMatch(/initialize answered 401/);
     expect(rerun(result, "initialize")).toMatchObject({ rerun: { status: "failed", httpStatus: 401 }, same: true });
   });
 });

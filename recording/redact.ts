@@ -6,7 +6,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { unescape as percentDecode } from "node:querystring";
-import type { HeaderPairs } from "../../analysis/exchange.js";
+import type { HeaderPairs } from "../analysis/exchange.js";
 import {
   applyPathPatterns,
   compilePathPattern,
@@ -52,8 +52,8 @@ export interface RedactionRules {
   paths?: readonly string[];
 }
 
-import { MARKER_ONLY } from "../../analysis/redacted.js";
-export { fingerprintsIn, REDACTED_PATTERN } from "../../analysis/redacted.js";
+import { MARKER_ONLY } from "../analysis/redacted.js";
+export { fingerprintsIn, REDACTED_PATTERN } from "../analysis/redacted.js";
 
 /** Reads `<dbPath>.key` (64 hex chars), creating it with mode 0600 on first start. */
 export function loadOrCreateRedactionKey(dbPath: string): Buffer {

@@ -1,8 +1,8 @@
 // RawExchange → RecordedExchange: decode the bodies, then redact everything that may hold a secret.
 
 import zlib from "node:zlib";
-import { forwardedHeaders } from "../forward/capture.js";
-import { headerValue, type CapturedBody, type HeaderPairs, type RawExchange, type RecordedBody, type RecordedExchange } from "../../analysis/exchange.js";
+import { forwardedHeaders } from "../common/forwarding-headers.js";
+import { headerValue, type CapturedBody, type HeaderPairs, type RawExchange, type RecordedBody, type RecordedExchange } from "../analysis/exchange.js";
 import type { Redactor } from "./redact.js";
 
 /**
