@@ -53,6 +53,12 @@ describe("the layering of the source tree", () => {
     expect(wrong).toEqual([]);
   });
 
+  it("the inspector's engines (data, replay, export, format) never import its Ink views", () => {
+    // inspector/cli.ts is the inspector's command line: it starts the interactive view, like cli/ composes all.
+    const engines = [...graph].filter(([file]) => file.startsWith("inspector/") && !file.startsWith("inspector/ui/") && file !== "inspector/cli.ts");
+    expect(engines.flatMap(([file, targets]) => targets.filter((t) => t.startsWith("inspector/ui/")).map((t) => `${file} → ${t}`))).toEqual([]);
+  });
+
   it("has no import loops", () => {
     // Tarjan's strongly connected components: any component of more than one file is a loop.
     let index = 0;
