@@ -100,8 +100,9 @@ describe("stopping under load", () => {
         `answered at most ${oldestLostMs} ms before the kill (flush interval ${flushIntervalMs} ms)`,
     );
     // Only what was answered within the last flush interval (plus scheduling slack on a
-    // shared 2-core machine) may be missing.
-    expect(oldestLostMs).toBeLessThanOrEqual(flushIntervalMs + 250);
+    // shared 2-core machine) may be missing. Alone this file measures 70–100 ms; with the rest
+    // of the suite loading both cores (the recorder thread then waits for CPU), up to ~460 ms.
+    expect(oldestLostMs).toBeLessThanOrEqual(flushIntervalMs + 500);
     expect(lost.length).toBeLessThan(answered.size / 2);
     tmp.cleanup();
   });
