@@ -5,8 +5,9 @@
 //   2. a hosted platform's callback among the redirect URIs: only that platform receives the code
 //   3. the clientInfo name of the initialize request
 //   4. the user agent's product token
-//   5. weaker signals that only count together: the Inspector's callback port (6274) on a loopback
-//      host; client_name "Claude Code" with a loopback callback; python-httpx registering as "Claude"
+//   5. weaker signals that only count together: the Inspector's callback ports (6274, 2.x CLI 6276)
+//      on a loopback host, or its client_name "MCP Inspector" with a loopback callback; client_name
+//      "Claude Code" with a loopback callback; python-httpx registering as "Claude"
 import type { ClientFamily } from "./handshake.js";
 
 export interface ClientSignals {
@@ -58,6 +59,8 @@ const CLIENT_INFO_FAMILIES = new Map<string, ClientFamily>([
   ["claude-code", "claude-code"],
   ["mcp-inspector", "mcp-inspector"],
   ["inspector-client", "mcp-inspector"],
+  // MCP Inspector 2.x's command line
+  ["inspector-cli", "mcp-inspector"],
 ]);
 
 function clientInfoFamily(name: string | undefined): ClientFamily | undefined {
@@ -76,11 +79,13 @@ function userAgentFamily(userAgent: string | undefined): ClientFamily | undefine
   return USER_AGENT_FAMILIES.find(([pattern]) => pattern.test(userAgent))?.[1];
 }
 
-const INSPECTOR_PORT = "6274";
+/** MCP Inspector's OAuth callbacks on loopback: the web UI's port (1.x) and the 2.x CLI's. */
+const INSPECTOR_PORTS = new Set(["6274", "6276"]);
 
 function combinedFamily({ userAgent, clientName }: ClientSignals, callbacks: URL[]): ClientFamily | undefined {
   const loopback = callbacks.filter(isLoopback);
-  if (loopback.some((url) => url.port === INSPECTOR_PORT)) return "mcp-inspector";
+  if (loopback.some((url) => INSPECTOR_PORTS.has(url.port))) return "mcp-inspector";
+  if (clientName === "MCP Inspector" && loopback.length > 0) return "mcp-inspector";
   if (clientName?.startsWith("Claude Code") && loopback.length > 0) return "claude-code";
   if (clientName === "Claude" && /^python-httpx\//i.test(userAgent ?? "")) return "claude.ai";
   return undefined;

@@ -21,6 +21,10 @@ const cases: Array<[name: string, signals: ClientSignals, family: ClientFamily]>
   ["clientInfo claude-code", { clientInfoName: "claude-code" }, "claude-code"],
   ["clientInfo mcp-inspector", { clientInfoName: "mcp-inspector" }, "mcp-inspector"],
   ["clientInfo inspector-client", { clientInfoName: "inspector-client" }, "mcp-inspector"],
+  ["MCP Inspector 2.x CLI's clientInfo", { clientInfoName: "inspector-cli" }, "mcp-inspector"],
+  ["MCP Inspector 2.x CLI registering", { clientName: "MCP Inspector", redirectUris: ["http://127.0.0.1:6276/oauth/callback"] }, "mcp-inspector"],
+  ["client_name MCP Inspector with another loopback port", { clientName: "MCP Inspector", redirectUris: ["http://localhost:9999/cb"] }, "mcp-inspector"],
+  ["client_name MCP Inspector with a non-loopback callback", { clientName: "MCP Inspector", redirectUris: ["https://example.com/cb"] }, "other"],
   ["an unknown clientInfo", { clientInfoName: "acme-agent" }, "other"],
 
   // User agents
