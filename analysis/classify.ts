@@ -27,6 +27,7 @@ import {
 } from "./exchange-view.js";
 import type { ClassifiedExchange, ExchangeFacts, ExchangeKind, MetadataFacts, RecordedExchange } from "./exchange.js";
 import { mcpFacts } from "./mcp-facts.js";
+import { REDACTED_MARKER } from "./redacted.js";
 
 // ---------------------------------------------------------------------------------------------
 // Known endpoints
@@ -320,11 +321,10 @@ function metadataFacts(doc: unknown): MetadataFacts | undefined {
   });
 }
 
-const REDACTED = /\[redacted:([0-9a-f]{8})\]/;
 
 /** The 8-hex fingerprint of a redacted secret; anything unredacted is never copied into facts. */
 function fingerprint(value: string | undefined): string | undefined {
-  return value === undefined ? undefined : REDACTED.exec(value)?.[1];
+  return value === undefined ? undefined : REDACTED_MARKER.exec(value)?.[1];
 }
 
 function bearerFingerprint(authorization: string | undefined): string | undefined {

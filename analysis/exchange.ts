@@ -249,3 +249,10 @@ export interface ClassifiedExchange extends RecordedExchange {
   kind: ExchangeKind;
   facts: ExchangeFacts;
 }
+
+/** Node's rawHeaders ([name, value, name, value…]) as pairs, in wire order. */
+export function headerPairs(raw: string[]): HeaderPairs {
+  const pairs: HeaderPairs = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
+  return pairs;
+}

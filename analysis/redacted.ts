@@ -4,6 +4,8 @@
 
 /** A marker anywhere in a text; group 1 is the fingerprint. Global: use with matchAll/replace. */
 export const REDACTED_PATTERN = /\[redacted:([0-9a-f]{8})\]/g;
+/** The first marker in a text; group 1 is the fingerprint. */
+export const REDACTED_MARKER = /\[redacted:([0-9a-f]{8})\]/;
 /** A text that is one marker and nothing else. */
 export const MARKER_ONLY = /^\[redacted:[0-9a-f]{8}\]$/;
 

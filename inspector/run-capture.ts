@@ -3,7 +3,7 @@
 // traffic. Bounded like the proxy's recording: the first bytes of each body.
 import type { IncomingMessage } from "node:http";
 import { performance } from "node:perf_hooks";
-import type { HeaderPairs, RawExchange } from "../analysis/exchange.js";
+import { headerPairs, type HeaderPairs, type RawExchange } from "../analysis/exchange.js";
 
 /** Bytes of each body kept, as the proxy's default --max-body. */
 const KEEP_BYTES = 64 * 1024;
@@ -33,9 +33,7 @@ export class ExchangeRecord {
   answered(res: IncomingMessage): void {
     this.ttfbMs = performance.now() - this.t0;
     this.status = res.statusCode ?? null;
-    const pairs: HeaderPairs = [];
-    for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) pairs.push([res.rawHeaders[i]!, res.rawHeaders[i + 1]!]);
-    this.responseHeaders = pairs;
+    this.responseHeaders = headerPairs(res.rawHeaders);
     res.once("close", () => {
       this.endedMs = performance.now() - this.t0;
       this.complete = res.complete;

@@ -53,7 +53,6 @@ export interface RedactionRules {
 }
 
 import { MARKER_ONLY } from "../analysis/redacted.js";
-export { fingerprintsIn, REDACTED_PATTERN } from "../analysis/redacted.js";
 
 /** Reads `<dbPath>.key` (64 hex chars), creating it with mode 0600 on first start. */
 export function loadOrCreateRedactionKey(dbPath: string): Buffer {

@@ -4,7 +4,7 @@
 // off the request path, in the record writer.
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
-import type { CapturedBody, Forwarding, HeaderPairs, RawExchange } from "../../analysis/exchange.js";
+import { headerPairs, type CapturedBody, type Forwarding, type HeaderPairs, type RawExchange } from "../../analysis/exchange.js";
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
 export class BodyTap {
@@ -62,12 +62,6 @@ export class SseEventCounter {
       }
     }
   }
-}
-
-export function headerPairs(raw: string[]): HeaderPairs {
-  const pairs: HeaderPairs = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
-  return pairs;
 }
 
 export function isEventStream(contentType: string | string[] | undefined): boolean {

@@ -4,7 +4,7 @@
 // exchange, so an operator can see a client (or a front proxy) sending garbage.
 import http from "node:http";
 import type { Socket } from "node:net";
-import { headerPairs } from "./capture.js";
+import { headerPairs } from "../../analysis/exchange.js";
 import { headerValue, type HeaderPairs, type RawExchange } from "../../analysis/exchange.js";
 
 /** Parser errors worth an answer and a record; others (ECONNRESET on an idle socket) are a client leaving. */

@@ -6,10 +6,9 @@ import { terminalSafe } from "../../common/terminal-safe.js";
 /**
  * Operators read these lines on a terminal (`npm start`, `docker logs`). JSON escapes C0 controls,
  * but leaves C1 (0x9b is a one-byte CSI), DEL and bidi overrides raw: traffic's strings are made
- * visible escapes first. Most values hold none, and the test is cheaper than the replace.
+ * visible escapes first.
  */
-const UNSAFE_FOR_A_TERMINAL = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
-const safe = (text: string | null | undefined) => (text && UNSAFE_FOR_A_TERMINAL.test(text) ? terminalSafe(text) : text);
+const safe = (text: string | null | undefined) => (text ? terminalSafe(text) : text);
 
 /** The exchange as one log line: redacted fields only, facts reduced to what an operator scans for. */
 export function exchangeLogFields(e: ClassifiedExchange): Record<string, unknown> {

@@ -3,7 +3,8 @@ import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import type { CapturedBody, HeaderPairs, RawExchange, RecordedBody, RecordedExchange } from "../../analysis/exchange.js";
 import { recordBody, toRecorded } from "../../recording/record.js";
-import { createRedactor, fingerprintsIn } from "../../recording/redact.js";
+import { fingerprintsIn } from "../../analysis/redacted.js";
+import { createRedactor } from "../../recording/redact.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 
 const redactor = createRedactor(randomBytes(32));

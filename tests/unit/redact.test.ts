@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { REDACTED_PATTERN, createRedactor, fingerprintsIn, loadOrCreateRedactionKey } from "../../recording/redact.js";
+import { fingerprintsIn, REDACTED_PATTERN } from "../../analysis/redacted.js";
+import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact.js";
 
 const redactor = createRedactor(randomBytes(32));
 const canary = () => `CANARY-${randomBytes(12).toString("hex")}`;
