@@ -230,6 +230,7 @@ function factsOf(v: View, kind: ExchangeKind): ExchangeFacts {
   const mcp = MCP_KINDS.has(kind) ? mcpFacts(v) : undefined; // may add SSE parse errors
   const deliveredCode = fingerprint(param(redirect, "code"));
   const codeChallengePresent = oauthParam(v, "code_challenge") !== undefined;
+  const clientId = oauthParam(v, "client_id") ?? str(reply?.client_id);
   return defined<ExchangeFacts>({
       wellKnownVariant: v.wellKnown?.variant,
       origin: header(request, "origin"),
@@ -239,8 +240,11 @@ function factsOf(v: View, kind: ExchangeKind): ExchangeFacts {
       responseContentType: header(response, "content-type"),
       bearerFingerprint: bearerFingerprint(header(request, "authorization")),
       redirectUris: redirectUris(v),
-      clientId: oauthParam(v, "client_id") ?? str(reply?.client_id),
+      clientId,
+      clientIdIsMetadataDocument: clientId !== undefined && isMetadataDocumentUrl(clientId) ? true : undefined,
       clientName: bodyParam(v, "client_name") ?? str(reply?.client_name),
+      applicationType: kind === "registration" ? (bodyParam(v, "application_type") ?? str(reply?.application_type)) : undefined,
+      iss: param(redirect, "iss"),
       // The state handed back with a code is the client's, even where the request carried another
       // (an AS federating login receives its upstream IdP's state).
       state: param(redirect, "state") ?? oauthParam(v, "state"),
@@ -304,6 +308,7 @@ function redirectUris(v: View): string[] | undefined {
 function metadataFacts(doc: unknown): MetadataFacts | undefined {
   if (!isRecord(doc)) return undefined;
   const cimd = doc.client_id_metadata_document_supported;
+  const iss = doc.authorization_response_iss_parameter_supported;
   return compact<MetadataFacts>({
     resource: str(doc.resource),
     authorizationServers: strings(doc.authorization_servers),
@@ -318,9 +323,16 @@ function metadataFacts(doc: unknown): MetadataFacts | undefined {
     tokenEndpointAuthMethodsSupported: strings(doc.token_endpoint_auth_methods_supported),
     scopesSupported: strings(doc.scopes_supported),
     clientIdMetadataDocumentSupported: typeof cimd === "boolean" ? cimd : undefined,
+    authorizationResponseIssParameterSupported: typeof iss === "boolean" ? iss : undefined,
   });
 }
 
+
+/** A Client ID Metadata Document's URL: https with a path (draft-ietf-oauth-client-id-metadata-document §3). */
+export function isMetadataDocumentUrl(clientId: string): boolean {
+  const url = parseUrl(clientId, null);
+  return url !== undefined && url.protocol === "https:" && url.pathname.length > 1;
+}
 
 /** The 8-hex fingerprint of a redacted secret; anything unredacted is never copied into facts. */
 function fingerprint(value: string | undefined): string | undefined {

@@ -159,6 +159,12 @@ export interface JsonRpcMessageFact {
   errorMessage?: string;
 }
 
+/** The two eras of MCP (shared/reference/connector-handshake.md): 2026-07-28 is "modern". */
+export type Era = "modern" | "legacy";
+
+/** The first MCP revision of the modern era: stateless, `_meta` per request, no initialize. */
+export const MODERN_PROTOCOL_VERSION = "2026-07-28";
+
 export interface McpFacts {
   messages: JsonRpcMessageFact[];
   /** Methods of the requests and notifications the client sent. */
@@ -175,6 +181,28 @@ export interface McpFacts {
   toolNames?: string[];
   /** The response came as SSE rather than JSON. */
   sse?: boolean;
+  /**
+   * The era the client's request speaks: modern when it carries the 2026-07-28 request metadata
+   * (`_meta` protocol version, or a modern MCP-Protocol-Version with Mcp-Method, or a modern-only
+   * method); legacy when it is initialize, notifications/initialized, or carries Mcp-Session-Id.
+   */
+  era?: Era;
+  /** `_meta["io.modelcontextprotocol/protocolVersion"]` of the first request. */
+  metaProtocolVersion?: string;
+  /** The Mcp-Method and Mcp-Name request headers (2026-07-28). */
+  methodHeader?: string;
+  nameHeader?: string;
+  /**
+   * How the modern request headers disagree with the body, in words, one per header: absent or
+   * different Mcp-Method / Mcp-Name / MCP-Protocol-Version. Only for modern requests.
+   */
+  headerMismatch?: string[];
+  /** resultType of the first result ("complete", "input_required"…), 2026-07-28. */
+  resultType?: string;
+  /** server/discover's supportedVersions, or -32022 UnsupportedProtocolVersion's data.supported. */
+  supportedVersions?: string[];
+  /** -32022 UnsupportedProtocolVersion's data.requested. */
+  versionRequestedByError?: string;
 }
 
 export interface MetadataFacts {
@@ -193,6 +221,8 @@ export interface MetadataFacts {
   tokenEndpointAuthMethodsSupported?: string[];
   scopesSupported?: string[];
   clientIdMetadataDocumentSupported?: boolean;
+  /** RFC 9207: the AS puts `iss` in its authorization responses. */
+  authorizationResponseIssParameterSupported?: boolean;
 }
 
 /** Facts read off one exchange. Every field is optional: only what the traffic showed. */
@@ -207,7 +237,13 @@ export interface ExchangeFacts {
   bearerFingerprint?: string;
   redirectUris?: string[];
   clientId?: string;
+  /** client_id is an https URL with a path: a Client ID Metadata Document (CIMD). */
+  clientIdIsMetadataDocument?: boolean;
   clientName?: string;
+  /** application_type of a registration request (2026-07-28 DCR: native or web). */
+  applicationType?: string;
+  /** RFC 9207 `iss` of an authorization response (the redirect to the callback). */
+  iss?: string;
   state?: string;
   grantType?: string;
   responseType?: string;

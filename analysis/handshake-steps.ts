@@ -129,11 +129,14 @@ export function exchangeFailed(e: ClassifiedExchange, step: HandshakeStep): bool
     case "stream":
     case "teardown":
       return !isSuccess(status) && status !== 405; // both optional for a server
+    case "discover":
     case "initialize":
     case "initialized":
     case "list":
-    case "tool_call":
       return !answeredMcp(e); // a redirect too: hosted clients do not follow it
+    case "tool_call":
+      // A tool's own error (a JSON-RPC error or isError in a 2xx answer) is the tool's, not the connector's.
+      return !isSuccess(status) || /^text\/html/i.test(e.facts.responseContentType ?? "");
     case "callback":
       return status >= 400 || status === 307 || status === 308; // replays the consent POST: hosted clients need 302/303
     case "registration":

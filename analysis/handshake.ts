@@ -1,8 +1,33 @@
 // The data model of connector handshakes and their diagnoses: what the analyser derives,
 // purely, from recorded exchanges (see shared/reference/connector-handshake.md).
 
-export const CLIENT_FAMILIES = ["claude.ai", "chatgpt", "claude-code", "mcp-inspector", "mcp-remote", "other"] as const;
+import type { Era } from "./exchange.js";
+
+export const CLIENT_FAMILIES = [
+  "claude.ai",
+  "chatgpt",
+  "claude-code",
+  "claude-desktop",
+  "vscode",
+  "cursor",
+  "mcp-inspector",
+  "mcp-remote",
+  "typescript-sdk",
+  "python-sdk",
+  "other",
+] as const;
 export type ClientFamily = (typeof CLIENT_FAMILIES)[number];
+
+/** A handshake's era: "unknown" until an MCP request shows one (e.g. discovery only). */
+export const HANDSHAKE_ERAS = ["modern", "legacy", "unknown"] as const;
+export type HandshakeEra = Era | "unknown";
+
+/**
+ * How the client got its OAuth client id: a Client ID Metadata Document (client_id an https URL),
+ * dynamic registration, one it already had (pre-registered or cached), or none seen (authless).
+ */
+export const REGISTRATION_KINDS = ["cimd", "dcr", "pre_registered", "none"] as const;
+export type RegistrationKind = (typeof REGISTRATION_KINDS)[number];
 
 /** The steps of the handshake a hosted connector performs, in order. */
 export const HANDSHAKE_STEPS = [
@@ -13,11 +38,12 @@ export const HANDSHAKE_STEPS = [
   "authorize", // in the user's browser
   "callback", // the authorization response: redirect with code (consent POST or authorize GET)
   "token",
+  "discover", // server/discover (2026-07-28): the modern era's first authenticated (or authless) request
   "initialize", // authenticated (or authless) initialize
   "initialized",
   "list", // tools/list, prompts/list, resources/list
   "tool_call",
-  "stream", // GET text/event-stream
+  "stream", // GET text/event-stream, or subscriptions/listen (2026-07-28)
   "teardown", // DELETE
   "refresh", // grant_type=refresh_token
 ] as const;
@@ -83,6 +109,20 @@ export const DIAGNOSIS_CODES = [
   "slow_response",
   "waf_block",
   "refresh_token_missing",
+  // The modern era and where the eras meet (2026-07-28)
+  "era_mismatch",
+  "header_mismatch",
+  "cimd_fetch_failed",
+  "authorization_response_iss_mismatch",
+  // Field reports (2025-2026 trackers)
+  "token_auth_method_mismatch",
+  "stale_client_registration",
+  "refresh_token_replayed",
+  "invalid_token_wrong_status",
+  "tool_definition_rejected",
+  "www_authenticate_malformed",
+  "step_up_loop",
+  "client_abandoned_after_token",
 ] as const;
 export type DiagnosisCode = (typeof DIAGNOSIS_CODES)[number];
 
@@ -90,8 +130,12 @@ export interface Handshake {
   /** The id of its first exchange: stable when the analysis is re-run over the same rows. */
   id: number;
   clientFamily: ClientFamily;
-  /** clientInfo.name or the registered client_name, when the traffic showed one. */
+  /** clientInfo.name (initialize or `_meta`) or the registered client_name, when the traffic showed one. */
   clientName: string | null;
+  era: HandshakeEra;
+  /** A dual-era client tried the modern era, the server did not speak it, and it went on in the legacy era: healthy. */
+  eraFallback: boolean;
+  registration: RegistrationKind;
   startedAt: number;
   endedAt: number;
   /** In the order they were first reached; a step may be failed. */

@@ -30,7 +30,15 @@
 import { clientFamily, type ClientSignals } from "./client-family.js";
 import type { ClassifiedExchange } from "./exchange.js";
 import { endOf, exchangeFailed, type Placement, placementOf, type Role } from "./handshake-steps.js";
-import type { ClientFamily, Handshake, HandshakeOutcome, HandshakeStep, StepRecord } from "./handshake.js";
+import type {
+  ClientFamily,
+  Handshake,
+  HandshakeEra,
+  HandshakeOutcome,
+  HandshakeStep,
+  RegistrationKind,
+  StepRecord,
+} from "./handshake.js";
 
 /** Discovery without ids joins the same client's handshake within this time of its last exchange. */
 const PEER_WINDOW_MS = 60_000;
@@ -90,6 +98,11 @@ interface State {
   /** Origin headers seen: a browser's later preflights join by them. */
   origins: string[];
   family: ClientFamily;
+  era: HandshakeEra;
+  eraFallback: boolean;
+  /** A registration was answered 2xx; a client_id that is a metadata document's URL was used. */
+  registered: boolean;
+  metadataDocument: boolean;
   /** Index keys pointing here, least recently used first. */
   keys: Set<string>;
   /** The outcome last handed out, to report changes that time alone brings. */
@@ -123,6 +136,10 @@ function newState(e: ClassifiedExchange): State {
     signals: { userAgents: [], redirectUris: [] },
     origins: [],
     family: "other",
+    era: "unknown",
+    eraFallback: false,
+    registered: false,
+    metadataDocument: false,
     keys: new Set(),
     reported: undefined,
   };
@@ -166,6 +183,9 @@ function toHandshake(s: State, now: number): Handshake {
     id: s.id,
     clientFamily: s.family,
     clientName: clientInfoName ?? clientName ?? null,
+    era: s.era,
+    eraFallback: s.eraFallback,
+    registration: registrationKind(s),
     startedAt: s.startedAt,
     endedAt: s.endedAt,
     steps,
@@ -174,6 +194,12 @@ function toHandshake(s: State, now: number): Handshake {
     exchangeIds: [...s.exchangeIds],
     diagnoses: [],
   };
+}
+
+function registrationKind(s: State): RegistrationKind {
+  if (s.metadataDocument) return "cimd";
+  if (s.registered) return "dcr";
+  return s.clientId !== undefined ? "pre_registered" : "none";
 }
 
 /** Inserts in id order (exchanges complete out of order); when full, drops from the middle. */

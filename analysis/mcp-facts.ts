@@ -15,7 +15,19 @@ import {
   view,
   type View,
 } from "./exchange-view.js";
-import type { JsonRpcMessageFact, McpFacts, RecordedExchange } from "./exchange.js";
+import { type Era, type JsonRpcMessageFact, type McpFacts, MODERN_PROTOCOL_VERSION, type RecordedExchange } from "./exchange.js";
+
+/** The request metadata keys of 2026-07-28 (`params._meta`), and the server's in results. */
+export const META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion";
+export const META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo";
+export const META_SERVER_INFO = "io.modelcontextprotocol/serverInfo";
+
+/** Methods only the modern era has. */
+const MODERN_METHODS = new Set(["server/discover", "subscriptions/listen"]);
+/** Methods only the legacy era has. */
+const LEGACY_METHODS = new Set(["initialize", "notifications/initialized"]);
+/** The requests whose Mcp-Name header names params.name (tools, prompts) or params.uri (resources). */
+const NAMED_METHODS: Record<string, "name" | "uri"> = { "tools/call": "name", "prompts/get": "name", "resources/read": "uri" };
 
 /**
  * The tool names the server listed in this exchange's answers to tools/list (result.tools[].name),
@@ -56,19 +68,86 @@ export function mcpFacts(v: View): McpFacts {
   const initResponse = initialize && received.filter(isRecord).find((m) => "result" in m && m.id === initialize.id);
   const initResult = isRecord(initResponse?.result) ? initResponse.result : undefined;
   const toolNames = sentObjects.flatMap((m) => (m.method === "tools/call" ? toolName(m.params) : []));
+  const first = sentObjects.find((m) => typeof m.method === "string");
+  const meta = isRecord(first?.params) && isRecord(first.params._meta) ? first.params._meta : undefined;
+  const metaProtocolVersion = str(meta?.[META_PROTOCOL_VERSION]);
+  const protocolVersionHeader = header(v.e.requestHeaders, "mcp-protocol-version");
+  const methodHeader = header(v.e.requestHeaders, "mcp-method");
+  const nameHeader = header(v.e.requestHeaders, "mcp-name");
+  const era = eraOf(str(first?.method), metaProtocolVersion, protocolVersionHeader, methodHeader, header(v.e.requestHeaders, "mcp-session-id"));
+  const results = received.filter(isRecord).flatMap((m) => (isRecord(m.result) ? [m.result] : []));
+  const firstResult = results[0];
+  const resultMeta = isRecord(firstResult?._meta) ? firstResult._meta : undefined;
+  const versionError = received
+    .filter(isRecord)
+    .flatMap((m) => (isRecord(m.error) && m.error.code === UNSUPPORTED_PROTOCOL_VERSION && isRecord(m.error.data) ? [m.error.data] : []))[0];
+  const discovered = results.find((r) => Array.isArray(r.supportedVersions));
   return defined<McpFacts>({
     messages,
     methods: messages.flatMap((m) => (m.direction === "request" && m.method !== undefined ? [m.method] : [])),
     protocolVersionRequested: str(initParams?.protocolVersion),
     protocolVersionAnswered: str(initResult?.protocolVersion),
-    protocolVersionHeader: header(v.e.requestHeaders, "mcp-protocol-version"),
+    protocolVersionHeader,
     sessionId: requestSessionId ?? sessionIdAssigned,
     sessionIdAssigned,
-    clientInfo: implementation(initParams?.clientInfo),
-    serverInfo: implementation(initResult?.serverInfo),
+    clientInfo: implementation(initParams?.clientInfo) ?? implementation(meta?.[META_CLIENT_INFO]),
+    serverInfo: implementation(initResult?.serverInfo) ?? implementation(resultMeta?.[META_SERVER_INFO]),
     toolNames: toolNames.length > 0 ? toolNames : undefined,
     sse: v.answeredSse || (v.responseJson !== undefined ? false : undefined),
+    era,
+    metaProtocolVersion,
+    methodHeader,
+    nameHeader,
+    headerMismatch: era === "modern" && first ? headerMismatches(first, metaProtocolVersion, protocolVersionHeader, methodHeader, nameHeader) : undefined,
+    resultType: str(firstResult?.resultType),
+    supportedVersions: strings(discovered?.supportedVersions) ?? strings(versionError?.supported),
+    versionRequestedByError: str(versionError?.requested),
   });
+}
+
+/** -32022 UnsupportedProtocolVersion (2026-07-28), with data.supported and data.requested. */
+export const UNSUPPORTED_PROTOCOL_VERSION = -32022;
+
+/** Which era a request speaks, from its first method, `_meta` and headers; undefined for an answer-only exchange. */
+function eraOf(
+  method: string | undefined,
+  metaVersion: string | undefined,
+  versionHeader: string | undefined,
+  methodHeader: string | undefined,
+  sessionId: string | undefined,
+): Era | undefined {
+  if (metaVersion !== undefined || (method !== undefined && MODERN_METHODS.has(method))) return "modern";
+  if (method !== undefined && LEGACY_METHODS.has(method)) return "legacy";
+  if (sessionId !== undefined) return "legacy";
+  // Headers alone: a modern version with Mcp-Method (a body the capture cut short, say).
+  if (methodHeader !== undefined && versionHeader !== undefined && versionHeader >= MODERN_PROTOCOL_VERSION) return "modern";
+  return method === undefined ? undefined : "legacy";
+}
+
+/** 2026-07-28 Streamable HTTP §request metadata: the headers must be present and equal to the body. */
+function headerMismatches(
+  first: Record<string, unknown>,
+  metaVersion: string | undefined,
+  versionHeader: string | undefined,
+  methodHeader: string | undefined,
+  nameHeader: string | undefined,
+): string[] | undefined {
+  const found: string[] = [];
+  const compare = (name: string, sent: string | undefined, body: string | undefined) => {
+    if (body === undefined) return;
+    if (sent === undefined) found.push(`${name} is missing (the body says ${body})`);
+    else if (sent !== body) found.push(`${name}: ${sent} but the body says ${body}`);
+  };
+  const method = str(first.method);
+  compare("Mcp-Method", methodHeader, method);
+  compare("MCP-Protocol-Version", versionHeader, metaVersion);
+  const named = method === undefined ? undefined : NAMED_METHODS[method];
+  if (named) compare("Mcp-Name", nameHeader, isRecord(first.params) ? str(first.params[named]) : undefined);
+  return found.length > 0 ? found : undefined;
+}
+
+function strings(value: unknown): string[] | undefined {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : undefined;
 }
 
 /** Envelope checked with the SDK's schema. Payload fields (initialize, tools/call) are read

@@ -96,6 +96,17 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE exchanges ADD COLUMN forwarding TEXT;
     `,
   },
+  {
+    version: 4,
+    up: `
+      -- The MCP era a handshake spoke (modern = 2026-07-28, legacy, unknown), whether a dual-era client
+      -- fell back from modern to legacy, and how it got its OAuth client id (cimd, dcr, pre_registered,
+      -- none). Rows written before this migration say unknown / none until re-analysed.
+      ALTER TABLE handshakes ADD COLUMN era TEXT NOT NULL DEFAULT 'unknown';
+      ALTER TABLE handshakes ADD COLUMN era_fallback INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE handshakes ADD COLUMN registration TEXT NOT NULL DEFAULT 'none';
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = latestVersion(MIGRATIONS);
@@ -262,6 +273,9 @@ export interface HandshakeRow {
   id: number;
   client_family: string;
   client_name: string | null;
+  era: string;
+  era_fallback: 0 | 1;
+  registration: string;
   started_at: number;
   ended_at: number;
   outcome: string;
@@ -274,14 +288,17 @@ export interface HandshakeRow {
 
 /** Insert or replace: a handshake's row is rewritten as it grows. */
 export const UPSERT_HANDSHAKE_SQL = `INSERT OR REPLACE INTO handshakes
-  (id, client_family, client_name, started_at, ended_at, outcome, failed_step, first_code, steps, diagnoses, exchange_ids)
-  VALUES (@id, @client_family, @client_name, @started_at, @ended_at, @outcome, @failed_step, @first_code, @steps, @diagnoses, @exchange_ids)`;
+  (id, client_family, client_name, era, era_fallback, registration, started_at, ended_at, outcome, failed_step, first_code, steps, diagnoses, exchange_ids)
+  VALUES (@id, @client_family, @client_name, @era, @era_fallback, @registration, @started_at, @ended_at, @outcome, @failed_step, @first_code, @steps, @diagnoses, @exchange_ids)`;
 
 export function handshakeToRow(h: Handshake): HandshakeRow {
   return {
     id: h.id,
     client_family: h.clientFamily,
     client_name: h.clientName,
+    era: h.era,
+    era_fallback: h.eraFallback ? 1 : 0,
+    registration: h.registration,
     started_at: h.startedAt,
     ended_at: h.endedAt,
     outcome: h.outcome,
@@ -298,6 +315,9 @@ export function rowToHandshake(row: HandshakeRow): Handshake {
     id: row.id,
     clientFamily: row.client_family as Handshake["clientFamily"],
     clientName: row.client_name,
+    era: row.era as Handshake["era"],
+    eraFallback: row.era_fallback === 1,
+    registration: row.registration as Handshake["registration"],
     startedAt: row.started_at,
     endedAt: row.ended_at,
     outcome: row.outcome as Handshake["outcome"],

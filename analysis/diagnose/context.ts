@@ -11,20 +11,25 @@ export function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[])
   const sorted = [...exchanges].sort((a, b) => a.id - b.id);
   const of = (...kinds: ExchangeKind[]) => sorted.filter((e) => kinds.includes(e.kind));
   const unauthenticated = of("mcp_post").filter((e) => !isAuthenticated(e));
-  const initializes = unauthenticated.filter((e) => methods(e).includes("initialize"));
-  const probes = initializes.length > 0 ? initializes : unauthenticated.slice(0, 1);
+  // A connection opens with initialize (legacy) or server/discover (modern); a modern client may
+  // also start straight with its first request.
+  const openings = unauthenticated.filter((e) => methods(e).some((m) => OPENING_METHODS.has(m)));
+  const probes = openings.length > 0 ? openings : unauthenticated.slice(0, 1);
   const metadata = (e: ClassifiedExchange) => (is2xx(e) ? e.facts.metadata : undefined);
   return {
     handshake,
     exchanges: sorted,
     probes,
-    authless: initializes.some(is2xx),
+    // Any unauthenticated MCP request the server answered (the modern era has no initialize).
+    authless: unauthenticated.some((e) => is2xx(e) && !(e.facts.mcp?.messages ?? []).some((m) => m.type === "error")),
     connector: connectorUrl(handshake, sorted, probes),
     prm: of("protected_resource_metadata").find((e) => metadata(e)?.resource ?? metadata(e)?.authorizationServers),
     asDocs: of(...AS_KINDS).filter((e) => metadata(e)?.issuer ?? metadata(e)?.authorizationEndpoint),
     of,
   };
 }
+
+const OPENING_METHODS = new Set(["initialize", "server/discover"]);
 
 /** From the probe's host and path (else any MCP request, else a path-inserted PRM fetch). */
 export function connectorUrl(

@@ -19,6 +19,8 @@ import { AUTHORIZE_TOKEN_RULES } from "./authorize-token.js";
 import { contextOf } from "./context.js";
 import { DISCOVERY_RULES } from "./discovery.js";
 import { EDGE_RULES } from "./edge.js";
+import { ERA_RULES } from "./eras.js";
+import { FIELD_REPORT_RULES } from "./field-reports.js";
 import { REGISTRATION_RULES } from "./registration.js";
 import type { CodeExplanation, DiagnosisRule } from "./rule.js";
 import { TRANSPORT_RULES } from "./transport.js";
@@ -99,7 +101,7 @@ function explains(cause: Found, symptom: Found): boolean {
   );
 }
 
-/** Every rule, in DIAGNOSIS_CODES order: the stages in the order a handshake meets them. */
+/** Every rule: the stages in the order a handshake meets them (the order breaks ties in ranking). */
 export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
   ...DISCOVERY_RULES,
   ...REGISTRATION_RULES,
@@ -107,9 +109,15 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
   ...TRANSPORT_RULES,
   ...EDGE_RULES,
   ...AFTER_CONNECTING_RULES,
+  ...ERA_RULES,
+  ...FIELD_REPORT_RULES,
 ];
 
-// Fails at import if the table and DIAGNOSIS_CODES drift apart.
-if (DIAGNOSIS_RULES.map((r) => r.code).join() !== DIAGNOSIS_CODES.join()) {
-  throw new Error("DIAGNOSIS_RULES must list one rule per DIAGNOSIS_CODES entry, in order");
+// Fails at import if the table and DIAGNOSIS_CODES drift apart: one rule per code.
+{
+  const codes = DIAGNOSIS_RULES.map((r) => r.code);
+  const missing = DIAGNOSIS_CODES.filter((c) => !codes.includes(c));
+  if (codes.length !== new Set(codes).size || missing.length > 0 || codes.length !== DIAGNOSIS_CODES.length) {
+    throw new Error(`DIAGNOSIS_RULES must list one rule per DIAGNOSIS_CODES entry (missing: ${missing.join(", ") || "none"})`);
+  }
 }

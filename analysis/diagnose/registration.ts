@@ -71,9 +71,8 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "RFC 7591 §3.2.1",
     meaning:
-      "Registration does not really register: every client gets the same client_id, or redirect_uris are not stored, so a later authorize rejects them.",
+      "Registration does not really register: every client gets the same client_id, or the response drops the redirect_uris it was sent.",
     steps: ["registration", "authorize", "callback"],
-    explains: ["redirect_uri_rejected"],
     check(ctx) {
       const registered = ctx.of("registration").filter((e) => is2xx(e) && e.facts.clientId !== undefined);
       for (const [i, a] of registered.entries()) {
@@ -85,17 +84,8 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
           fix: "Issue a fresh client_id per registration and store each client's redirect_uris (RFC 7591 §3.2.1)",
         };
       }
-      for (const authorize of ctx.of(...AUTHORIZE_KINDS).filter(isRedirectRejection)) {
-        const reg = registrationAccepting(registered, authorize);
-        if (!reg) continue;
-        return {
-          summary:
-            `Registration ${describe(reg)} accepted redirect_uri ${authorize.facts.redirectUris?.[0]} for client ` +
-            `${reg.facts.clientId}, yet ${describe(authorize)} rejected it${detail(authorize)}`,
-          evidence: [reg.id, authorize.id],
-          fix: "Store the redirect_uris each registration sends and check authorize requests against that client's own list",
-        };
-      }
+      // A registration that listed the redirect URI the authorize step then rejected is
+      // redirect_uri_rejected's to tell: the authorization server checks a fixed list.
       const dropped = registered.find((r) => {
         const echoed = stringList(bodyJson(r.responseBody)?.redirect_uris);
         return (r.facts.redirectUris ?? []).some((u) => !echoed.includes(u));

@@ -51,9 +51,9 @@ export interface DiagnosisContext {
   readonly handshake: Handshake;
   /** Sorted by id. */
   readonly exchanges: readonly ClassifiedExchange[];
-  /** Unauthenticated initialize requests (else the first unauthenticated MCP POST). */
+  /** Unauthenticated initialize and server/discover requests (else the first unauthenticated MCP POST). */
   readonly probes: readonly ClassifiedExchange[];
-  /** An unauthenticated initialize succeeded: the server is authless. */
+  /** An unauthenticated MCP request was answered without an error: the server is authless. */
   readonly authless: boolean;
   readonly connector: ConnectorUrl | undefined;
   /** The first protected resource metadata document that came back. */

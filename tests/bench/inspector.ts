@@ -31,7 +31,7 @@ function exchange(id: number, startedAt: number, failed: boolean): ClassifiedExc
 function handshake(first: number, startedAt: number, failed: boolean): Handshake {
   const ids = Array.from({ length: PER_HANDSHAKE }, (_, i) => first + i);
   return {
-    id: first, clientFamily: failed ? "chatgpt" : "claude.ai", clientName: null, startedAt, endedAt: startedAt + 900,
+    id: first, clientFamily: failed ? "chatgpt" : "claude.ai", clientName: null, era: "legacy", eraFallback: false, registration: "dcr", startedAt, endedAt: startedAt + 900,
     steps: [{ step: "probe", status: failed ? "failed" : "ok", exchangeIds: ids, at: startedAt }],
     outcome: failed ? "failed" : "succeeded", failedStep: failed ? "probe" : null, exchangeIds: ids,
     diagnoses: failed ? [{ code: "issuer_mismatch", severity: "error", summary: "issuer https://a/ is not https://a", evidence: [first], fix: "f", reference: "RFC 8414 §3.3" }] : [],

@@ -810,17 +810,20 @@ describe("table coverage", () => {
     wwwAuthenticate: true, resourceMetadataUrl: true, location: true, oauthError: true,
     oauthErrorDescription: true, issued: true, codeFingerprint: true, refreshTokenFingerprint: true,
     tokenType: true, expiresIn: true, metadata: true, mcp: true, cors: true, parseError: true,
+    clientIdIsMetadataDocument: true, applicationType: true, iss: true,
   };
   const mcpKeys: Record<keyof McpFacts, true> = {
     messages: true, methods: true, protocolVersionRequested: true, protocolVersionAnswered: true,
     protocolVersionHeader: true, sessionId: true, sessionIdAssigned: true, clientInfo: true,
-    serverInfo: true, toolNames: true, sse: true,
+    serverInfo: true, toolNames: true, sse: true, era: true, metaProtocolVersion: true, methodHeader: true,
+    nameHeader: true, headerMismatch: true, resultType: true, supportedVersions: true, versionRequestedByError: true,
   };
   const metadataKeys: Record<keyof MetadataFacts, true> = {
     resource: true, authorizationServers: true, issuer: true, authorizationEndpoint: true,
     tokenEndpoint: true, registrationEndpoint: true, revocationEndpoint: true,
     codeChallengeMethodsSupported: true, responseTypesSupported: true, grantTypesSupported: true,
     tokenEndpointAuthMethodsSupported: true, scopesSupported: true, clientIdMetadataDocumentSupported: true,
+    authorizationResponseIssParameterSupported: true,
   };
   const issuedKeys: Record<keyof NonNullable<ExchangeFacts["issued"]>, true> = {
     accessToken: true, refreshToken: true, idToken: true, code: true, clientSecret: true,

@@ -7,6 +7,9 @@ function handshake(overrides: Partial<Handshake> = {}): Handshake {
     id: 1,
     clientFamily: "claude.ai",
     clientName: "Anthropic",
+    era: "legacy",
+    eraFallback: false,
+    registration: "dcr",
     startedAt: 1_000,
     endedAt: 2_000,
     steps: [
