@@ -144,8 +144,15 @@ function learnedKind(v: View, known: KnownEndpoints): ExchangeKind | undefined {
   if (!endpoints) return undefined;
   for (const [role, path] of Object.entries(endpoints) as Array<[EndpointRole, string]>) {
     if (path === v.path) return roleKind(role, v);
+    // The sign-in and consent pages an authorization server serves below its endpoint.
+    if (role === "authorization" && v.path.startsWith(`${path}/`)) return consentKind(v);
   }
   return undefined;
+}
+
+/** A page of the user's sign-in: its form POSTs are the consent, GETs more of the authorization pages. */
+function consentKind(v: View): ExchangeKind {
+  return v.method === "POST" ? "authorize_consent" : "authorize";
 }
 
 function contentKind(v: View): ExchangeKind | undefined {
@@ -179,8 +186,10 @@ const MCP_PATHS = new Set(["/mcp", "/sse", "/messages"]);
 const HEALTH_PATHS = new Set(["/health", "/healthz", "/livez", "/readyz"]);
 
 function conventionalKind(v: View): ExchangeKind | undefined {
-  const oauthRole = CONVENTIONAL_ROLES.get(v.path.replace(/^\/oauth2?(?=\/)/, ""));
+  const oauthPath = v.path.replace(/^\/oauth2?(?=\/)/, "");
+  const oauthRole = CONVENTIONAL_ROLES.get(oauthPath);
   if (oauthRole) return roleKind(oauthRole, v);
+  if (oauthPath.startsWith("/authorize/")) return consentKind(v);
   if (MCP_PATHS.has(v.path)) return mcpKind(v);
   if (HEALTH_PATHS.has(v.path)) return "health";
   return undefined;

@@ -8,6 +8,10 @@
 //   5. weaker signals that only count together: the Inspector's callback ports (6274, 2.x CLI 6276)
 //      on a loopback host, or its client_name "MCP Inspector" with a loopback callback; client_name
 //      "Claude Code" with a loopback callback; python-httpx registering as "Claude"
+//   6. a Client ID Metadata Document's host (client_id https://claude.ai/…, https://vscode.dev/…)
+//   7. the SDK that speaks, when nothing names the application: Node's fetch user agent with the
+//      TypeScript SDK's traffic, python-httpx with a clientInfo (the Python SDK's default is "mcp")
+// The clientInfo may come from initialize (legacy) or from each request's `_meta` (2026-07-28).
 import type { ClientFamily } from "./handshake.js";
 
 export interface ClientSignals {
@@ -15,8 +19,10 @@ export interface ClientSignals {
   redirectUris?: string[];
   /** The client_name of a registration. */
   clientName?: string;
-  /** clientInfo.name of an initialize request. */
+  /** clientInfo.name of an initialize request, or of a modern request's `_meta`. */
   clientInfoName?: string;
+  /** OAuth client ids the client used (a metadata document's URL names its vendor). */
+  clientIds?: string[];
 }
 
 /** Families that connect from their vendor's backend, over https on port 443 only. */
@@ -30,6 +36,8 @@ export function clientFamily(signals: ClientSignals): ClientFamily {
     clientInfoFamily(signals.clientInfoName) ??
     userAgentFamily(signals.userAgent) ??
     combinedFamily(signals, callbacks) ??
+    metadataDocumentFamily(signals.clientIds) ??
+    sdkFamily(signals) ??
     "other"
   );
 }
@@ -48,7 +56,43 @@ function hostedCallbackFamily(callbacks: URL[]): ClientFamily | undefined {
     if (hostname === "chatgpt.com" && (pathname === "/connector_platform_oauth_redirect" || pathname.startsWith("/connector/oauth/"))) {
       return "chatgpt";
     }
+    if (hostname === "vscode.dev" && pathname === "/redirect") return "vscode";
   }
+  // Native apps' own schemes: only that app receives the code.
+  if (callbacks.some((url) => url.protocol === "cursor:")) return "cursor";
+  if (callbacks.some((url) => url.protocol === "vscode:")) return "vscode";
+  return undefined;
+}
+
+/** The vendors whose Client ID Metadata Documents are hosted on their own sites. */
+const METADATA_DOCUMENT_HOSTS = new Map<string, ClientFamily>([
+  ["claude.ai", "claude.ai"],
+  ["claude.com", "claude.ai"],
+  ["chatgpt.com", "chatgpt"],
+  ["openai.com", "chatgpt"],
+  ["vscode.dev", "vscode"],
+  ["cursor.com", "cursor"],
+]);
+
+function metadataDocumentFamily(clientIds: string[] | undefined): ClientFamily | undefined {
+  for (const url of (clientIds ?? []).flatMap(parseUrl)) {
+    if (url.protocol !== "https:") continue;
+    const host = url.hostname.replace(/^www\./, "");
+    const family = METADATA_DOCUMENT_HOSTS.get(host);
+    if (family) return family;
+  }
+  return undefined;
+}
+
+/**
+ * When nothing names the application, the SDK it is built on: Node's fetch ("node", "undici")
+ * speaking MCP is the TypeScript SDK; python-httpx with a clientInfo is the Python SDK (alone it
+ * may be a hosted backend's discovery, which says nothing).
+ */
+function sdkFamily({ userAgent, clientInfoName }: ClientSignals): ClientFamily | undefined {
+  if (userAgent === undefined || clientInfoName === undefined) return undefined;
+  if (/^(node|undici)(\/|$)/i.test(userAgent)) return "typescript-sdk";
+  if (/^python-httpx\//i.test(userAgent)) return "python-sdk";
   return undefined;
 }
 
@@ -61,6 +105,12 @@ const CLIENT_INFO_FAMILIES = new Map<string, ClientFamily>([
   ["inspector-client", "mcp-inspector"],
   // MCP Inspector 2.x's command line
   ["inspector-cli", "mcp-inspector"],
+  ["visual studio code", "vscode"],
+  ["visual studio code - insiders", "vscode"],
+  ["cursor-vscode", "cursor"],
+  ["cursor", "cursor"],
+  ["claude-desktop", "claude-desktop"],
+  ["claude desktop", "claude-desktop"],
 ]);
 
 function clientInfoFamily(name: string | undefined): ClientFamily | undefined {
@@ -70,6 +120,9 @@ function clientInfoFamily(name: string | undefined): ClientFamily | undefined {
 /** claude-code/ comes first: Claude Code's own fetches say "Claude-User (claude-code/1.0.88; …)". */
 const USER_AGENT_FAMILIES: Array<[RegExp, ClientFamily]> = [
   [/\bclaude-code\//i, "claude-code"],
+  [/\bClaude\/[\d.]+.*\bElectron\//, "claude-desktop"],
+  [/\bCursor\/[\d.]+/, "cursor"],
+  [/\bCode\/[\d.]+.*\bElectron\//, "vscode"],
   [/\bopenai-mcp\//i, "chatgpt"],
   [/(^|[\s(;])claude-user\b/i, "claude.ai"],
 ];

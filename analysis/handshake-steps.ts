@@ -43,7 +43,10 @@ export function placementOf(e: ClassifiedExchange): Placement | null {
     case "mcp_post":
       return mcpPostPlacement(e);
     case "mcp_get_stream":
-      return isUnauthenticatedChallenge(e) ? place("probe", true, "probe") : place("session", true, "stream");
+      if (isUnauthenticatedChallenge(e)) return place("probe", true, "probe");
+      // Without a token or session, a refused GET is a client checking the endpoint before it
+      // connects (mcp-remote does): it joins the attempt it precedes, as discovery does.
+      return isPreflightGet(e) ? place("discovery", true, "stream") : place("session", true, "stream");
     case "mcp_delete":
       return place("session", true, "teardown");
     case "cors_preflight":
@@ -56,12 +59,19 @@ export function placementOf(e: ClassifiedExchange): Placement | null {
   }
 }
 
+/** The requests a client opens a connection with: initialize (legacy), server/discover (modern). */
+export const OPENING_METHODS: ReadonlySet<string> = new Set(["initialize", "server/discover"]);
+
+export function opensConnection(e: ClassifiedExchange): boolean {
+  return (e.facts.mcp?.methods ?? []).some((m) => OPENING_METHODS.has(m));
+}
+
 export function mcpPostPlacement(e: ClassifiedExchange): Placement {
   const methods = e.facts.mcp?.methods ?? [];
-  if (e.facts.bearerFingerprint === undefined && (methods.includes("initialize") || e.status === 401)) {
-    // An authless server's 2xx answer to the probe is also the initialize.
-    return isSuccess(e.status) && methods.includes("initialize")
-      ? place("probe", true, "probe", "initialize")
+  if (e.facts.bearerFingerprint === undefined && (opensConnection(e) || e.status === 401)) {
+    // An authless server's 2xx answer to the probe is also the initialize (or server/discover).
+    return isSuccess(e.status) && opensConnection(e)
+      ? place("probe", true, "probe", mcpStep(methods))
       : place("probe", true, "probe");
   }
   return place("session", true, mcpStep(methods));
@@ -69,7 +79,9 @@ export function mcpPostPlacement(e: ClassifiedExchange): Placement {
 
 export function mcpStep(methods: string[]): HandshakeStep {
   if (methods.includes("initialize")) return "initialize";
+  if (methods.includes("server/discover")) return "discover";
   if (methods.includes("notifications/initialized")) return "initialized";
+  if (methods.includes("subscriptions/listen")) return "stream";
   if (methods.some((m) => m.endsWith("/list"))) return "list";
   return "tool_call"; // tools/call, and whatever else the client asks once connected
 }
@@ -174,6 +186,16 @@ export function jsonRpcError(e: ClassifiedExchange): boolean {
 
 export function isAuthorizationResponse(e: ClassifiedExchange): boolean {
   return isRedirect(e.status) && (e.facts.issued?.code !== undefined || e.facts.oauthError !== undefined);
+}
+
+/** A GET on the MCP endpoint without token or session that the server refused: checking before connecting. */
+export function isPreflightGet(e: ClassifiedExchange): boolean {
+  return (
+    e.kind === "mcp_get_stream" &&
+    e.facts.bearerFingerprint === undefined &&
+    e.facts.mcp?.sessionId === undefined &&
+    !isSuccess(e.status)
+  );
 }
 
 export function isUnauthenticatedChallenge(e: ClassifiedExchange): boolean {

@@ -2,23 +2,32 @@
 // from its probe to its tool calls (see shared/reference/connector-handshake.md). Pure: time comes
 // from the exchanges or an explicit `now`, so the proxy runs it live and the inspector re-runs it.
 //
+// Both eras (shared/reference/connector-handshake.md): a legacy connection opens with initialize and
+// keeps a session id; a modern (2026-07-28) one opens with server/discover (or its first request)
+// and every request is self-contained, grouped by token, address, user agent and `_meta` client info.
+//
 // Linking, first match wins:
 //   1. ids that name one handshake, whatever its state: Mcp-Session-Id, a bearer or refresh token
-//      its token response issued, the authorization code its callback delivered
+//      its token response issued, the authorization code its callback delivered. A bearer shared
+//      by separate connections does not merge them: a request that opens a connection after the
+//      named handshake connected, or whose `_meta` client info names another client, starts anew
 //   2. ids of the authorization phase, into a handshake that has not reached the token step:
 //      state (authorize → callback), client_id (registration → authorize → token)
 //   3. the same client (address + user agent), then the same address, within a short window and
 //      only into a handshake the exchange can continue (a probe after anything but a probe, or
-//      discovery after the token step, is a new attempt); a preflight for a request after the
-//      probe joins only the same client's handshake that showed its Origin
+//      discovery after the token step, is a new attempt — except a probe right after pre-flight
+//      checks, after mcp-remote's test connection, or a dual-era client's fallback after its
+//      modern probe was refused); a preflight for a request after the probe joins only the same
+//      client's handshake that showed its Origin; a modern request without a token joins the
+//      same modern client (address, user agent, `_meta` client info) unless it opens a connection
 //   4. the user's browser without ids (a pre-registered or metadata-document client_id): the
 //      handshake from the same address, else the latest one, that did discovery without
 //      registering and awaits authorization
 //   Else the exchange starts a handshake, unless it can only be evidence within one (`other`, revoke).
 //
 // Outcome:
-//   succeeded    the connector is usable: an initialize (not its preflight) was answered ok (for a
-//                handshake seen from mid-session on, any MCP request), and neither
+//   succeeded    the connector is usable: an initialize or server/discover (not its preflight) was
+//                answered ok (for a handshake seen from mid-session on, any MCP request), and neither
 //                notifications/initialized nor the list step failed; once a list or tool call is
 //                answered ok it stays succeeded, whatever fails later
 //   failed       connected but unusable (initialized or list failed), or its last exchange failed:
@@ -29,7 +38,15 @@
 
 import { clientFamily, type ClientSignals } from "./client-family.js";
 import type { ClassifiedExchange } from "./exchange.js";
-import { endOf, exchangeFailed, type Placement, placementOf, type Role } from "./handshake-steps.js";
+import {
+  endOf,
+  exchangeFailed,
+  isPreflightGet,
+  opensConnection,
+  type Placement,
+  placementOf,
+  type Role,
+} from "./handshake-steps.js";
 import type {
   ClientFamily,
   Handshake,
@@ -50,6 +67,13 @@ const ACTIVE_MS = 2 * 60_000;
 const USER_MS = AUTH_WINDOW_MS;
 /** A failed step that clients follow with a fallback is final only after this much quiet. */
 export const FALLBACK_GRACE_MS = 10_000;
+/**
+ * A modern (2026-07-28) connection has no session id and no teardown: its self-contained requests
+ * join the same client (address, user agent, `_meta` client info) this long after the last one.
+ */
+const MODERN_WINDOW_MS = 30 * 60_000;
+/** mcp-remote's throw-away connection that tests the transport before the real one. */
+const MCP_REMOTE_FALLBACK_TEST = "mcp-remote-fallback-test";
 
 export interface TrackerLimits {
   /** Handshakes held open; beyond it the least recently active is closed. */
@@ -92,9 +116,10 @@ interface State {
   connected: boolean;
   /** A list or tool call was answered ok: succeeded for good. */
   usable: boolean;
-  last: { step: HandshakeStep; failed: boolean };
+  /** The latest exchange's step; whether it failed; whether it was a pre-flight check the connection follows. */
+  last: { step: HandshakeStep; failed: boolean; preflight: boolean };
   clientId: string | undefined;
-  signals: { userAgents: string[]; redirectUris: string[]; clientName?: string; clientInfoName?: string };
+  signals: { userAgents: string[]; redirectUris: string[]; clientIds: string[]; clientName?: string; clientInfoName?: string };
   /** Origin headers seen: a browser's later preflights join by them. */
   origins: string[];
   family: ClientFamily;
@@ -103,19 +128,26 @@ interface State {
   /** A registration was answered 2xx; a client_id that is a metadata document's URL was used. */
   registered: boolean;
   metadataDocument: boolean;
+  /** Its last connection was mcp-remote's transport test: the real connection follows at once. */
+  testConnection: boolean;
+  /** Its probes so far were modern requests the server refused: a dual-era client falls back next. */
+  modernRefused: boolean;
+  /** The server assigned it an Mcp-Session-Id. */
+  sessions: boolean;
   /** Index keys pointing here, least recently used first. */
   keys: Set<string>;
   /** The outcome last handed out, to report changes that time alone brings. */
   reported: HandshakeOutcome | undefined;
 }
 
-const CONNECTING_STEPS = new Set<HandshakeStep>(["initialize", "list", "tool_call"]);
+const CONNECTING_STEPS = new Set<HandshakeStep>(["discover", "initialize", "list", "tool_call"]);
 const USING_STEPS = new Set<HandshakeStep>(["list", "tool_call"]);
 /** After initialize, the connector is unusable when one of these failed before a list or tool call succeeded. */
 const UNUSABLE_STEPS: HandshakeStep[] = ["initialized", "list"];
 /**
  * Failures clients follow up at once: the next well-known variant; well-known discovery after a
- * 401 without challenge; the older SSE transport after a probe's 404 or 405.
+ * 401 without challenge; the older SSE transport after a probe's 404 or 405; initialize after a
+ * modern probe the server refused (dual-era clients); the real connection after a refused GET.
  */
 const FALLBACK_STEPS = new Set<HandshakeStep>(["probe", "protected_resource_metadata", "authorization_server_metadata"]);
 /** Keys of ids that name one handshake for good: a closed handshake holding one may resume. */
@@ -131,15 +163,18 @@ function newState(e: ClassifiedExchange): State {
     seq: 0,
     connected: false,
     usable: false,
-    last: { step: "probe", failed: false },
+    last: { step: "probe", failed: false, preflight: false },
     clientId: undefined,
-    signals: { userAgents: [], redirectUris: [] },
+    signals: { userAgents: [], redirectUris: [], clientIds: [] },
     origins: [],
     family: "other",
     era: "unknown",
     eraFallback: false,
     registered: false,
     metadataDocument: false,
+    testConnection: false,
+    modernRefused: false,
+    sessions: false,
     keys: new Set(),
     reported: undefined,
   };
@@ -156,7 +191,8 @@ function outcomeAt(s: State, now: number): HandshakeOutcome {
   if (succeeded(s)) return "succeeded";
   if (s.connected) return "failed";
   const quiet = now - s.endedAt;
-  if (s.last.failed && (!FALLBACK_STEPS.has(s.last.step) || quiet > FALLBACK_GRACE_MS)) return "failed";
+  const followedUp = FALLBACK_STEPS.has(s.last.step) || s.last.preflight;
+  if (s.last.failed && (!followedUp || quiet > FALLBACK_GRACE_MS)) return "failed";
   return quiet <= (s.last.step === "authorize" ? USER_MS : ACTIVE_MS) ? "in_progress" : "abandoned";
 }
 
@@ -213,6 +249,7 @@ function insertId(ids: number[], id: number, cap: number): void {
 
 function recordExchange(s: State, e: ClassifiedExchange, placement: Placement): void {
   s.seq++;
+  noteEra(s, e);
   let failed = false;
   for (const step of placement.steps) {
     failed = exchangeFailed(e, step);
@@ -231,22 +268,49 @@ function recordExchange(s: State, e: ClassifiedExchange, placement: Placement): 
   insertId(s.exchangeIds, e.id, MAX_EXCHANGE_IDS);
   s.startedAt = Math.min(s.startedAt, e.startedAt);
   s.endedAt = Math.max(s.endedAt, endOf(e));
-  s.last = { step: placement.steps.at(-1)!, failed };
+  s.last = { step: placement.steps.at(-1)!, failed, preflight: placement.role === "discovery" && isPreflightGet(e) };
   s.clientId = e.facts.clientId ?? s.clientId;
+  if (e.facts.mcp?.sessionIdAssigned !== undefined) s.sessions = true;
+  if (e.kind === "registration" && isSuccessStatus(e.status) && e.facts.clientId !== undefined) s.registered = true;
+  if (e.facts.clientIdIsMetadataDocument) s.metadataDocument = true;
+  noteOpening(s, e, failed);
   addSignal(s.origins, e.facts.origin);
   if (noteSignals(s.signals, e)) s.family = familyOf(s.signals);
 }
+
+/**
+ * The era follows the client's MCP requests. A legacy request after modern ones the server refused,
+ * before anything connected, is a dual-era client falling back: the healthy path, noted as such.
+ */
+function noteEra(s: State, e: ClassifiedExchange): void {
+  const era = e.facts.mcp?.era;
+  if (era === undefined) return;
+  if (era === "legacy" && s.era === "modern" && !s.connected) s.eraFallback = true;
+  if (!s.connected || s.era === "unknown") s.era = era;
+}
+
+/** How the connection it opened went: refused in the modern era; mcp-remote's test connection. */
+function noteOpening(s: State, e: ClassifiedExchange, failed: boolean): void {
+  if (!opensConnection(e)) return;
+  if (e.facts.mcp?.era === "modern") s.modernRefused = failed && e.status !== 401;
+  const info = e.facts.mcp?.clientInfo?.name;
+  if (info !== undefined) s.testConnection = info === MCP_REMOTE_FALLBACK_TEST;
+}
+
+const isSuccessStatus = (status: number | null) => status !== null && status >= 200 && status < 300;
 
 function noteSignals(signals: State["signals"], e: ClassifiedExchange): boolean {
   const { facts } = e;
   let changed = addSignal(signals.userAgents, facts.userAgent);
   for (const uri of facts.redirectUris ?? []) changed = addSignal(signals.redirectUris, uri) || changed;
+  if (facts.clientIdIsMetadataDocument) changed = addSignal(signals.clientIds, facts.clientId) || changed;
   if (signals.clientName === undefined && facts.clientName !== undefined) {
     signals.clientName = facts.clientName;
     changed = true;
   }
   const infoName = facts.mcp?.clientInfo?.name;
-  if (signals.clientInfoName === undefined && infoName !== undefined) {
+  const placeholder = signals.clientInfoName === undefined || signals.clientInfoName === MCP_REMOTE_FALLBACK_TEST;
+  if (placeholder && infoName !== undefined && infoName !== signals.clientInfoName) {
     signals.clientInfoName = infoName;
     changed = true;
   }
@@ -260,13 +324,16 @@ function addSignal(list: string[], value: string | undefined): boolean {
 }
 
 /** A handshake shows several user agents (backend, browser): the first that names a family decides. */
-function familyOf({ userAgents, redirectUris, clientName, clientInfoName }: State["signals"]): ClientFamily {
-  const base: ClientSignals = { redirectUris, clientName, clientInfoName };
+function familyOf({ userAgents, redirectUris, clientName, clientInfoName, clientIds }: State["signals"]): ClientFamily {
+  const base: ClientSignals = { redirectUris, clientName, clientInfoName, clientIds };
+  // An application named by any user agent wins over the SDK another one shows.
+  let sdk: ClientFamily | undefined;
   for (const userAgent of userAgents) {
     const family = clientFamily({ ...base, userAgent });
-    if (family !== "other") return family;
+    if (family === "typescript-sdk" || family === "python-sdk") sdk ??= family;
+    else if (family !== "other") return family;
   }
-  return clientFamily(base);
+  return sdk ?? clientFamily(base);
 }
 
 // Which handshakes an exchange without a naming id may join.
@@ -276,6 +343,19 @@ const anyState = () => true;
 /** A client repeating its probe; after anything else, or a failure, a probe is a new attempt. */
 const onlyGoodProbes = (s: State) => s.steps.size === 1 && s.steps.get("probe")?.ok === true;
 const awaitsAuthorization = (s: State) => beforeToken(s) && s.clientId === undefined && !s.steps.has("authorize");
+/** Only what a client does before it connects: discovery, a refused GET, no probe yet. */
+const preliminary = (s: State) => beforeToken(s) && !s.steps.has("probe") && !s.steps.has("registration");
+/** Where a probe continues a connection attempt rather than starting one (see continuedBy). */
+const probeContinues = (e: ClassifiedExchange) => (s: State) =>
+  preliminary(s) ||
+  (s.testConnection && (e.facts.mcp?.methods ?? []).includes("initialize")) ||
+  (s.modernRefused && !s.connected && e.facts.mcp?.era === "legacy" && sameClientInfo(s, e));
+
+/** The client info names agree, or one side has none (dual-era clients send the same in both eras). */
+function sameClientInfo(s: State, e: ClassifiedExchange): boolean {
+  const name = e.facts.mcp?.clientInfo?.name;
+  return name === undefined || s.signals.clientInfoName === undefined || name === s.signals.clientInfoName;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The tracker
@@ -311,13 +391,19 @@ export class HandshakeTracker {
     this.clock = Math.max(this.clock, endOf(e));
     const placement = placementOf(e);
     if (!placement) return NOT_ATTACHED;
-    let state = this.namedBy(e) ?? this.continuedBy(e, placement.role);
+    const named = this.namedBy(e);
+    // A bearer names the handshake that got it, but separate connections may share one (several
+    // processes with one static token, a rerun with a cached token): a new connection is its own.
+    const mcp = e.facts.mcp;
+    const sentSession = mcp?.sessionId !== undefined && mcp.sessionId !== mcp.sessionIdAssigned;
+    const separate = named !== undefined && !sentSession && separateConnection(named, e);
+    let state = separate ? undefined : (named ?? this.continuedBy(e, placement.role));
     if (!state) {
       if (!placement.canStart) return NOT_ATTACHED;
       state = newState(e);
     }
     recordExchange(state, e, placement);
-    this.indexExchange(state, e, placement.role);
+    this.indexExchange(state, e, placement.role, separate);
     const closed = this.activate(state);
     return { handshakeId: state.id, updated: [this.emit(state, this.clock), ...closed.map((s) => this.emit(s, this.clock))] };
   }
@@ -378,11 +464,23 @@ export class HandshakeTracker {
     const address = byKey(addressKey(e));
     const joinable = (found: State | undefined, windowMs: number, accepts: (s: State) => boolean) =>
       found && e.startedAt - found.endedAt <= windowMs && accepts(found) ? found : undefined;
+    const modern = byKey(modernKey(e));
     switch (role) {
       case "probe":
-        return joinable(peer, PEER_WINDOW_MS, onlyGoodProbes);
+        // A repeated probe; the real connection after pre-flight checks (a refused GET, discovery
+        // on an authless server, mcp-remote's test connection); a dual-era client's fallback.
+        return (
+          joinable(peer, PEER_WINDOW_MS, onlyGoodProbes) ??
+          joinable(peer, FALLBACK_GRACE_MS, probeContinues(e)) ??
+          joinable(address, FALLBACK_GRACE_MS, probeContinues(e))
+        );
       case "discovery":
-        return joinable(peer, PEER_WINDOW_MS, beforeToken) ?? joinable(address, PEER_WINDOW_MS, beforeToken);
+        return (
+          // A refused GET right after a stateless server's initialize is that connection's.
+          (isPreflightGet(e) ? joinable(peer, FALLBACK_GRACE_MS, (s) => s.connected && !s.sessions) : undefined) ??
+          joinable(peer, PEER_WINDOW_MS, beforeToken) ??
+          joinable(address, PEER_WINDOW_MS, beforeToken)
+        );
       case "browser":
         return (
           joinable(byKey(facts.state !== undefined ? `state:${facts.state}` : undefined), Infinity, beforeToken) ??
@@ -403,13 +501,22 @@ export class HandshakeTracker {
         // A browser's preflight: only into the handshake of the same client and Origin.
         if (e.kind === "cors_preflight") return joinable(peer, PEER_WINDOW_MS, (s) => facts.origin !== undefined && s.origins.includes(facts.origin));
         // A bearer names its handshake: with an unknown one, this is another client or an older token.
-        return facts.bearerFingerprint === undefined ? joinable(peer, PEER_WINDOW_MS, anyState) : undefined;
+        if (facts.bearerFingerprint !== undefined) return undefined;
+        // A modern request is self-contained: the same client is the same address, user agent and
+        // `_meta` client info; server/discover after the connection was made opens another.
+        if (facts.mcp?.era === "modern") {
+          return joinable(modern, MODERN_WINDOW_MS, (s) => !(s.connected && opensConnection(e)));
+        }
+        return joinable(peer, PEER_WINDOW_MS, anyState);
     }
   }
 
-  private indexExchange(s: State, e: ClassifiedExchange, role: Role): void {
+  private indexExchange(s: State, e: ClassifiedExchange, role: Role, separate: boolean): void {
     const { facts } = e;
     const { issued, mcp } = facts;
+    // The latest connection on a shared bearer is the one its next requests continue.
+    if (separate) this.link(s, facts.bearerFingerprint && `token:${facts.bearerFingerprint}`, true);
+    this.link(s, modernKey(e), true);
     // Ids this handshake brought into being: they now point here.
     this.link(s, mcp?.sessionIdAssigned && `session:${mcp.sessionIdAssigned}`, true);
     this.link(s, issued?.accessToken && `token:${issued.accessToken}`, true);
@@ -481,6 +588,26 @@ export class HandshakeTracker {
 
 function peerKey(e: ClassifiedExchange): string | undefined {
   return e.clientAddr === null ? undefined : `peer:${e.clientAddr}|${e.facts.userAgent ?? ""}`;
+}
+
+/** The same modern client: address, user agent and the `_meta` client info its requests carry. */
+function modernKey(e: ClassifiedExchange): string | undefined {
+  const mcp = e.facts.mcp;
+  if (e.clientAddr === null || mcp?.era !== "modern") return undefined;
+  const info = mcp.clientInfo;
+  return `modern:${e.clientAddr}|${e.facts.userAgent ?? ""}|${info?.name ?? ""}@${info?.version ?? ""}`;
+}
+
+/**
+ * Whether an exchange carrying a known bearer is another connection than the handshake the bearer
+ * names: it opens one (initialize, server/discover) after that handshake connected, or its `_meta`
+ * client info names another client.
+ */
+function separateConnection(s: State, e: ClassifiedExchange): boolean {
+  if (s.connected && opensConnection(e)) return true;
+  const info = e.facts.mcp?.era === "modern" ? e.facts.mcp.clientInfo?.name : undefined;
+  return info !== undefined && s.signals.clientInfoName !== undefined && info !== s.signals.clientInfoName &&
+    s.signals.clientInfoName !== MCP_REMOTE_FALLBACK_TEST;
 }
 
 function addressKey(e: ClassifiedExchange): string | undefined {

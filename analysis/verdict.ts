@@ -25,3 +25,16 @@ export function withVerdict(h: Handshake, diagnoses: Diagnosis[], now: number): 
   const lastEvidence = Math.max(...errors.flatMap((d) => d.evidence));
   return { ...judged, outcome: "failed", failedStep: h.failedStep ?? stepOf(h, lastEvidence) ?? h.steps.at(-1)?.step ?? null };
 }
+
+/**
+ * A handshake nothing will add to any more (the proxy that followed it stopped, and its successor
+ * starts with an empty tracker): in progress becomes failed when a step failed or an error
+ * diagnosis stands, else abandoned, as the quiet rule would have said.
+ */
+export function settle(h: Handshake): Handshake {
+  if (h.outcome !== "in_progress") return h;
+  const lastFailed = [...h.steps].reverse().find((s) => s.status === "failed")?.step ?? null;
+  const failedStep = h.failedStep ?? lastFailed;
+  const stopped: Handshake = { ...h, outcome: failedStep !== null ? "failed" : "abandoned", failedStep };
+  return withVerdict(stopped, h.diagnoses, Number.POSITIVE_INFINITY);
+}

@@ -46,15 +46,23 @@ export function connectorUrl(
   if (!source || !host) return undefined;
   const path = source === prm ? source.path.slice(PRM_PATH.length) : source.path;
   const forwarded = forwardedProto(source) ?? exchanges.map(forwardedProto).find((p) => p !== undefined);
+  // Hosted clients dial https only, so their scheme may be inferred — but none reaches a loopback
+  // host: a request to one came from this machine, whatever the client family looks like.
   const [scheme, schemeFrom]: [ConnectorUrl["scheme"], ConnectorUrl["schemeFrom"]] = forwarded
     ? [forwarded, "forwarded"]
-    : HOSTED_FAMILIES.has(handshake.clientFamily)
+    : HOSTED_FAMILIES.has(handshake.clientFamily) && !isLoopbackHost(host)
       ? ["https", "hosted_client"]
       : ["http", "assumed"];
   const url = parseUrl(`${scheme}://${host}${path || "/"}`);
   if (!url) return undefined;
   const { href, origin, host: urlHost, pathname } = url;
   return { url: href, origin, host: urlHost, path: pathname, scheme, schemeFrom, exchangeId: source.id };
+}
+
+/** localhost, 127.0.0.0/8 or ::1, with or without a port. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  return name === "localhost" || name.endsWith(".localhost") || /^127(?:\.\d{1,3}){3}$/.test(name) || name === "::1";
 }
 
 /** The host the client asked for: X-Forwarded-Host from a front proxy, else Host. */

@@ -76,7 +76,10 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
     meaning: "The unauthenticated initialize got neither 401 (protected server) nor 200 (authless server).",
     steps: ["probe"],
     check(ctx) {
-      const e = ctx.probes.find((p) => p.status !== null && !is2xx(p) && p.status !== 401 && !claimed(p));
+      // A modern probe the server refused is the eras' business: a healthy fallback, or era_mismatch.
+      const e = ctx.probes.find(
+        (p) => p.status !== null && !is2xx(p) && p.status !== 401 && !claimed(p) && p.facts.mcp?.era !== "modern",
+      );
       if (!e || e.status === null) return null;
       return {
         summary: `The probe ${describe(e)} answered ${e.status}${detail(e)} instead of 401 (protected) or 200 (authless)`,
@@ -146,14 +149,21 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
       const difference = resource === undefined ? "missing" : urlDifference(resource, connector);
       if (difference === undefined) return null;
       const via = connector.schemeFrom === "forwarded" ? ` (X-Forwarded-Proto: ${connector.scheme})` : "";
+      // With the scheme inferred from the client family, the URL is a conclusion, not a sighting.
+      const connected =
+        connector.schemeFrom === "hosted_client"
+          ? `the client, a hosted one that dials https only, presumably connected to ${connector.url}`
+          : `the client connected to ${connector.url}${via}`;
+      // A client that went on to the authorization server got past this step: not its failure.
+      const wentOn = ctx.exchanges.some((e) => e.id > prm.id && LATER_KINDS.has(e.kind));
       return {
         summary:
           resource === undefined
-            ? `The protected resource metadata ${describe(prm)} has no resource; the client connected to ${connector.url}`
-            : `The protected resource metadata ${describe(prm)} says resource ${resource} ` +
-              `but the client connected to ${connector.url}${via}: ${difference}`,
+            ? `The protected resource metadata ${describe(prm)} has no resource; ${connected}`
+            : `The protected resource metadata ${describe(prm)} says resource ${resource} but ${connected}: ${difference}`,
         evidence: [prm.id, connector.exchangeId],
         fix: resourceFix(difference, connector),
+        ...(wentOn ? { severity: "warning" as const } : {}),
       };
     },
   },
@@ -205,7 +215,8 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
       "Every authorization server metadata / OpenID configuration URL tried failed (404, non-JSON), including the issuer-with-path variants.",
     steps: ["authorization_server_metadata"],
     check(ctx) {
-      if (ctx.asDocs.length > 0) return null;
+      // An authless server has no authorization server: a client looking for one is only checking.
+      if (ctx.authless || ctx.asDocs.length > 0) return null;
       const failures = ctx.of(...AS_KINDS).filter((e) => !claimed(e));
       const e = failures[0];
       if (!e) return null;
@@ -254,6 +265,16 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
 // ---------------------------------------------------------------------------------------------
 // What these rules read and say
 
+/** Steps after the protected resource metadata: reaching one means the client went past it. */
+const LATER_KINDS = new Set<ClassifiedExchange["kind"]>([
+  "authorization_server_metadata",
+  "openid_configuration",
+  "registration",
+  "authorize",
+  "authorize_consent",
+  "token",
+]);
+
 function probeFix(status: number, path: string): string {
   if (status === 403) {
     return "Answer requests without a token with 401 and WWW-Authenticate (RFC 6750 §3.1), not 403 (which means: authenticated but not allowed)";
@@ -283,7 +304,8 @@ function metadataUrlProblem(url: string, connector: ConnectorUrl | undefined, pr
   if (!connector) return undefined;
   if (parsed.host !== connector.host) return `is on host ${parsed.host} while the client connected to ${connector.host}`;
   // A wrong scheme matters when the client could not fetch it; once it did, resource_mismatch says it.
-  if (!prmFetched && connector.schemeFrom !== "assumed" && parsed.protocol !== `${connector.scheme}:`) {
+  // Only a scheme the front proxy reported counts: an inferred one is no evidence against the URL.
+  if (!prmFetched && connector.schemeFrom === "forwarded" && parsed.protocol !== `${connector.scheme}:`) {
     return `uses ${parsed.protocol.slice(0, -1)} while the client connected over ${connector.scheme}`;
   }
   return undefined;

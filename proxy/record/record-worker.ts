@@ -4,6 +4,7 @@
 // holds a request up. The traffic metrics are counted here too; what goes back is small:
 // stats, the metrics text on a scrape, records only while the live feed has subscribers.
 import { parentPort, workerData } from "node:worker_threads";
+import { settleUnfinishedHandshakes } from "../../store/settle.js";
 import { HandshakeAnalysis } from "./analysis-feed.js";
 import { createClassifier } from "../../analysis/classify.js";
 import { listedToolNames } from "../../analysis/mcp-facts.js";
@@ -37,6 +38,9 @@ const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
 // Decoding stops at the recording cap: what is decoded is at most what would be recorded.
 const recordOptions = { maxDecodedBytes: config.maxBody };
 const classify = createClassifier();
+// What the last run left in progress can no longer progress: this run's tracker starts empty.
+const settledAtStart = settleUnfinishedHandshakes(db);
+if (settledAtStart > 0) logger.info({ handshakes: settledAtStart }, "settled the handshakes the last run left in progress");
 const analysis = new HandshakeAnalysis(db);
 const metrics = new TrafficMetrics();
 

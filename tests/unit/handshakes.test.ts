@@ -1,108 +1,27 @@
 import { describe, expect, it } from "vitest";
-import { createClassifier } from "../../analysis/classify.js";
-import type { ClassifiedExchange, HeaderPairs, RecordedBody } from "../../analysis/exchange.js";
+import type { ClassifiedExchange, HeaderPairs } from "../../analysis/exchange.js";
 import type { ClientFamily, Handshake, HandshakeOutcome, HandshakeStep } from "../../analysis/handshake.js";
 import { groupHandshakes, HandshakeTracker } from "../../analysis/handshakes.js";
+import {
+  ORIGIN,
+  MCP_URL,
+  SECOND,
+  MINUTE,
+  HOUR,
+  CALLBACKS,
+  type Peer,
+  browserAt,
+  type Spec,
+  Wire,
+  secret,
+  fingerprint,
+  json,
+  form,
+  JSON_TYPE,
+  FORM_TYPE,
+  MCP_ACCEPT,
+} from "../helpers/wire.js";
 
-// ---------------------------------------------------------------------------------------------
-// The wire: recorded exchanges, classified as the proxy does, on a clock the test moves
-
-const HOST = "mcp.example.com";
-const ORIGIN = `https://${HOST}`;
-const MCP_URL = `${ORIGIN}/mcp`;
-const T0 = Date.UTC(2025, 10, 3, 14, 2);
-const SECOND = 1_000;
-const MINUTE = 60 * SECOND;
-const HOUR = 60 * MINUTE;
-
-const CALLBACKS = {
-  claude: "https://claude.ai/api/mcp/auth_callback",
-  chatgpt: "https://chatgpt.com/connector_platform_oauth_redirect",
-  localhost: "http://localhost:54212/callback",
-  inspector: "http://localhost:6274/oauth/callback",
-};
-
-interface Peer {
-  addr: string;
-  ua: string;
-}
-
-const CHROME = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0.0.0 Safari/537.36";
-const browserAt = (addr: string): Peer => ({ addr, ua: CHROME });
-
-interface Spec {
-  method?: string;
-  path: string;
-  query?: string;
-  status: number;
-  req?: HeaderPairs;
-  body?: string;
-  res?: HeaderPairs;
-  reply?: string;
-  durationMs?: number;
-}
-
-function text(value: string | undefined): RecordedBody {
-  return value === undefined
-    ? { text: null, encoding: "utf8", size: 0, truncated: false, decoded: null }
-    : { text: value, encoding: "utf8", size: Buffer.byteLength(value), truncated: false, decoded: null };
-}
-
-class Wire {
-  readonly exchanges: ClassifiedExchange[] = [];
-  now = T0;
-  private nextId = 1;
-  private readonly classify = createClassifier();
-
-  wait(ms: number): this {
-    this.now += ms;
-    return this;
-  }
-
-  send(peer: Peer, spec: Spec): ClassifiedExchange {
-    const durationMs = spec.durationMs ?? 40;
-    const e = this.classify({
-      id: this.nextId++,
-      startedAt: this.now,
-      durationMs,
-      ttfbMs: Math.min(durationMs, 30),
-      clientAddr: peer.addr,
-      method: spec.method ?? "GET",
-      host: HOST,
-      path: spec.path,
-      query: spec.query ?? null,
-      status: spec.status,
-      upstreamError: null,
-      aborted: false,
-      websocket: false,
-      requestHeaders: [["user-agent", peer.ua], ...(spec.req ?? [])],
-      requestBody: text(spec.body),
-      responseHeaders: spec.res ?? [],
-      responseBody: text(spec.reply),
-      sseEvents: null,
-    });
-    this.exchanges.push(e);
-    this.now += durationMs + 200;
-    return e;
-  }
-
-  /** The exchanges sent from here on. */
-  mark(): () => number[] {
-    const from = this.exchanges.length;
-    return () => this.exchanges.slice(from).map((e) => e.id);
-  }
-}
-
-let secrets = 0;
-/** A fresh secret as the recorder leaves it: a redaction marker with an 8-hex fingerprint. */
-const secret = () => `[redacted:${(++secrets).toString(16).padStart(8, "0")}]`;
-const fingerprint = (redacted: string) => redacted.slice(10, 18);
-
-const json = (value: unknown) => JSON.stringify(value);
-const form = (params: Record<string, string>) => new URLSearchParams(params).toString();
-const JSON_TYPE: [string, string] = ["content-type", "application/json"];
-const FORM_TYPE: [string, string] = ["content-type", "application/x-www-form-urlencoded"];
-const MCP_ACCEPT: [string, string] = ["accept", "application/json, text/event-stream"];
 
 // ---------------------------------------------------------------------------------------------
 // HTTP exchanges of the handshake
@@ -964,7 +883,8 @@ describe("identity across the handshake", () => {
     const c = new Connector(w, { ...CLAUDE, clientInfo: "acme-agent", backend: { addr: "192.0.2.9", ua: "python-httpx/0.28.1" }, mcp: undefined });
     const tracker = new HandshakeTracker();
     c.probe();
-    expect(tracker.add(w.exchanges.at(-1)!).updated[0]!.clientFamily).toBe("other");
+    // python-httpx speaking MCP with a clientInfo nothing else names: an application on the Python SDK.
+    expect(tracker.add(w.exchanges.at(-1)!).updated[0]!.clientFamily).toBe("python-sdk");
     c.register();
     expect(tracker.add(w.exchanges.at(-1)!).updated[0]!.clientFamily).toBe("claude.ai"); // the claude.ai callback
   });
