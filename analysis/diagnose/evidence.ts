@@ -1,6 +1,6 @@
 // Reading exchanges: thresholds, the specific causes that claim an exchange, headers, bodies, URLs.
 
-import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../exchange.js";
+import { type ClassifiedExchange, type ExchangeKind, type HeaderPairs, MODERN_PROTOCOL_VERSION, type RecordedBody } from "../exchange.js";
 import type { HandshakeStep } from "../handshake.js";
 import type { DiagnosisContext } from "./rule.js";
 
@@ -175,4 +175,102 @@ export const trimSlash = (path: string) => path.replace(/\/+$/, "");
 /** Authorization-code token requests (and those that name no grant). */
 export function codeGrants(ctx: DiagnosisContext): ClassifiedExchange[] {
   return ctx.of("token").filter((e) => e.facts.grantType !== "refresh_token");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two eras (2026-07-28): what a modern request and its answer show
+
+/** The modern server's errors: HeaderMismatch, MissingRequiredClientCapability, UnsupportedProtocolVersion. */
+export const HEADER_MISMATCH_ERROR = -32020;
+export const MISSING_CAPABILITY_ERROR = -32021;
+export const UNSUPPORTED_VERSION_ERROR = -32022;
+export const METHOD_NOT_FOUND_ERROR = -32601;
+const MODERN_ERRORS = new Set([HEADER_MISMATCH_ERROR, MISSING_CAPABILITY_ERROR, UNSUPPORTED_VERSION_ERROR]);
+
+/** What a legacy server says when a request comes without the session or version it expects. */
+const LEGACY_REFUSAL = /session|not initiali[sz]ed|protocol.?version/i;
+
+export const isModernRequest = (e: ClassifiedExchange) => e.facts.mcp?.era === "modern";
+export const isLegacyRequest = (e: ClassifiedExchange) => e.facts.mcp?.era === "legacy";
+
+/** JSON-RPC error codes the server answered with. */
+export const rpcErrorCodes = (e: ClassifiedExchange): number[] =>
+  (e.facts.mcp?.messages ?? []).flatMap((m) => (m.direction === "response" && m.errorCode !== undefined ? [m.errorCode] : []));
+
+/** The protocol version a request speaks: `_meta`, initialize's protocolVersion, else MCP-Protocol-Version. */
+export const versionOf = (e: ClassifiedExchange): string | undefined =>
+  e.facts.mcp?.metaProtocolVersion ?? e.facts.mcp?.protocolVersionRequested ?? e.facts.mcp?.protocolVersionHeader;
+
+/** An MCP answer that did what was asked: 2xx, no JSON-RPC error, no HTML page. */
+export function answeredOk(e: ClassifiedExchange): boolean {
+  const errors = (e.facts.mcp?.messages ?? []).some((m) => m.direction === "response" && m.type === "error");
+  return is2xx(e) && !errors && !isHtml(e);
+}
+
+/** 404 with -32601 to a modern request: the server lacks that method (server/discover excepted: a modern server must have it). */
+export function isModernMethodNotFound(e: ClassifiedExchange): boolean {
+  return (
+    isModernRequest(e) &&
+    e.status === 404 &&
+    rpcErrorCodes(e).includes(METHOD_NOT_FOUND_ERROR) &&
+    !methods(e).includes("server/discover")
+  );
+}
+
+/** The answer is one of the modern era's errors (-32020/-32021/-32022, or 404 with -32601): only a modern server sends these. */
+export function hasModernError(e: ClassifiedExchange): boolean {
+  return rpcErrorCodes(e).some((c) => MODERN_ERRORS.has(c)) || isModernMethodNotFound(e);
+}
+
+/**
+ * A modern request rejected for its headers: -32020 HeaderMismatch, or a 400 to a request whose
+ * Mcp-Method / Mcp-Name / MCP-Protocol-Version disagree with its body when the answer is no legacy
+ * server's session or version refusal.
+ */
+export function isHeaderMismatchAnswer(e: ClassifiedExchange): boolean {
+  if (!MCP_KINDS.includes(e.kind)) return false;
+  if (rpcErrorCodes(e).includes(HEADER_MISMATCH_ERROR)) return true;
+  return (
+    e.status === 400 &&
+    isModernRequest(e) &&
+    e.facts.mcp?.headerMismatch !== undefined &&
+    !hasModernError(e) &&
+    !LEGACY_REFUSAL.test(errorText(e))
+  );
+}
+
+/**
+ * A modern request answered as only a legacy (≤ 2025-11-25) server answers it: 400/404/405 without
+ * a modern error body (e.g. 400 "Server not initialized", "No valid session ID", "Unsupported
+ * protocol version"), or -32601 to server/discover. Either era_mismatch (the client stops there) or
+ * a dual-era client's healthy fallback to initialize: never a session, version or routing problem.
+ */
+export function isLegacyAnswerToModern(e: ClassifiedExchange): boolean {
+  if (!MCP_KINDS.includes(e.kind) || !isModernRequest(e) || e.upstreamError !== null) return false;
+  if (methods(e).includes("server/discover") && rpcErrorCodes(e).includes(METHOD_NOT_FOUND_ERROR)) return true;
+  if (hasModernError(e) || isHeaderMismatchAnswer(e)) return false;
+  if (wafMarker(e) !== undefined || isHostRejection(e) || isOriginRejection(e) || isAcceptRejection(e)) return false;
+  return e.status === 400 || e.status === 404 || e.status === 405;
+}
+
+/**
+ * A legacy initialize refused by a server that speaks only the modern era: 4xx with a -32022 (or an
+ * error text) whose supported versions are all 2026-07-28 or later; -32022 without a list, or 404 with
+ * -32601 (no initialize method), which only a modern server sends.
+ */
+export function isModernOnlyRefusal(e: ClassifiedExchange): boolean {
+  if (!MCP_KINDS.includes(e.kind) || !methods(e).includes("initialize") || isModernRequest(e)) return false;
+  if (e.status === null || e.status < 400 || e.status >= 500) return false;
+  const supported = serverVersions(e);
+  if (supported.length > 0) return supported.every((v) => v >= MODERN_PROTOCOL_VERSION);
+  const codes = rpcErrorCodes(e);
+  return codes.includes(UNSUPPORTED_VERSION_ERROR) || (e.status === 404 && codes.includes(METHOD_NOT_FOUND_ERROR));
+}
+
+/** The versions the server said it supports: server/discover's or -32022's list, else the dates its error text lists as supported. */
+export function serverVersions(e: ClassifiedExchange): string[] {
+  const listed = e.facts.mcp?.supportedVersions;
+  if (listed && listed.length > 0) return listed;
+  const said = /\bsupported\b[^0-9]{0,40}((?:\d{4}-\d{2}-\d{2}[^0-9a-z]{0,6})+)/i.exec(errorText(e));
+  return said ? (said[1]!.match(/\d{4}-\d{2}-\d{2}/g) ?? []) : [];
 }

@@ -9,9 +9,12 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
   {
     code: "registration_unavailable",
     severity: "error",
-    reference: "RFC 7591 §3; MCP 2025-06-18 Authorization §2.4",
+    reference: "RFC 7591 §3; MCP 2026-07-28 Authorization §Client Registration (CIMD, then DCR); MCP 2025-06-18 Authorization §2.4",
     meaning:
-      "The client cannot get a client id: no registration_endpoint (nor a static id, nor CIMD used), or the registration endpoint is 404/405.",
+      "The client cannot get a client id: the registration endpoint is 404/405/501; or the authorization server " +
+      "offers neither dynamic registration (no registration_endpoint) nor Client ID Metadata Documents " +
+      "(client_id_metadata_document_supported) and the client never presented a static id; or it offers only " +
+      "CIMD and the client, which did not use it, needs CIMD support or a pre-registered id.",
     steps: ["authorization_server_metadata", "registration"],
     check(ctx) {
       const missing = ctx.of("registration").find((e) => [404, 405, 501].includes(e.status ?? 0) && !claimed(e));
@@ -25,21 +28,33 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
         };
       }
       const doc = ctx.asDocs.find((d) => d.facts.metadata?.registrationEndpoint === undefined);
-      // No "client stopped" condition: a client that goes on with a static client id shows it
-      // in a later authorize or token request, and the rules run again then.
+      // No "client stopped" condition: a client that goes on with a static client id (or a CIMD
+      // URL) shows it in a later authorize or token request, and the rules run again then.
       if (!doc || ctx.of("registration").length > 0) return null;
       const later = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.id > doc.id);
       if (later.some((e) => e.facts.clientId !== undefined)) return null;
-      const cimd = doc.facts.metadata?.clientIdMetadataDocumentSupported === true;
+      if (doc.facts.metadata?.clientIdMetadataDocumentSupported === true) {
+        return {
+          summary:
+            `The authorization server metadata ${describe(doc)} offers only Client ID Metadata Documents ` +
+            "(client_id_metadata_document_supported: true, no registration_endpoint); the client did not use one " +
+            "and never presented a client id",
+          evidence: [doc.id],
+          fix:
+            "Use a client that supports Client ID Metadata Documents (MCP 2026-07-28 clients and SDKs 2.x do), or " +
+            "pre-register a client at the authorization server and enter its client id (and secret) in the " +
+            "connector's settings; or also enable dynamic client registration (RFC 7591) for older clients",
+        };
+      }
       return {
         summary:
-          `The authorization server metadata ${describe(doc)} has no registration_endpoint` +
-          `${cimd ? " (it supports Client ID Metadata Documents, which this client did not use)" : ""}, ` +
-          "and the client never presented a client id",
+          `The authorization server metadata ${describe(doc)} has no registration_endpoint and does not advertise ` +
+          "client_id_metadata_document_supported, and the client never presented a client id",
         evidence: [doc.id],
         fix:
-          "Enable dynamic client registration (RFC 7591) and advertise registration_endpoint, or have the user " +
-          "enter a static client id (and secret) in the connector's advanced settings",
+          "Enable dynamic client registration (RFC 7591) and advertise registration_endpoint, or support Client ID " +
+          "Metadata Documents and advertise client_id_metadata_document_supported: true, or have the user enter a " +
+          "static client id (and secret) in the connector's advanced settings",
       };
     },
   },
@@ -110,7 +125,8 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
       "The authorization endpoint rejects the client's callback (unregistered redirect URI, e.g. claude.com next to claude.ai).",
     steps: ["authorize", "callback"],
     check(ctx) {
-      const hits = ctx.of(...AUTHORIZE_KINDS).filter(isRedirectRejection);
+      // A Client ID Metadata Document lists its own redirect URIs: cimd_fetch_failed tells those.
+      const hits = ctx.of(...AUTHORIZE_KINDS).filter((e) => isRedirectRejection(e) && !e.facts.clientIdIsMetadataDocument);
       const e = hits[0];
       if (!e) return null;
       const uri = e.facts.redirectUris?.[0];

@@ -6,6 +6,7 @@ import { HANDSHAKE_STEPS } from "../handshake.js";
 import { ended, stepFailed } from "./context.js";
 import {
   andMore,
+  answeredOk,
   claimed,
   CLIENT_TIMEOUT_MS,
   codeGrants,
@@ -16,6 +17,10 @@ import {
   is2xx,
   isAuthenticated,
   isHostRejection,
+  isLegacyAnswerToModern,
+  isModernMethodNotFound,
+  isModernOnlyRefusal,
+  isModernRequest,
   isOriginRejection,
   isProtocolRejection,
   isRedirect,
@@ -26,11 +31,15 @@ import {
   pathOf,
   reqHeader,
   resHeader,
+  rpcErrorCodes,
   seconds,
+  serverVersions,
   tokens,
   trimSlash,
+  UNSUPPORTED_VERSION_ERROR,
+  versionOf,
 } from "./evidence.js";
-import type { ConnectorUrl, DiagnosisRule } from "./rule.js";
+import type { ConnectorUrl, DiagnosisContext, DiagnosisRule, Finding } from "./rule.js";
 
 export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
   {
@@ -62,14 +71,18 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
       const firstToken = codeGrants(ctx).find((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined);
       const afterToken = (e: ClassifiedExchange) =>
         isAuthenticated(e) || (firstToken !== undefined && e.id > firstToken.id);
-      const hits = ctx
-        .of("mcp_post")
-        .filter((e) => e.status === 404 && !claimed(e) && !isSessionError(e) && afterToken(e));
-      const e = hits[0];
-      if (!e) return null;
       const resource = ctx.prm?.facts.metadata?.resource;
       const resourcePath = resource === undefined ? "" : pathOf(resource);
-      const elsewhere = resourcePath !== "" && resourcePath !== trimSlash(e.path);
+      const elsewhereThan = (e: ClassifiedExchange) => resourcePath !== "" && resourcePath !== trimSlash(e.path);
+      // 404 with -32601 is a modern server's "no such method", not a missing route; a legacy server's
+      // 404 to a modern request is era_mismatch (or a dual-era client's fallback) unless MCP lives elsewhere.
+      const hits = ctx
+        .of("mcp_post")
+        .filter((e) => e.status === 404 && !claimed(e) && !isSessionError(e) && afterToken(e))
+        .filter((e) => !isModernMethodNotFound(e) && !isModernOnlyRefusal(e) && (!isLegacyAnswerToModern(e) || elsewhereThan(e)));
+      const e = hits[0];
+      if (!e) return null;
+      const elsewhere = elsewhereThan(e);
       return {
         summary:
           `${describe(e)} answered 404${detail(e)} after the token step` +
@@ -128,8 +141,10 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "MCP 2025-06-18 Transports: Streamable HTTP §Sending Messages to the Server",
     meaning:
-      "An SSE response or GET stream does not deliver its first event in time (buffering in nginx, Cloudflare, compression) and the client gives up.",
-    steps: ["probe", ...MCP_STEPS, "stream"],
+      "An SSE response does not deliver its first event in time (buffering in nginx, Cloudflare, compression) and the " +
+      "client gives up: a POST answered as a stream, a legacy GET stream the client waited on, or a modern " +
+      "subscriptions/listen whose first event, notifications/subscriptions/acknowledged, never came (2026-07-28 has no GET stream).",
+    steps: ["probe", "discover", ...MCP_STEPS, "stream"],
     check(ctx) {
       const streamFailed = stepFailed(ctx, "stream");
       const hits = ctx.exchanges.filter((e) => e.upstreamError === null && sseStall(e, streamFailed) !== undefined);
@@ -139,10 +154,15 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
       return {
         summary: `${describe(e)} answered ${e.status} text/event-stream but ${sseStall(e, streamFailed)}${compressed}${andMore(hits)}`,
         evidence: ids(hits),
-        fix:
-          "Flush each event as it is written: turn off buffering between the server and the client (nginx " +
-          "`proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip on text/event-stream), " +
-          "send `: keep-alive` comments during long calls — or answer POSTs with JSON (enableJsonResponse)",
+        fix: isModernRequest(e)
+          ? "Flush each event as it is written: turn off buffering between the server and the client (nginx " +
+            "`proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip on text/event-stream)" +
+            (methods(e).includes("subscriptions/listen")
+              ? ", and write notifications/subscriptions/acknowledged as soon as subscriptions/listen arrives, then `: keep-alive` comments while idle"
+              : ", send `: keep-alive` comments during long calls — or answer requests with JSON when nothing streams")
+          : "Flush each event as it is written: turn off buffering between the server and the client (nginx " +
+            "`proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip on text/event-stream), " +
+            "send `: keep-alive` comments during long calls — or answer POSTs with JSON (enableJsonResponse)",
       };
     },
   },
@@ -151,7 +171,9 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
     severity: "error",
     reference: "MCP 2025-03-26 Transports: Streamable HTTP §Session Management",
     meaning:
-      "After initialize, requests get 400/404 'session' errors: sent without Mcp-Session-Id, or the id is unknown (another replica, a restart).",
+      "After initialize, legacy-era requests get 400/404 'session' errors: sent without Mcp-Session-Id, or the id is " +
+      "unknown (another replica, a restart). Only the legacy era has sessions: a modern (2026-07-28) request's " +
+      "'no session' answer is era_mismatch or a dual-era client's fallback, never this.",
     steps: ["initialized", "list", "tool_call"],
     check(ctx) {
       const init = ctx.of("mcp_post").find((e) => is2xx(e) && methods(e).includes("initialize"));
@@ -159,6 +181,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
       const hits = ctx
         .of("mcp_post")
         .filter((e) => e.id > init.id && (e.status === 400 || e.status === 404) && !methods(e).includes("initialize"))
+        .filter((e) => !isModernRequest(e))
         .filter((e) => isSessionError(e) && !claimed(e));
       const e = hits[0];
       if (!e) return null;
@@ -169,36 +192,27 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
   {
     code: "protocol_version_rejected",
     severity: "error",
-    reference: "MCP 2025-06-18 Lifecycle §Version Negotiation; MCP 2025-06-18 Transports §Protocol Version Header",
+    reference:
+      "MCP 2026-07-28 Versioning (-32022 UnsupportedProtocolVersion); MCP 2025-06-18 Lifecycle §Version Negotiation; MCP 2025-06-18 Transports §Protocol Version Header",
     meaning:
-      "400 'Unsupported protocol version', or initialize answered a version the client did not ask for and the client stopped.",
-    steps: ["probe", ...MCP_STEPS],
+      "Two peers of the same era find no protocol version in common: a legacy 400 'Unsupported protocol version' " +
+      "(or initialize answered a version the client did not ask for, and the client stopped), or a modern -32022 " +
+      "UnsupportedProtocolVersion (data.supported vs data.requested) after which the client did not retry with a " +
+      "listed version. A modern request refused by a legacy server is era_mismatch (or a dual-era client's " +
+      "fallback); a client that retried with a supported version and went on is no finding.",
+    steps: ["probe", "discover", ...MCP_STEPS],
     check(ctx) {
-      const rejected = ctx.of(...MCP_KINDS).find(isProtocolRejection);
-      if (rejected) {
-        const mcp = rejected.facts.mcp;
-        const version = mcp?.protocolVersionRequested ?? mcp?.protocolVersionHeader ?? "(none)";
-        return {
-          summary: `${describe(rejected)} with protocol version ${version} answered ${rejected.status}${detail(rejected)}`,
-          evidence: [rejected.id],
-          fix: `Accept protocol version ${version}: upgrade the server's MCP SDK (or add ${version} to its supported versions)`,
-        };
-      }
+      const mcp = ctx.of(...MCP_KINDS);
+      const rejected = mcp.find(
+        (e) =>
+          (isProtocolRejection(e) || rpcErrorCodes(e).includes(UNSUPPORTED_VERSION_ERROR)) &&
+          !isLegacyAnswerToModern(e) &&
+          !isModernOnlyRefusal(e) &&
+          !retriedPast(mcp, e),
+      );
+      if (rejected) return rejectionFinding(rejected);
       if (!ended(ctx)) return null;
-      const e = ctx.of("mcp_post").find((x) => {
-        const m = x.facts.mcp;
-        return is2xx(x) && m?.protocolVersionAnswered !== undefined && m.protocolVersionRequested !== undefined &&
-          m.protocolVersionAnswered !== m.protocolVersionRequested;
-      });
-      if (!e || ctx.of("mcp_post").some((x) => x.id > e.id)) return null;
-      const asked = e.facts.mcp?.protocolVersionRequested;
-      return {
-        summary:
-          `initialize ${describe(e)} asked for protocol version ${asked} and the server answered ` +
-          `${e.facts.mcp?.protocolVersionAnswered}; the client sent nothing more`,
-        evidence: [e.id],
-        fix: `Support protocol version ${asked} (answer it when requested): upgrade the server's MCP SDK`,
-      };
+      return answeredOtherVersion(ctx) ?? noSharedDiscoveredVersion(ctx);
     },
   },
   {
@@ -224,7 +238,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
         fix:
           `Answer OPTIONS ${e.path} with 204 before any auth check, with Access-Control-Allow-Origin: ${origin}, ` +
           "Access-Control-Allow-Methods: GET, POST, DELETE and Access-Control-Allow-Headers: Authorization, " +
-          "Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID",
+          "Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID",
         ...(blocked ? { severity: "error" as const } : {}),
       };
     },
@@ -281,6 +295,10 @@ function sseStall(e: ClassifiedExchange, streamFailed: boolean): string | undefi
   if (!isSse(e)) return undefined;
   if ((e.ttfbMs ?? 0) > CLIENT_TIMEOUT_MS) return `its headers arrived only after ${seconds(e.ttfbMs)}`;
   const none = (e.sseEvents ?? 0) === 0;
+  // 2026-07-28: the listen stream opens with notifications/subscriptions/acknowledged, at once.
+  if (methods(e).includes("subscriptions/listen") && is2xx(e) && none && (e.aborted || streamFailed)) {
+    return `its first event, notifications/subscriptions/acknowledged, never came: no event in ${seconds(e.durationMs)} before the client gave up`;
+  }
   if (e.method === "POST" && e.aborted && none) {
     return `no event came before the client gave up after ${seconds(e.durationMs)}`;
   }
@@ -289,6 +307,103 @@ function sseStall(e: ClassifiedExchange, streamFailed: boolean): string | undefi
     return `the stream delivered no event in ${seconds(e.durationMs)} and the client gave up on it`;
   }
   return undefined;
+}
+
+/** The client sent a later request in another version and it was answered: the normal version fallback. */
+function retriedPast(mcp: readonly ClassifiedExchange[], e: ClassifiedExchange): boolean {
+  const version = versionOf(e);
+  return mcp.some((x) => x.id > e.id && answeredOk(x) && versionOf(x) !== undefined && versionOf(x) !== version);
+}
+
+/** Which side is behind, from the versions each offered (dates compare as strings). */
+function behind(asked: string | undefined, supported: readonly string[]): "client" | "server" | undefined {
+  if (asked === undefined || supported.length === 0) return undefined;
+  if (supported.every((v) => v > asked)) return "client";
+  if (supported.every((v) => v < asked)) return "server";
+  return undefined;
+}
+
+function rejectionFinding(e: ClassifiedExchange): Finding {
+  const mcp = e.facts.mcp;
+  const version = versionOf(e) ?? "(none)";
+  const supported = serverVersions(e);
+  const method = methods(e)[0] ?? "the request";
+  const side = behind(versionOf(e), supported);
+  if (isModernRequest(e) || rpcErrorCodes(e).includes(UNSUPPORTED_VERSION_ERROR)) {
+    const requested = mcp?.versionRequestedByError ?? version;
+    const list = supported.length > 0 ? supported.join(", ") : "(none listed)";
+    return {
+      summary:
+        `${method} ${describe(e)} asked for protocol version ${version} and the server answered ${e.status}` +
+        ` -32022 UnsupportedProtocolVersion${detail(e)}: data.supported ${list}, data.requested ${requested}; ` +
+        "the client did not retry with a listed version (it shares none with the server, or does not negotiate)",
+      evidence: [e.id],
+      fix:
+        side === "client"
+          ? `The client is behind: upgrade it (its MCP SDK) to support ${supported.join(" or ")}, or let it negotiate automatically instead of pinning ${version}`
+          : side === "server"
+            ? `Upgrade the server's MCP SDK so it supports ${version}, or have the client retry with ${supported.at(-1) ?? supported[0]} (automatic version negotiation instead of a pinned version)`
+            : `Have the client retry with one of ${list} (automatic version negotiation instead of a pinned ${version}), or configure both on a common version`,
+    };
+  }
+  const said = supported.length > 0 ? ` (the server supports ${supported.join(", ")})` : "";
+  return {
+    summary: `${describe(e)} with protocol version ${version} answered ${e.status}${detail(e)}`,
+    evidence: [e.id],
+    fix:
+      side === "client"
+        ? `The client is behind${said}: upgrade its MCP SDK so it speaks ${supported.join(" or ")}`
+        : side === "server"
+          ? `Accept protocol version ${version}: upgrade the server's MCP SDK (or add ${version} to its supported versions)`
+          : `Accept protocol version ${version}: the server most likely predates it — upgrade the server's MCP SDK (or add ${version} to its supported versions); if the server is the newer side, upgrade the client instead`,
+  };
+}
+
+/** A legacy initialize answered with another version than asked, and the client sent nothing more. */
+function answeredOtherVersion(ctx: DiagnosisContext): Finding | null {
+  const e = ctx.of("mcp_post").find((x) => {
+    const m = x.facts.mcp;
+    return is2xx(x) && m?.protocolVersionAnswered !== undefined && m.protocolVersionRequested !== undefined &&
+      m.protocolVersionAnswered !== m.protocolVersionRequested;
+  });
+  if (!e || ctx.of("mcp_post").some((x) => x.id > e.id)) return null;
+  const asked = e.facts.mcp?.protocolVersionRequested;
+  const answered = e.facts.mcp?.protocolVersionAnswered;
+  return {
+    summary:
+      `initialize ${describe(e)} asked for protocol version ${asked} and the server answered ` +
+      `${answered}; the client sent nothing more`,
+    evidence: [e.id],
+    fix:
+      answered !== undefined && asked !== undefined && answered > asked
+        ? `The client is behind: upgrade its MCP SDK so it accepts ${answered}`
+        : `Support protocol version ${asked} (answer it when requested): upgrade the server's MCP SDK`,
+  };
+}
+
+/** 2026-07-28: server/discover lists versions without the client's, and the client sent nothing more. */
+function noSharedDiscoveredVersion(ctx: DiagnosisContext): Finding | null {
+  const mcp = ctx.of(...MCP_KINDS);
+  const e = mcp.find((x) => {
+    const asked = versionOf(x);
+    const supported = x.facts.mcp?.supportedVersions;
+    return methods(x).includes("server/discover") && answeredOk(x) && asked !== undefined &&
+      supported !== undefined && supported.length > 0 && !supported.includes(asked);
+  });
+  if (!e || mcp.some((x) => x.id > e.id)) return null;
+  const asked = versionOf(e)!;
+  const supported = e.facts.mcp?.supportedVersions ?? [];
+  const side = behind(asked, supported);
+  return {
+    summary:
+      `server/discover ${describe(e)} asked with protocol version ${asked}; the server's supportedVersions are ` +
+      `${supported.join(", ")}, and the client sent nothing more`,
+    evidence: [e.id],
+    fix:
+      side === "client"
+        ? `The client is behind: upgrade its MCP SDK so it speaks ${supported.join(" or ")}`
+        : `Upgrade the server's MCP SDK so it supports ${asked}, or have the client use ${supported.join(" or ")}`,
+  };
 }
 
 function sessionStory(e: ClassifiedExchange, init: ClassifiedExchange): { summary: string; fix: string } {

@@ -4,7 +4,7 @@
 import { createClassifier } from "../../analysis/classify.js";
 import { diagnose } from "../../analysis/diagnose/index.js";
 import type { ClassifiedExchange, HeaderPairs, RecordedBody, RecordedExchange } from "../../analysis/exchange.js";
-import type { ClientFamily, Diagnosis, Handshake, HandshakeStep, StepRecord } from "../../analysis/handshake.js";
+import type { ClientFamily, Diagnosis, Handshake, HandshakeStep, RegistrationKind, StepRecord } from "../../analysis/handshake.js";
 
 // ---------------------------------------------------------------------------------------------
 // Clients: how each family connects (connector URL, front proxy, callback, client type, transport)
@@ -30,6 +30,13 @@ export interface Client {
   /** authorization_servers[0] and the AS metadata issuer. */
   issuer: string;
   accept: string;
+  /**
+   * Speaks the modern era (2026-07-28): `_meta` and Mcp-* headers on every request; its
+   * protocolVersion is the modern one, and a dual-era client's fallback initialize asks for legacyVersion.
+   */
+  modern?: boolean;
+  /** The version a dual-era client's initialize asks for (default 2025-11-25). */
+  legacyVersion?: string;
 }
 
 export const CLAUDE: Client = {
@@ -107,6 +114,46 @@ export const MCP_REMOTE: Client = {
   accept: "application/json, text/event-stream",
 };
 
+/** The 2026-07-28 version: every modern client below asks for it. */
+export const MODERN = "2026-07-28";
+
+/**
+ * A client on the TypeScript SDK 2.x (as recorded: user agent "node", `_meta` clientInfo), talking to a
+ * stateless 2.x server that answers JSON; a loopback callback (a native client).
+ */
+export const V2_SDK: Client = {
+  family: "typescript-sdk",
+  name: "verify-v2-client",
+  userAgent: "node",
+  url: "https://mcp.example.com/mcp",
+  forwardedProto: "https",
+  callback: "http://127.0.0.1:33418/callback",
+  authMethod: "none",
+  sse: false,
+  stateful: false,
+  protocolVersion: MODERN,
+  issuer: "https://mcp.example.com",
+  accept: "application/json, text/event-stream",
+  modern: true,
+};
+
+/** A TypeScript SDK 1.x client: legacy only (initialize with 2025-11-25). */
+export const V1_SDK: Client = {
+  ...V2_SDK,
+  name: "verify-v1-client",
+  protocolVersion: "2025-11-25",
+  modern: false,
+};
+
+/** A hosted connector of the modern era: Claude.ai's backend speaking 2026-07-28. */
+export const CLAUDE_MODERN: Client = { ...CLAUDE, protocolVersion: MODERN, sse: false, stateful: false, modern: true };
+
+/** A browser client of the modern era: preflights ask for Mcp-Method and Mcp-Name too. */
+export const INSPECTOR_MODERN: Client = { ...INSPECTOR, protocolVersion: MODERN, sse: false, stateful: false, modern: true };
+
+/** The Client ID Metadata Document URL a CIMD client uses as its client_id. */
+export const CIMD_CLIENT_ID = "https://client.example/oauth/client-metadata.json";
+
 // ---------------------------------------------------------------------------------------------
 // Building a handshake: realistic recorded exchanges, classified by the real classifier
 
@@ -167,8 +214,9 @@ export interface Tweak extends Partial<Omit<Spec, "step">> {
   preflight?: Tweak;
 }
 
-export const ALLOWED_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID";
-export const PREFLIGHTED = ["authorization", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
+export const ALLOWED_HEADERS =
+  "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
+export const PREFLIGHTED = ["authorization", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id"];
 
 export class Flow {
   readonly exchanges: ClassifiedExchange[] = [];
@@ -179,8 +227,16 @@ export class Flow {
   readonly path: string;
   readonly origin: string;
   readonly asBase: string;
-  /** The era the handshake reports; a modern flow sets it. */
+  /** The era the handshake reports; a modern client's flow starts modern. */
   era: Handshake["era"] = "legacy";
+  /** The handshake reports a dual-era client's fallback to the legacy era. */
+  eraFallback = false;
+  /** How the handshake reports the client got its id. */
+  registration: RegistrationKind = "dcr";
+  /** The client_id the OAuth steps send (a CIMD URL for a metadata-document client). */
+  clientId = CLIENT_ID;
+  /** The `iss` the authorization response carries (RFC 9207); none when undefined. */
+  responseIss: string | undefined;
 
   constructor(readonly client: Client) {
     const url = new URL(client.url);
@@ -188,6 +244,7 @@ export class Flow {
     this.path = url.pathname;
     this.origin = url.origin;
     this.asBase = client.issuer.replace(/\/$/, "");
+    if (client.modern) this.era = "modern";
   }
 
   get prmUrl(): string {
@@ -283,12 +340,17 @@ export class Flow {
       ["Accept", this.client.accept],
       ...(opts.auth ? [["Authorization", `Bearer ${marker(FP.access)}`] as Pair] : []),
       ...(opts.session && this.client.stateful ? [["Mcp-Session-Id", SESSION] as Pair] : []),
-      ...(opts.version ? [["MCP-Protocol-Version", this.client.protocolVersion] as Pair] : []),
+      ...(opts.version ? [["MCP-Protocol-Version", this.legacyVersion] as Pair] : []),
     ];
   }
 
+  /** The version legacy-era requests speak: a dual-era client's fallback version. */
+  get legacyVersion(): string {
+    return this.client.modern ? (this.client.legacyVersion ?? "2025-11-25") : this.client.protocolVersion;
+  }
+
   /** A JSON-RPC answer as this server sends it: an SSE stream or JSON. */
-  private answer(id: number, result: unknown, assignSession = false): Partial<Spec> {
+  private answer(id: number | string, result: unknown, assignSession = false): Partial<Spec> {
     const message = { jsonrpc: "2.0", id, result };
     const session: HeaderPairs = assignSession && this.client.stateful ? [["Mcp-Session-Id", SESSION]] : [];
     return this.client.sse
@@ -302,14 +364,14 @@ export class Flow {
       id: 0,
       method: "initialize",
       params: {
-        protocolVersion: this.client.protocolVersion,
+        protocolVersion: this.legacyVersion,
         capabilities: {},
         clientInfo: { name: this.client.name, version: "1.0.0" },
       },
     });
   }
 
-  private initializeResult(version = this.client.protocolVersion) {
+  private initializeResult(version = this.legacyVersion) {
     return {
       protocolVersion: version,
       capabilities: { tools: { listChanged: true } },
@@ -399,7 +461,7 @@ export class Flow {
           ["Accept", "text/event-stream"],
           ["Authorization", `Bearer ${marker(FP.access)}`],
           ...(this.client.stateful ? [["Mcp-Session-Id", SESSION] as Pair] : []),
-          ["MCP-Protocol-Version", this.client.protocolVersion],
+          ["MCP-Protocol-Version", this.legacyVersion],
         ],
         status: 405,
         res: [["Allow", "POST, DELETE"]],
@@ -419,6 +481,148 @@ export class Flow {
       },
       t,
     );
+  }
+
+  // --- MCP, modern era (2026-07-28) ---------------------------------------------------------
+
+  /** `params._meta` of every modern request. */
+  requestMeta(version = this.client.protocolVersion): Record<string, unknown> {
+    return {
+      "io.modelcontextprotocol/protocolVersion": version,
+      "io.modelcontextprotocol/clientInfo": { name: this.client.name, version: "2.4.0" },
+      "io.modelcontextprotocol/clientCapabilities": {},
+    };
+  }
+
+  /** POST headers of a modern request: MCP-Protocol-Version, Mcp-Method, Mcp-Name when the method names one. */
+  modernHeaders(method: string, opts: { auth: boolean; name?: string; version?: string }): HeaderPairs {
+    return [
+      JSON_TYPE,
+      ["Accept", this.client.accept],
+      ...(opts.auth ? [["Authorization", `Bearer ${marker(FP.access)}`] as Pair] : []),
+      ["MCP-Protocol-Version", opts.version ?? this.client.protocolVersion],
+      ["Mcp-Method", method],
+      ...(opts.name !== undefined ? [["Mcp-Name", opts.name] as Pair] : []),
+    ];
+  }
+
+  modernBody(id: number | string, method: string, params: Record<string, unknown> = {}, version?: string): string {
+    return json({ jsonrpc: "2.0", id, method, params: { ...params, _meta: this.requestMeta(version) } });
+  }
+
+  /** A modern result: resultType and the server's `_meta` serverInfo. */
+  modernResult(result: Record<string, unknown>): Record<string, unknown> {
+    return {
+      ...result,
+      resultType: "complete",
+      _meta: { "io.modelcontextprotocol/serverInfo": { name: "acme-mcp", version: "3.0.0" } },
+    };
+  }
+
+  private modernRequest(
+    step: HandshakeStep,
+    method: string,
+    opts: { auth: boolean; id: number | string; params?: Record<string, unknown>; name?: string; result: Record<string, unknown>; version?: string },
+    t?: Tweak,
+  ): ClassifiedExchange {
+    return this.add(
+      {
+        step,
+        method: "POST",
+        path: this.path,
+        req: this.modernHeaders(method, { auth: opts.auth, name: opts.name, version: opts.version }),
+        body: this.modernBody(opts.id, method, opts.params, opts.version),
+        ...this.answer(opts.id, this.modernResult(opts.result)),
+      },
+      t,
+    );
+  }
+
+  /** The unauthenticated modern probe (server/discover) a protected server answers with its challenge. */
+  modernProbe(t?: Tweak): ClassifiedExchange {
+    return this.add(
+      {
+        step: "probe",
+        method: "POST",
+        path: this.path,
+        req: this.modernHeaders("server/discover", { auth: false }),
+        body: this.modernBody("server-discover-probe-1", "server/discover"),
+        status: 401,
+        res: [["WWW-Authenticate", `Bearer resource_metadata="${this.prmUrl}"`], JSON_TYPE],
+        reply: json({ error: "invalid_token", error_description: "Missing Authorization header" }),
+      },
+      t,
+    );
+  }
+
+  /** server/discover answered with supportedVersions (authless: `auth` false, then it is also the probe). */
+  discover(t?: Tweak, auth = true): ClassifiedExchange {
+    return this.modernRequest(
+      auth ? "discover" : "probe",
+      "server/discover",
+      {
+        auth,
+        id: "server-discover-probe-1",
+        result: { supportedVersions: [this.client.protocolVersion], capabilities: { tools: { listChanged: true } } },
+      },
+      t,
+    );
+  }
+
+  modernList(t?: Tweak, auth = true, version?: string): ClassifiedExchange {
+    return this.modernRequest(
+      "list",
+      "tools/list",
+      { auth, id: 1, version, result: { tools: [{ name: "search_docs", inputSchema: { type: "object" } }] } },
+      t,
+    );
+  }
+
+  /** tools/call with Mcp-Name (`headerName` to send another name than the body's). */
+  modernCall(t?: Tweak, auth = true, headerName = "search_docs"): ClassifiedExchange {
+    return this.modernRequest(
+      "tool_call",
+      "tools/call",
+      {
+        auth,
+        id: 2,
+        name: headerName,
+        params: { name: "search_docs", arguments: {} },
+        result: { content: [{ type: "text", text: "found" }] },
+      },
+      t,
+    );
+  }
+
+  /** subscriptions/listen: an SSE response opening with notifications/subscriptions/acknowledged, closed by the client. */
+  listen(t?: Tweak): ClassifiedExchange {
+    const ack = { jsonrpc: "2.0", method: "notifications/subscriptions/acknowledged", params: {} };
+    return this.add(
+      {
+        step: "stream",
+        method: "POST",
+        path: this.path,
+        req: this.modernHeaders("subscriptions/listen", { auth: true }),
+        body: this.modernBody(3, "subscriptions/listen", { subscriptions: { toolsListChanged: true } }),
+        res: [SSE_TYPE, ["Cache-Control", "no-cache"], ["X-Accel-Buffering", "no"]],
+        reply: sse(ack),
+        sseEvents: 1,
+        aborted: true,
+        durationMs: 120_000,
+      },
+      t,
+    );
+  }
+
+  /** What a legacy (2025-era SDK) server answers a modern request: 400 and a -32000 error. */
+  legacyRefusal(message = "Bad Request: Server not initialized"): Tweak {
+    return {
+      status: 400,
+      resWithout: ["content-type"],
+      res: [JSON_TYPE],
+      reply: rpcError(message),
+      sseEvents: null,
+    };
   }
 
   // --- Discovery ---------------------------------------------------------------------------
@@ -462,6 +666,16 @@ export class Flow {
     return this.get("authorization_server_metadata", path, { reply: json(this.asDoc()), ...t });
   }
 
+  /** AS metadata of the modern era: CIMD and RFC 9207 iss advertised; `dcr` false drops registration_endpoint. */
+  modernAsMetadata(opts: { dcr?: boolean } = {}, t?: Tweak): ClassifiedExchange {
+    const doc = this.asDoc({
+      client_id_metadata_document_supported: true,
+      authorization_response_iss_parameter_supported: true,
+      ...(opts.dcr === false ? { registration_endpoint: undefined } : {}),
+    });
+    return this.asMetadata({ reply: json(doc), ...t });
+  }
+
   // --- OAuth -------------------------------------------------------------------------------
 
   private get asPath(): string {
@@ -479,6 +693,8 @@ export class Flow {
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
       token_endpoint_auth_method: this.client.authMethod,
+      // 2026-07-28 DCR: native for loopback redirects, web otherwise.
+      ...(this.client.modern ? { application_type: /^http:\/\/(localhost|127\.0\.0\.1)[:/]/.test(this.client.callback) ? "native" : "web" } : {}),
     };
     const secret = this.confidential ? { client_secret: marker(FP.secret), client_secret_expires_at: 0 } : {};
     return this.add(
@@ -499,7 +715,7 @@ export class Flow {
   authorizeParams(fields: Record<string, string> = {}): Record<string, string> {
     return {
       response_type: "code",
-      client_id: CLIENT_ID,
+      client_id: this.clientId,
       redirect_uri: this.client.callback,
       code_challenge: CHALLENGE,
       code_challenge_method: "S256",
@@ -525,7 +741,8 @@ export class Flow {
 
   consent(t?: Tweak, fields?: Record<string, string>): ClassifiedExchange {
     const { response_type: _, ...params } = this.authorizeParams(fields);
-    const location = `${this.client.callback}?code=${marker(FP.code)}&state=${params.state}`;
+    const iss = this.responseIss === undefined ? "" : `&iss=${encodeURIComponent(this.responseIss)}`;
+    const location = `${this.client.callback}?code=${marker(FP.code)}&state=${params.state}${iss}`;
     return this.add(
       {
         step: "callback",
@@ -548,7 +765,7 @@ export class Flow {
       code: marker(FP.code),
       redirect_uri: this.client.callback,
       code_verifier: marker(FP.verifier),
-      client_id: CLIENT_ID,
+      client_id: this.clientId,
       resource: this.client.url,
       ...(this.confidential ? { client_secret: marker(FP.secret) } : {}),
       ...fields,
@@ -583,7 +800,7 @@ export class Flow {
         method: "POST",
         path: `${this.asPath}/token`,
         req: [FORM_TYPE],
-        body: form({ grant_type: "refresh_token", refresh_token: marker(FP.refresh), client_id: CLIENT_ID }),
+        body: form({ grant_type: "refresh_token", refresh_token: marker(FP.refresh), client_id: this.clientId }),
         status: 200,
         res: [JSON_TYPE],
         reply: json({ access_token: marker("acce55e2"), token_type: "Bearer", refresh_token: marker("4ef4e541") }),
@@ -617,6 +834,39 @@ export class Flow {
     return this;
   }
 
+  /**
+   * The modern OAuth part, all healthy: the server/discover probe, metadata advertising CIMD and iss, then
+   * a CIMD client id (no registration) or DCR with application_type; the callback carries iss.
+   */
+  modernAuthorizeAll(opts: { cimd: boolean } = { cimd: true }): this {
+    this.modernProbe();
+    this.prm();
+    this.modernAsMetadata({ dcr: !opts.cimd });
+    if (opts.cimd) this.useCimd();
+    else this.register();
+    this.responseIss = this.client.issuer;
+    this.authorize();
+    this.consent();
+    this.token();
+    return this;
+  }
+
+  /** The client identifies itself with a Client ID Metadata Document URL. */
+  useCimd(): this {
+    this.clientId = CIMD_CLIENT_ID;
+    this.registration = "cimd";
+    return this;
+  }
+
+  /** Authenticated modern requests, all healthy: server/discover, tools/list, tools/call, subscriptions/listen. */
+  modernSession(): this {
+    this.discover();
+    this.modernList();
+    this.modernCall();
+    this.listen();
+    return this;
+  }
+
   handshake(failed: HandshakeStep | null = null): Handshake {
     const steps: StepRecord[] = [];
     for (const e of this.exchanges) {
@@ -638,8 +888,8 @@ export class Flow {
       startedAt: this.exchanges[0]!.startedAt,
       endedAt: last.startedAt + (last.durationMs ?? 0),
       era: this.era,
-      eraFallback: false,
-      registration: "dcr",
+      eraFallback: this.eraFallback,
+      registration: this.registration,
       steps,
       outcome: failed === null ? "succeeded" : "failed",
       failedStep: failed,

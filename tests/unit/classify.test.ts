@@ -130,6 +130,153 @@ interface Case {
 }
 
 const cases: Case[] = [
+  // --- The modern era (2026-07-28), as the v2 TypeScript SDK sends it -------------------------
+  {
+    name: "modern server/discover: _meta version and client info, the headers, supported versions and server info",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, MCP_ACCEPT, ["mcp-protocol-version", "2026-07-28"], ["mcp-method", "server/discover"]],
+      body: json({
+        jsonrpc: "2.0",
+        id: "server-discover-probe-1",
+        method: "server/discover",
+        params: {
+          _meta: {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": { name: "verify-v2-client", version: "2.4.0" },
+            "io.modelcontextprotocol/clientCapabilities": {},
+          },
+        },
+      }),
+      res: [JSON_TYPE],
+      reply: json({
+        jsonrpc: "2.0",
+        id: "server-discover-probe-1",
+        result: {
+          supportedVersions: ["2026-07-28"],
+          capabilities: { tools: {} },
+          resultType: "complete",
+          _meta: { "io.modelcontextprotocol/serverInfo": { name: "acme", version: "2.4.0" } },
+        },
+      }),
+    },
+    kind: "mcp_post",
+    facts: {
+      mcp: {
+        methods: ["server/discover"],
+        era: "modern",
+        metaProtocolVersion: "2026-07-28",
+        protocolVersionHeader: "2026-07-28",
+        methodHeader: "server/discover",
+        clientInfo: { name: "verify-v2-client", version: "2.4.0" },
+        serverInfo: { name: "acme", version: "2.4.0" },
+        resultType: "complete",
+        supportedVersions: ["2026-07-28"],
+      },
+    },
+  },
+  {
+    name: "modern tools/call whose headers disagree with the body (a gateway renamed the tool), answered -32020",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, ["MCP-Protocol-Version", "2026-07-28"], ["Mcp-Method", "tools/call"], ["Mcp-Name", "prefix_echo"]],
+      body: json({
+        jsonrpc: "2.0",
+        id: 3,
+        method: "tools/call",
+        params: { name: "echo", _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" } },
+      }),
+      status: 400,
+      res: [JSON_TYPE],
+      reply: json({ jsonrpc: "2.0", id: 3, error: { code: -32020, message: "Header mismatch" } }),
+    },
+    kind: "mcp_post",
+    facts: {
+      mcp: {
+        era: "modern",
+        nameHeader: "prefix_echo",
+        headerMismatch: ["Mcp-Name: prefix_echo but the body says echo"],
+        messages: [
+          { direction: "request", type: "request", method: "tools/call", id: 3 },
+          { direction: "response", type: "error", id: 3, errorCode: -32020, errorMessage: "Header mismatch" },
+        ],
+      },
+    },
+  },
+  {
+    name: "a legacy initialize refused by a modern-only server: -32022 with supported and requested",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, MCP_ACCEPT],
+      body: json({ jsonrpc: "2.0", id: 0, method: "initialize", params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "v1" } } }),
+      status: 400,
+      res: [JSON_TYPE],
+      reply: json({
+        jsonrpc: "2.0",
+        id: 0,
+        error: { code: -32022, message: "Unsupported protocol version: 2025-11-25", data: { supported: ["2026-07-28"], requested: "2025-11-25" } },
+      }),
+    },
+    kind: "mcp_post",
+    facts: { mcp: { era: "legacy", supportedVersions: ["2026-07-28"], versionRequestedByError: "2025-11-25" } },
+  },
+  {
+    name: "CIMD: the authorization request's client_id is the metadata document's URL",
+    spec: {
+      path: "/authorize",
+      query: "response_type=code&client_id=https%3A%2F%2Fclient.example%2Foauth%2Fmetadata.json&redirect_uri=http%3A%2F%2F127.0.0.1%3A5000%2Fcb",
+      status: 302,
+      res: [["Location", "/login"]],
+    },
+    kind: "authorize",
+    facts: { clientId: "https://client.example/oauth/metadata.json", clientIdIsMetadataDocument: true },
+  },
+  {
+    name: "RFC 9207: the authorization response carries iss; the metadata promises it",
+    spec: {
+      method: "POST",
+      path: "/authorize/decision",
+      req: [FORM_TYPE],
+      body: "decision=allow",
+      status: 302,
+      res: [["Location", `${CLAUDE_CALLBACK}?code=[redacted:c0de0009]&state=s&iss=https%3A%2F%2Fmcp.example.com`]],
+    },
+    kind: "authorize_consent",
+    facts: { iss: "https://mcp.example.com" },
+  },
+  {
+    name: "AS metadata with CIMD and iss support",
+    spec: {
+      path: "/.well-known/oauth-authorization-server",
+      res: [JSON_TYPE],
+      reply: json({
+        issuer: ORIGIN,
+        authorization_endpoint: `${ORIGIN}/authorize`,
+        token_endpoint: `${ORIGIN}/token`,
+        client_id_metadata_document_supported: true,
+        authorization_response_iss_parameter_supported: true,
+      }),
+    },
+    kind: "authorization_server_metadata",
+    facts: { metadata: { clientIdMetadataDocumentSupported: true, authorizationResponseIssParameterSupported: true } },
+  },
+  {
+    name: "2026-07-28 dynamic registration names its application_type",
+    spec: {
+      method: "POST",
+      path: "/register",
+      req: [JSON_TYPE],
+      body: json({ client_name: "agent", redirect_uris: ["http://127.0.0.1:5000/cb"], application_type: "native" }),
+      status: 201,
+      res: [JSON_TYPE],
+      reply: json({ client_id: "c-1", redirect_uris: ["http://127.0.0.1:5000/cb"], application_type: "native" }),
+    },
+    kind: "registration",
+    facts: { applicationType: "native", clientId: "c-1" },
+  },
   {
     name: "Claude.ai probe: unauthenticated initialize answered 401 with a PRM challenge",
     spec: {

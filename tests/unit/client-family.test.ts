@@ -50,6 +50,27 @@ const cases: Array<[name: string, signals: ClientSignals, family: ClientFamily]>
   ["a bare loopback callback", { redirectUris: ["http://localhost:33418/callback"] }, "other"],
   ["nothing at all", {}, "other"],
 
+  // Editors and desktop apps
+  ["VS Code's clientInfo", { clientInfoName: "Visual Studio Code" }, "vscode"],
+  ["VS Code's web callback", { redirectUris: ["https://vscode.dev/redirect"] }, "vscode"],
+  ["VS Code's own scheme", { redirectUris: ["vscode://vscode.github-authentication/did-authenticate"] }, "vscode"],
+  ["Cursor's clientInfo", { clientInfoName: "cursor-vscode" }, "cursor"],
+  ["Cursor's own scheme", { redirectUris: ["cursor://anysphere.cursor-mcp/oauth/callback"] }, "cursor"],
+  ["Claude Desktop's Electron user agent", { userAgent: "Mozilla/5.0 (Macintosh) Claude/0.14.4 Chrome/138.0 Electron/37.2.0 Safari/537.36" }, "claude-desktop"],
+
+  // Client ID Metadata Documents name their vendor by host
+  ["a CIMD client_id on claude.ai", { clientIds: ["https://claude.ai/oauth/mcp-oauth-client-metadata"] }, "claude.ai"],
+  ["a CIMD client_id on vscode.dev", { clientIds: ["https://vscode.dev/oauth/client-metadata.json"] }, "vscode"],
+  ["a CIMD client_id on an unknown host", { clientIds: ["https://agent.example/client.json"] }, "other"],
+  ["a CIMD look-alike host", { clientIds: ["https://claude.ai.evil.example/meta.json"] }, "other"],
+
+  // The SDK, when nothing names the application
+  ["Node's fetch with a clientInfo: the TypeScript SDK", { userAgent: "node", clientInfoName: "acme-agent" }, "typescript-sdk"],
+  ["undici with a clientInfo", { userAgent: "undici", clientInfoName: "acme-agent" }, "typescript-sdk"],
+  ["python-httpx with the Python SDK's default clientInfo", { userAgent: "python-httpx/0.28.1", clientInfoName: "mcp" }, "python-sdk"],
+  ["Node's fetch alone (discovery only) names nothing", { userAgent: "node" }, "other"],
+  ["a named application over Node's fetch", { userAgent: "node", clientInfoName: "inspector-cli" }, "mcp-inspector"],
+
   // Precedence
   ["a hosted callback over a contradicting clientInfo", { redirectUris: [CLAUDE_CALLBACK], clientInfoName: "openai-mcp" }, "claude.ai"],
   ["clientInfo over the user agent", { clientInfoName: "claude-code", userAgent: "openai-mcp/1.0.0" }, "claude-code"],
