@@ -236,6 +236,23 @@ describe("connections that share a bearer", () => {
   });
 });
 
+describe("the bundled server's own sign-in page", () => {
+  it("a refused Coda token (POST /authorize/decision → 400) joins the handshake and fails it at authorize", () => {
+    const w = new Wire();
+    const backend: Peer = { addr: "203.0.113.7", ua: "Claude-User" };
+    const browser: Peer = { addr: "198.51.100.4", ua: "Mozilla/5.0 Chrome/141.0" };
+    w.send(backend, legacy("initialize", "claude-ai", { status: 401 }));
+    w.send(backend, { method: "POST", path: "/register", req: [JSON_TYPE], body: json({ client_name: "Claude", redirect_uris: ["https://claude.ai/api/mcp/auth_callback"] }), status: 201, res: [JSON_TYPE], reply: json({ client_id: "c-9", redirect_uris: ["https://claude.ai/api/mcp/auth_callback"] }) });
+    w.send(browser, { path: "/authorize", query: "response_type=code&client_id=c-9&state=st-1&redirect_uri=https%3A%2F%2Fclaude.ai%2Fapi%2Fmcp%2Fauth_callback", status: 200, res: [["content-type", "text/html"]], reply: "<form>" });
+    const decision = w.send(browser, { method: "POST", path: "/authorize/decision", req: [["content-type", "application/x-www-form-urlencoded"]], body: "request=r-1&action=allow", status: 400, res: [["content-type", "text/html"]], reply: "<p>Coda did not accept this token</p>" });
+    expect(decision.kind).toBe("authorize_consent");
+    const [h, ...rest] = grouped(w, w.now + 11_000);
+    expect(rest).toEqual([]);
+    expect(h!.exchangeIds).toContain(decision.id);
+    expect([h!.outcome, h!.failedStep]).toEqual(["failed", "authorize"]);
+  });
+});
+
 describe("settling what can no longer progress", () => {
   const base: Handshake = {
     id: 1, clientFamily: "other", clientName: null, era: "legacy", eraFallback: false, registration: "none",

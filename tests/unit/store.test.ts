@@ -12,13 +12,16 @@ import { pruneOnce, startRetention } from "../../store/retention.js";
 import {
   exchangeRowValues,
   exchangeToRow,
+  handshakeToRow,
   INSERT_EXCHANGE_SQL,
   migrate,
   MIGRATIONS,
   rowToExchange,
   SCHEMA_VERSION,
   type ExchangeRow,
+  UPSERT_HANDSHAKE_SQL,
 } from "../../store/schema.js";
+import { settleUnfinishedHandshakes } from "../../store/settle.js";
 import { RecordWriter, type RecordWriterOptions } from "../../store/writer.js";
 
 let dir: string;
@@ -525,5 +528,30 @@ describe("retention", () => {
     insert(db, range(261, 300).map((id) => exchange(id, { startedAt: now })));
     vi.advanceTimersByTime(10 * 60_000);
     expect(rowCount(db)).toBe(140);
+  });
+});
+
+describe("settling at start-up", () => {
+  it("settles what the last run left in progress, keeps era and registration, touches nothing else", () => {
+    const db = open();
+    const upsert = db.prepare(UPSERT_HANDSHAKE_SQL);
+    const stuck: Handshake = {
+      ...handshake(1, [1, 2]),
+      era: "modern",
+      registration: "cimd",
+      steps: [{ step: "probe", status: "ok", exchangeIds: [1], at: 1_000 }, { step: "authorize", status: "failed", exchangeIds: [2], at: 1_500 }],
+    };
+    upsert.run(handshakeToRow(stuck));
+    upsert.run(handshakeToRow({ ...handshake(3, [3]), outcome: "in_progress" }));
+    upsert.run(handshakeToRow({ ...handshake(4, [4]), outcome: "succeeded" }));
+    expect(settleUnfinishedHandshakes(db)).toBe(2);
+    const rows = db.prepare("SELECT id, outcome, failed_step, era, registration FROM handshakes ORDER BY id").all();
+    expect(rows).toEqual([
+      { id: 1, outcome: "failed", failed_step: "authorize", era: "modern", registration: "cimd" },
+      { id: 3, outcome: "abandoned", failed_step: null, era: "legacy", registration: "dcr" },
+      { id: 4, outcome: "succeeded", failed_step: null, era: "legacy", registration: "dcr" },
+    ]);
+    expect(settleUnfinishedHandshakes(db)).toBe(0);
+    db.close();
   });
 });
