@@ -63,8 +63,10 @@ const PEER_WINDOW_MS = 60_000;
 const AUTH_WINDOW_MS = 10 * 60_000;
 /** Without success or failure, a handshake is in progress this long after its last exchange… */
 const ACTIVE_MS = 2 * 60_000;
-/** …or this long while the user is on the authorization page. */
+/** …or this long while the user is on the authorization page… */
 const USER_MS = AUTH_WINDOW_MS;
+/** …or this long after a code was delivered or a token issued: clients use them at once, or gave up. */
+const AFTER_CODE_MS = 15_000;
 /** A failed step that clients follow with a fallback is final only after this much quiet. */
 export const FALLBACK_GRACE_MS = 10_000;
 /**
@@ -134,6 +136,8 @@ interface State {
   modernRefused: boolean;
   /** The server assigned it an Mcp-Session-Id. */
   sessions: boolean;
+  /** A 403 asked for more scope and no token has been issued since: a re-authorization joins. */
+  stepUp: boolean;
   /** Index keys pointing here, least recently used first. */
   keys: Set<string>;
   /** The outcome last handed out, to report changes that time alone brings. */
@@ -175,6 +179,7 @@ function newState(e: ClassifiedExchange): State {
     testConnection: false,
     modernRefused: false,
     sessions: false,
+    stepUp: false,
     keys: new Set(),
     reported: undefined,
   };
@@ -193,7 +198,9 @@ function outcomeAt(s: State, now: number): HandshakeOutcome {
   const quiet = now - s.endedAt;
   const followedUp = FALLBACK_STEPS.has(s.last.step) || s.last.preflight;
   if (s.last.failed && (!followedUp || quiet > FALLBACK_GRACE_MS)) return "failed";
-  return quiet <= (s.last.step === "authorize" ? USER_MS : ACTIVE_MS) ? "in_progress" : "abandoned";
+  const redeemNext = (s.last.step === "token" || s.last.step === "callback") && !s.last.failed;
+  const patience = s.last.step === "authorize" ? USER_MS : redeemNext ? AFTER_CODE_MS : ACTIVE_MS;
+  return quiet <= patience ? "in_progress" : "abandoned";
 }
 
 function failedStepOf(s: State): HandshakeStep | null {
@@ -271,6 +278,8 @@ function recordExchange(s: State, e: ClassifiedExchange, placement: Placement): 
   s.last = { step: placement.steps.at(-1)!, failed, preflight: placement.role === "discovery" && isPreflightGet(e) };
   s.clientId = e.facts.clientId ?? s.clientId;
   if (e.facts.mcp?.sessionIdAssigned !== undefined) s.sessions = true;
+  if (e.status === 403 && INSUFFICIENT_SCOPE.test(e.facts.wwwAuthenticate ?? "")) s.stepUp = true;
+  if (e.kind === "token" && e.facts.issued?.accessToken !== undefined) s.stepUp = false;
   if (e.kind === "registration" && isSuccessStatus(e.status) && e.facts.clientId !== undefined) s.registered = true;
   if (e.facts.clientIdIsMetadataDocument) s.metadataDocument = true;
   noteOpening(s, e, failed);
@@ -343,8 +352,11 @@ const anyState = () => true;
 /** A client repeating its probe; after anything else, or a failure, a probe is a new attempt. */
 const onlyGoodProbes = (s: State) => s.steps.size === 1 && s.steps.get("probe")?.ok === true;
 const awaitsAuthorization = (s: State) => beforeToken(s) && s.clientId === undefined && !s.steps.has("authorize");
-/** Only what a client does before it connects: discovery, a refused GET, no probe yet. */
-const preliminary = (s: State) => beforeToken(s) && !s.steps.has("probe") && !s.steps.has("registration");
+/** Only what a client checks before it connects: discovery documents, a refused GET. */
+const PRELIMINARY_STEPS = new Set<HandshakeStep>(["protected_resource_metadata", "authorization_server_metadata", "stream"]);
+const preliminary = (s: State) => !s.connected && [...s.steps.keys()].every((step) => PRELIMINARY_STEPS.has(step));
+/** The browser's part is still to come: no authorization response delivered yet. */
+const awaitsBrowser = (s: State) => beforeToken(s) && s.steps.get("callback")?.ok !== true;
 /** Where a probe continues a connection attempt rather than starting one (see continuedBy). */
 const probeContinues = (e: ClassifiedExchange) => (s: State) =>
   preliminary(s) ||
@@ -397,7 +409,10 @@ export class HandshakeTracker {
     const mcp = e.facts.mcp;
     const sentSession = mcp?.sessionId !== undefined && mcp.sessionId !== mcp.sessionIdAssigned;
     const separate = named !== undefined && !sentSession && separateConnection(named, e);
-    let state = separate ? undefined : (named ?? this.continuedBy(e, placement.role));
+    // A refresh token names the handshake that got it; when the client is meanwhile re-connecting
+    // (its token refused, discovery again), the refresh is part of that newer attempt.
+    const newer = placement.role === "refresh" && named !== undefined ? this.newerAttempt(e, named) : undefined;
+    let state = separate ? undefined : (newer ?? named ?? this.continuedBy(e, placement.role));
     if (!state) {
       if (!placement.canStart) return NOT_ATTACHED;
       state = newState(e);
@@ -455,11 +470,18 @@ export class HandshakeTracker {
     return undefined;
   }
 
+  /** The same client's handshake started after `named` went quiet, not yet connected. */
+  private newerAttempt(e: ClassifiedExchange, named: State): State | undefined {
+    const peer = this.index.get(peerKey(e) ?? "");
+    const recent = peer !== undefined && e.startedAt - peer.endedAt <= PEER_WINDOW_MS;
+    return recent && peer !== named && !peer.connected && peer.startedAt >= named.endedAt ? peer : undefined;
+  }
+
   /** Weaker signals, each within a window and only into a handshake this role can continue. */
   private continuedBy(e: ClassifiedExchange, role: Role): State | undefined {
     const { facts } = e;
     const byKey = (key: string | undefined) => (key === undefined ? undefined : this.index.get(key));
-    const client = byKey(facts.clientId !== undefined ? `client:${facts.clientId}` : undefined);
+    const client = byKey(clientKey(e));
     const peer = byKey(peerKey(e));
     const address = byKey(addressKey(e));
     const joinable = (found: State | undefined, windowMs: number, accepts: (s: State) => boolean) =>
@@ -484,8 +506,11 @@ export class HandshakeTracker {
       case "browser":
         return (
           joinable(byKey(facts.state !== undefined ? `state:${facts.state}` : undefined), Infinity, beforeToken) ??
+          // A step-up: the connected client authorizes again for the scope a 403 asked for.
+          joinable(client, AUTH_WINDOW_MS, (s) => s.stepUp) ??
           joinable(client, AUTH_WINDOW_MS, beforeToken) ??
-          joinable(peer, AUTH_WINDOW_MS, beforeToken) ??
+          joinable(peer, AUTH_WINDOW_MS, awaitsBrowser) ??
+          joinable(peer, AUTH_WINDOW_MS, (s) => s.stepUp) ??
           joinable(address, AUTH_WINDOW_MS, awaitsAuthorization) ??
           joinable(this.awaiting, AUTH_WINDOW_MS, awaitsAuthorization)
         );
@@ -523,13 +548,15 @@ export class HandshakeTracker {
     this.link(s, issued?.refreshToken && `refresh:${issued.refreshToken}`, true);
     this.link(s, issued?.code && `code:${issued.code}`, true);
     this.link(s, facts.state && `state:${facts.state}`, true);
-    this.link(s, facts.clientId && `client:${facts.clientId}`, true);
+    this.link(s, clientKey(e), true);
     // Ids it merely carried: known elsewhere, they stay there (e.g. a tracker started mid-session).
     this.link(s, mcp?.sessionId && `session:${mcp.sessionId}`, false);
     this.link(s, facts.bearerFingerprint && `token:${facts.bearerFingerprint}`, false);
     // Only the connecting steps speak for a client: a connected session's traffic must not draw
     // the next attempt from the same (shared, hosted) address into it.
-    if (role !== "session" && role !== "refresh") {
+    // A token refused (401, or 403 asking for more scope) is where a client authenticates again: the
+    // discovery or authorization that follows continues this handshake.
+    if ((role !== "session" && role !== "refresh") || isAuthChallenge(e)) {
       this.link(s, peerKey(e), true);
       this.link(s, addressKey(e), true);
     }
@@ -609,6 +636,19 @@ function separateConnection(s: State, e: ClassifiedExchange): boolean {
   return info !== undefined && s.signals.clientInfoName !== undefined && info !== s.signals.clientInfoName &&
     s.signals.clientInfoName !== MCP_REMOTE_FALLBACK_TEST;
 }
+
+/** A client_id names one client's registration; a metadata document's URL is every installation's. */
+function clientKey(e: ClassifiedExchange): string | undefined {
+  const { clientId, clientIdIsMetadataDocument } = e.facts;
+  return clientId === undefined || clientIdIsMetadataDocument ? undefined : `client:${clientId}`;
+}
+
+/** An authenticated request refused with a challenge: the token is stale, or lacks a scope. */
+function isAuthChallenge(e: ClassifiedExchange): boolean {
+  return e.facts.bearerFingerprint !== undefined && (e.status === 401 || (e.status === 403 && e.facts.wwwAuthenticate !== undefined));
+}
+
+const INSUFFICIENT_SCOPE = /error\s*=\s*"?insufficient_scope/i;
 
 function addressKey(e: ClassifiedExchange): string | undefined {
   return e.clientAddr === null ? undefined : `address:${e.clientAddr}`;

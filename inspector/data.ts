@@ -7,7 +7,7 @@ import BetterSqlite3, { type Database } from "better-sqlite3";
 import WebSocket from "ws";
 import { diagnose } from "../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
-import type { ClientFamily, DiagnosisCode, Handshake, HandshakeOutcome, HandshakeStep } from "../analysis/handshake.js";
+import type { ClientFamily, DiagnosisCode, Handshake, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
 import type { LiveMessage } from "../common/live-protocol.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
@@ -34,6 +34,11 @@ export interface HandshakeSummary {
   id: number;
   clientFamily: ClientFamily;
   clientName: string | null;
+  /** The MCP era it spoke (modern = 2026-07-28), and whether a dual-era client fell back from modern to legacy. */
+  era: HandshakeEra;
+  eraFallback: boolean;
+  /** How the client got its OAuth client id: cimd, dcr, pre_registered, none. */
+  registration: RegistrationKind;
   startedAt: number;
   endedAt: number;
   outcome: HandshakeOutcome;
@@ -123,6 +128,9 @@ export class InspectorData {
         id: h.id,
         clientFamily: h.clientFamily,
         clientName: h.clientName,
+        era: h.era,
+        eraFallback: h.eraFallback,
+        registration: h.registration,
         startedAt: h.startedAt,
         endedAt: h.endedAt,
         outcome: h.outcome,
@@ -273,7 +281,8 @@ const POLL_BATCH = 1_000;
 /** Handshake states remembered to report only changes. */
 const MAX_VERSIONS = 50_000;
 
-const versionOf = (h: Handshake) => `${h.endedAt}|${h.outcome}|${h.failedStep}|${h.exchangeIds.length}|${h.diagnoses.map((d) => d.code).join(",")}`;
+const versionOf = (h: Handshake) =>
+  `${h.endedAt}|${h.outcome}|${h.failedStep}|${h.era}|${h.eraFallback}|${h.registration}|${h.exchangeIds.length}|${h.diagnoses.map((d) => d.code).join(",")}`;
 
 /**
  * Polls the database for what the /live feed would have sent since the last poll: new exchanges

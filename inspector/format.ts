@@ -5,8 +5,15 @@
 //
 //   handshake = {
 //     id: number,                    the id of its first exchange
-//     client: string,                claude.ai | chatgpt | claude-code | mcp-inspector | mcp-remote | other
+//     client: string,                claude.ai | chatgpt | claude-code | claude-desktop | vscode | cursor |
+//                                    mcp-inspector | mcp-remote | typescript-sdk | python-sdk | other
 //     clientName: string | null,     clientInfo.name or the registered client_name
+//     era: "modern" | "legacy" | "unknown",   the MCP era it spoke: modern = 2026-07-28 (stateless,
+//                                    server/discover); unknown until an MCP request shows one
+//     eraFallback: boolean,          a dual-era client fell back from modern to legacy (healthy)
+//     registration: "cimd" | "dcr" | "pre_registered" | "none",   how the client got its OAuth
+//                                    client id: Client ID Metadata Document, dynamic registration,
+//                                    one it already had, or none (authless)
 //     startedAt: string,             ISO 8601, UTC
 //     endedAt: string,
 //     outcome: "succeeded" | "failed" | "abandoned" | "in_progress",
@@ -25,7 +32,7 @@
 //                    summary, steps: [{ step, original: { status, exchangeIds }, rerun: { status,
 //                    httpStatus?, detail? }, same }] }
 import type { ClassifiedExchange } from "../analysis/exchange.js";
-import type { Diagnosis, Handshake, HandshakeOutcome, HandshakeStep } from "../analysis/handshake.js";
+import type { Diagnosis, Handshake, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
 import type { HandshakeDetail, HandshakeSummary, LiveMessage } from "./data.js";
 import type { ReplayResult } from "./replay.js";
 import { terminalSafeDeep, terminalSafeStyled } from "../common/terminal-safe.js";
@@ -57,6 +64,9 @@ export interface HandshakeJson {
   id: number;
   client: Handshake["clientFamily"];
   clientName: string | null;
+  era: HandshakeEra;
+  eraFallback: boolean;
+  registration: RegistrationKind;
   startedAt: string;
   endedAt: string;
   outcome: HandshakeOutcome;
@@ -91,6 +101,9 @@ export function handshakeJson(h: Handshake, exchanges?: ClassifiedExchange[]): H
     id: h.id,
     client: h.clientFamily,
     clientName: h.clientName,
+    era: h.era,
+    eraFallback: h.eraFallback,
+    registration: h.registration,
     startedAt: iso(h.startedAt),
     endedAt: iso(h.endedAt),
     outcome: h.outcome,
@@ -132,6 +145,37 @@ export const OUTCOME_LABELS: Record<HandshakeOutcome, string> = {
 };
 
 export const OUTCOME_STYLES: Record<HandshakeOutcome, Style> = { succeeded: "green", failed: "red", abandoned: "yellow", in_progress: "cyan" };
+
+/**
+ * A handshake's era in a list column (at most ERA_WIDTH): modern, legacy, legacy↩ when a
+ * dual-era client fell back from modern, ? while no MCP request has shown it. Only these: a
+ * value the database holds that is none of the eras shows as ?.
+ */
+export function eraLabel(era: string, fallback: boolean): string {
+  if (era === "modern") return "modern";
+  if (era === "legacy") return fallback ? "legacy↩" : "legacy";
+  return "?";
+}
+export const ERA_WIDTH = 7;
+
+/** A handshake's era in words, for `show` and the handshake view (after "era "). */
+export function eraText(era: string, fallback: boolean): string {
+  if (era === "modern") return "modern (MCP 2026-07-28)";
+  if (era === "legacy") return fallback ? "legacy↩ (fell back from modern)" : "legacy";
+  return era === "unknown" ? "unknown (no MCP request yet)" : era;
+}
+
+const REGISTRATION_TEXT: Record<RegistrationKind, string> = {
+  cimd: "CIMD (metadata document)",
+  dcr: "DCR (dynamic registration)",
+  pre_registered: "pre-registered",
+  none: "none",
+};
+
+/** How the client got its OAuth client id, in words (after "client id "). */
+export function registrationText(kind: string): string {
+  return Object.hasOwn(REGISTRATION_TEXT, kind) ? REGISTRATION_TEXT[kind as RegistrationKind] : kind;
+}
 
 /** Short names for the two long steps, for narrow columns. */
 export function stepLabel(step: HandshakeStep): string {
@@ -224,29 +268,40 @@ export interface TextOptions {
   now?: number;
 }
 
-/** The handshake list as a table that fits `width` columns (80 off a terminal). */
+/**
+ * The handshake list as a table that fits `width` columns (80 off a terminal). The columns are as
+ * wide as what they hold (up to a cap), so the diagnosis code keeps the most room.
+ */
 export function formatHandshakeTable(recorded: HandshakeSummary[], { width, paint, now = Date.now() }: TextOptions): string {
   const rows = terminalSafeDeep(recorded);
-  const idWidth = Math.max(3, ...rows.map((r) => String(r.id).length + 1));
-  const fixed = [11, idWidth, 13, 9, 12]; // time, id, client, outcome, failed step; the diagnosis gets the rest
-  const codeWidth = Math.max(10, width - fixed.reduce((a, b) => a + b + 1, 0));
-  const line = (cells: string[], styles: Array<Style | null> = []) =>
-    cells
+  const headings = ["TIME", "ID", "ERA", "CLIENT", "OUTCOME", "FAILED STEP", "FIRST DIAGNOSIS"];
+  const cells = rows.map((r) => [
+    formatTime(r.startedAt, now),
+    `#${r.id}`,
+    eraLabel(r.era, r.eraFallback),
+    r.clientFamily,
+    OUTCOME_LABELS[r.outcome],
+    r.failedStep ? stepLabel(r.failedStep) : "",
+    r.firstCode ?? "",
+  ]);
+  const caps = [11, Infinity, ERA_WIDTH, 13, 9, 12]; // the diagnosis gets the rest
+  const widths = caps.map((cap, i) => Math.min(cap, Math.max(headings[i]!.length, ...cells.map((c) => [...c[i]!].length))));
+  const codeWidth = Math.max(10, width - widths.reduce((a, b) => a + b + 1, 0));
+  const line = (row: string[], styles: Array<Style | null> = []) =>
+    row
       .map((cell, i) => {
-        const text = i === cells.length - 1 ? truncate(cell, codeWidth) : i === 1 ? cell.padStart(idWidth) : fit(cell, fixed[i]!);
+        const text = i === row.length - 1 ? truncate(cell, codeWidth) : i === 1 ? cell.padStart(widths[1]!) : fit(cell, widths[i]!);
         const style = styles[i];
         return style ? paint(style, text) : text;
       })
       .join(" ")
       .trimEnd();
-  const header = paint("bold", line(["TIME", "ID", "CLIENT", "OUTCOME", "FAILED STEP", "FIRST DIAGNOSIS"]));
+  const header = paint("bold", line(headings));
   if (rows.length === 0) return `${header}\n${paint("dim", "(no handshakes)")}\n`;
-  const body = rows.map((r) =>
-    line(
-      [formatTime(r.startedAt, now), `#${r.id}`, r.clientFamily, OUTCOME_LABELS[r.outcome], r.failedStep ? stepLabel(r.failedStep) : "", r.firstCode ?? ""],
-      [null, null, null, OUTCOME_STYLES[r.outcome], null, r.outcome === "failed" ? "red" : null],
-    ),
-  );
+  const body = cells.map((row, i) => {
+    const r = rows[i]!;
+    return line(row, [null, null, null, null, OUTCOME_STYLES[r.outcome], null, r.outcome === "failed" ? "red" : null]);
+  });
   return finish([header, ...body]);
 }
 
@@ -262,6 +317,7 @@ export function formatHandshake(recorded: HandshakeDetail, { width, paint }: Tex
   const out = [
     paint("bold", `Handshake #${h.id}`) + `  ${client}  ${verdict}`,
     `started ${formatDateTime(h.startedAt)}, lasted ${formatDuration(h.endedAt - h.startedAt)}, ${plural(h.exchangeIds.length, "exchange")}`,
+    ...wrap(`era ${eraText(h.era, h.eraFallback)} · client id ${registrationText(h.registration)}`, width),
     "",
     paint("bold", "Steps"),
   ];

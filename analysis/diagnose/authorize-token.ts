@@ -4,6 +4,7 @@
 import type { ClassifiedExchange } from "../exchange.js";
 import {
   AUTHORIZE_KINDS,
+  bodyJson,
   bodyText,
   claimed,
   codeGrants,
@@ -17,8 +18,9 @@ import {
   MCP_KINDS,
   MCP_STEPS,
   reqHeader,
+  resHeader,
   seconds,
-  tokens,
+  stringField,
 } from "./evidence.js";
 import type { DiagnosisContext, DiagnosisRule } from "./rule.js";
 
@@ -70,8 +72,15 @@ export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
     meaning: "The token endpoint rejects the request itself (form encoding, client credentials) or answers non-JSON.",
     steps: ["token"],
     check(ctx) {
+      // A client that authenticates otherwise than it registered, or presents a client_id the server
+      // no longer knows, has its own code (token_auth_method_mismatch, stale_client_registration).
       const hits = codeGrants(ctx).filter(
-        (e) => tokenFailed(e) && e.facts.oauthError !== "invalid_grant" && e.facts.oauthError !== "invalid_scope",
+        (e) =>
+          tokenFailed(e) &&
+          e.facts.oauthError !== "invalid_grant" &&
+          e.facts.oauthError !== "invalid_scope" &&
+          authMethodMismatch(ctx, e) === undefined &&
+          !isUnknownClient(e),
       );
       const e = hits[0];
       if (!e) return null;
@@ -128,8 +137,11 @@ export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
           .of(...MCP_KINDS)
           .filter((e) => e.id > token.id && isAuthenticated(e) && (e.facts.bearerFingerprint ?? issued) === issued);
         const refused = uses.find((e) => e.status === 401 || e.status === 403);
-        // Refused after it worked once is expiry or revocation, not the audience.
-        if (!refused || claimed(refused) || uses.some((e) => e.id < refused.id && is2xx(e))) continue;
+        // Refused after it worked once is expiry or revocation, not the audience; a 403
+        // insufficient_scope is about scopes (step-up), not the audience either.
+        if (!refused || claimed(refused) || isInsufficientScope(refused) || uses.some((e) => e.id < refused.id && is2xx(e))) {
+          continue;
+        }
         const requested = token.facts.resource;
         const challenge = refused.facts.wwwAuthenticate ? ` (WWW-Authenticate: ${refused.facts.wwwAuthenticate})` : "";
         const mcpUrl = ctx.connector?.url ?? refused.path;
@@ -158,9 +170,138 @@ function tokenFailed(e: ClassifiedExchange): boolean {
   return !claimed(e) && (isFailure(e) || (is2xx(e) && e.facts.issued?.accessToken === undefined));
 }
 
-function clientAuthUsed(e: ClassifiedExchange): string {
+/** How a token request authenticates the client: client_secret_basic, client_secret_post, a JWT assertion, or none. */
+export function clientAuthUsed(e: ClassifiedExchange): string {
   if (/^basic\s/i.test(reqHeader(e, "authorization") ?? "")) return "client_secret_basic";
-  return /(^|&)client_secret=|"client_secret"\s*:/.test(bodyText(e.requestBody)) ? "client_secret_post" : "none";
+  const body = bodyText(e.requestBody);
+  if (/(^|&)client_secret=|"client_secret"\s*:/.test(body)) return "client_secret_post";
+  return /(^|&)client_assertion=|"client_assertion"\s*:/.test(body) ? CLIENT_ASSERTION : "none";
+}
+
+/** What clientAuthUsed calls a client_assertion (private_key_jwt or client_secret_jwt, RFC 7523). */
+const CLIENT_ASSERTION = "private_key_jwt/client_secret_jwt";
+
+/** The token endpoint refused the client's authentication: invalid_client, or a bare 401. */
+export function clientAuthFailed(e: ClassifiedExchange): boolean {
+  if (claimed(e)) return false;
+  return e.facts.oauthError === "invalid_client" || (e.status === 401 && e.facts.oauthError === undefined);
+}
+
+export interface AuthMethodMismatch {
+  /**
+   * The method the client is registered with: what its registration recorded (the response's
+   * token_endpoint_auth_method, else the request's), what the token endpoint's error names, or the
+   * methods the metadata supports; undefined when the error says only that the method differs.
+   */
+  registered: string | undefined;
+  /** What the client asked for in its registration request, when the response recorded another one. */
+  requested?: string;
+  /** What the token request did. */
+  used: string;
+  /**
+   * registration: the registration recorded another method; error: the token endpoint's error says
+   * so (the registration response, if any, echoed the request: `echoed`); metadata: no registration,
+   * and token_endpoint_auth_methods_supported lacks the method used.
+   */
+  from: "registration" | "error" | "metadata";
+  /** The registration (or, from metadata, the metadata document) it is compared with; absent for an error alone. */
+  basis?: ClassifiedExchange;
+  /** The registration response named the method the client used, which the token endpoint then refused. */
+  echoed?: string;
+}
+
+/**
+ * A token request refused for its client authentication (invalid_client / 401) that authenticates
+ * otherwise than the client is registered for (Basic header, client_secret in the form, none): the
+ * registration recorded another method, or the token endpoint's error says so. Without a registration
+ * in the handshake (a pre-registered or cached client), the authorization server's
+ * token_endpoint_auth_methods_supported stands in for it. Undefined unless certain: a registration
+ * that names no method (RFC 7591's default would be client_secret_basic) says nothing.
+ */
+export function authMethodMismatch(ctx: DiagnosisContext, e: ClassifiedExchange): AuthMethodMismatch | undefined {
+  if (e.kind !== "token" || !clientAuthFailed(e) || isUnknownClient(e)) return undefined;
+  const used = clientAuthUsed(e);
+  const clientId = e.facts.clientId;
+  const registration = ctx
+    .of("registration")
+    .filter((r) => r.id < e.id && is2xx(r) && r.facts.clientId !== undefined && (clientId === undefined || r.facts.clientId === clientId))
+    .at(-1);
+  const requested = registration && stringField(bodyJson(registration.requestBody), "token_endpoint_auth_method");
+  const answered = registration && stringField(bodyJson(registration.responseBody), "token_endpoint_auth_method");
+  const recorded = answered ?? requested;
+  if (recorded !== undefined && !sameAuthMethod(recorded, used)) {
+    return {
+      registered: recorded,
+      requested: requested !== undefined && requested !== recorded ? requested : undefined,
+      used,
+      from: "registration",
+      basis: registration,
+    };
+  }
+  const said = errorText(e);
+  const named = registeredMethodSaid(said, used);
+  if (named !== undefined || AUTH_METHOD_ERROR.test(said)) {
+    return { registered: named, used, from: "error", basis: registration, echoed: recorded };
+  }
+  if (registration || ctx.of("registration").length > 0) return undefined;
+  const doc = ctx.asDocs.find((d) => d.facts.metadata?.tokenEndpointAuthMethodsSupported !== undefined);
+  const supported = doc?.facts.metadata?.tokenEndpointAuthMethodsSupported ?? [];
+  if (!doc || supported.length === 0 || supported.some((m) => sameAuthMethod(m, used))) return undefined;
+  return { registered: supported.join(" or "), used, from: "metadata", basis: doc };
+}
+
+/**
+ * The method an error text says the client is registered for: after "registered for", "expected",
+ * "must use"…; else the one method it names when that is not the one used (a list naming the used
+ * method too is a list of supported ones, which proves nothing).
+ */
+function registeredMethodSaid(text: string, used: string): string | undefined {
+  const m = REGISTERED_FOR.exec(text);
+  const said = (m?.[1] ?? m?.[2] ?? m?.[3])?.toLowerCase();
+  if (said !== undefined && (said === "none" || AUTH_METHOD_NAME.test(said)) && !sameAuthMethod(said, used)) return said;
+  const named = [...new Set([...text.matchAll(new RegExp(AUTH_METHOD_NAME, "gi"))].map((m) => m[0].toLowerCase()))];
+  return named.length === 1 && !sameAuthMethod(named[0]!, used) ? named[0] : undefined;
+}
+
+const REGISTERED_FOR =
+  /\b(?:registered|configured)\s+(?:for|with|as|to use)\s+(?:token_endpoint_auth_method\s*=?\s*)?["'`]?([a-z_]+)|\bexpected\s+(?:token_endpoint_auth_method\s*=?\s*)?["'`]?([a-z_]+)|\bmust (?:use|authenticate with)\s+["'`]?([a-z_]+)/i;
+
+const AUTH_METHOD_NAME = /\b(?:client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt|tls_client_auth|self_signed_tls_client_auth)\b/i;
+
+/** An error that says the authentication method (not the secret) is what is wrong. */
+const AUTH_METHOD_ERROR =
+  /(?:token_endpoint_auth_method|auth(?:entication)?[ _]method|authentication mechanism)[^.;]{0,60}(?:mismatch|does not match|doesn't match|not allowed|not supported|unsupported|not permitted|registered)|(?:mismatch|does not match|doesn't match|not allowed|not supported|unsupported)[^.;]{0,60}(?:token_endpoint_auth_method|auth(?:entication)?[ _]method|authentication mechanism)/i;
+
+function sameAuthMethod(registered: string, used: string): boolean {
+  if (used === CLIENT_ASSERTION) return registered === "private_key_jwt" || registered === "client_secret_jwt";
+  return registered === used;
+}
+
+/** invalid_client "unknown client"-like answers: the server does not know the client_id at all. */
+const UNKNOWN_CLIENT =
+  /\bunknown[ _-]?client(?:[ _-]?id)?\b|\bno such client\b|\bunregistered client\b|\bclient(?:[ _-]?id)?\b[^.;\n]{0,40}?\b(?:not found|does not exist|doesn't exist|no longer exists|is not registered|not registered|is unknown|unknown)\b|\bclient_id\b[^.;\n]{0,20}\bnot recogni[sz]ed\b/i;
+
+/**
+ * /authorize or /token answered that the client_id is unknown. At /authorize (no client
+ * authentication there) invalid_client means just that; at /token the text must say so, since
+ * invalid_client there is mostly a failed authentication. A CIMD client_id is cimd_fetch_failed's.
+ */
+export function isUnknownClient(e: ClassifiedExchange): boolean {
+  if (claimed(e) || e.facts.clientIdIsMetadataDocument === true) return false;
+  if (!isFailure(e) && e.facts.oauthError === undefined) return false;
+  if (e.facts.oauthError !== undefined && !["invalid_client", "invalid_request", "unauthorized_client"].includes(e.facts.oauthError)) {
+    return false;
+  }
+  const said = errorText(e);
+  // "registered for client_secret_basic": the client is known, its authentication method is not the one.
+  if (e.kind === "token" && (AUTH_METHOD_NAME.test(said) || AUTH_METHOD_ERROR.test(said))) return false;
+  if (UNKNOWN_CLIENT.test(said)) return true;
+  return e.kind !== "token" && e.facts.oauthError === "invalid_client";
+}
+
+/** A 403 whose challenge says error="insufficient_scope" (RFC 6750 §3.1): a step-up, not a refusal of the token. */
+export function isInsufficientScope(e: ClassifiedExchange): boolean {
+  return e.status === 403 && /(?:^|[\s,])error\s*=\s*"?insufficient_scope\b/i.test(resHeader(e, "www-authenticate") ?? "");
 }
 
 function tokenFix(e: ClassifiedExchange, auth: string): string {

@@ -1,10 +1,11 @@
-// One handshake: its diagnoses (summary, evidence, fix, reference) and the timeline of steps with
-// each exchange on its row. The cursor moves over the rows that lead to an exchange.
+// One handshake: its era and how the client got its client id, its diagnoses (summary, evidence,
+// fix, reference) and the timeline of steps with each exchange on its row. The cursor moves over
+// the rows that lead to an exchange.
 import { Box } from "ink";
 import { useMemo, useState, type ReactNode } from "react";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Diagnosis } from "../../analysis/handshake.js";
-import { formatDuration, formatTime, keyFacts, plural, stepLabel } from "../format.js";
+import { eraText, formatDuration, formatTime, keyFacts, plural, registrationText, stepLabel } from "../format.js";
 import { httpMark, offset, OUTCOME_MARK, stepMark } from "./fmt.js";
 import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
@@ -90,6 +91,9 @@ export function buildBody({ handshake: h, exchanges }: Detail, width: number): B
   return body;
 }
 
+/** How many lines headerLines gives. */
+const HEADER_LINES = 4;
+
 export function headerLines({ handshake: h, exchanges }: Detail): Line[] {
   const o = OUTCOME_MARK[h.outcome];
   const first = h.diagnoses[0];
@@ -103,6 +107,7 @@ export function headerLines({ handshake: h, exchanges }: Detail): Line[] {
       seg(h.failedStep ? ` at ${h.failedStep}` : "", o.tone),
       seg(first && h.outcome === "failed" ? `: ${first.code}` : "", "bold"),
     ),
+    line(seg("era ", "dim"), seg(eraText(h.era, h.eraFallback)), seg(" · client id ", "dim"), seg(registrationText(h.registration))),
     // The steps at a glance; the timeline below has them with their exchanges.
     h.steps.flatMap((s, i) => {
       const m = stepMark(s.status);
@@ -119,7 +124,7 @@ export function HandshakeView({ data, active, width, height, tick, open, id }: S
   // index: live updates add diagnoses and exchanges above it without moving it.
   const [view, setView] = useState<{ cursor: number | null; anchor: Anchor | null; offset: number }>({ cursor: null, anchor: null, offset: 0 });
   const [evidenceAt, setEvidenceAt] = useState(-1);
-  const viewHeight = Math.max(1, height - 4);
+  const viewHeight = Math.max(1, height - HEADER_LINES - 1); // the header, then the keys line
 
   const anchored = body && view.anchor ? lineOfAnchor(body.targets, view.anchor) : undefined;
   const at = clamp(anchored ?? view.cursor ?? selectable[0] ?? 0, 0, Math.max(0, (body?.lines.length ?? 1) - 1));

@@ -1,9 +1,10 @@
-// The handshake list: newest first, failed ones marked ✗ and highlighted, filters by outcome,
-// client and text, following new traffic in place (the selection stays on its handshake).
+// The handshake list: newest first, each with its MCP era (legacy↩: fell back from modern), failed
+// ones marked ✗ and highlighted, filters by outcome, client and text, following new traffic in
+// place (the selection stays on its handshake).
 import { Box } from "ink";
 import { useMemo, useRef, useState, type ReactNode } from "react";
 import { CLIENT_FAMILIES, type ClientFamily, type HandshakeOutcome } from "../../analysis/handshake.js";
-import { formatTime, stepLabel } from "../format.js";
+import { eraLabel, ERA_WIDTH, formatTime, stepLabel } from "../format.js";
 import { OUTCOME_MARK } from "./fmt.js";
 import { Prompt, useKeys } from "./input.js";
 import { hint } from "./keymap.js";
@@ -38,16 +39,20 @@ export function query(data: ScreenProps["data"], f: ListFilters): Summary[] {
   return f.outcome && f.outcome !== "failed" ? rows.filter((r) => r.outcome === f.outcome) : rows;
 }
 
-const COLUMNS = { time: 11, client: 11, outcome: 10, step: 11 };
+// Fixed widths (rows update in place as traffic arrives, the columns must not move). At 80
+// columns the diagnosis keeps 22: the longest common codes (redirect_uri_rejected) stay whole.
+// The era stands before the client ("legacy claude.ai"), the outcome right after the client.
+const COLUMNS = { time: 11, era: ERA_WIDTH, client: 11, outcome: 9, step: 11 };
 
 function row(s: Summary, width: number): Line {
   const o = OUTCOME_MARK[s.outcome];
   const failed = s.outcome === "failed";
-  const fixed = 2 + COLUMNS.time + 1 + COLUMNS.client + 1 + COLUMNS.outcome + 1 + COLUMNS.step + 1;
+  const fixed = 2 + COLUMNS.time + 1 + COLUMNS.era + 1 + COLUMNS.client + 1 + COLUMNS.outcome + 1 + COLUMNS.step + 1;
   const diagnosis = s.firstCode ? `${s.firstCode}: ${s.firstSummary ?? ""}` : s.clientName ? `(${s.clientName})` : "";
   return [
     seg(`${o.mark} `, o.tone),
     seg(fit(formatTime(s.startedAt), COLUMNS.time) + " "),
+    seg(fit(eraLabel(s.era, s.eraFallback), COLUMNS.era) + " ", s.era === "modern" || s.era === "legacy" ? undefined : "dim"),
     seg(fit(s.clientFamily, COLUMNS.client) + " ", failed ? "bold" : undefined),
     seg(fit(o.label, COLUMNS.outcome) + " ", o.tone),
     seg(fit(s.failedStep ? stepLabel(s.failedStep) : "", COLUMNS.step) + " ", failed ? "bad" : undefined),
@@ -56,7 +61,7 @@ function row(s: Summary, width: number): Line {
 }
 
 const header = (width: number): Line =>
-  line(seg(fit(`    ${fit("TIME", COLUMNS.time)} ${fit("CLIENT", COLUMNS.client)} ${fit("OUTCOME", COLUMNS.outcome)} ${fit("FAILED STEP", COLUMNS.step)} FIRST DIAGNOSIS`, width), "dim"));
+  line(seg(fit(`    ${fit("TIME", COLUMNS.time)} ${fit("ERA", COLUMNS.era)} ${fit("CLIENT", COLUMNS.client)} ${fit("OUTCOME", COLUMNS.outcome)} ${fit("FAILED STEP", COLUMNS.step)} FIRST DIAGNOSIS`, width), "dim"));
 
 function filterLine(f: ListFilters): Line {
   const value = (v: string | null) => seg(v ?? "all", v ? "accent" : "dim");

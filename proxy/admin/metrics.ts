@@ -1,11 +1,12 @@
 // Prometheus metrics (prom-client): one prefix, base units, bounded labels. Never a session
-// id, token, client_id or raw path as a label: kinds, families, steps and codes are closed sets.
+// id, token, client_id or raw path as a label: kinds, families, steps, codes, eras and
+// registration kinds are closed sets.
 // Two registries, one per thread: TrafficMetrics counts exchanges and handshakes where they are
 // classified (the recorder thread), LensMetrics holds the process, the forwarder's gauges and
 // the writer's totals, and serves both as one scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { OAUTH_KINDS, type ClassifiedExchange } from "../../analysis/exchange.js";
-import type { Handshake, HandshakeOutcome } from "../../analysis/handshake.js";
+import { CLIENT_FAMILIES, HANDSHAKE_ERAS, REGISTRATION_KINDS, type Handshake, type HandshakeEra, type HandshakeOutcome, type RegistrationKind } from "../../analysis/handshake.js";
 import type { WriterStats } from "../../store/writer.js";
 
 /** JSON-RPC methods worth a label of their own; anything else is `other`. */
@@ -36,6 +37,20 @@ const MAX_TOOL_LABELS = 500;
 /** What a tool label may look like (MCP tool names: letters, digits, _ - . /, up to 128). */
 const TOOL_LABEL = /^[\w./-]{1,128}$/;
 const MAX_TRACKED_HANDSHAKES = 10_000;
+
+// Era and registration labels. A handshake's era (modern = MCP 2026-07-28, legacy, unknown) and
+// how it got its client id (cimd, dcr, pre_registered, none) are only known after its first
+// exchanges, so they label the two terminal counters (succeeded, failed), never
+// handshakes_started_total, which is counted at the first exchange, when both are still
+// unknown (a started{era} would count nearly everything as "unknown" and its series would not
+// add up with the terminal ones). Both are closed sets (HANDSHAKE_ERAS, REGISTRATION_KINDS): a
+// value outside them (a bug, or an older analyser's row) is counted as unknown / none rather
+// than minting a label. The series actually exported stay few: most combinations of family ×
+// era × registration (× step × code for failures) never occur.
+const ERA_LABELS: ReadonlySet<string> = new Set(HANDSHAKE_ERAS);
+const REGISTRATION_LABELS: ReadonlySet<string> = new Set(REGISTRATION_KINDS);
+const eraLabel = (era: string): HandshakeEra => (ERA_LABELS.has(era) ? (era as HandshakeEra) : "unknown");
+const registrationLabel = (kind: string): RegistrationKind => (REGISTRATION_LABELS.has(kind) ? (kind as RegistrationKind) : "none");
 
 export interface LiveGauges {
   inFlight(): number;
@@ -126,12 +141,13 @@ export class TrafficMetrics {
   private readonly toolCalls: Counter<"tool" | "outcome">;
   private readonly oauth: Counter<"kind" | "status">;
   private readonly handshakesStarted: Counter<"client_family">;
-  private readonly handshakesSucceeded: Counter<"client_family">;
-  private readonly handshakesFailed: Counter<"client_family" | "failed_step" | "code">;
+  private readonly handshakesSucceeded: Counter<"client_family" | "era" | "registration">;
+  private readonly handshakesFailed: Counter<"client_family" | "failed_step" | "code" | "era" | "registration">;
+  private readonly eraFallbacks: Counter<"client_family">;
   private readonly batchSize: Histogram;
   private readonly toolLabels = new Set<string>();
-  /** The terminal outcomes already counted per handshake (bounded, most recent kept). */
-  private readonly counted = new Map<number, Set<HandshakeOutcome>>();
+  /** What was already counted per handshake: its terminal outcomes and its era fallback (bounded, most recent kept). */
+  private readonly counted = new Map<number, Set<HandshakeOutcome | "era_fallback">>();
 
   constructor() {
     const registers = [this.registry];
@@ -156,13 +172,31 @@ export class TrafficMetrics {
     this.toolCalls = new Counter({ name: "mcp_lens_tool_calls_total", help: "tools/call by tool and outcome", labelNames: ["tool", "outcome"], registers });
     this.oauth = new Counter({ name: "mcp_lens_oauth_exchanges_total", help: "OAuth exchanges by kind and status", labelNames: ["kind", "status"], registers });
     this.handshakesStarted = new Counter({ name: "mcp_lens_handshakes_started_total", help: "Connector handshakes seen, by client family", labelNames: ["client_family"], registers });
-    this.handshakesSucceeded = new Counter({ name: "mcp_lens_handshakes_succeeded_total", help: "Connector handshakes that connected", labelNames: ["client_family"], registers });
-    this.handshakesFailed = new Counter({
-      name: "mcp_lens_handshakes_failed_total",
-      help: "Connector handshakes that failed, by failed step and first diagnosis code",
-      labelNames: ["client_family", "failed_step", "code"],
+    // The terminal counters keep their names and earlier labels (alerts and panels sum by them);
+    // era and registration are added labels, known by the time a handshake ends (see ERA_LABELS).
+    this.handshakesSucceeded = new Counter({
+      name: "mcp_lens_handshakes_succeeded_total",
+      help: "Connector handshakes that connected, by MCP era and how the client got its client id",
+      labelNames: ["client_family", "era", "registration"],
       registers,
     });
+    this.handshakesFailed = new Counter({
+      name: "mcp_lens_handshakes_failed_total",
+      help: "Connector handshakes that failed, by failed step, first diagnosis code, MCP era and how the client got its client id",
+      labelNames: ["client_family", "failed_step", "code", "era", "registration"],
+      registers,
+    });
+    // A dual-era client that tried the modern era, found the server does not speak it, and went
+    // on in the legacy era: healthy, but worth seeing (a server about to be left behind). One
+    // series per family, each exported from the start at 0, so the first fallback is an
+    // increase() a dashboard shows and not a series appearing from nowhere.
+    this.eraFallbacks = new Counter({
+      name: "mcp_lens_era_fallbacks_total",
+      help: "Connector handshakes in which a dual-era client fell back from the modern MCP era (2026-07-28) to the legacy one",
+      labelNames: ["client_family"],
+      registers,
+    });
+    for (const family of CLIENT_FAMILIES) this.eraFallbacks.inc({ client_family: family }, 0);
     this.batchSize = new Histogram({ name: "mcp_lens_recorder_batch_size", help: "Exchanges per committed batch", buckets: [1, 5, 10, 25, 50, 100, 250, 500], registers });
   }
 
@@ -187,19 +221,28 @@ export class TrafficMetrics {
     this.observeJsonRpc(e);
   }
 
-  /** Counts each handshake once when first seen, and once the first time it succeeds or fails. */
+  /**
+   * Counts each handshake once when first seen, once the first time it succeeds or fails (with
+   * the era and registration it has then), and once when it is first seen to have fallen back
+   * from the modern era.
+   */
   observeHandshakes(handshakes: Handshake[]): void {
     for (const h of handshakes) {
       const seen = this.counted.get(h.id);
       if (seen === undefined) this.handshakesStarted.inc({ client_family: h.clientFamily });
-      const terminal = seen ?? new Set<HandshakeOutcome>();
-      if ((h.outcome === "succeeded" || h.outcome === "failed") && !terminal.has(h.outcome)) {
-        terminal.add(h.outcome);
-        if (h.outcome === "succeeded") this.handshakesSucceeded.inc({ client_family: h.clientFamily });
-        else this.handshakesFailed.inc({ client_family: h.clientFamily, failed_step: h.failedStep ?? "unknown", code: h.diagnoses[0]?.code ?? "none" });
+      const counted = seen ?? new Set<HandshakeOutcome | "era_fallback">();
+      if ((h.outcome === "succeeded" || h.outcome === "failed") && !counted.has(h.outcome)) {
+        counted.add(h.outcome);
+        const labels = { client_family: h.clientFamily, era: eraLabel(h.era), registration: registrationLabel(h.registration) };
+        if (h.outcome === "succeeded") this.handshakesSucceeded.inc(labels);
+        else this.handshakesFailed.inc({ ...labels, failed_step: h.failedStep ?? "unknown", code: h.diagnoses[0]?.code ?? "none" });
+      }
+      if (h.eraFallback && !counted.has("era_fallback")) {
+        counted.add("era_fallback");
+        this.eraFallbacks.inc({ client_family: h.clientFamily });
       }
       this.counted.delete(h.id); // re-insert: the map's order is recency, the oldest go first
-      this.counted.set(h.id, terminal);
+      this.counted.set(h.id, counted);
     }
     while (this.counted.size > MAX_TRACKED_HANDSHAKES) this.counted.delete(this.counted.keys().next().value!);
   }

@@ -2,12 +2,17 @@
 // HEALTHCHECK and on-PATH commands run for real, in the image's layout rebuilt from dist/),
 // docker-compose.yml through Debian's `docker-compose config`, and the nginx examples through the
 // real `nginx -t`. A missing docker-compose or nginx skips its part with a message, and is a
-// failure under CI=true.
+// failure under CI=true. The Grafana dashboard and the alert rules are read against the metrics
+// mcp-lens registers (names and label names; tests/integration/e2e-nginx-prometheus.test.ts then
+// evaluates every query on a real Prometheus).
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { Histogram } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LensMetrics, TrafficMetrics, type LiveGauges } from "../../proxy/admin/metrics.js";
 import { proxyNodeFlags } from "../helpers/node-flags.js";
+import { vectorSelectors } from "../helpers/promql.js";
 import { CLI, ROOT, startLensProcess, startServerProcess, tempDir, type RunningLens } from "../helpers/processes.js";
 
 const IN_CI = process.env.CI === "true";
@@ -231,6 +236,177 @@ describe("Dockerfile", () => {
     const down = await runHealthcheck({ MCP_LENS_ADMIN_PORT: adminPort });
     expect(down.code).not.toBe(0);
     expect(down.code).not.toBeNull(); // it answered, rather than hanging until killed
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Grafana dashboard and the alert rules, against the metrics mcp-lens registers
+
+/**
+ * Every series name mcp-lens exports, with its label names: both registries (the process's and
+ * the recorder thread's traffic metrics), a histogram as its _bucket (with le), _sum and _count;
+ * plus Prometheus's own `up`. Prometheus adds `instance` and `job` to every series it scrapes.
+ */
+function exportedSeries(): Map<string, Set<string>> {
+  const live: LiveGauges = { inFlight: () => 0, activeSseStreams: () => 0, activeWebSockets: () => 0, recorder: () => { throw new Error("not collected here"); } };
+  const metrics = [...new LensMetrics("0.0.0", live).registry.getMetricsAsArray(), ...new TrafficMetrics().registry.getMetricsAsArray()];
+  const series = new Map<string, Set<string>>([["up", new Set(["instance", "job"])]]);
+  for (const metric of metrics) {
+    const { name, labelNames = [] } = metric as unknown as { name: string; labelNames?: string[] };
+    const labels = [...labelNames, "instance", "job"];
+    if (metric instanceof Histogram) {
+      series.set(`${name}_bucket`, new Set([...labels, "le"]));
+      series.set(`${name}_sum`, new Set(labels));
+      series.set(`${name}_count`, new Set(labels));
+    } else {
+      series.set(name, new Set(labels));
+    }
+  }
+  return series;
+}
+
+interface DashboardPanel {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { h: number; w: number; x: number; y: number };
+  datasource?: { uid: string };
+  targets?: Array<{ expr: string; refId: string; legendFormat?: string }>;
+}
+
+/** The expressions of deploy/alerts.yml: the `expr: |` block scalars. */
+function alertExpressions(text: string): Array<{ alert: string; expr: string }> {
+  const lines = text.split("\n");
+  const found: Array<{ alert: string; expr: string }> = [];
+  let alert = "";
+  lines.forEach((line, i) => {
+    alert = /^\s*- alert:\s*(\S+)/.exec(line)?.[1] ?? alert;
+    const start = /^(\s*)expr:\s*\|-?\s*$/.exec(line);
+    if (!start) return;
+    const body: string[] = [];
+    for (let j = i + 1; j < lines.length && (lines[j]!.trim() === "" || lines[j]!.search(/\S/) > start[1]!.length); j++) body.push(lines[j]!);
+    found.push({ alert, expr: body.join("\n").trim() });
+  });
+  return found;
+}
+
+/** Label names an expression groups or matches on: by (…), without (…), on (…), ignoring (…). */
+const groupingLabels = (expr: string) =>
+  [...expr.matchAll(/\b(?:by|without|on|ignoring)\s*\(([^)]*)\)/g)].flatMap((m) => m[1]!.split(",").map((l) => l.trim()).filter(Boolean));
+
+/** A selector's metric name and the label names of its matchers. */
+function parseSelector(selector: string): { name: string; labels: string[] } {
+  const match = /^([A-Za-z_:][\w:]*)?(?:\{([\s\S]*)\})?$/.exec(selector.trim());
+  if (!match) throw new Error(`unreadable selector ${selector}`);
+  return { name: match[1] ?? "", labels: [...(match[2] ?? "").matchAll(/(\w+)\s*(?:=~|!~|!=|=)\s*["'`]/g)].map((m) => m[1]!) };
+}
+
+/** What is wrong with an expression against the exported series: unknown metrics or labels. */
+function problems(expr: string, series: Map<string, Set<string>>, legendFormat = ""): string[] {
+  const found: string[] = [];
+  const selectors = vectorSelectors(expr).map(parseSelector);
+  if (selectors.length === 0) found.push("reads no metric");
+  for (const { name, labels } of selectors) {
+    const known = series.get(name);
+    if (!known) {
+      found.push(`unknown metric ${name || "(no name)"}`);
+      continue;
+    }
+    for (const label of labels) if (!known.has(label)) found.push(`${name} has no label ${label}`);
+  }
+  // Grouping or matching on a label: every metric the expression reads must have it.
+  for (const label of groupingLabels(expr)) {
+    for (const { name } of selectors) if (series.get(name) && !series.get(name)!.has(label)) found.push(`${name} has no label ${label} (by/on)`);
+  }
+  // A legend names labels of the result: with `by`, only those; else any of the metrics'.
+  const grouped = new Set(groupingLabels(expr));
+  for (const [, label] of legendFormat.matchAll(/\{\{\s*(\w+)\s*\}\}/g)) {
+    const ok = grouped.size > 0 ? grouped.has(label!) : selectors.some(({ name }) => series.get(name)?.has(label!));
+    if (!ok) found.push(`legend {{${label}}} is not a label of the result`);
+  }
+  return found;
+}
+
+describe("deploy/grafana/dashboards/mcp-lens.json and deploy/alerts.yml, against the metrics", () => {
+  const series = exportedSeries();
+  const dashboard = JSON.parse(read("deploy/grafana/dashboards/mcp-lens.json")) as { uid: string; panels: DashboardPanel[] };
+  const panels = dashboard.panels;
+
+  it("reads the series mcp-lens exports, with the era and registration labels on the terminal handshake counters", () => {
+    expect(series.get("mcp_lens_handshakes_started_total")).toEqual(new Set(["client_family", "instance", "job"]));
+    expect(series.get("mcp_lens_handshakes_succeeded_total")).toEqual(new Set(["client_family", "era", "registration", "instance", "job"]));
+    expect(series.get("mcp_lens_handshakes_failed_total")).toEqual(new Set(["client_family", "failed_step", "code", "era", "registration", "instance", "job"]));
+    expect(series.get("mcp_lens_era_fallbacks_total")).toEqual(new Set(["client_family", "instance", "job"]));
+    expect(series.get("mcp_lens_request_duration_seconds_bucket")).toEqual(new Set(["kind", "le", "instance", "job"]));
+  });
+
+  it("is a dashboard whose panels have unique ids and do not overlap on the 24-column grid", () => {
+    expect(dashboard.uid).toBe("mcp-lens");
+    expect(new Set(panels.map((p) => p.id)).size).toBe(panels.length);
+    const cells = new Map<string, string>();
+    for (const p of panels) {
+      const { x, y, w, h } = p.gridPos;
+      expect(x + w, `panel "${p.title}"`).toBeLessThanOrEqual(24);
+      for (let row = y; row < y + h; row++) {
+        for (let col = x; col < x + w; col++) {
+          const key = `${col},${row}`;
+          expect(cells.get(key), `panel "${p.title}" overlaps at ${key}`).toBeUndefined();
+          cells.set(key, p.title);
+        }
+      }
+    }
+    // In reading order: a panel never starts above the one before it.
+    const ys = panels.map((p) => p.gridPos.y);
+    expect(ys).toEqual([...ys].sort((a, b) => a - b));
+  });
+
+  it("queries only metrics and labels mcp-lens exports, in every panel and every alert rule", () => {
+    const found: string[] = [];
+    for (const p of panels.filter((p) => p.type !== "row")) {
+      expect(p.datasource?.uid, `panel "${p.title}"`).toBe("prometheus");
+      expect(p.targets?.length, `panel "${p.title}" has queries`).toBeGreaterThan(0);
+      for (const t of p.targets!) found.push(...problems(t.expr, series, t.legendFormat).map((e) => `panel "${p.title}" ${t.refId}: ${e}`));
+    }
+    const alerts = alertExpressions(read("deploy/alerts.yml"));
+    expect(alerts.map((a) => a.alert)).toContain("McpLensHandshakeFailures");
+    for (const { alert, expr } of alerts) found.push(...problems(expr, series).map((e) => `alert ${alert}: ${e}`));
+    expect(found).toEqual([]);
+    // The checker itself finds what it is for.
+    expect(problems('sum by (era) (rate(mcp_lens_handshakes_started_total{code="x"}[5m]))', series, "{{client_family}}")).toEqual([
+      "mcp_lens_handshakes_started_total has no label code",
+      "mcp_lens_handshakes_started_total has no label era (by/on)",
+      "legend {{client_family}} is not a label of the result",
+    ]);
+    expect(problems("sum(rate(mcp_lens_handshakes_total[5m]))", series)).toEqual(["unknown metric mcp_lens_handshakes_total"]);
+  });
+
+  it("has the row 'Eras and registration': handshakes by era and by registration kind per client family, and era fallbacks", () => {
+    const start = panels.findIndex((p) => p.type === "row" && p.title === "Eras and registration");
+    expect(start).toBeGreaterThan(0);
+    const end = panels.findIndex((p, i) => i > start && p.type === "row");
+    const row = panels.slice(start + 1, end === -1 ? undefined : end);
+    const queries = (title: string) => row.find((p) => p.title === title)?.targets?.map((t) => t.expr);
+    expect(row.map((p) => p.title)).toEqual([
+      "Handshakes by era and client family (selected range)",
+      "Handshakes by registration kind and client family (selected range)",
+      "Handshakes by era",
+      "Era fallbacks by client family (selected range)",
+    ]);
+    expect(queries("Handshakes by era and client family (selected range)")).toEqual([
+      "sum by (client_family, era) (increase(mcp_lens_handshakes_succeeded_total[$__range]))",
+      "sum by (client_family, era) (increase(mcp_lens_handshakes_failed_total[$__range]))",
+    ]);
+    expect(queries("Handshakes by registration kind and client family (selected range)")).toEqual([
+      "sum by (client_family, registration) (increase(mcp_lens_handshakes_succeeded_total[$__range]))",
+      "sum by (client_family, registration) (increase(mcp_lens_handshakes_failed_total[$__range]))",
+    ]);
+    expect(queries("Handshakes by era")).toEqual([
+      "sum by (era) (increase(mcp_lens_handshakes_succeeded_total[$__rate_interval]))",
+      "sum by (era) (increase(mcp_lens_handshakes_failed_total[$__rate_interval]))",
+    ]);
+    expect(queries("Era fallbacks by client family (selected range)")).toEqual(["sort_desc(sum by (client_family) (increase(mcp_lens_era_fallbacks_total[$__range])))"]);
+    // Each groups by labels its metrics have (the check above, for these panels by name).
+    for (const p of row) for (const t of p.targets!) expect(problems(t.expr, series, t.legendFormat), `${p.title} ${t.refId}`).toEqual([]);
   });
 });
 

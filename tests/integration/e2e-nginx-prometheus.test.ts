@@ -532,6 +532,19 @@ describe.skipIf(MISSING.length > 0 && !IN_CI)("end to end: nginx â†’ mcp-lens â†
     expect([...pending.keys()], "queries without data").toEqual([]);
     expect(checks.length).toBeGreaterThan(100);
 
+    // The era and registration labels reach Prometheus as the analyser stored each handshake (the
+    // "Eras and registration" panels group by them); whatever era it found, the plumbing holds.
+    const db = new Database(lens.dbPath, { readonly: true });
+    const ended = db.prepare("SELECT client_family, era, registration, outcome FROM handshakes WHERE outcome IN ('succeeded', 'failed')").all() as Array<Record<string, string>>;
+    db.close();
+    expect(ended.map((h) => h.outcome).sort()).toEqual(["failed", "succeeded"]);
+    for (const h of ended) {
+      const selector = `mcp_lens_handshakes_${h.outcome}_total{client_family="${h.client_family}",era="${h.era}",registration="${h.registration}"}`;
+      const answer = await promQuery(selector);
+      expect(answer.status, selector).toBe("success");
+      expect((answer.data!.result as unknown[]).length, selector).toBe(1);
+    }
+
     // And the alert meant for it fires on the failed handshake (no `for:`, a brand-new series).
     const alert = await waitFor(async () => {
       const body = (await (await fetch(`${promUrl}/api/v1/alerts`)).json()) as { data: { alerts: Array<{ labels: Record<string, string>; state: string }> } };

@@ -10,7 +10,9 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Handshake } from "../../analysis/handshake.js";
 import { InspectorData } from "../../inspector/data.js";
+import { eraLabel, eraText, registrationText } from "../../inspector/format.js";
 import { startMinimalServer, type MinimalServerHandle } from "../fixtures/minimal-server.js";
 import { CALLBACKS, ConnectorLikeProvider } from "../helpers/connector.js";
 import { ROOT, runCli, startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
@@ -19,6 +21,9 @@ import { closedPort } from "../helpers/upstream.js";
 
 const INSPECTOR = path.join(ROOT, "dist/inspector/cli.js");
 const run = promisify(execFile);
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+/** The era fields as the analyser stored them (its era rules are tested with the analyser). */
+const eraOf = (h: Handshake) => ({ era: h.era, eraFallback: h.eraFallback, registration: h.registration });
 
 /** Runs the inspector to completion with the database in MCP_LENS_DB. */
 async function inspector(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -58,6 +63,8 @@ describe("the inspector command", () => {
   let secrets: string[];
   let failedId: number;
   let healthyId: number;
+  let failedEra: ReturnType<typeof eraOf>;
+  let healthyEra: ReturnType<typeof eraOf>;
   let untouched: ReturnType<typeof fingerprint>;
 
   const startLens = () => startLensProcess({ upstream: server.url, dbPath, args: ["--flush-interval", "20", "--port", String(port)] });
@@ -96,6 +103,8 @@ describe("the inspector command", () => {
         const healthy = list.find((h) => h.outcome === "succeeded");
         return failed && healthy ? [failed.id, healthy.id] : null;
       }, "a failed and a healthy handshake");
+      failedEra = eraOf(data.getHandshake(failedId)!.handshake);
+      healthyEra = eraOf(data.getHandshake(healthyId)!.handshake);
     } finally {
       data.close();
     }
@@ -114,7 +123,7 @@ describe("the inspector command", () => {
     expect(code).toBe(0);
     const list = JSON.parse(stdout) as Array<Record<string, unknown>>;
     expect(list).toEqual([
-      expect.objectContaining({ id: failedId, outcome: "failed", failedStep: "token", diagnoses: [expect.objectContaining({ code: "token_invalid_grant" })] }),
+      expect.objectContaining({ id: failedId, ...failedEra, outcome: "failed", failedStep: "token", diagnoses: [expect.objectContaining({ code: "token_invalid_grant" })] }),
     ]);
     expect(list[0]).not.toHaveProperty("exchanges");
   });
@@ -123,8 +132,11 @@ describe("the inspector command", () => {
     const { code, stdout } = await inspector(["show", String(failedId), "--json"]);
     expect(code).toBe(0);
     const h = JSON.parse(stdout);
-    expect(Object.keys(h)).toEqual(["id", "client", "clientName", "startedAt", "endedAt", "outcome", "stepsReached", "failedStep", "diagnoses", "exchanges"]);
-    expect(h).toMatchObject({ id: failedId, client: "claude-code", outcome: "failed", failedStep: "token", startedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) });
+    expect(Object.keys(h)).toEqual(["id", "client", "clientName", "era", "eraFallback", "registration", "startedAt", "endedAt", "outcome", "stepsReached", "failedStep", "diagnoses", "exchanges"]);
+    expect(h).toMatchObject({ id: failedId, client: "claude-code", ...failedEra, outcome: "failed", failedStep: "token", startedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) });
+    expect(h.era).toMatch(/^(modern|legacy|unknown)$/);
+    expect(typeof h.eraFallback).toBe("boolean");
+    expect(h.registration).toMatch(/^(cimd|dcr|pre_registered|none)$/);
     expect(h.stepsReached.map((s: { step: string; status: string }) => `${s.step}:${s.status}`)).toEqual([
       "probe:ok",
       "protected_resource_metadata:ok",
@@ -145,14 +157,17 @@ describe("the inspector command", () => {
     const [header, ...rows] = list.stdout.trimEnd().split("\n");
     for (const line of [header!, ...rows]) expect(line.length).toBeLessThanOrEqual(80);
     expect(list.stdout).not.toContain("\x1b");
-    expect(header).toMatch(/^TIME +ID +CLIENT +OUTCOME +FAILED STEP +FIRST DIAGNOSIS$/);
-    expect(rows).toContainEqual(expect.stringMatching(new RegExp(`#${failedId} +claude-code +FAILED +token +token_invalid_grant$`)));
-    expect(rows).toContainEqual(expect.stringMatching(new RegExp(`#${healthyId} +mcp-inspector +succeeded`)));
+    expect(header).toMatch(/^TIME +ID +ERA +CLIENT +OUTCOME +FAILED STEP +FIRST DIAGNOSIS$/);
+    const era = (e: typeof failedEra) => escape(eraLabel(e.era, e.eraFallback));
+    expect(rows).toContainEqual(expect.stringMatching(new RegExp(`#${failedId} +${era(failedEra)} +claude-code +FAILED +token +token_invalid_grant$`)));
+    expect(rows).toContainEqual(expect.stringMatching(new RegExp(`#${healthyId} +${era(healthyEra)} +mcp-inspector +succeeded`)));
     expect(rows.map((r) => Number(/#(\d+)/.exec(r)![1]))).toEqual([...rows.map((r) => Number(/#(\d+)/.exec(r)![1]))].sort((a, b) => b - a));
 
     const show = await inspector(["show", `#${failedId}`], { NO_COLOR: "1" });
     expect(show.code).toBe(0);
     expect(show.stdout).toMatch(/FAILED at token/);
+    const eraLine = `era ${eraText(failedEra.era, failedEra.eraFallback)} · client id ${registrationText(failedEra.registration)}`;
+    expect(show.stdout).toMatch(new RegExp(escape(eraLine).replace(/ /g, "\\s+")));
     expect(show.stdout).toMatch(/failed +token/);
     expect(show.stdout).toMatch(/POST +\/token +400 token/);
     expect(show.stdout).toMatch(/redirect_uri http:\/\/localhost:33418\/callback/);

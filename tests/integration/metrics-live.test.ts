@@ -3,8 +3,11 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { CLIENT_FAMILIES, HANDSHAKE_ERAS, REGISTRATION_KINDS, type Handshake } from "../../analysis/handshake.js";
+import { TrafficMetrics } from "../../proxy/admin/metrics.js";
 import { startMinimalServer } from "../fixtures/minimal-server.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
 import { request } from "../helpers/upstream.js";
@@ -12,6 +15,14 @@ import { request } from "../helpers/upstream.js";
 const PROMTOOL = "/usr/bin/promtool";
 const ADMIN_TOKEN = "admin-token-for-tests";
 const havePromtool = existsSync(PROMTOOL);
+
+/** The series of `metric` in an exposition text, as label maps with their values. */
+function series(text: string, metric: string): Array<{ labels: Record<string, string>; value: number }> {
+  return [...text.matchAll(new RegExp(`^${metric}\\{([^}]*)\\} (\\S+)$`, "gm"))].map((m) => ({
+    labels: Object.fromEntries([...m[1]!.matchAll(/(\w+)="((?:\\.|[^"\\])*)"/g)].map((l) => [l[1]!, l[2]!])),
+    value: Number(m[2]),
+  }));
+}
 if (!havePromtool && process.env.CI !== "true") {
   console.warn(`promtool check skipped: ${PROMTOOL} is missing (apt-get install prometheus); CI=true makes this a failure`);
 }
@@ -78,11 +89,42 @@ describe("admin port: metrics and live feed", () => {
     expect(text).toMatch(/mcp_lens_in_flight_requests \d/);
     expect(text).toMatch(/mcp_lens_active_sse_streams \d/);
     expect(text).toMatch(/mcp_lens_handshakes_started_total\{client_family="[^"]+"\} [1-9]/);
+    // Era fallbacks: one series per client family from the start, at 0 here.
+    expect(series(text, "mcp_lens_era_fallbacks_total").map((s) => s.labels.client_family).sort()).toEqual([...CLIENT_FAMILIES].sort());
     expect(text).toMatch(/mcp_lens_build_info\{version="\d+\.\d+\.\d+",node_version="v\d+/);
     // Bounded labels: no session id, no raw path.
     expect(sessionId).toBeTruthy();
     expect(text).not.toContain(sessionId!);
     expect(text).not.toContain("/.well-known");
+  });
+
+  it("labels the terminal handshake counters with the era and registration kind the handshake was stored with", async () => {
+    // The SDK client of beforeAll connected (initialize, tools/list, tools/call): one succeeded
+    // handshake. Its era and registration kind are the analyser's: this checks they reach the labels.
+    const db = new Database(`${tmp.dir}/lens.db`, { readonly: true });
+    let stored: Array<{ client_family: string; era: string; registration: string }>;
+    try {
+      stored = await waitFor(() => {
+        const rows = db.prepare("SELECT client_family, era, registration FROM handshakes WHERE outcome = 'succeeded'").all() as typeof stored;
+        return rows.length > 0 ? rows : null;
+      }, "the succeeded handshake");
+    } finally {
+      db.close();
+    }
+    const text = await waitFor(async () => {
+      const t = await scrape();
+      return series(t, "mcp_lens_handshakes_succeeded_total").length > 0 ? t : null;
+    }, "the succeeded handshake to be counted");
+    const succeeded = series(text, "mcp_lens_handshakes_succeeded_total");
+    for (const row of stored) {
+      expect(succeeded).toContainEqual({ labels: { client_family: row.client_family, era: row.era, registration: row.registration }, value: expect.any(Number) });
+    }
+    for (const { labels, value } of succeeded) {
+      expect(Object.keys(labels).sort()).toEqual(["client_family", "era", "registration"]);
+      expect(HANDSHAKE_ERAS).toContain(labels.era);
+      expect(REGISTRATION_KINDS).toContain(labels.registration);
+      expect(value).toBeGreaterThanOrEqual(1);
+    }
   });
 
   it("takes tool labels from the server's tools/list answers: clients calling invented names mint none", async () => {
@@ -132,5 +174,74 @@ describe("admin port: metrics and live feed", () => {
     const update = await waitFor(() => messages.find((m) => m.type === "handshake" && m.handshake?.id === exchange.handshakeId), "the handshake update on /live");
     expect(update.handshake!.id).toBe(exchange.handshakeId);
     socket.close();
+  });
+});
+
+describe("TrafficMetrics: handshakes by era and registration kind", () => {
+  // Handshakes written by hand: every era, a fallback and every registration kind, whatever the
+  // analyser makes of real traffic.
+  const handshake = (id: number, fields: Partial<Handshake>): Handshake => ({
+    id,
+    clientFamily: "other",
+    clientName: null,
+    era: "unknown",
+    eraFallback: false,
+    registration: "none",
+    startedAt: 1_700_000_000_000 + id,
+    endedAt: 1_700_000_000_500 + id,
+    steps: [],
+    outcome: "in_progress",
+    failedStep: null,
+    exchangeIds: [id],
+    diagnoses: [],
+    ...fields,
+  });
+  const text = (m: TrafficMetrics) => m.registry.metrics();
+
+  it("counts succeeded and failed handshakes with the era and registration they ended with, once each", async () => {
+    const m = new TrafficMetrics();
+    // Seen first with neither known (started counts it, by family only), then ending.
+    m.observeHandshakes([handshake(1, { clientFamily: "claude.ai" }), handshake(2, { clientFamily: "vscode" })]);
+    const modern = handshake(1, { clientFamily: "claude.ai", era: "modern", registration: "cimd", outcome: "succeeded" });
+    const fellBack = handshake(2, { clientFamily: "vscode", era: "legacy", eraFallback: true, registration: "dcr", outcome: "failed", failedStep: "list" });
+    const diagnosed = { ...fellBack, diagnoses: [{ code: "tool_definition_rejected", severity: "error", summary: "", evidence: [], fix: "", reference: "" }] } as Handshake;
+    m.observeHandshakes([modern, diagnosed]);
+    m.observeHandshakes([modern, diagnosed]); // updates of ended handshakes count nothing again
+    m.observeHandshakes([handshake(3, { clientFamily: "claude-code", registration: "pre_registered", outcome: "failed", failedStep: "token" })]);
+    const out = await text(m);
+    expect(series(out, "mcp_lens_handshakes_started_total")).toEqual(
+      expect.arrayContaining([
+        { labels: { client_family: "claude.ai" }, value: 1 },
+        { labels: { client_family: "vscode" }, value: 1 },
+        { labels: { client_family: "claude-code" }, value: 1 },
+      ]),
+    );
+    expect(series(out, "mcp_lens_handshakes_succeeded_total")).toEqual([{ labels: { client_family: "claude.ai", era: "modern", registration: "cimd" }, value: 1 }]);
+    expect(series(out, "mcp_lens_handshakes_failed_total")).toEqual([
+      { labels: { client_family: "vscode", failed_step: "list", code: "tool_definition_rejected", era: "legacy", registration: "dcr" }, value: 1 },
+      { labels: { client_family: "claude-code", failed_step: "token", code: "none", era: "unknown", registration: "pre_registered" }, value: 1 },
+    ]);
+    const fallbacks = series(out, "mcp_lens_era_fallbacks_total");
+    expect(fallbacks).toHaveLength(CLIENT_FAMILIES.length);
+    expect(fallbacks.filter((s) => s.value > 0)).toEqual([{ labels: { client_family: "vscode" }, value: 1 }]);
+  });
+
+  it("counts a fallback once, when it first shows, even before the handshake ends", async () => {
+    const m = new TrafficMetrics();
+    m.observeHandshakes([handshake(7, { clientFamily: "cursor", era: "legacy", eraFallback: true })]);
+    m.observeHandshakes([handshake(7, { clientFamily: "cursor", era: "legacy", eraFallback: true })]);
+    m.observeHandshakes([handshake(7, { clientFamily: "cursor", era: "legacy", eraFallback: true, outcome: "succeeded", registration: "dcr" })]);
+    const out = await text(m);
+    expect(series(out, "mcp_lens_era_fallbacks_total").filter((s) => s.value > 0)).toEqual([{ labels: { client_family: "cursor" }, value: 1 }]);
+    expect(series(out, "mcp_lens_handshakes_succeeded_total")).toEqual([{ labels: { client_family: "cursor", era: "legacy", registration: "dcr" }, value: 1 }]);
+  });
+
+  it("keeps the label sets closed: a value outside the enums is counted as unknown / none", async () => {
+    const m = new TrafficMetrics();
+    const odd = handshake(9, { era: "2026-07-28\nx" as Handshake["era"], registration: "https://client.example/id" as Handshake["registration"], outcome: "succeeded" });
+    m.observeHandshakes([odd]);
+    const out = await text(m);
+    expect(series(out, "mcp_lens_handshakes_succeeded_total")).toEqual([{ labels: { client_family: "other", era: "unknown", registration: "none" }, value: 1 }]);
+    expect(out).not.toContain("client.example");
   });
 });

@@ -183,7 +183,7 @@ describe.runIf(haveTmux || process.env.CI === "true")("the TUI under tmux writes
     await waitScreen((t) => t.includes("FIRST DIAGNOSIS"), "the list");
     // The list quotes the client name (no diagnosis); the newest hostile handshake is on top:
     // open it, its header line shows the client name too.
-    const list = await waitScreen((t) => t.includes("evil"), "the client name in the list");
+    const list = await waitScreen((t) => t.includes("pwned"), "the client name in the list");
     tmux("send-keys", "-t", SESSION, "Enter");
     const view = await waitScreen((t) => /Handshake #\d+ · other/.test(t), "the handshake view");
     const title = tmux("display-message", "-p", "-t", SESSION, "#{pane_title}");

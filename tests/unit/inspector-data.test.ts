@@ -4,7 +4,10 @@
 import { writeFileSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Handshake } from "../../analysis/handshake.js";
 import { DatabasePoller, followTraffic, InspectorData, type LiveMessage } from "../../inspector/data.js";
+import { openDatabase } from "../../store/db.js";
+import { handshakeToRow, UPSERT_HANDSHAKE_SQL } from "../../store/schema.js";
 import { closedPort } from "../helpers/upstream.js";
 import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
 import { runHostedConnector, type ConnectorFamily } from "../helpers/hosted-connector.js";
@@ -56,6 +59,10 @@ describe("InspectorData", () => {
         id: failed.handshake.id,
         clientFamily: "chatgpt",
         clientName: "openai-mcp",
+        // As the analyser stored them (the era rules are tested with the analyser).
+        era: failed.handshake.era,
+        eraFallback: failed.handshake.eraFallback,
+        registration: failed.handshake.registration,
         startedAt: failed.handshake.startedAt,
         endedAt: failed.handshake.endedAt,
         outcome: "failed",
@@ -64,7 +71,16 @@ describe("InspectorData", () => {
         firstSummary: expect.stringContaining("chatgpt.com"),
         exchangeCount: failed.result.requests,
       },
-      expect.objectContaining({ id: healthy.handshake.id, clientFamily: "claude.ai", outcome: "succeeded", failedStep: null, exchangeCount: healthy.result.requests }),
+      expect.objectContaining({
+        id: healthy.handshake.id,
+        clientFamily: "claude.ai",
+        era: healthy.handshake.era,
+        eraFallback: healthy.handshake.eraFallback,
+        registration: healthy.handshake.registration,
+        outcome: "succeeded",
+        failedStep: null,
+        exchangeCount: healthy.result.requests,
+      }),
     ]);
   });
 
@@ -169,5 +185,78 @@ describe("InspectorData", () => {
     other.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY)");
     other.close();
     expect(() => new InspectorData(`${tmp.dir}/other.db`)).toThrow(/not an mcp-lens database/);
+  });
+});
+
+describe("InspectorData: eras and registration kinds", () => {
+  // Rows written directly, so every era, the fallback and every registration kind are there
+  // whatever the analyser makes of real traffic.
+  const tmp = tempDir("mcp-lens-inspector-eras-");
+  const dbPath = `${tmp.dir}/lens.db`;
+  let data: InspectorData;
+
+  const handshake = (id: number, fields: Partial<Handshake>): Handshake => ({
+    id,
+    clientFamily: "other",
+    clientName: null,
+    era: "unknown",
+    eraFallback: false,
+    registration: "none",
+    startedAt: 1_700_000_000_000 + id,
+    endedAt: 1_700_000_000_500 + id,
+    steps: [],
+    outcome: "succeeded",
+    failedStep: null,
+    exchangeIds: [id],
+    diagnoses: [],
+    ...fields,
+  });
+
+  beforeAll(() => {
+    const db = openDatabase(dbPath);
+    const upsert = db.prepare(UPSERT_HANDSHAKE_SQL);
+    upsert.run(handshakeToRow(handshake(1, { clientFamily: "claude.ai", era: "modern", registration: "cimd" })));
+    upsert.run(handshakeToRow(handshake(2, { clientFamily: "vscode", era: "legacy", eraFallback: true, registration: "dcr" })));
+    upsert.run(handshakeToRow(handshake(3, { clientFamily: "claude-code", era: "legacy", registration: "pre_registered", outcome: "failed", failedStep: "token" })));
+    upsert.run(handshakeToRow(handshake(4, { outcome: "in_progress" })));
+    // A row as an mcp-lens before migration 4 wrote it: the columns' defaults.
+    db.prepare(
+      `INSERT INTO handshakes (id, client_family, client_name, started_at, ended_at, outcome, failed_step, first_code, steps, diagnoses, exchange_ids)
+       VALUES (5, 'chatgpt', NULL, 1700000000005, 1700000000505, 'abandoned', NULL, NULL, '[]', '[]', '[5]')`,
+    ).run();
+    db.close();
+    data = new InspectorData(dbPath);
+  });
+
+  afterAll(() => {
+    data?.close();
+    tmp.cleanup();
+  });
+
+  it("lists each handshake's era, fallback and registration kind", () => {
+    const pick = ({ id, era, eraFallback, registration }: { id: number; era: string; eraFallback: boolean; registration: string }) => ({ id, era, eraFallback, registration });
+    expect(data.listHandshakes().map(pick)).toEqual([
+      { id: 5, era: "unknown", eraFallback: false, registration: "none" },
+      { id: 4, era: "unknown", eraFallback: false, registration: "none" },
+      { id: 3, era: "legacy", eraFallback: false, registration: "pre_registered" },
+      { id: 2, era: "legacy", eraFallback: true, registration: "dcr" },
+      { id: 1, era: "modern", eraFallback: false, registration: "cimd" },
+    ]);
+    expect(data.getHandshake(2)!.handshake).toMatchObject({ era: "legacy", eraFallback: true, registration: "dcr" });
+    expect(data.findHandshakes({ failedOnly: true }).map(pick)).toEqual([{ id: 3, era: "legacy", eraFallback: false, registration: "pre_registered" }]);
+  });
+
+  it("reports a handshake whose era alone changed when polling", () => {
+    const poller = new DatabasePoller(data);
+    expect(poller.poll()).toEqual([]);
+    const db = openDatabase(dbPath);
+    try {
+      db.prepare(UPSERT_HANDSHAKE_SQL).run(handshakeToRow(handshake(4, { outcome: "in_progress", era: "modern", registration: "cimd" })));
+    } finally {
+      db.close();
+    }
+    const updates = poller.poll().flatMap((m) => (m.type === "handshake" ? [m.handshake] : []));
+    expect(updates).toEqual([expect.objectContaining({ id: 4, era: "modern", registration: "cimd" })]);
+    expect(poller.poll()).toEqual([]);
   });
 });

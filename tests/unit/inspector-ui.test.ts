@@ -5,9 +5,12 @@ import { EventEmitter } from "node:events";
 import { render } from "ink-testing-library";
 import { createElement } from "react";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Handshake } from "../../analysis/handshake.js";
 import { InspectorData } from "../../inspector/data.js";
+import { eraLabel, eraText, registrationText } from "../../inspector/format.js";
 import { App, type AppProps } from "../../inspector/ui/app.js";
 import { ExchangeView } from "../../inspector/ui/exchange.js";
+import { HandshakeView } from "../../inspector/ui/handshake.js";
 import { KeyRouter } from "../../inspector/ui/input.js";
 import { KEYMAP, keyLabel } from "../../inspector/ui/keymap.js";
 import { toneProps } from "../../inspector/ui/lines.js";
@@ -16,6 +19,8 @@ import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misb
 import { runHostedConnector } from "../helpers/hosted-connector.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
 import { request } from "../helpers/upstream.js";
+import { openDatabase } from "../../store/db.js";
+import { handshakeToRow, UPSERT_HANDSHAKE_SQL } from "../../store/schema.js";
 
 const KEYS = { enter: "\r", esc: "\u001B", left: "\u001B[D", right: "\u001B[C", down: "\u001B[B", up: "\u001B[A", backspace: "\u007F", space: " ", tab: "\t" };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -85,19 +90,24 @@ function show(props: Partial<AppProps> = {}) {
 }
 
 const rowOf = (lines: string[], text: string) => lines.findIndex((l) => l.includes(text));
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 describe("handshake list", () => {
-  it("lists newest first, the failed one marked ✗ with its step and first diagnosis", () => {
+  it("lists newest first, the failed one marked ✗ with its era, step and first diagnosis", () => {
     const failed = data.listHandshakes({ failedOnly: true })[0]!;
+    const healthy = data.listHandshakes({ client: "claude.ai" })[0]!;
     expect(failed.clientFamily).toBe("chatgpt");
     const { lines } = show();
     const screen = lines();
+    expect(screen.find((l) => l.includes("FIRST DIAGNOSIS"))).toMatch(/^ +TIME +ERA +CLIENT +OUTCOME +FAILED STEP +FIRST DIAGNOSIS$/);
     const chatgpt = rowOf(screen, "chatgpt");
     const claude = rowOf(screen, "claude.ai");
     expect(claude).toBeGreaterThan(0);
     expect(chatgpt).toBeGreaterThan(claude); // claude.ai connected last: it is on top
-    expect(screen[chatgpt]).toMatch(new RegExp(`✗ .*chatgpt\\s+FAILED\\s+authorize\\s+${failed.firstCode}: `));
-    expect(screen[claude]).toMatch(/✓ .*claude\.ai\s+succeeded/);
+    // At 80 columns the whole code still shows (the summary after it is cut).
+    const era = (h: typeof failed) => escape(eraLabel(h.era, h.eraFallback));
+    expect(screen[chatgpt]).toMatch(new RegExp(`✗ .* ${era(failed)} +chatgpt\\s+FAILED\\s+authorize\\s+${failed.firstCode}`));
+    expect(screen[claude]).toMatch(new RegExp(`✓ .* ${era(healthy)} +claude\\.ai\\s+succeeded`));
     expect(screen[claude]).toContain("›"); // the newest is selected
     expect(screen.join("\n")).toContain("2 handshakes, 1 failed");
   });
@@ -154,6 +164,7 @@ describe("handshake view", () => {
     const screen = frame();
     expect(screen).toContain(`Handshake #${failed.id}`);
     expect(screen).toContain(`✗ FAILED at authorize: ${diagnosis.code}`);
+    expect(screen).toContain(`era ${eraText(detail.handshake.era, detail.handshake.eraFallback)} · client id ${registrationText(detail.handshake.registration)}`);
     expect(screen).toContain(diagnosis.summary.slice(0, 40));
     expect(screen).toContain(`evidence ▸ #${diagnosis.evidence[0]}`);
     expect(screen).toMatch(/fix: \S/);
@@ -176,6 +187,86 @@ describe("handshake view", () => {
     await press("q");
     await see("FIRST DIAGNOSIS");
     await see(/› ✗ .*chatgpt/); // the selection was kept
+  });
+});
+
+describe("eras and registration kinds", () => {
+  // Rows written directly: every era, a fallback and every registration kind, whatever the
+  // analyser makes of real traffic; long client families and codes, to hold the 80 columns.
+  const eras = tempDir("mcp-lens-inspector-ui-eras-");
+  const dbPath = `${eras.dir}/lens.db`;
+  let own: InspectorData;
+  const now = Date.now();
+  const rows: Array<Partial<Handshake> & { id: number }> = [
+    { id: 1, clientFamily: "claude.ai", era: "modern", registration: "cimd" },
+    { id: 2, clientFamily: "typescript-sdk", era: "legacy", eraFallback: true, registration: "dcr" },
+    { id: 3, clientFamily: "claude-desktop", era: "legacy", registration: "pre_registered", outcome: "failed", failedStep: "registration" },
+    { id: 4, clientFamily: "chatgpt", era: "unknown", registration: "none", outcome: "failed", failedStep: "protected_resource_metadata" },
+  ];
+
+  beforeAll(() => {
+    const db = openDatabase(dbPath);
+    const upsert = db.prepare(UPSERT_HANDSHAKE_SQL);
+    for (const r of rows) {
+      const failed = r.outcome === "failed";
+      upsert.run(
+        handshakeToRow({
+          clientName: null,
+          era: "unknown",
+          eraFallback: false,
+          registration: "none",
+          startedAt: now - 60_000 + r.id * 1_000,
+          endedAt: now - 59_000 + r.id * 1_000,
+          steps: [],
+          outcome: "succeeded",
+          failedStep: null,
+          exchangeIds: [],
+          diagnoses: failed
+            ? [{ code: "authorization_server_metadata_missing", severity: "error", summary: "No authorization server metadata at any well-known URL.", evidence: [], fix: "Serve it.", reference: "RFC 8414 §3.1" }]
+            : [],
+          clientFamily: "other",
+          ...r,
+        }),
+      );
+    }
+    db.close();
+    own = new InspectorData(dbPath);
+  });
+
+  afterAll(() => {
+    own?.close();
+    eras.cleanup();
+  });
+
+  it("the list shows each era, legacy↩ for a fallback, within 80 columns", async () => {
+    const app = render(createElement(App, { data: own, dbPath, width: 80, height: 24, follow: false }));
+    mounted.push(app);
+    await sleep(40);
+    const screen = (app.lastFrame() ?? "").split("\n");
+    expect(screen).toHaveLength(24);
+    for (const l of screen) expect(l.length).toBeLessThanOrEqual(80);
+    expect(screen[rowOf(screen, "claude.ai")]).toMatch(/✓ .* modern +claude\.ai +succeeded/);
+    expect(screen[rowOf(screen, "typescript")]).toMatch(/✓ .* legacy↩ +typescript… +succeeded/);
+    expect(screen[rowOf(screen, "claude-des")]).toMatch(/✗ .* legacy +claude-des… +FAILED +registrati… +authorization_server_…/);
+    expect(screen[rowOf(screen, "chatgpt")]).toMatch(/✗ .* \? +chatgpt +FAILED +prm +authorization_serve/);
+  });
+
+  it("the handshake view shows the era, the fallback and how the client got its client id", async () => {
+    const expected: Record<number, string> = {
+      1: "era modern (MCP 2026-07-28) · client id CIMD (metadata document)",
+      2: "era legacy↩ (fell back from modern) · client id DCR (dynamic registration)",
+      3: "era legacy · client id pre-registered",
+      4: "era unknown (no MCP request yet) · client id none",
+    };
+    for (const [id, text] of Object.entries(expected)) {
+      const app = render(createElement(KeyRouter, { fallback: () => {} }, createElement(HandshakeView, { data: own, id: Number(id), active: true, width: 80, height: 24, tick: 0, open: () => {} })));
+      mounted.push(app);
+      await sleep(20);
+      const screen = (app.lastFrame() ?? "").split("\n");
+      expect(screen[2], `handshake #${id}`).toBe(text);
+      expect(screen.length).toBeLessThanOrEqual(24);
+      app.unmount();
+    }
   });
 });
 
