@@ -7,7 +7,8 @@
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ADMIN_TOKEN_OPTION, findCommand, formatHelp, option, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
+import { ADMIN_TOKEN_OPTION, findCommand, formatHelp, option, parseChoice, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
+import type { ClientEra } from "./clients.js";
 import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
 import { toCurl, toHar } from "./export.js";
 import {
@@ -21,7 +22,6 @@ import {
   painter,
   type TextOptions,
 } from "./format.js";
-import { replayHandshake } from "./replay.js";
 import { jsonSafe, terminalSafe, terminalSafeLines } from "../common/terminal-safe.js";
 
 type Specs = Parameters<typeof parseOptions>[0];
@@ -112,6 +112,9 @@ const LIST_OPTIONS = {
 
 const SHOW_OPTIONS = { db: DB, json: JSON_OUTPUT };
 
+/** inspector/clients.ts's CLIENT_ERAS, named here so that the other commands need not load the re-run's clients. */
+const CLIENT_ERAS = ["modern", "legacy", "dual"] as const satisfies readonly ClientEra[];
+
 const REPLAY_OPTIONS = {
   db: DB,
   target: option({
@@ -146,6 +149,17 @@ const REPLAY_OPTIONS = {
     valueName: "MS",
     help: "Per-request timeout of the re-run",
     parse: parseInteger(1, 600_000),
+  }),
+  era: option<ClientEra | undefined>({
+    flag: "era",
+    kind: "string",
+    default: undefined,
+    valueName: "ERA",
+    help:
+      "The client the re-run plays: modern (2026-07-28: server/discover then tools/list, each request carrying _meta and the MCP-Protocol-Version and Mcp-Method headers; no initialize, session or GET stream), " +
+      "legacy (initialize, notifications/initialized, a session), or dual (modern first; initialize after a 4xx without a modern error, as a dual-era client). " +
+      "Default: the era it was recorded in (dual when its client fell back to initialize; legacy when unknown, i.e. no MCP request was recorded)",
+    parse: parseChoice(CLIENT_ERAS),
   }),
   json: JSON_OUTPUT,
 };
@@ -252,7 +266,8 @@ const REPLAY: Command<typeof REPLAY_OPTIONS> = {
   brief: "Re-run a handshake now and compare",
   takesId: true,
   usage: "replay ID [options]",
-  summary: "Re-run a recorded handshake now, as the same client, and compare it step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
+  summary:
+    "Re-run a recorded handshake now, as the same client and in the era it was recorded in (--era to choose), and compare it step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
   options: REPLAY_OPTIONS,
   async run(s, id) {
     const { detail, target } = await withData(s.db, (data) => {
@@ -262,7 +277,15 @@ const REPLAY: Command<typeof REPLAY_OPTIONS> = {
       return { detail: handshakeOrFail(data, id), target };
     });
     const allowOrigins = s.allowOrigin ? s.allowOrigin.split(",") : [];
-    const result = await replayHandshake(detail, { target, allowOrigins, ...(s.token ? { token: s.token } : {}), ...(s.timeout ? { timeoutMs: s.timeout } : {}) });
+    // Loaded here, like the interactive view: the re-run's clients (the v2 SDK) cost the other commands' start-up nothing.
+    const { replayHandshake } = await import("./replay.js");
+    const result = await replayHandshake(detail, {
+      target,
+      allowOrigins,
+      ...(s.token ? { token: s.token } : {}),
+      ...(s.timeout ? { timeoutMs: s.timeout } : {}),
+      ...(s.era ? { era: s.era } : {}),
+    });
     if (s.json) json(result);
     else write(formatReplay(result, textOptions(process.stdout)));
     return result.verdict === "now_passes" ? 0 : 1;

@@ -1,9 +1,20 @@
 // A connector's handshake, step by step, as hosted clients perform it (see
-// shared/reference/connector-handshake.md): probe → Protected Resource Metadata → AS metadata →
-// registration → [authorize → callback → token] → initialize → initialized → list [→ tools/call].
-// No SDK: it stops at the first step that fails the way real clients do, and every check it makes
-// is one a connector makes on the wire. Every request has a timeout and nothing is retried beyond
-// the discovery fallbacks the guide describes, so a run is bounded. node:http rather than fetch:
+// shared/reference/connector-handshake.md), in the era the client speaks:
+//   legacy (≤ 2025-11-25)  probe (initialize) → Protected Resource Metadata → AS metadata →
+//                          registration → [authorize → callback → token] → initialize → initialized
+//                          → list [→ tools/call], with the session id the server assigned;
+//   modern (2026-07-28)    probe (server/discover, or tools/list) → the same OAuth steps →
+//                          discover → list [→ tools/call]: self-contained requests, each with the
+//                          `_meta` protocol version, client info and capabilities and the
+//                          MCP-Protocol-Version / Mcp-Method / Mcp-Name headers; no initialize, no
+//                          session id, no GET stream, no DELETE;
+//   dual-era               modern first; a modern request answered with a 4xx (or a JSON-RPC error)
+//                          that is no recognized modern error sends it to initialize and the legacy
+//                          flow for the rest of the run (Streamable HTTP §Backward Compatibility).
+// No SDK client: it stops at the first step that fails the way real clients do, and every check it
+// makes is one a connector makes on the wire (the request shapes and the modern errors are the v2
+// SDK's, inspector/clients.ts). Every request has a timeout and nothing is retried beyond the
+// discovery fallbacks and the era fallback the guide describes, so a run is bounded. node:http rather than fetch:
 // fetch retries a 421 on a new connection, adds Sec-Fetch-* headers and cannot set Host, and
 // hosted backends do none of that. Used by the replay (inspector/replay.ts) and by the tests'
 // hosted connector.
@@ -11,8 +22,19 @@ import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import { HANDSHAKE_STEPS, type HandshakeStep } from "../analysis/handshake.js";
-import type { RawExchange } from "../analysis/exchange.js";
-import { BROWSER_UA, type Registration } from "./clients.js";
+import type { Era, RawExchange } from "../analysis/exchange.js";
+import {
+  BROWSER_UA,
+  type ClientEra,
+  judgeModernAnswer,
+  mcpParamHeaders,
+  MODERN_PROTOCOL_VERSION,
+  type ModernAnswer,
+  type ModernClient,
+  modernHeaders,
+  modernRequest,
+  type Registration,
+} from "./clients.js";
 import { ExchangeRecord } from "./run-capture.js";
 
 export interface ConnectorOptions {
@@ -22,6 +44,19 @@ export interface ConnectorOptions {
   accept?: string;
   /** The params of initialize as the client sends them (protocolVersion, capabilities, clientInfo). */
   initialize: { protocolVersion: string } & Record<string, unknown>;
+  /**
+   * The client's era: "legacy" (default) sends initialize and keeps a session; "modern" sends
+   * 2026-07-28 requests only; "dual" sends a modern request first and falls back to initialize
+   * when the server answers it with a 4xx without a recognized modern error.
+   */
+  era?: ClientEra;
+  /**
+   * What a modern (or dual-era) client puts in every request's `_meta`; default: initialize's
+   * clientInfo and capabilities with protocol version 2026-07-28.
+   */
+  modern?: ModernClient;
+  /** A modern client's first request (its probe): server/discover (default) or tools/list. */
+  opening?: "server/discover" | "tools/list";
   registration: Registration;
   /** `resource` of the authorize and token requests; default the connector URL. */
   resource?: string;
@@ -41,6 +76,11 @@ export interface ConnectorOptions {
    * them goes to `via` with `via`'s own Host, as if the server had advertised it on the connector's.
    */
   mappedOrigins?: string[];
+  /**
+   * Origins dialled at `via` but compared as themselves: a TLS front's plain-http public origin,
+   * whose URLs must still read as http:// where the client connected over https.
+   */
+  frontOrigins?: string[];
   /**
    * When set, the only origins dialled besides the connector's (and the mapped ones): a URL the
    * server advertises on any other origin is not followed; the run stops there, the step skipped
@@ -67,10 +107,11 @@ export interface ConnectorOptions {
 
 /** Why a step was not performed. */
 export type SkipReason =
-  | "authless" // the server answered the unauthenticated initialize: no OAuth needed
+  | "authless" // the server answered the unauthenticated initialize (or server/discover): no OAuth needed
   | "needs_user" // the user's browser step (and what depends on it) without a credential
   | "credential_given" // a token was given in place of the OAuth steps
-  | "not_followed"; // the server sent it to another origin, which the operator did not allow
+  | "not_followed" // the server sent it to another origin, which the operator did not allow
+  | "era_fallback"; // a dual-era client's modern request the server did not speak: it went on with initialize
 
 export interface StepOutcome {
   step: HandshakeStep;
@@ -98,6 +139,12 @@ export interface ConnectorRun {
   requests: number;
   /** The step not performed because its URL is on an origin not allowed (see allowedOrigins). */
   notFollowed?: HandshakeStep;
+  /** The era the run spoke in the end: a dual-era run that fell back is legacy. */
+  era: Era;
+  /** A dual-era run fell back to initialize (the server did not speak the modern era). */
+  eraFallback: boolean;
+  /** The steps this client performs in the era it spoke, in order; those not in `steps` were not reached. */
+  plan: HandshakeStep[];
 }
 
 /** A step that failed: the run stops there. */
@@ -132,16 +179,27 @@ interface RpcReply {
   status: number;
   headers: Headers;
   text: string;
-  message?: { result?: Record<string, unknown>; error?: { code: number; message: string } };
+  message?: { result?: Record<string, unknown>; error?: { code: number; message: string; data?: unknown } };
   sessionId?: string;
 }
 
 const SAFELISTED = new Set(["accept", "accept-language", "content-language", "user-agent", "origin"]);
-const MCP_STEPS = new Set<HandshakeStep>(["probe", "initialize", "initialized", "list", "tool_call"]);
 const OAUTH_STEPS: HandshakeStep[] = ["protected_resource_metadata", "authorization_server_metadata", "registration", "authorize", "callback", "token"];
 const USER_STEPS: HandshakeStep[] = ["authorize", "callback", "token"];
 const SESSION_STEPS: HandshakeStep[] = ["initialize", "initialized", "list"];
+/** A header value node:http sends as is (HTAB, visible ASCII, obs-text): anything else is refused, not thrown. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** A protocol version that can go in MCP-Protocol-Version. */
+const VERSION_TOKEN = /^[\x21-\x7e]{1,64}$/;
 
+/** A modern client's `_meta` from a legacy client's initialize params: its clientInfo and capabilities. */
+export function modernClientOf(initialize: ConnectorOptions["initialize"]): ModernClient {
+  const info = initialize.clientInfo as { name?: unknown; version?: unknown } | undefined;
+  const name = typeof info?.name === "string" ? info.name : "mcp-lens replay";
+  const version = typeof info?.version === "string" ? info.version : "0";
+  const capabilities = typeof initialize.capabilities === "object" && initialize.capabilities !== null ? (initialize.capabilities as Record<string, unknown>) : {};
+  return { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: { name, version }, clientCapabilities: capabilities };
+}
 
 /** A PKCE S256 pair (RFC 7636): the verifier the client keeps, the challenge it sends. */
 export function pkcePair(): { verifier: string; challenge: string } {
@@ -157,7 +215,9 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const resourceUrl = logical.href;
   const via = new URL(opts.via ?? logical.origin);
   // Origins dialled at `via`; with allowedOrigins, also the only others dialled (directly).
-  const mapped = new Set([logical.origin, via.origin, ...(opts.mappedOrigins ?? [])].flatMap((o) => originOf(o) ?? []));
+  const mapped = new Set(
+    [logical.origin, via.origin, ...(opts.mappedOrigins ?? []), ...(opts.frontOrigins ?? [])].flatMap((o) => originOf(o) ?? []),
+  );
   const allowed = opts.allowedOrigins && new Set(opts.allowedOrigins.flatMap((o) => originOf(o) ?? []));
   // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
   // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
@@ -178,8 +238,18 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   let requests = 0;
   const corsAllowed = new Set<string>();
 
+  // The era: a dual-era client starts modern and may fall back once, to legacy.
+  const mode: ClientEra = opts.era ?? "legacy";
+  let era: Era = mode === "legacy" ? "legacy" : "modern";
+  let eraFallback = false;
+  const modern = opts.modern && VERSION_TOKEN.test(opts.modern.protocolVersion) ? opts.modern : { ...(opts.modern ?? modernClientOf(opts.initialize)), protocolVersion: MODERN_PROTOCOL_VERSION };
+  const opening = opts.opening ?? "server/discover";
+  const openingStep: HandshakeStep = opening === "server/discover" ? "discover" : "list";
+  const MODERN_STEPS: HandshakeStep[] = opening === "server/discover" ? ["discover", "list"] : ["list"];
+  let modernId = 0;
+
   const httpOf = (step: HandshakeStep) => (lastStatus.has(step) ? { httpStatus: lastStatus.get(step)! } : {});
-  const pass = (step: HandshakeStep) => outcomes.set(step, { step, status: "ok", ...httpOf(step) });
+  const pass = (step: HandshakeStep, detail?: string) => outcomes.set(step, { step, status: "ok", ...httpOf(step), ...(detail ? { detail } : {}) });
   const skip = (steps: HandshakeStep[], skipped: SkipReason, detail: string) => {
     for (const step of steps) if (!outcomes.has(step)) outcomes.set(step, { step, status: "skipped", skipped, detail });
   };
@@ -206,6 +276,13 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     // A credential goes only to the origin the run targets.
     if (target.origin !== via.origin) for (const name of Object.keys(headers)) if (name.toLowerCase() === "authorization") delete headers[name];
     if (origin && !init.browser) headers.origin = origin; // a navigation (authorize) sends none
+    // As clients with a connection pool do; the one-off agent still closes the connection after
+    // the answer. Never `Connection: close`, which a proxy may forward to an upstream connection it
+    // then reuses (mcp-lens in front of a server that answers `Connection: keep-alive`).
+    headers.connection = "keep-alive";
+    // A value from a recording or a server that node:http would refuse is a failed step, not a crash.
+    const bad = Object.entries(headers).find(([, value]) => !HEADER_VALUE.test(value));
+    if (bad) return Promise.reject(new StepFailure(step, `not sent: the ${bad[0]} header would not be a valid header value`));
     requests++;
     const capture = new ExchangeRecord(captures.length + 1, method, target, [["Host", target.host], ...Object.entries(headers)], init.body);
     captures.push(capture);
@@ -291,7 +368,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   }
 
   /** POST one JSON-RPC message to the connector URL; reads the JSON answer or the first SSE event. */
-  async function rpc(step: HandshakeStep, message: Record<string, unknown>, extra: Record<string, string>): Promise<RpcReply> {
+  async function rpc(step: HandshakeStep, message: object, extra: Record<string, string>): Promise<RpcReply> {
     const headers = { "content-type": "application/json", ...(accept ? { accept } : {}), ...extra };
     if (origin) await preflight(step, resourceUrl, Object.keys(headers));
     const res = await send(step, resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
@@ -343,28 +420,94 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     return reply;
   }
 
+  /** The 401's resource_metadata URL, when the challenge has one (an absolute URL, or the probe fails). */
+  function challengeOf(probe: RpcReply): string | undefined {
+    const challenge = exposed(probe.headers, "www-authenticate") ? probe.headers.get("www-authenticate") : null;
+    const url = /resource_metadata="([^"]*)"/.exec(challenge ?? "")?.[1];
+    if (url !== undefined && !/^https?:\/\//i.test(url)) throw new StepFailure("probe", `resource_metadata ${url} is not an absolute URL`);
+    return url;
+  }
+
+  /** One 2026-07-28 request: `_meta` in the body, the request metadata headers, no session id. */
+  async function modernRpc(step: HandshakeStep, method: string, params: Record<string, unknown>, bearer: string | undefined, extra: Record<string, string> = {}) {
+    const message = modernRequest(modernId++, method, params, modern);
+    const reply = await rpc(step, message, { ...modernHeaders(message), ...extra, ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) });
+    return { reply, answer: judgeModernAnswer(method, modern.protocolVersion, reply) };
+  }
+
+  /** Why a modern request failed: a modern-only client has no other era to try. */
+  const modernFailure = (answer: Exclude<ModernAnswer, { kind: "ok" }>, reply: RpcReply) =>
+    answer.kind === "not_modern"
+      ? `${answer.detail}: the server does not speak ${modern.protocolVersion}, and a modern-only client has nowhere to go`
+      : answer.kind === "challenge"
+        ? `${opening} answered 401 ${reply.text.slice(0, 200)}`.trim()
+        : answer.detail;
+
+  /** A dual-era client meets a server that does not speak the modern era: initialize from now on. */
+  const fallBack = (detail: string) => {
+    era = "legacy";
+    eraFallback = true;
+    return `${detail}: fell back to initialize, as a dual-era client does`;
+  };
+
+  /** tools/list's tools: at least one, or the step fails. */
+  function toolsOf(list: RpcReply): Array<{ name: string; inputSchema?: { required?: string[] } }> {
+    const tools = list.message?.result?.tools as Array<{ name: string; inputSchema?: { required?: string[] } }> | undefined;
+    if (list.status !== 200 || !Array.isArray(tools) || tools.length === 0) throw unusable("list", "tools/list", list.status, list.text);
+    return tools;
+  }
+
+  /** The first listed tool's call: its required arguments filled with a greeting. */
+  const callOf = (tool: { name: string; inputSchema?: { required?: string[] } }) => ({
+    name: tool.name,
+    arguments: Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"])) as Record<string, unknown>,
+  });
+
   try {
-    // 1. Probe: unauthenticated initialize.
+    // 1. Probe: the client's opening request without credentials — initialize (legacy), or
+    // server/discover (modern, dual-era). An authless server answers it: it is also the opening.
     const initialize = { jsonrpc: "2.0", id: 0, method: "initialize", params: opts.initialize };
-    const probe = await rpc("probe", initialize, {});
     let session: RpcReply | undefined;
+    let connected = false;
+    let opened: RpcReply | undefined; // the modern opening's answer (for tools/list as the opening)
     let bearer: string | undefined;
     let metadataUrl: string | undefined;
-    if (probe.status === 200 && probe.message?.result) {
-      session = probe; // authless server: the probe was the initialize
-      skip(OAUTH_STEPS, "authless", "the server answered the unauthenticated initialize: no OAuth needed");
-    } else if (probe.status === 401) {
-      const challenge = exposed(probe.headers, "www-authenticate") ? probe.headers.get("www-authenticate") : null;
-      metadataUrl = /resource_metadata="([^"]*)"/.exec(challenge ?? "")?.[1];
-      if (metadataUrl !== undefined && !/^https?:\/\//i.test(metadataUrl)) {
-        throw new StepFailure("probe", `resource_metadata ${metadataUrl} is not an absolute URL`);
+    const legacyProbe = async (detail?: string) => {
+      const probe = await rpc("probe", initialize, {});
+      if (probe.status === 200 && probe.message?.result) {
+        session = probe; // authless server: the probe was the initialize
+        connected = true;
+        skip(OAUTH_STEPS, "authless", "the server answered the unauthenticated initialize: no OAuth needed");
+      } else if (probe.status === 401) {
+        metadataUrl = challengeOf(probe);
+      } else {
+        throw unusable("probe", "probe", probe.status, probe.text);
+      }
+      pass("probe", detail);
+    };
+    if (era === "modern") {
+      const { reply, answer } = await modernRpc("probe", opening, {}, undefined);
+      if (answer.kind === "ok") {
+        if (openingStep === "list") toolsOf(reply);
+        opened = reply;
+        connected = true;
+        skip(OAUTH_STEPS, "authless", `the server answered the unauthenticated ${opening}: no OAuth needed`);
+        lastStatus.set(openingStep, reply.status); // the probe was the opening
+        pass("probe");
+        pass(openingStep);
+      } else if (answer.kind === "challenge") {
+        metadataUrl = challengeOf(reply);
+        pass("probe");
+      } else if (answer.kind === "not_modern" && mode === "dual") {
+        await legacyProbe(fallBack(answer.detail));
+      } else {
+        throw new StepFailure("probe", modernFailure(answer, reply));
       }
     } else {
-      throw unusable("probe", "probe", probe.status, probe.text);
+      await legacyProbe();
     }
-    pass("probe");
 
-    if (!session) {
+    if (!connected) {
       // 2. Protected Resource Metadata: the challenge's URL, else the path form, then the root.
       const candidates = [...new Set([metadataUrl, `${logical.origin}/.well-known/oauth-protected-resource${logical.pathname.replace(/\/$/, "")}`, `${logical.origin}/.well-known/oauth-protected-resource`])].filter((u): u is string => !!u);
       const tried: string[] = [];
@@ -432,7 +575,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
 
       const auth = opts.auth ?? "stop";
       if (auth === "stop") {
-        skip([...USER_STEPS, ...SESSION_STEPS], "needs_user", "needs the user's sign-in in a browser");
+        skip([...USER_STEPS, ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", "needs the user's sign-in in a browser");
         return finish(null);
       }
       if (auth !== "follow") {
@@ -488,16 +631,54 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         pass("token");
         bearer = tokens.access_token;
       }
+    }
 
-      // 8. Authenticated initialize.
-      session = await rpc("initialize", { ...initialize, id: 1 }, { authorization: `Bearer ${bearer}` });
+    // 8. The authenticated opening request: server/discover (modern; a dual-era client falls back
+    // to initialize when the server does not speak it), or initialize.
+    if (!connected && era === "modern") {
+      const { reply, answer } = await modernRpc(openingStep, opening, {}, bearer);
+      if (answer.kind === "ok") {
+        if (openingStep === "list") toolsOf(reply);
+        opened = reply;
+        connected = true;
+        pass(openingStep);
+      } else if (answer.kind === "not_modern" && mode === "dual") {
+        skip([openingStep], "era_fallback", fallBack(answer.detail));
+      } else {
+        throw new StepFailure(openingStep, modernFailure(answer, reply));
+      }
+    }
+    const auth: Record<string, string> = bearer ? { authorization: `Bearer ${bearer}` } : {};
+
+    if (era === "modern") {
+      // 9. tools/list (unless it was the opening), optionally one tools/call: each self-contained.
+      let tools: ReturnType<typeof toolsOf>;
+      if (openingStep === "list") {
+        tools = toolsOf(opened!);
+      } else {
+        const { reply } = await modernRpc("list", "tools/list", {}, bearer);
+        tools = toolsOf(reply);
+        pass("list");
+      }
+      if (opts.toolCall) {
+        const tool = tools[0]!;
+        const call = callOf(tool);
+        const { reply } = await modernRpc("tool_call", "tools/call", call, bearer, mcpParamHeaders(tool.inputSchema, call.arguments));
+        if (reply.status !== 200 || !reply.message?.result) throw unusable("tool_call", "tools/call", reply.status, reply.text);
+        pass("tool_call");
+      }
+      return finish(null);
+    }
+
+    if (!session) {
+      session = await rpc("initialize", { ...initialize, id: 1 }, auth);
       if (session.status !== 200 || !session.message?.result) throw unusable("initialize", "initialize", session.status, session.text);
     }
     pass("initialize");
 
     // 9-10. initialized, tools/list, optionally one tools/call, with the session id and protocol version.
     const common: Record<string, string> = {
-      ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+      ...auth,
       ...(session.sessionId ? { "mcp-session-id": session.sessionId } : {}),
       "mcp-protocol-version": String(session.message!.result!.protocolVersion ?? opts.initialize.protocolVersion),
     };
@@ -505,15 +686,11 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     if (![200, 202, 204].includes(notified.status)) throw unusable("initialized", "notifications/initialized", notified.status, notified.text);
     pass("initialized");
 
-    const list = await rpc("list", { jsonrpc: "2.0", id: 2, method: "tools/list", params: {} }, common);
-    const tools = list.message?.result?.tools as Array<{ name: string; inputSchema?: { required?: string[] } }> | undefined;
-    if (list.status !== 200 || !Array.isArray(tools) || tools.length === 0) throw unusable("list", "tools/list", list.status, list.text);
+    const tools = toolsOf(await rpc("list", { jsonrpc: "2.0", id: 2, method: "tools/list", params: {} }, common));
     pass("list");
 
     if (opts.toolCall) {
-      const tool = tools[0]!;
-      const args = Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"]));
-      const call = await rpc("tool_call", { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: tool.name, arguments: args } }, common);
+      const call = await rpc("tool_call", { jsonrpc: "2.0", id: 3, method: "tools/call", params: callOf(tools[0]!) }, common);
       if (call.status !== 200 || !call.message?.result) throw unusable("tool_call", "tools/call", call.status, call.text);
       pass("tool_call");
     }
@@ -532,8 +709,11 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const order = (s: StepOutcome) => HANDSHAKE_STEPS.indexOf(s.step);
     const steps = [...outcomes.values()].sort((a, b) => order(a) - order(b));
     const exchanges = captures.map((c) => c.exchange());
-    if (!failure) return { url: resourceUrl, steps, failedAt: null, requests, exchanges };
-    return { url: resourceUrl, steps, failedAt: failure.step, error: failure.message, requests, exchanges };
+    const mcpSteps = era === "modern" ? [...MODERN_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])] : [...SESSION_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])];
+    const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
+    const common = { url: resourceUrl, steps, requests, exchanges, era, eraFallback, plan };
+    if (!failure) return { ...common, failedAt: null };
+    return { ...common, failedAt: failure.step, error: failure.message };
   }
 }
 

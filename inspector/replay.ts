@@ -13,9 +13,21 @@
 // or Origin-derived host goes out: Host and TLS SNI are always the dialled origin's, and --token
 // goes only to the target origin (inspector/connector.ts enforces both per request).
 //
+// In the same era: a handshake recorded as modern (2026-07-28) is re-run by a modern-only client
+// (server/discover — or tools/list when that was the client's opening — then tools/list, each
+// request self-contained with `_meta` and the MCP-Protocol-Version / Mcp-Method / Mcp-Name headers;
+// no initialize, session, GET or DELETE); one whose client fell back from modern to initialize
+// (eraFallback) by a dual-era client (modern first; initialize after a 4xx without a recognized
+// modern error); a legacy one as before; an "unknown" one (no MCP request recorded: it stopped in
+// discovery) by a legacy client, as the hosted connectors of 2025 are. `era` (--era) overrides it:
+// modern, legacy or dual. The era comes from the analyser's handshake, else (a database recorded
+// before eras were analysed) from the recorded requests themselves.
+//
 // As the same client: from the recorded exchanges it takes, each type-checked and size-bounded,
 // the User-Agent, the Accept and the initialize params (protocol version, capabilities,
-// clientInfo) of the probe, its Origin (a browser client), and the registration payload REBUILT
+// clientInfo) of the probe, or the `_meta` of its first modern request (protocol version,
+// clientInfo, clientCapabilities) — each era's params made from the other's when the recording has
+// only one, for a re-run in another era —, its Origin (a browser client), and the registration payload REBUILT
 // from the known RFC 7591 fields the client posted (client_name, redirect_uris, grant_types,
 // response_types, token_endpoint_auth_method, scope, application_type, software_id/_version;
 // unknown fields and redacted values dropped; never the raw recorded body), else the known
@@ -24,16 +36,18 @@
 // (below). Every request and answer is bounded (timeoutMs, 1 MiB) and nothing is retried.
 //
 // The browser authorize step is never replayed. Without a token the run goes probe → discovery →
-// registration and stops where the user is needed: authorize, callback, token, initialize,
-// initialized and list are "skipped". With a token, authorize/callback/token are skipped and the
-// token is the Bearer of initialize → notifications/initialized → tools/list (one of the server's
-// access tokens, or a raw Coda API token for the bundled server). tools/call, the GET stream,
-// teardown and refresh are never replayed (side effects, or optional).
+// registration and stops where the user is needed: authorize, callback, token and the MCP steps
+// (initialize, initialized and list; or discover and list) are "skipped". With a token,
+// authorize/callback/token are skipped and the token is the Bearer of the MCP steps (one of the
+// server's access tokens, or a raw Coda API token for the bundled server). tools/call, the GET
+// stream, subscriptions/listen, teardown and refresh are never replayed (side effects, or optional).
 //
 // Verdict (binary):
 //   now_passes  no step the re-run performed failed, AND the step the original failed at
 //               (handshake.failedStep) is ok in the re-run, or was skipped because the server no
-//               longer needs it (it answered the unauthenticated initialize: no OAuth at all);
+//               longer needs it (it answered the unauthenticated initialize: no OAuth at all). A
+//               re-run in another era than the original checks the connection's opening in its
+//               own era: initialize/initialized by discover (else list), discover by initialize;
 //   still_fails otherwise. Two cases:
 //     - a step failed: failedStep/code are the re-run's ("still fails at X: code — detail");
 //     - a step was not followed (another origin, not allowed): failedStep is that step, code null,
@@ -50,15 +64,21 @@
 // target is the proxy, it records and diagnoses the same exchanges once more.
 //
 // `same` per step: the re-run's status equals the original's, "skipped" and "not_reached" counting as "absent".
+// `era` is the client the re-run played, `eraFallback` whether it (dual-era) fell back to
+// initialize; a summary of a re-run that did not play a legacy client ends with the era ("; as a
+// modern (2026-07-28) client", "; as a dual-era client, which fell back to initialize").
 import { randomBytes } from "node:crypto";
+import { CLIENT_CAPABILITIES_META_KEY } from "@modelcontextprotocol/client";
 import { createClassifier } from "../analysis/classify.js";
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
 import { diagnose } from "../analysis/diagnose/index.js";
-import type { ClassifiedExchange } from "../analysis/exchange.js";
+import type { ClassifiedExchange, Era } from "../analysis/exchange.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
-import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeStep } from "../analysis/handshake.js";
+import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeEra, type HandshakeStep } from "../analysis/handshake.js";
+import { META_CLIENT_INFO, META_PROTOCOL_VERSION } from "../analysis/mcp-facts.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
-import { KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, registrationPayload } from "./clients.js";
+import { settle } from "../analysis/verdict.js";
+import { type ClientEra, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, MODERN_PROTOCOL_VERSION, type ModernClient, registrationPayload } from "./clients.js";
 import { toRecorded } from "../recording/record.js";
 import { createRedactor } from "../recording/redact.js";
 import { runConnector, type ConnectorOptions, type ConnectorRun, type StepOutcome } from "./connector.js";
@@ -73,6 +93,8 @@ export interface ReplayOptions {
   timeoutMs?: number;
   /** Origins besides the target's that the re-run may dial when the server sends it there (--allow-origin). */
   allowOrigins?: string[];
+  /** The client's era (--era); default as recorded: modern, dual (it fell back) or legacy (also for unknown). */
+  era?: ClientEra;
 }
 
 export interface ReplayStep {
@@ -90,27 +112,36 @@ export interface ReplayResult {
   code: DiagnosisCode | null;
   summary: string;
   steps: ReplayStep[];
+  /** The client the re-run played: modern (2026-07-28 only), legacy, or dual-era. */
+  era: ClientEra;
+  /** The re-run (a dual-era client) fell back to initialize: the server does not speak the modern era. */
+  eraFallback: boolean;
 }
 
-/** The steps a re-run performs (or skips for want of the user); others are shown only when the original has them. */
-const REPLAYED = new Set<HandshakeStep>([
-  "probe", "protected_resource_metadata", "authorization_server_metadata", "registration",
-  "authorize", "callback", "token", "initialize", "initialized", "list",
-]);
 const BROWSER_KINDS = new Set(["authorize", "authorize_consent"]);
 
 const SKIP_DETAIL = {
-  authless: "not needed: the server answered the unauthenticated initialize",
   needs_user: "needs the user's sign-in in a browser: pass --token to check the MCP steps",
   credential_given: "replaced by the given token",
 } as const;
 
+/** The step of the other era that checks the same thing: the connection's opening. */
+const OPENING_IN_OTHER_ERA: Partial<Record<HandshakeStep, HandshakeStep[]>> = {
+  initialize: ["discover", "list"],
+  initialized: ["discover", "list"],
+  discover: ["initialize"],
+};
+
+const ERA_WORDS: Record<ClientEra, string> = { modern: "a modern (2026-07-28) client", legacy: "a legacy client", dual: "a dual-era client" };
+
 export async function replayHandshake(detail: HandshakeDetail, options: ReplayOptions): Promise<ReplayResult> {
   const { handshake } = detail;
-  const { url, ...client } = clientOf(detail, options.target);
+  const { url, recorded, ...client } = clientOf(detail, options.target);
+  const era = options.era ?? (recorded.eraFallback ? "dual" : recorded.era === "modern" ? "modern" : "legacy");
   const target = new URL(options.target);
   const run = await runConnector(url, {
     ...client,
+    era,
     via: target.origin,
     // The scheme the re-run really uses, as a front proxy would pass it: a fact about the target,
     // not a recorded claim. Without it the analyser would take the proxy's default for a hosted
@@ -122,31 +153,35 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
   });
 
   const ran = new Map(run.steps.map((s) => [s.step, s]));
-  const steps = HANDSHAKE_STEPS.filter((step) => REPLAYED.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
+  const planned = new Set(run.plan);
+  const steps = HANDSHAKE_STEPS.filter((step) => planned.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
     const records = handshake.steps.filter((r) => r.step === step);
     const failed = handshake.failedStep === step || records.some((r) => r.status === "failed");
     const original = { status: records.length === 0 && !failed ? "absent" : failed ? "failed" : "ok", exchangeIds: records.flatMap((r) => r.exchangeIds) } as const;
-    const rerun = rerunOf(step, ran.get(step), run.failedAt);
+    const rerun = rerunOf(step, ran.get(step), run);
     const observed = rerun.status === "ok" || rerun.status === "failed" ? rerun.status : "absent";
     return { step, original, rerun, same: observed === original.status };
   });
 
   const ok = steps.filter((s) => s.rerun.status === "ok").map((s) => s.step);
   const passing = ok.length ? `${ok.join(", ")} ok` : "no step ran";
-  const base = { handshakeId: handshake.id, target: options.target, steps };
+  const base = { handshakeId: handshake.id, target: options.target, steps, era, eraFallback: run.eraFallback };
+  // How the re-run spoke, when not as a legacy client (the wording before there were eras).
+  const asClient = era === "legacy" ? "" : `as ${ERA_WORDS[era]}${era === "dual" ? (run.eraFallback ? ", which fell back to initialize" : ", which stayed modern") : ""}`;
+  const withEra = (summary: string) => (asClient ? `${summary}; ${asClient}` : summary);
   const before = handshake.failedStep;
   if (run.failedAt) {
     const code = diagnosisOf(run);
     const was = before && before !== run.failedAt ? ` (originally failed at ${before})` : "";
     const summary = `still fails at ${run.failedAt}${code ? `: ${code}` : ""}${was} — ${run.error ?? ""}`.trim();
-    return { ...base, verdict: "still_fails", failedStep: run.failedAt, code, summary };
+    return { ...base, verdict: "still_fails", failedStep: run.failedAt, code, summary: withEra(summary) };
   }
   if (run.notFollowed) {
     const why = ran.get(run.notFollowed)?.detail ?? "not followed";
     const summary = `not re-checked: ${run.notFollowed} ${why}; the steps that ran pass now: ${passing}`;
-    return { ...base, verdict: "still_fails", failedStep: run.notFollowed, code: null, summary };
+    return { ...base, verdict: "still_fails", failedStep: run.notFollowed, code: null, summary: withEra(summary) };
   }
-  const recheck = before ? ran.get(before) : undefined;
+  const recheck = before ? recheckOf(before, ran) : undefined;
   if (!before || recheck?.status === "ok" || recheck?.skipped === "authless") {
     const unchecked = steps.filter((s) => s.rerun.status === "skipped" && ran.get(s.step)?.skipped === "needs_user").map((s) => s.step);
     const summary = [
@@ -154,30 +189,55 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
       before ? `originally failed at ${before}` : "",
       unchecked.length ? `${unchecked.join(", ")} not checked without --token` : "",
     ].filter(Boolean).join("; ");
-    return { ...base, verdict: "now_passes", failedStep: null, code: null, summary };
+    return { ...base, verdict: "now_passes", failedStep: null, code: null, summary: withEra(summary) };
   }
-  const why = !REPLAYED.has(before)
+  const why = !planned.has(before) && !recheck
     ? `: the re-run does not replay ${before}`
     : options.token
       ? ": with --token, authorize, callback and token are not replayed"
       : " without --token";
   const summary = `not re-checked: could not re-check ${before}${why}; the steps that ran pass now: ${passing}`;
-  return { ...base, verdict: "still_fails", failedStep: before, code: null, summary };
+  return { ...base, verdict: "still_fails", failedStep: before, code: null, summary: withEra(summary) };
 }
 
-function rerunOf(step: HandshakeStep, outcome: StepOutcome | undefined, failedAt: HandshakeStep | null): ReplayStep["rerun"] {
+/** What re-checks the step the original failed at: the same step, else its counterpart in the era the re-run spoke. */
+function recheckOf(before: HandshakeStep, ran: Map<HandshakeStep, StepOutcome>): StepOutcome | undefined {
+  const same = ran.get(before);
+  if (same) return same;
+  for (const step of OPENING_IN_OTHER_ERA[before] ?? []) {
+    const other = ran.get(step);
+    if (other && other.skipped !== "era_fallback") return other;
+  }
+  return undefined;
+}
+
+function rerunOf(step: HandshakeStep, outcome: StepOutcome | undefined, run: ConnectorRun): ReplayStep["rerun"] {
   if (outcome) {
-    const detail = outcome.skipped && outcome.skipped !== "not_followed" ? SKIP_DETAIL[outcome.skipped] : outcome.detail;
+    const detail =
+      outcome.skipped === "authless"
+        ? `not needed: ${outcome.detail?.replace(/: no OAuth needed$/, "") ?? "the server answered the unauthenticated request"}`
+        : outcome.skipped === "needs_user" || outcome.skipped === "credential_given"
+          ? SKIP_DETAIL[outcome.skipped]
+          : outcome.detail;
     return { status: outcome.status, ...(outcome.httpStatus !== undefined ? { httpStatus: outcome.httpStatus } : {}), ...(detail ? { detail } : {}) };
   }
-  if (!REPLAYED.has(step)) return { status: "skipped", detail: `not replayed: ${step} is left to the client's own use` };
-  return { status: "not_reached", ...(failedAt ? { detail: `the re-run stopped at ${failedAt}` } : {}) };
+  if (!run.plan.includes(step)) {
+    const other = run.era === "modern" ? ["initialize", "initialized"] : ["discover"];
+    return other.includes(step)
+      ? { status: "skipped", detail: `not in the ${run.era === "modern" ? "2026-07-28 (modern)" : "legacy"} era the re-run spoke` }
+      : { status: "skipped", detail: `not replayed: ${step} is left to the client's own use` };
+  }
+  return { status: "not_reached", ...(run.failedAt ? { detail: `the re-run stopped at ${run.failedAt}` } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
 // The client, as the recording shows it
 
-type Client = Omit<ConnectorOptions, "via" | "auth" | "toolCall" | "timeoutMs" | "sseTimeoutMs" | "allowedOrigins" | "forwardHeaders"> & { url: string };
+type Client = Omit<ConnectorOptions, "via" | "auth" | "toolCall" | "timeoutMs" | "sseTimeoutMs" | "allowedOrigins" | "forwardHeaders" | "era"> & {
+  url: string;
+  /** The era the recording shows, and whether its client fell back from modern to initialize. */
+  recorded: { era: HandshakeEra; eraFallback: boolean };
+};
 
 const header = (e: ClassifiedExchange | undefined, name: string) => e?.requestHeaders.find(([n]) => n.toLowerCase() === name)?.[1];
 const firstValue = (v: string | undefined) => v?.split(",")[0]?.trim() || undefined;
@@ -194,11 +254,39 @@ function requestJson(e: ClassifiedExchange | undefined): Record<string, unknown>
   }
 }
 
+/** A recorded request's era: the analyser's fact, else its body (a `_meta` protocol version, or initialize). */
+function eraOfExchange(e: ClassifiedExchange): Era | undefined {
+  if (e.facts.mcp?.era) return e.facts.mcp.era;
+  const json = requestJson(e);
+  const params = isRecord(json?.params) ? json.params : undefined;
+  if (isRecord(params?._meta) && typeof params._meta[META_PROTOCOL_VERSION] === "string") return "modern";
+  return json?.method === "initialize" || json?.method === "notifications/initialized" ? "legacy" : undefined;
+}
+
+/**
+ * The handshake's era as the analyser judged it; for a handshake it could not place in one (a
+ * database recorded before eras were analysed), the era of its last MCP request, and a fallback
+ * when a legacy request followed a modern one.
+ */
+function recordedEra(handshake: HandshakeDetail["handshake"], mcp: ClassifiedExchange[]): Client["recorded"] {
+  if (handshake.era === "modern" || handshake.era === "legacy") return { era: handshake.era, eraFallback: handshake.eraFallback === true };
+  const eras = mcp.flatMap((e) => eraOfExchange(e) ?? []);
+  const firstModern = eras.indexOf("modern");
+  return { era: eras.at(-1) ?? "unknown", eraFallback: firstModern !== -1 && eras.slice(firstModern).includes("legacy") };
+}
+
+const requestsInitialize = (e: ClassifiedExchange) => e.facts.mcp?.methods.includes("initialize") === true || requestJson(e)?.method === "initialize";
+
 function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Client {
   const sorted = [...exchanges].sort((a, b) => a.id - b.id);
   const mcp = sorted.filter((e) => e.kind.startsWith("mcp_"));
+  const recorded = recordedEra(handshake, mcp);
   const unauthenticated = mcp.filter((e) => e.facts.bearerFingerprint === undefined);
-  const probe = unauthenticated.find((e) => e.facts.mcp?.methods.includes("initialize")) ?? unauthenticated[0] ?? mcp[0];
+  const isModern = (e: ClassifiedExchange) => eraOfExchange(e) === "modern";
+  // The client's opening without credentials: initialize, or its first modern request.
+  const probe = unauthenticated.find((e) => requestsInitialize(e) || isModern(e)) ?? unauthenticated[0] ?? mcp[0];
+  const initializing = unauthenticated.find(requestsInitialize) ?? mcp.find(requestsInitialize);
+  const modernFirst = unauthenticated.find(isModern) ?? mcp.find(isModern);
   const backend = sorted.filter((e) => !BROWSER_KINDS.has(e.kind));
   const known = handshake.clientFamily in KNOWN_CLIENTS ? KNOWN_CLIENTS[handshake.clientFamily as keyof typeof KNOWN_CLIENTS] : undefined;
   const fact = <T>(pick: (e: ClassifiedExchange) => T | undefined) => sorted.map(pick).find((v) => v !== undefined);
@@ -219,12 +307,28 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
   const scheme = firstValue(header(source, "x-forwarded-proto")) ?? (HOSTED_FAMILIES.has(handshake.clientFamily) ? "https" : "http");
   const publicOrigin = host && /^https?$/.test(scheme) ? safeUrl(`${scheme}://${host}`)?.origin : undefined;
 
-  const initialize = requestJson(probe);
+  // Each era's params, the one from the other when the recording shows only one era.
+  const initialize = requestJson(initializing ?? probe);
   const params = initialize?.method === "initialize" && isRecord(initialize.params) ? initialize.params : undefined;
-  const info = probe?.facts.mcp;
-  const clientInfo = clientInfoOf(params?.clientInfo) ?? clientInfoOf(info?.clientInfo) ?? known?.clientInfo ?? { name: text(handshake.clientName, 200) ?? "mcp-lens replay", version: "0" };
-  const capabilities = isRecord(params?.capabilities) && JSON.stringify(params.capabilities).length <= 8192 ? params.capabilities : {};
+  const modernJson = requestJson(modernFirst);
+  const meta = isRecord(modernJson?.params) && isRecord(modernJson.params._meta) ? modernJson.params._meta : undefined;
+  const info = (initializing ?? probe)?.facts.mcp;
+  const clientInfo =
+    clientInfoOf(params?.clientInfo) ??
+    clientInfoOf(meta?.[META_CLIENT_INFO]) ??
+    clientInfoOf(info?.clientInfo) ??
+    clientInfoOf(modernFirst?.facts.mcp?.clientInfo) ??
+    known?.clientInfo ?? { name: text(handshake.clientName, 200) ?? "mcp-lens replay", version: "0" };
+  const capabilities = boundedRecord(params?.capabilities) ?? boundedRecord(meta?.[CLIENT_CAPABILITIES_META_KEY]) ?? {};
   const protocolVersion = text(params?.protocolVersion, 64) ?? text(info?.protocolVersionRequested, 64) ?? LATEST_PROTOCOL_VERSION;
+  const modern: ModernClient = {
+    protocolVersion: text(meta?.[META_PROTOCOL_VERSION], 64) ?? text(modernFirst?.facts.mcp?.metaProtocolVersion, 64) ?? MODERN_PROTOCOL_VERSION,
+    clientInfo,
+    clientCapabilities: boundedRecord(meta?.[CLIENT_CAPABILITIES_META_KEY]) ?? capabilities,
+  };
+  // Its first modern request: server/discover when it sent one, else tools/list when it opened with that.
+  const modernMethods = mcp.filter(isModern).flatMap((e) => e.facts.mcp?.methods ?? []);
+  const opening = !modernMethods.includes("server/discover") && modernMethods[0] === "tools/list" ? "tools/list" : "server/discover";
 
   const redirectUri = fact((e) => text(e.facts.redirectUris?.[0], 2048)) ?? known?.redirectUri ?? "http://localhost:33418/callback";
   const registration =
@@ -237,9 +341,12 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
   const scope = text(fact((e) => (BROWSER_KINDS.has(e.kind) ? e.facts.scope : undefined)), 1024);
   return {
     url: connectorUrl,
+    recorded,
     ...(userAgent ? { userAgent } : {}),
     ...(accept ? { accept } : {}),
     initialize: { protocolVersion, capabilities, clientInfo },
+    modern,
+    opening,
     registration,
     ...(resource ? { resource } : {}),
     ...(scope ? { scope } : {}),
@@ -250,8 +357,8 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
 
 /**
  * The re-run judged like live traffic: its exchanges redacted, classified, grouped into
- * handshakes and diagnosed. The code is the first (most decisive) diagnosis of the handshake
- * holding the run's last exchange, where it stopped.
+ * handshakes, settled (the run has stopped) and diagnosed. The code is the first (most decisive)
+ * diagnosis of the handshake holding the run's last exchange, where it stopped.
  */
 function diagnosisOf(run: ConnectorRun): DiagnosisCode | null {
   if (run.exchanges.length === 0) return null;
@@ -259,8 +366,11 @@ function diagnosisOf(run: ConnectorRun): DiagnosisCode | null {
   const classify = createClassifier();
   const exchanges = run.exchanges.map((raw) => classify(toRecorded(raw, redactor)));
   const last = exchanges[exchanges.length - 1]!.id;
-  const handshake = groupHandshakes(exchanges, Date.now()).find((h) => h.exchangeIds.includes(last));
-  if (!handshake) return null;
+  const grouped = groupHandshakes(exchanges, Date.now()).find((h) => h.exchangeIds.includes(last));
+  if (!grouped) return null;
+  // The run is over: nothing will add to its handshake, which is judged as the proxy judges one
+  // whose client went quiet (no grace for a fallback that will not come).
+  const handshake = settle(grouped);
   const own = exchanges.filter((e) => handshake.exchangeIds.includes(e.id));
   return diagnose(handshake, own)[0]?.code ?? null;
 }
@@ -274,6 +384,9 @@ function text(value: unknown, max: number): string | undefined {
 const headerText = (value: string | undefined) => (value !== undefined && value.length <= 1024 && /^[\t\x20-\x7e\x80-\xff]*$/.test(value) ? value : undefined);
 
 const isPath = (p: string | undefined): p is string => typeof p === "string" && p.length <= 2048 && /^\/(?!\/)[\x21-\x7e]*$/.test(p) && !p.includes("\\");
+
+/** A recorded object (capabilities) when its JSON is at most 8 KiB. */
+const boundedRecord = (value: unknown) => (isRecord(value) && JSON.stringify(value).length <= 8192 ? value : undefined);
 
 function clientInfoOf(value: unknown): { name: string; version: string } | undefined {
   if (!isRecord(value)) return undefined;

@@ -41,12 +41,20 @@ export interface HostedConnectorResult {
   requests: number;
 }
 
+/** The public name a TLS front passes on (never resolved: requests go to the proxy). */
+const PUBLIC_HOST = "mcp.example.test";
+
 export async function runHostedConnector(connectorUrl: string, opts: HostedConnectorOptions): Promise<HostedConnectorResult> {
   const family = FAMILIES[opts.family];
   const tls = opts.tls ?? (opts.family === "claude-code" ? "none" : "forwarded");
   const dialled = new URL(connectorUrl);
   const logical = new URL(connectorUrl);
   if (tls !== "none") logical.protocol = "https:";
+  // The URL the user entered is the public one; the front passes its name on.
+  if (tls === "stripped") {
+    logical.hostname = PUBLIC_HOST;
+    logical.port = "";
+  }
   const run = await runConnector(logical.href, {
     userAgent: opts.origin ? BROWSER_UA : family.userAgent,
     accept: opts.accept ?? MCP_ACCEPT,
@@ -55,6 +63,11 @@ export async function runHostedConnector(connectorUrl: string, opts: HostedConne
     ...(opts.origin ? { origin: opts.origin } : {}),
     via: dialled.origin,
     ...(tls === "forwarded" ? { forwardHeaders: { "x-forwarded-proto": "https" } } : {}),
+    // A front that passes the public name but not the scheme: a loopback Host would say the
+    // client is on this machine, where no hosted client ever is.
+    ...(tls === "stripped"
+      ? { forwardHeaders: { "x-forwarded-host": PUBLIC_HOST }, frontOrigins: [`http://${PUBLIC_HOST}`] }
+      : {}),
     auth: "follow",
     toolCall: true,
     timeoutMs: opts.timeoutMs ?? 10_000,

@@ -2,12 +2,22 @@
 // of a server with a fault; the upstream is fixed (a new mcp-lens on the same database, in front of
 // the fixed server); re-running the stored handshake through the proxy now passes, and the re-run
 // is recorded like any traffic, as a new handshake of the same client.
+// And in the modern era: the v2 SDK's client (2026-07-28 only) connects through the real proxy to
+// the v2 SDK's modern-only server; `inspector replay ID` re-runs it as a modern client (exit 0),
+// and `--era dual` against a v1 SDK (legacy) server falls back to initialize and passes (exit 0),
+// where the modern re-run still fails (exit 1).
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { InspectorData, type HandshakeDetail } from "../../inspector/data.js";
-import { replayHandshake } from "../../inspector/replay.js";
+import { replayHandshake, type ReplayResult } from "../../inspector/replay.js";
+import { startErasServer } from "../fixtures/eras-server.js";
 import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
+import { keepArtifact } from "../helpers/artifacts.js";
 import { FAMILIES, runHostedConnector } from "../helpers/hosted-connector.js";
-import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { describeClientRun, runV2Client } from "../helpers/real-clients.js";
+import { ROOT, startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
 
 const tmp = tempDir("mcp-lens-replay-");
 const running: Array<RunningLens | MisbehavingServer> = [];
@@ -106,5 +116,121 @@ describe("inspector replay through the real proxy", () => {
       redirectUris: [FAMILIES["claude.ai"].redirectUri],
       tokenEndpointAuthMethod: FAMILIES["claude.ai"].authMethod,
     });
+  });
+});
+
+const INSPECTOR = path.join(ROOT, "dist/inspector/cli.js");
+const run = promisify(execFile);
+
+/** `inspector replay …` as the operator runs it: exit code and the --json result. */
+async function replayCli(args: string[], dbPath: string, name: string): Promise<{ code: number; result: ReplayResult }> {
+  const argv = [INSPECTOR, "replay", ...args, "--db", dbPath, "--json", "--timeout", "5000"];
+  try {
+    const { stdout } = await run(process.execPath, argv);
+    keepArtifact(`replay-${name}.json`, stdout);
+    return { code: 0, result: JSON.parse(stdout) as ReplayResult };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    keepArtifact(`replay-${name}.json`, e.stdout + e.stderr);
+    return { code: e.code, result: JSON.parse(e.stdout) as ReplayResult };
+  }
+}
+
+describe("inspector replay of a 2026-07-28 handshake through the real proxy", () => {
+  it("re-runs it as a modern client (exit 0); --era dual against a v1 SDK server falls back and passes", { timeout: 90_000 }, async () => {
+    const dbPath = `${tmp.dir}/modern.db`;
+    const lensArgs = ["--flush-interval", "20", "--shutdown-timeout", "500"];
+    // The v2 SDK's modern-only server (createMcpHandler, legacy "reject").
+    const modernOnly = await startErasServer({ era: "modern" });
+    running.push(modernOnly);
+    const lens = await startLensProcess({ upstream: modernOnly.url, dbPath, args: lensArgs });
+    running.push(lens);
+
+    // The v2 SDK's client, 2026-07-28 only, in its own process: server/discover, tools/list, tools/call.
+    const client = await runV2Client(`${lens.url}/mcp`, { mode: "pin", name: "replay-v2-client-pin" });
+    expect(client.code, describeClientRun(client)).toBe(0);
+
+    const original: HandshakeDetail = await waitFor(
+      () =>
+        look(dbPath, (data) => {
+          const h = data.listHandshakes().find((s) => s.exchangeCount >= 3);
+          const detail = h && data.getHandshake(h.id);
+          return detail?.handshake.outcome === "succeeded" ? detail : undefined;
+        }),
+      "the modern handshake stored as one, succeeded",
+      20_000,
+    );
+    expect(original.handshake).toMatchObject({ era: "modern", eraFallback: false, failedStep: null });
+    expect(original.exchanges.map((e) => e.facts.mcp?.methods[0]).slice(0, 2)).toEqual(["server/discover", "tools/list"]);
+    const id = String(original.handshake.id);
+    const lastId = look(dbPath, (data) => data.maxExchangeId());
+
+    // As recorded, through the proxy that recorded it: modern, exit 0.
+    const modern = await replayCli([id], dbPath, "modern");
+    expect(modern.code, modern.result.summary).toBe(0);
+    expect(modern.result).toMatchObject({ handshakeId: original.handshake.id, target: lens.url, verdict: "now_passes", era: "modern", eraFallback: false, failedStep: null });
+    expect(modern.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "discover", "list"]);
+
+    // The proxy recorded the re-run as a modern handshake of its own: 2026-07-28 requests only.
+    const rerun = await waitFor(
+      () =>
+        look(dbPath, (data) => {
+          const h = data.listHandshakes().find((s) => s.id > lastId);
+          const detail = h && data.getHandshake(h.id);
+          return detail && detail.exchanges.length >= 2 && detail.handshake.outcome === "succeeded" ? detail : undefined;
+        }),
+      "the re-run's handshake stored",
+      20_000,
+    );
+    expect(rerun.handshake).toMatchObject({ era: "modern", eraFallback: false, clientName: "replay-v2-client-pin" });
+    expect(rerun.handshake.steps.map((s) => [s.step, s.status])).toEqual([
+      ["probe", "ok"],
+      ["discover", "ok"],
+      ["list", "ok"],
+    ]);
+    for (const e of rerun.exchanges) {
+      expect(e.method).toBe("POST");
+      expect(e.facts.mcp).toMatchObject({ era: "modern", metaProtocolVersion: "2026-07-28", protocolVersionHeader: "2026-07-28", methodHeader: e.facts.mcp?.methods[0] });
+      expect(e.facts.mcp?.headerMismatch).toBeUndefined();
+      expect(e.facts.mcp?.sessionId).toBeUndefined();
+    }
+
+    // A v1 SDK (legacy) server behind a second proxy on the same database.
+    // The v1 SDK's stateful server, answering with SSE (its Connection: keep-alive and a re-run that
+    // sent Connection: close once made the proxy reuse an upstream socket the server had closed).
+    const legacy = await startErasServer({ era: "legacy" });
+    running.push(legacy);
+    const lens2 = await startLensProcess({ upstream: legacy.url, dbPath, args: lensArgs });
+    running.push(lens2);
+
+    // The modern-only client cannot connect to it: exit 1, at the probe.
+    const mismatch = await replayCli([id, "--target", lens2.url], dbPath, "modern-vs-legacy");
+    expect(mismatch.code).toBe(1);
+    expect(mismatch.result).toMatchObject({ verdict: "still_fails", failedStep: "probe", era: "modern" });
+    expect(mismatch.result.summary).toContain("a modern-only client has nowhere to go");
+    // The analyser's code, as for live traffic: the client is modern-only, the server legacy.
+    expect(mismatch.result.code).toBe("era_mismatch");
+
+    // A dual-era client can: modern first, initialize after the 400 without a modern error.
+    const before = look(dbPath, (data) => data.maxExchangeId());
+    const dual = await replayCli([id, "--era", "dual", "--target", lens2.url], dbPath, "dual-vs-legacy");
+    expect(dual.code, dual.result.summary).toBe(0);
+    expect(dual.result).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: true });
+    expect(dual.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "initialize", "initialized", "list"]);
+
+    // Recorded by the proxy as one handshake: a healthy fallback, legacy from then on.
+    const fallback = await waitFor(
+      () =>
+        look(dbPath, (data) => {
+          const h = data.listHandshakes().find((s) => s.id > before);
+          const detail = h && data.getHandshake(h.id);
+          return detail && detail.exchanges.length >= 4 && detail.handshake.outcome === "succeeded" ? detail : undefined;
+        }),
+      "the dual re-run's handshake stored",
+      20_000,
+    );
+    expect(fallback.handshake).toMatchObject({ era: "legacy", eraFallback: true, failedStep: null });
+    expect(fallback.exchanges.map((e) => `${e.facts.mcp?.methods[0]} ${e.status}`).slice(0, 2)).toEqual(["server/discover 400", "initialize 200"]);
+    expect(fallback.handshake.diagnoses.filter((d) => d.severity === "error")).toEqual([]);
   });
 });

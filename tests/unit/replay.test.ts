@@ -1,13 +1,26 @@
 // The replay engine on real recordings: a connector's handshake recorded by mcp-lens (in-process)
 // in front of a server with one fault, re-analysed the way the inspector does, then re-run against
 // the same faulty server, a fixed one, the bundled Coda server with a raw token, or a server that
-// only notes the headers it gets.
+// only notes the headers it gets. And the two eras: the 2026-07-28 requests the connector builds,
+// and handshakes of the v2 SDK's client recorded against the v2 SDK's modern-only server, re-run
+// as recorded (modern), as a dual-era client against a v1 SDK (legacy) server, or as asked.
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { Client, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, isSpecType, PROTOCOL_VERSION_META_KEY, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { KNOWN_CLIENTS, registrationPayload } from "../../inspector/clients.js";
-import { runConnector } from "../../inspector/connector.js";
+import {
+  encodeHeaderValue,
+  judgeModernAnswer,
+  KNOWN_CLIENTS,
+  MCP_ACCEPT,
+  mcpParamHeaders,
+  modernHeaders,
+  modernRequest,
+  registrationPayload,
+  type ModernClient,
+} from "../../inspector/clients.js";
+import { runConnector, type ConnectorRun } from "../../inspector/connector.js";
 import type { HandshakeDetail } from "../../inspector/data.js";
 import { replayHandshake, type ReplayResult } from "../../inspector/replay.js";
 import { createClassifier } from "../../analysis/classify.js";
@@ -24,6 +37,7 @@ import { FAKE_TOKEN, startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-server.js";
 import { runHostedConnector, type HostedConnectorOptions } from "../helpers/hosted-connector.js";
 import { startServerProcess, tempDir, waitFor, type RunningServer } from "../helpers/processes.js";
+import { startErasServer, type ServerEra } from "../fixtures/eras-server.js";
 
 const closers: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -385,5 +399,299 @@ describe("replayHandshake dials only the target unless told otherwise", () => {
     // The registration the re-run would send: only the known, well-typed fields.
     const { registrationOfForTest } = await import("../../inspector/replay.js");
     expect(registrationOfForTest(JSON.parse(hostileBody) as Record<string, unknown>)).toEqual({ client_name: "x", redirect_uris: ["http://localhost:1/cb"] });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The two eras
+
+/**
+ * A real server of an era (tests/fixtures/eras-server.ts), authless: "modern" is the v2 SDK's
+ * createMcpHandler with legacy "reject", "legacy" the v1 SDK's stateful transport, "dual" the v2
+ * SDK's with the stateless legacy fallback.
+ */
+async function eraServer(era: ServerEra): Promise<string> {
+  const s = await startErasServer({ era });
+  closers.push(s.close);
+  return s.url;
+}
+const v2Server = () => eraServer("modern");
+const v1Server = () => eraServer("legacy");
+
+/** The v2 SDK's client: connects (pin: 2026-07-28 only; auto: dual-era), lists its tools and calls echo. */
+async function v2Client(url: string, mode: "pin" | "auto" = "pin"): Promise<void> {
+  const client = new Client({ name: `replay-v2-client-${mode}`, version: "2.4.0" }, { versionNegotiation: { mode: mode === "pin" ? { pin: "2026-07-28" } : "auto" } });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  await client.listTools();
+  await client.callTool({ name: "echo", arguments: { message: "hello from the v2 client" } });
+  await client.close();
+}
+
+const CLIENT: ModernClient = { protocolVersion: "2026-07-28", clientInfo: { name: "Example", version: "1.0.0" }, clientCapabilities: { roots: {} } };
+const INITIALIZE = { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: CLIENT.clientInfo };
+const headerOf = (e: ConnectorRun["exchanges"][number], name: string) => e.requestHeaders.find(([n]) => n.toLowerCase() === name)?.[1];
+const bodyOf = (e: ConnectorRun["exchanges"][number]) => JSON.parse(e.requestBody.bytes.toString("utf8") || "{}") as { method?: string; params?: Record<string, unknown> };
+const outcomes = (run: ConnectorRun) => Object.fromEntries(run.steps.map((s) => [s.step, s.status]));
+const modernOptions = { accept: MCP_ACCEPT, initialize: { protocolVersion: "2025-11-25" }, registration: registrationPayload("x", "http://localhost:1/cb", "none"), timeoutMs: 3000 };
+
+describe("2026-07-28 requests, as the connector builds them", () => {
+  it("carries the protocol version, client info and capabilities in _meta, and keeps the params", () => {
+    const message = modernRequest(7, "tools/call", { name: "echo", arguments: { message: "hi" } }, CLIENT);
+    expect(message).toEqual({
+      jsonrpc: "2.0",
+      id: 7,
+      method: "tools/call",
+      params: {
+        name: "echo",
+        arguments: { message: "hi" },
+        _meta: { [PROTOCOL_VERSION_META_KEY]: "2026-07-28", [CLIENT_INFO_META_KEY]: { name: "Example", version: "1.0.0" }, [CLIENT_CAPABILITIES_META_KEY]: { roots: {} } },
+      },
+    });
+    expect(PROTOCOL_VERSION_META_KEY).toBe("io.modelcontextprotocol/protocolVersion");
+    // The v2 SDK's own schemas accept them.
+    expect(isSpecType.JSONRPCRequest(message)).toBe(true);
+    expect(isSpecType.CallToolRequest(message)).toBe(true);
+    expect(isSpecType.DiscoverRequest(modernRequest(0, "server/discover", {}, CLIENT))).toBe(true);
+    expect(isSpecType.ListToolsRequest(modernRequest(1, "tools/list", {}, CLIENT))).toBe(true);
+  });
+
+  it("mirrors the body in MCP-Protocol-Version, Mcp-Method and (for tools/call, prompts/get, resources/read) Mcp-Name", () => {
+    expect(modernHeaders(modernRequest(0, "server/discover", {}, CLIENT))).toEqual({ "mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover" });
+    expect(modernHeaders(modernRequest(1, "tools/list", {}, { ...CLIENT, protocolVersion: "2027-01-01" }))).toEqual({ "mcp-protocol-version": "2027-01-01", "mcp-method": "tools/list" });
+    expect(modernHeaders(modernRequest(2, "tools/call", { name: "get_weather", arguments: {} }, CLIENT))).toEqual({
+      "mcp-protocol-version": "2026-07-28",
+      "mcp-method": "tools/call",
+      "mcp-name": "get_weather",
+    });
+    expect(modernHeaders(modernRequest(3, "resources/read", { uri: "file:///projects/myapp/config.json" }, CLIENT))["mcp-name"]).toBe("file:///projects/myapp/config.json");
+    expect(modernHeaders(modernRequest(4, "prompts/get", { name: "météo" }, CLIENT))["mcp-name"]).toBe(`=?base64?${Buffer.from("météo").toString("base64")}?=`);
+  });
+
+  it("encodes header values as the spec's table does", () => {
+    expect(encodeHeaderValue("us-west1")).toBe("us-west1");
+    expect(encodeHeaderValue("Hello, 世界")).toBe("=?base64?SGVsbG8sIOS4lueVjA==?=");
+    expect(encodeHeaderValue(" padded ")).toBe("=?base64?IHBhZGRlZCA=?=");
+    expect(encodeHeaderValue("line1\nline2")).toBe("=?base64?bGluZTEKbGluZTI=?=");
+    expect(encodeHeaderValue("=?base64?literal?=")).toBe("=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?=");
+    expect(mcpParamHeaders({ type: "object", properties: { region: { type: "string", "x-mcp-header": "Region" }, query: { type: "string" }, n: { type: "integer", "x-mcp-header": "N" } } }, { region: "us-west1", query: "SELECT 1", n: 42 })).toEqual({
+      "mcp-param-region": "us-west1",
+      "mcp-param-n": "42",
+    });
+    expect(mcpParamHeaders({ properties: { a: { "x-mcp-header": "bad name" } } }, { a: "x" })).toEqual({});
+  });
+
+  it("tells a modern server's answer from a legacy server's, as a dual-era client must", () => {
+    const judge = (status: number, message?: unknown, method = "server/discover") => judgeModernAnswer(method, "2026-07-28", { status, text: JSON.stringify(message ?? ""), ...(message ? { message: message as never } : {}) }).kind;
+    const error = (code: number, message: string, data?: unknown) => ({ jsonrpc: "2.0", id: 0, error: { code, message, ...(data ? { data } : {}) } });
+    expect(judge(200, { jsonrpc: "2.0", id: 0, result: { supportedVersions: ["2026-07-28"], capabilities: {}, resultType: "complete" } })).toBe("ok");
+    expect(judge(200, { jsonrpc: "2.0", id: 0, result: { tools: [] } }, "tools/list")).toBe("ok");
+    expect(judge(401)).toBe("challenge");
+    // A v1 SDK (legacy, stateful) server: 400 without a modern error.
+    expect(judge(400, error(-32000, "Bad Request: Mcp-Session-Id header is required"))).toBe("not_modern");
+    expect(judge(404)).toBe("not_modern");
+    expect(judge(405, error(-32000, "Method not allowed"))).toBe("not_modern");
+    expect(judge(200, error(-32601, "Method not found"))).toBe("not_modern"); // a stateless legacy server
+    expect(judge(200, { jsonrpc: "2.0", id: 0, result: { protocolVersion: "2025-11-25" } })).toBe("not_modern"); // no DiscoverResult
+    // Modern errors: the server speaks the modern era, the request was wrong.
+    expect(judge(400, error(-32020, "Header mismatch"))).toBe("modern_error");
+    expect(judge(400, error(-32021, "Missing required client capability"))).toBe("modern_error");
+    expect(judge(400, error(-32022, "Unsupported protocol version", { supported: ["2027-01-01"], requested: "2026-07-28" }))).toBe("modern_error");
+    expect(judge(404, error(-32601, "Method not found"))).toBe("modern_error");
+    expect(judge(200, { jsonrpc: "2.0", id: 0, result: { supportedVersions: ["2027-01-01"], capabilities: {} } })).toBe("modern_error");
+    // Only legacy versions supported: retrying with one of them is initialize.
+    expect(judge(400, error(-32022, "Unsupported protocol version", { supported: ["2025-11-25", "2025-06-18"] }))).toBe("not_modern");
+    expect(judge(500, error(-32603, "Internal error"))).toBe("failed");
+    expect(judge(302)).toBe("failed");
+  });
+});
+
+describe("the connector in each era, against the v1 and v2 SDK servers", () => {
+  it("modern: server/discover, tools/list, tools/call, each with _meta and the request metadata headers; no initialize, session, GET or DELETE", async () => {
+    const target = await v2Server();
+    const run = await runConnector(`${target}/mcp`, { ...modernOptions, era: "modern", modern: CLIENT, toolCall: true });
+    expect(run, run.error).toMatchObject({ failedAt: null, era: "modern", eraFallback: false });
+    expect(outcomes(run)).toMatchObject({ probe: "ok", discover: "ok", list: "ok", tool_call: "ok", protected_resource_metadata: "skipped" });
+    expect(run.steps.map((s) => s.step)).not.toContain("initialize");
+    expect(run.exchanges.map((e) => `${e.method} ${bodyOf(e).method}`)).toEqual(["POST server/discover", "POST tools/list", "POST tools/call"]);
+    for (const e of run.exchanges) {
+      const body = bodyOf(e);
+      expect(body.params?._meta).toEqual({ [PROTOCOL_VERSION_META_KEY]: "2026-07-28", [CLIENT_INFO_META_KEY]: CLIENT.clientInfo, [CLIENT_CAPABILITIES_META_KEY]: CLIENT.clientCapabilities });
+      expect(headerOf(e, "mcp-protocol-version")).toBe("2026-07-28");
+      expect(headerOf(e, "mcp-method")).toBe(body.method);
+      expect(headerOf(e, "mcp-session-id")).toBeUndefined();
+      expect(headerOf(e, "connection")).toBe("keep-alive"); // never Connection: close (see connector.ts)
+      expect(e.status).toBe(200);
+    }
+    expect(headerOf(run.exchanges[2]!, "mcp-name")).toBe("echo");
+    expect(run.plan).toEqual(["probe", "protected_resource_metadata", "authorization_server_metadata", "registration", "authorize", "callback", "token", "discover", "list", "tool_call"]);
+  });
+
+  it("modern, opening with tools/list as some clients do: no server/discover at all", async () => {
+    const run = await runConnector(`${await v2Server()}/mcp`, { ...modernOptions, era: "modern", modern: CLIENT, opening: "tools/list" });
+    expect(run, run.error).toMatchObject({ failedAt: null, era: "modern" });
+    expect(outcomes(run)).toMatchObject({ probe: "ok", list: "ok" });
+    expect(run.plan).not.toContain("discover");
+    expect(run.exchanges.map((e) => bodyOf(e).method)).toEqual(["tools/list"]);
+  });
+
+  it("modern against a legacy server: fails at the probe, the server does not speak 2026-07-28", async () => {
+    const run = await runConnector(`${await v1Server()}/mcp`, { ...modernOptions, era: "modern", modern: CLIENT });
+    expect(run).toMatchObject({ failedAt: "probe", era: "modern", eraFallback: false });
+    expect(run.error).toMatch(/^server\/discover answered 400 -32000 .*: the server does not speak 2026-07-28, and a modern-only client has nowhere to go$/);
+    expect(run.exchanges).toHaveLength(1);
+  });
+
+  it("dual against a legacy server: the modern probe's 4xx without a modern error sends it to initialize", async () => {
+    // Without Accept the v1 server answers 406 to both eras: the fallback happens, then the probe fails.
+    const noAccept = await runConnector(`${await v1Server()}/mcp`, { ...modernOptions, accept: undefined, initialize: INITIALIZE, era: "dual", modern: CLIENT });
+    expect(noAccept).toMatchObject({ failedAt: "probe", era: "legacy", eraFallback: true });
+    expect(noAccept.exchanges.map((e) => `${bodyOf(e).method} ${e.status}`)).toEqual(["server/discover 400", "initialize 406"]);
+
+    const run = await runConnector(`${await v1Server()}/mcp`, { ...modernOptions, initialize: INITIALIZE, era: "dual", modern: CLIENT, toolCall: true });
+    expect(run, run.error).toMatchObject({ failedAt: null, era: "legacy", eraFallback: true });
+    expect(outcomes(run)).toMatchObject({ probe: "ok", initialize: "ok", initialized: "ok", list: "ok", tool_call: "ok" });
+    expect(run.steps.find((s) => s.step === "probe")?.detail).toMatch(/^server\/discover answered 400 .*: fell back to initialize, as a dual-era client does$/);
+    expect(run.exchanges.map((e) => bodyOf(e).method)).toEqual(["server/discover", "initialize", "notifications/initialized", "tools/list", "tools/call"]);
+    // After the fallback, legacy requests: a session id, no modern headers.
+    for (const e of run.exchanges.slice(2)) {
+      expect(headerOf(e, "mcp-session-id")).toBeDefined();
+      expect(headerOf(e, "mcp-method")).toBeUndefined();
+    }
+  });
+
+  it("dual against a modern server stays modern; legacy against it fails at the probe", async () => {
+    const target = await v2Server();
+    const dual = await runConnector(`${target}/mcp`, { ...modernOptions, era: "dual", modern: CLIENT });
+    expect(dual).toMatchObject({ failedAt: null, era: "modern", eraFallback: false });
+    const legacy = await runConnector(`${target}/mcp`, modernOptions);
+    expect(legacy).toMatchObject({ failedAt: "probe", era: "legacy" });
+    expect(legacy.error).toMatch(/^probe answered 400 .*-32022/);
+  });
+
+  it("through OAuth: the modern probe's 401 leads to discovery; a dual-era client falls back after the token", async () => {
+    const legacyOAuth = await server(); // the misbehaving server, healthy: OAuth, legacy sessions
+    const dual = await runConnector(`${legacyOAuth.url}/mcp`, { ...modernOptions, era: "dual", modern: CLIENT, auth: "follow", toolCall: true });
+    expect(dual, dual.error).toMatchObject({ failedAt: null, era: "legacy", eraFallback: true });
+    expect(outcomes(dual)).toMatchObject({ probe: "ok", protected_resource_metadata: "ok", registration: "ok", token: "ok", discover: "skipped", initialize: "ok", list: "ok" });
+    expect(dual.steps.find((s) => s.step === "discover")).toMatchObject({ skipped: "era_fallback", detail: expect.stringMatching(/fell back to initialize/) });
+    const methods = dual.exchanges.filter((e) => e.path === "/mcp").map((e) => `${bodyOf(e).method} ${e.status}`);
+    expect(methods.slice(0, 3)).toEqual(["server/discover 401", "server/discover 400", "initialize 200"]);
+
+    const modern = await runConnector(`${legacyOAuth.url}/mcp`, { ...modernOptions, era: "modern", modern: CLIENT, auth: "follow" });
+    expect(modern).toMatchObject({ failedAt: "discover", era: "modern" });
+    expect(modern.error).toContain("a modern-only client has nowhere to go");
+    // Without a token the MCP steps of its era are skipped.
+    const stop = await runConnector(`${legacyOAuth.url}/mcp`, { ...modernOptions, era: "modern", modern: CLIENT });
+    expect(outcomes(stop)).toMatchObject({ registration: "ok", token: "skipped", discover: "skipped", list: "skipped" });
+    expect(outcomes(stop).initialize).toBeUndefined();
+  });
+
+  it("refuses to send a recorded value that is no valid header value, as a failed step", async () => {
+    const run = await runConnector(`${await v2Server()}/mcp`, { ...modernOptions, era: "modern", modern: { ...CLIENT, protocolVersion: "2026-07-28\u202e" } });
+    // An unusable recorded version is replaced by 2026-07-28 rather than sent.
+    expect(run).toMatchObject({ failedAt: null });
+    const hostileUa = await runConnector(`${await v2Server()}/mcp`, { ...modernOptions, era: "modern", userAgent: "ok\u2028" });
+    expect(hostileUa).toMatchObject({ failedAt: "probe", error: expect.stringContaining("user-agent header would not be a valid header value") });
+    expect(hostileUa.exchanges).toHaveLength(0);
+  });
+});
+
+describe("replayHandshake in the era the handshake was recorded in", () => {
+  it("a succeeded 2026-07-28 handshake of the v2 SDK's client re-runs as modern and now passes against the modern-only server", async () => {
+    const upstream = await v2Server();
+    const detail = await record(upstream, (url) => v2Client(`${url}/mcp`, "pin"));
+    expect(detail.handshake).toMatchObject({ era: "modern", eraFallback: false, outcome: "succeeded", failedStep: null });
+
+    const result = await replayHandshake(detail, { target: upstream, timeoutMs: 3000 });
+    expect(result, result.summary).toMatchObject({ verdict: "now_passes", failedStep: null, code: null, era: "modern", eraFallback: false });
+    expect(statuses(result)).toMatchObject({ probe: "ok", discover: "ok", list: "ok", protected_resource_metadata: "skipped" });
+    expect(statuses(result).initialize).toBeUndefined();
+    expect(rerun(result, "discover")).toMatchObject({ original: { status: "ok" }, rerun: { status: "ok", httpStatus: 200 }, same: true });
+    expect(rerun(result, "tool_call").rerun).toMatchObject({ status: "skipped", detail: expect.stringContaining("not replayed") });
+    expect(result.summary).toBe("now passes: probe, discover, list ok; as a modern (2026-07-28) client");
+  });
+
+  it("re-runs it as the same modern client: its _meta client info and capabilities, its user agent, the headers", async () => {
+    const upstream = await v2Server();
+    const detail = await record(upstream, (url) => v2Client(`${url}/mcp`, "pin"));
+    const seen: Array<{ headers: http.IncomingHttpHeaders; body: string }> = [];
+    const noting = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        seen.push({ headers: req.headers, body });
+        res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "Bad Request: Server not initialized" } }));
+      });
+    });
+    const result = await replayHandshake(detail, { target: await listening(noting), timeoutMs: 3000 });
+    // A modern-only client against a server that answers like a legacy one: nowhere to go.
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "probe", era: "modern" });
+    expect(result.summary).toMatch(/^still fails at probe: era_mismatch — server\/discover answered 400 -32000 .*nowhere to go; as a modern \(2026-07-28\) client$/);
+    expect(seen).toHaveLength(1);
+    const body = JSON.parse(seen[0]!.body) as { method: string; params: { _meta: Record<string, unknown> } };
+    expect(body.method).toBe("server/discover");
+    expect(body.params._meta).toEqual({
+      [PROTOCOL_VERSION_META_KEY]: "2026-07-28",
+      [CLIENT_INFO_META_KEY]: { name: "replay-v2-client-pin", version: "2.4.0" },
+      [CLIENT_CAPABILITIES_META_KEY]: {},
+    });
+    expect(seen[0]!.headers).toMatchObject({ "mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover", "user-agent": "node", accept: "application/json, text/event-stream" });
+  });
+
+  it("against a v1 SDK (legacy) server: the modern re-run fails at the probe; --era dual now passes by falling back", async () => {
+    const detail = await record(await v2Server(), (url) => v2Client(`${url}/mcp`, "pin"));
+    const legacy = await v1Server();
+
+    const modern = await replayHandshake(detail, { target: legacy, timeoutMs: 3000 });
+    expect(modern).toMatchObject({ verdict: "still_fails", failedStep: "probe", era: "modern", eraFallback: false });
+    // The analyser's code for a modern-only client at a legacy server.
+    expect(modern.code).toBe("era_mismatch");
+
+    const dual = await replayHandshake(detail, { target: legacy, era: "dual", timeoutMs: 3000 });
+    expect(dual, dual.summary).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: true });
+    expect(statuses(dual)).toMatchObject({ probe: "ok", initialize: "ok", initialized: "ok", list: "ok" });
+    // The original's discover has no counterpart once the re-run went legacy.
+    expect(rerun(dual, "discover").rerun).toMatchObject({ status: "skipped" });
+    expect(rerun(dual, "probe").rerun.detail).toMatch(/fell back to initialize/);
+    expect(dual.summary).toMatch(/; as a dual-era client, which fell back to initialize$/);
+
+    const asLegacy = await replayHandshake(detail, { target: legacy, era: "legacy", timeoutMs: 3000 });
+    expect(asLegacy).toMatchObject({ verdict: "now_passes", era: "legacy", eraFallback: false });
+  });
+
+  it("a dual-era client's recorded fallback re-runs as a dual-era client", async () => {
+    const legacy = await v1Server();
+    const detail = await record(legacy, (url) => v2Client(`${url}/mcp`, "auto"));
+    expect(detail.handshake).toMatchObject({ era: "legacy", eraFallback: true, outcome: "succeeded" });
+    const again = await replayHandshake(detail, { target: legacy, timeoutMs: 3000 });
+    expect(again, again.summary).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: true });
+    // Against a modern-only server the same client stays modern.
+    const modern = await replayHandshake(detail, { target: await v2Server(), timeoutMs: 3000 });
+    expect(modern, modern.summary).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: false });
+    expect(statuses(modern)).toMatchObject({ probe: "ok", discover: "ok", list: "ok" });
+  });
+
+  it("a legacy client that failed at a modern-only server: still fails as recorded; --era dual checks a dual-era client now passes", async () => {
+    const modernOnly = await v2Server();
+    const detail = await record(modernOnly, (url) => runHostedConnector(`${url}/mcp`, { family: "claude-code" }).then(() => undefined));
+    expect(detail.handshake).toMatchObject({ era: "legacy", outcome: "failed", failedStep: "probe" });
+    const again = await replayHandshake(detail, { target: modernOnly, timeoutMs: 3000 });
+    expect(again).toMatchObject({ verdict: "still_fails", failedStep: "probe", era: "legacy" });
+    const dual = await replayHandshake(detail, { target: modernOnly, era: "dual", timeoutMs: 3000 });
+    expect(dual, dual.summary).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: false });
+    expect(rerun(dual, "probe")).toMatchObject({ original: { status: "failed" }, rerun: { status: "ok", httpStatus: 200 }, same: false });
+    expect(statuses(dual)).toMatchObject({ discover: "ok", list: "ok" });
+    expect(dual.steps.map((s) => s.step)).not.toContain("initialize");
+  });
+
+  it("an unknown era (no MCP request recorded) re-runs as a legacy client", async () => {
+    const detail = await recordConnector((await server("prm_404")).url);
+    const unknown: HandshakeDetail = {
+      handshake: { ...detail.handshake, era: "unknown", eraFallback: false },
+      exchanges: detail.exchanges.filter((e) => !e.kind.startsWith("mcp_")),
+    };
+    const result = await replayHandshake(unknown, { target: (await server()).url, timeoutMs: 3000 });
+    expect(result).toMatchObject({ era: "legacy", eraFallback: false });
+    expect(statuses(result)).toMatchObject({ probe: "ok", initialize: "skipped" });
   });
 });
