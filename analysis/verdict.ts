@@ -1,7 +1,7 @@
 // A handshake's final word combines the grouping's outcome with the diagnoses: a client that
 // stops after a 200 whose content is wrong (a resource or issuer mismatch, no S256) has not
 // "abandoned" — it failed at that step. Pure, so the inspector reaches the same verdict.
-import { FALLBACK_GRACE_MS } from "./handshakes.js";
+import { FALLBACK_GRACE_MS } from "./handshake-state.js";
 import type { Diagnosis, Handshake, HandshakeStep } from "./handshake.js";
 
 /**

@@ -1,7 +1,7 @@
 // After connecting: what breaks the connector later (refresh).
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import { claimed, codeGrants, describe, detail, is2xx, isFailure, tokens } from "./evidence.js";
+import { claimed, codeGrants, describe, detail, is2xx, isFailure } from "./evidence.js";
 import type { DiagnosisRule } from "./rule.js";
 
 export const AFTER_CONNECTING_RULES: readonly DiagnosisRule[] = [

@@ -15,7 +15,6 @@ import {
   isHtml,
   MCP_KINDS,
   MCP_STEPS,
-  methods,
   parseUrl,
   pathOf,
   PRM_PATH,
