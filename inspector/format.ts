@@ -28,7 +28,7 @@
 //   show --json    one handshake
 //   tail --json    one object per line: {"type":"exchange","handshakeId":number|null,"exchange":{…}}
 //                  or {"type":"handshake","handshake":{… without exchanges}}
-//   replay --json  { handshakeId, target, verdict: "now_passes" | "still_fails", failedStep, code,
+//   replay --json  { handshakeId, target, era, eraFallback, verdict: "now_passes" | "still_fails", failedStep, code,
 //                    summary, steps: [{ step, original: { status, exchangeIds }, rerun: { status,
 //                    httpStatus?, detail? }, same }] }
 import type { ClassifiedExchange } from "../analysis/exchange.js";
