@@ -54,6 +54,7 @@ import {
   probeContinues,
   recordExchange,
   RESUMING_KEY,
+  sameClientInfo,
   type State,
   toHandshake,
 } from "./handshake-state.js";
@@ -203,7 +204,7 @@ export class HandshakeTracker {
         // A repeated probe; the real connection after pre-flight checks (a refused GET, discovery
         // on an authless server, mcp-remote's test connection); a dual-era client's fallback.
         return (
-          joinable(peer, PEER_WINDOW_MS, onlyGoodProbes) ??
+          joinable(peer, PEER_WINDOW_MS, (s) => onlyGoodProbes(s) && sameClientInfo(s, e)) ??
           joinable(peer, FALLBACK_GRACE_MS, probeContinues(e)) ??
           joinable(address, FALLBACK_GRACE_MS, probeContinues(e))
         );

@@ -108,6 +108,21 @@ describe("a modern connection", () => {
     expect(grouped(w).map((h) => h.exchangeIds)).toEqual([[1, 2], [3, 4], [5]]);
   });
 
+  it("two clients' challenged probes from one address stay apart when their `_meta` names differ", () => {
+    const w = new Wire();
+    const challenged = (client: string): Spec => {
+      const spec = modern("server/discover", client, { status: 401, reply: { error: "invalid_token" } });
+      return { ...spec, res: [...(spec.res ?? []), ["www-authenticate", 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource/mcp"']] };
+    };
+    w.send(NODE, challenged("agent-auto"));
+    w.send(NODE, challenged("agent-auto")); // the same client probing again
+    w.send(NODE, challenged("agent-pinned"));
+    expect(grouped(w).map((h) => [h.exchangeIds, h.clientName])).toEqual([
+      [[1, 2], "agent-auto"],
+      [[3], "agent-pinned"],
+    ]);
+  });
+
   it("does not take the next legacy client's requests, nor does the next modern client's probe join a legacy session", () => {
     const w = new Wire();
     w.send(NODE, legacy("initialize", "v1", { assign: "s1" }));
