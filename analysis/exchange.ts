@@ -189,6 +189,8 @@ export interface McpFacts {
   era?: Era;
   /** `_meta["io.modelcontextprotocol/protocolVersion"]` of the first request. */
   metaProtocolVersion?: string;
+  /** The capabilities the client declared (their names), in initialize or a modern request's `_meta`. */
+  clientCapabilities?: string[];
   /** The Mcp-Method and Mcp-Name request headers (2026-07-28). */
   methodHeader?: string;
   nameHeader?: string;

@@ -21,6 +21,7 @@ import { type Era, type JsonRpcMessageFact, type McpFacts, MODERN_PROTOCOL_VERSI
 export const META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion";
 export const META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo";
 export const META_SERVER_INFO = "io.modelcontextprotocol/serverInfo";
+export const META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
 
 /** Methods only the modern era has. */
 const MODERN_METHODS = new Set(["server/discover", "subscriptions/listen"]);
@@ -96,6 +97,7 @@ export function mcpFacts(v: View): McpFacts {
     sse: v.answeredSse || (v.responseJson !== undefined ? false : undefined),
     era,
     metaProtocolVersion,
+    clientCapabilities: capabilityNames(initParams?.capabilities ?? meta?.[META_CLIENT_CAPABILITIES]),
     methodHeader,
     nameHeader,
     headerMismatch: era === "modern" && first ? headerMismatches(first, metaProtocolVersion, protocolVersionHeader, methodHeader, nameHeader) : undefined,
@@ -144,6 +146,11 @@ function headerMismatches(
   const named = method === undefined ? undefined : NAMED_METHODS[method];
   if (named) compare("Mcp-Name", nameHeader, isRecord(first.params) ? str(first.params[named]) : undefined);
   return found.length > 0 ? found : undefined;
+}
+
+/** The names of the capabilities an object declares (at most 32: a hostile body stays cheap). */
+function capabilityNames(value: unknown): string[] | undefined {
+  return isRecord(value) ? Object.keys(value).slice(0, 32) : undefined;
 }
 
 function strings(value: unknown): string[] | undefined {

@@ -145,7 +145,7 @@ const cases: Case[] = [
           _meta: {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": { name: "verify-v2-client", version: "2.4.0" },
-            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientCapabilities": { sampling: {} },
           },
         },
       }),
@@ -167,6 +167,7 @@ const cases: Case[] = [
         methods: ["server/discover"],
         era: "modern",
         metaProtocolVersion: "2026-07-28",
+        clientCapabilities: ["sampling"],
         protocolVersionHeader: "2026-07-28",
         methodHeader: "server/discover",
         clientInfo: { name: "verify-v2-client", version: "2.4.0" },
@@ -964,6 +965,7 @@ describe("table coverage", () => {
     protocolVersionHeader: true, sessionId: true, sessionIdAssigned: true, clientInfo: true,
     serverInfo: true, toolNames: true, sse: true, era: true, metaProtocolVersion: true, methodHeader: true,
     nameHeader: true, headerMismatch: true, resultType: true, supportedVersions: true, versionRequestedByError: true,
+    clientCapabilities: true,
   };
   const metadataKeys: Record<keyof MetadataFacts, true> = {
     resource: true, authorizationServers: true, issuer: true, authorizationEndpoint: true,
