@@ -91,6 +91,7 @@ export const DIAGNOSIS_CODES = [
   "registration_stub",
   "redirect_uri_rejected",
   "scope_rejected",
+  "sign_in_failed",
   "authorization_redirect_status",
   "token_request_rejected",
   "token_invalid_grant",
@@ -114,6 +115,7 @@ export const DIAGNOSIS_CODES = [
   "header_mismatch",
   "cimd_fetch_failed",
   "authorization_response_iss_mismatch",
+  "client_capability_missing",
   // Field reports (2025-2026 trackers)
   "token_auth_method_mismatch",
   "stale_client_registration",

@@ -3,6 +3,7 @@
 
 import type { ClassifiedExchange } from "../exchange.js";
 import {
+  andMore,
   AUTHORIZE_KINDS,
   bodyJson,
   bodyText,
@@ -45,6 +46,24 @@ export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
         fix:
           `Accept the scope the client asks for ("${asked ?? ""}"), or advertise the valid ones in scopes_supported ` +
           "(PRM) and the WWW-Authenticate scope so the client asks for those",
+      };
+    },
+  },
+  {
+    code: "sign_in_failed",
+    severity: "error",
+    reference: "RFC 6749 §4.1.2.1",
+    meaning:
+      "The authorization endpoint or its sign-in page answered the user's browser with an error page (4xx/5xx) instead of redirecting back to the client: the user could not sign in, and the client never hears why.",
+    steps: ["authorize", "callback"],
+    check(ctx) {
+      const hits = ctx.of(...AUTHORIZE_KINDS).filter(isSignInFailure);
+      const e = hits[0];
+      if (!e) return null;
+      return {
+        summary: `The sign-in ${describe(e)} answered ${e.status}${pageMessage(e)} in the user's browser, with no redirect back to the client${andMore(hits)}`,
+        evidence: ids(hits),
+        fix: signInFix(e),
       };
     },
   },
@@ -387,4 +406,39 @@ interface GrantCause {
   reason: string;
   fix: string;
   evidence: number[];
+}
+
+/**
+ * A sign-in page's own failure: an error status with no OAuth error of its own (invalid_client,
+ * invalid_scope, a redirect URI: the codes for those say more), on a request that is no CIMD fetch.
+ */
+function isSignInFailure(e: ClassifiedExchange): boolean {
+  if (e.status === null || e.status < 400 || claimed(e)) return false;
+  if (e.facts.oauthError !== undefined || e.facts.clientIdIsMetadataDocument) return false;
+  return !/redirect|callback|client_id|unknown client|invalid_client|scope/i.test(errorText(e));
+}
+
+/** The page's own error message (an element with role="alert" or class "error"), else what detail() quotes. */
+function pageMessage(e: ClassifiedExchange): string {
+  const alert = ALERT_ELEMENT.exec(bodyText(e.responseBody).slice(0, 64_000))?.[2];
+  const text = (alert ?? "")
+    .replace(/<[^>]+>/g, " ")
+    .replace(/&(amp|lt|gt|quot|#39);/g, (_, name: string) => ENTITIES[name] ?? "")
+    .replace(/\s+/g, " ")
+    .trim();
+  if (text === "") return detail(e);
+  return ` "${text.length > 160 ? `${text.slice(0, 157)}…` : text}"`;
+}
+
+const ALERT_ELEMENT = /<(\w+)\b[^>]*\b(?:role="alert"|class="[^"]*\berror\b[^"]*")[^>]*>([\s\S]*?)<\/\1>/i;
+const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" };
+
+function signInFix(e: ClassifiedExchange): string {
+  if (/coda/i.test(errorText(e))) {
+    return "The Coda API token the user entered was refused: create a new one at https://coda.io/account (API settings) and sign in again";
+  }
+  if ((e.status ?? 0) >= 500) {
+    return `The authorization server failed while the user signed in: its logs for ${e.path} say why (an identity provider or database it needs, a crash); the page's text is quoted above`;
+  }
+  return "The sign-in itself was refused (wrong credentials, a consent the user denied, a form the server did not accept): the page's text says which; when the user denies, redirect back with error=access_denied so the client can say so";
 }

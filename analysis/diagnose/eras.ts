@@ -8,6 +8,7 @@ import {
   andMore,
   answeredOk,
   AUTHORIZE_KINDS,
+  bodyJson,
   claimed,
   codeGrants,
   describe,
@@ -21,6 +22,7 @@ import {
   isModernRequest,
   isRedirect,
   MCP_KINDS,
+  MISSING_CAPABILITY_ERROR,
   MCP_STEPS,
   methods,
   parseUrl,
@@ -114,6 +116,31 @@ export const ERA_RULES: readonly DiagnosisRule[] = [
         return issFinding(e, doc, issuer, iss, token);
       }
       return null;
+    },
+  },
+  {
+    code: "client_capability_missing",
+    severity: "error",
+    reference: "MCP 2026-07-28 Transports: Streamable HTTP §Server Validation (-32021 MissingRequiredClientCapability)",
+    meaning:
+      "A modern server refused a request with -32021 MissingRequiredClientCapability: it needs a client capability (elicitation, sampling, roots…) the client did not declare in its `_meta`.",
+    steps: ["probe", "discover", ...MCP_STEPS],
+    check(ctx) {
+      const hits = ctx.of(...MCP_KINDS).filter((e) => rpcErrorCodes(e).includes(MISSING_CAPABILITY_ERROR));
+      const e = hits[0];
+      if (!e) return null;
+      const required = requiredCapabilities(e);
+      const declared = e.facts.mcp?.clientCapabilities ?? [];
+      const needs = required.length > 0 ? required.join(", ") : "a capability it does not name";
+      return {
+        summary:
+          `${methods(e)[0] ?? "The request"} ${describe(e)} answered ${e.status}${detail(e)}: the server requires ${needs}; ` +
+          `the client declared ${declared.length > 0 ? declared.join(", ") : "no capability"}${andMore(hits)}`,
+        evidence: ids(hits),
+        fix:
+          `Either the client declares and implements ${needs} (\`_meta\` io.modelcontextprotocol/clientCapabilities), or the ` +
+          "server answers this request without it: require a capability only where the request cannot be served otherwise",
+      };
     },
   },
 ];
@@ -333,4 +360,12 @@ function issDifference(iss: string, issuer: string): string {
   if (a.host !== b.host) return a.hostname === b.hostname ? " (the port differs)" : ` (host ${a.host} vs ${b.host})`;
   if (iss.toLowerCase() === issuer.toLowerCase()) return " (they differ in letter case)";
   return " (the path differs)";
+}
+
+/** The capabilities a -32021 answer says are missing (data.requiredCapabilities), by name. */
+function requiredCapabilities(e: ClassifiedExchange): string[] {
+  const error = bodyJson(e.responseBody)?.error;
+  const data = typeof error === "object" && error !== null ? (error as Record<string, unknown>).data : undefined;
+  const required = typeof data === "object" && data !== null ? (data as Record<string, unknown>).requiredCapabilities : undefined;
+  return typeof required === "object" && required !== null ? Object.keys(required).slice(0, 16) : [];
 }

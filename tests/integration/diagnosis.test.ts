@@ -57,6 +57,7 @@ const CASES: Case[] = [
   // client_id shows only across two registrations).
   { code: "registration_stub", fault: "registration_fixed_client_id", outcome: "failed", steps: ["authorize"], mentions: () => ["does not return them"] },
   { code: "redirect_uri_rejected", fault: "redirect_uri_rejected", connector: { family: "chatgpt" }, outcome: "failed", steps: ["authorize"], mentions: () => [FAMILIES.chatgpt.redirectUri] },
+  { code: "sign_in_failed", fault: "sign_in_error", outcome: "failed", steps: ["authorize"], mentions: () => ["502", "identity provider is unreachable"] },
   { code: "scope_rejected", fault: "invalid_scope", outcome: "failed", steps: ["authorize", "callback"], mentions: () => ["invalid_scope"] },
   { code: "authorization_redirect_status", fault: "redirect_307", outcome: "failed", steps: ["authorize", "callback"], mentions: () => ["307"] },
   { code: "token_request_rejected", fault: "token_json_only", connector: { family: "chatgpt" }, outcome: "failed", steps: ["token"], mentions: () => ["400"] },

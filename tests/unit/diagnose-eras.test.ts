@@ -406,6 +406,26 @@ const eraCases: Case[] = [
       };
     },
   },
+  // --- client_capability_missing -------------------------------------------------------------
+  {
+    name: "a tool that needs elicitation the client did not declare: -32021",
+    code: "client_capability_missing",
+    client: V2_SDK,
+    build: (f) => {
+      f.modernAuthorizeAll();
+      f.discover();
+      f.modernList();
+      const c = f.modernCall({
+        status: 400,
+        reply: rpcErrorData(-32021, "Missing required client capability: elicitation", { requiredCapabilities: { elicitation: {} } }, 2),
+      });
+      return {
+        evidence: [c],
+        says: ["tools/call POST /mcp", "answered 400", "the server requires elicitation", "the client declared no capability"],
+        fix: ["declares and implements elicitation", "io.modelcontextprotocol/clientCapabilities"],
+      };
+    },
+  },
   // --- header_mismatch -----------------------------------------------------------------------
   {
     name: "a client prefixing tool names in Mcp-Name only: -32020",
@@ -789,13 +809,14 @@ describe("each era code fires on the traffic that shows it", () => {
     expect(d.reference).toMatch(/RFC|MCP/);
   });
 
-  it("covers the four era codes and the four era-aware ones", () => {
+  it("covers the era codes and the era-aware ones", () => {
     expect(new Set(eraCases.map((c) => c.code))).toEqual(
       new Set<DiagnosisCode>([
         "era_mismatch",
         "header_mismatch",
         "cimd_fetch_failed",
         "authorization_response_iss_mismatch",
+        "client_capability_missing",
         "protocol_version_rejected",
         "sse_not_flushed",
         "registration_unavailable",

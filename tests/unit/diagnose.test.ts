@@ -23,6 +23,7 @@ import {
   MCP_REMOTE,
   JSON_TYPE,
   HTML_TYPE,
+  FORM_TYPE,
   SSE_TYPE,
   PRM,
   SESSION,
@@ -544,6 +545,24 @@ const cases: Case[] = [
         reply: json({ error: "invalid_redirect_uri" }),
       });
       return { evidence: [a], says: ["http://localhost:54212/callback"], fix: ["any port"] };
+    },
+  },
+  {
+    name: "the sign-in page fails in the user's browser (the bundled server refusing a Coda token)",
+    code: "sign_in_failed",
+    build: (f) => {
+      uptoAs(f);
+      f.register();
+      f.authorize();
+      const c = f.add(
+        { step: "authorize", method: "POST", path: "/authorize/decision", status: 400, navigation: true },
+        { req: [FORM_TYPE], body: "request=r-1&coda_token=x", res: [HTML_TYPE], reply: "<html><p>Coda did not accept this token.</p></html>" },
+      );
+      return {
+        evidence: [c],
+        says: ["POST /authorize/decision", "answered 400", "Coda did not accept this token", "no redirect back to the client"],
+        fix: ["coda.io/account"],
+      };
     },
   },
   {
