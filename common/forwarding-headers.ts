@@ -33,23 +33,6 @@ export function withoutForwardingTokens(connection: string): string | null {
   return kept.length ? kept.join(", ") : null;
 }
 
-/** What setForwardedHeaders rewrites in Connection: tokens naming forwarding headers, and close. */
-export const REWRITTEN_CONNECTION_TOKENS = /forwarded|x-real-ip|x-original-host|close/i;
-
-/**
- * The Connection that goes upstream: without the tokens naming forwarding headers, and without
- * `close`, which is the client's word about its own hop (RFC 9110 §7.6.1). Passed on, it told the
- * server to close a connection mcp-lens's agent would still reuse, and the next request on it got
- * a bare 400. mcp-lens manages its upstream connections itself. null when nothing is left.
- */
-export function upstreamConnection(connection: string): string | null {
-  const kept = withoutForwardingTokens(connection)
-    ?.split(",")
-    .map((t) => t.trim())
-    .filter((t) => t.toLowerCase() !== "close");
-  return kept?.length ? kept.join(", ") : null;
-}
-
 /**
  * The request as the upstream received it, and what the client claimed: the client's headers with
  * mcp-lens's forwarding values in place of its own (at the first occurrence, appended when it sent

@@ -16,7 +16,7 @@ import {
   type MalformedAnswer,
 } from "./malformed.js";
 import { clientAddress, type TrustPolicy } from "../../common/trust.js";
-import { REMOVED_FROM_UNTRUSTED, REWRITTEN_CONNECTION_TOKENS, upstreamConnection } from "../../common/forwarding-headers.js";
+import { NAMES_FORWARDING_HEADER, REMOVED_FROM_UNTRUSTED, withoutForwardingTokens } from "../../common/forwarding-headers.js";
 
 export interface ForwarderOptions {
   upstream: string;
@@ -90,7 +90,7 @@ export function upstreamErrorCode(error: NodeJS.ErrnoException): string {
  * the other forwarding claims (Forwarded, X-Forwarded-Port/-Prefix, X-Real-IP, X-Original-Host)
  * are removed (forwarding-headers.ts says why). A Connection token naming any of them is removed for
  * every peer: http-proxy and Node forward Connection as is, and a hop that honours it would drop
- * what mcp-lens set; so is `close`, the client's word about its own hop (see upstreamConnection). The client's originals stay in req.rawHeaders (recorded as claims).
+ * what mcp-lens set. The client's originals stay in req.rawHeaders (recorded as claims).
  * Hot path: for a trusted front proxy that set everything, one string concat and no other allocation.
  */
 export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean): void {
@@ -103,8 +103,8 @@ export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean)
   else if (!trusted) delete headers["x-forwarded-host"]; // no Host: no public host to claim
   if (!trusted) for (const name of REMOVED_FROM_UNTRUSTED) if (headers[name] !== undefined) delete headers[name];
   const connection = headers.connection;
-  if (connection !== undefined && REWRITTEN_CONNECTION_TOKENS.test(connection)) {
-    const kept = upstreamConnection(connection);
+  if (connection !== undefined && NAMES_FORWARDING_HEADER.test(connection)) {
+    const kept = withoutForwardingTokens(connection);
     if (kept === null) delete headers.connection;
     else headers.connection = kept;
   }
@@ -250,6 +250,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
     if (capture) capture.upstreamRequest = proxyReq;
     restoreHeaderCase(proxyReq, req.rawHeaders);
+    // A client that closes after this request (Connection: close; Node's agentless requests send it)
+    // closes this upstream connection too. The header goes on as sent, but Node honours it only for
+    // the framing: when the server still answers keep-alive (the v1 SDK's SSE does), the socket went
+    // back to the agent's pool while the server closed it, and the next request on it got a bare 400.
+    if (proxyReq.getHeader("connection")?.toString().toLowerCase().includes("close")) proxyReq.shouldKeepAlive = false;
   });
 
   proxy.on("proxyReqWs", (proxyReq, req) => {

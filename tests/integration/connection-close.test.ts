@@ -1,6 +1,6 @@
-// A client's `Connection: close` is about its own hop: passed upstream, it told a real MCP server
-// (the v1 SDK, answering with SSE and keep-alive) to close a connection mcp-lens's agent then
-// reused, and the next request got a bare 400. mcp-lens keeps its upstream connections itself.
+// A client's `Connection: close` goes upstream as sent; the upstream connection must then close too.
+// It did not: a real MCP server (the v1 SDK) answers its SSE with keep-alive, Node put the socket
+// back in mcp-lens's pool while the server closed it, and the next request on it got a bare 400.
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startErasServer, type ErasServer } from "../fixtures/eras-server.js";
@@ -53,7 +53,7 @@ describe("a client that closes its connection after each request", () => {
     tmp.cleanup();
   });
 
-  it("gets every answer the server gives, request after request (the upstream sees no Connection: close)", async () => {
+  it("gets every answer the server gives, request after request", async () => {
     const url = `${lens.url}/mcp`;
     const init = await post(url, { jsonrpc: "2.0", id: 0, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "closer", version: "1" } } });
     expect(init.status).toBe(200);

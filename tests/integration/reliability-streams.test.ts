@@ -102,15 +102,22 @@ describe("SSE streams under stress", () => {
     // Every one is recorded as a stream the client left. The wait is bounded, not timed (speed is
     // the bench's): with the suite's other files loading both cores, recording 1000 streams once
     // took longer than waitFor's default 5 s.
+    const counts = { recorded: 0, aborted: 0, withEvents: 0 };
     const aborted = await waitFor(() => {
       const db = new Database(dbPath, { readonly: true });
       try {
-        const { n } = db.prepare("SELECT count(*) AS n FROM exchanges WHERE path = '/abort' AND aborted = 1 AND sse_events >= 1").get() as { n: number };
+        const row = db
+          .prepare("SELECT count(*) AS recorded, sum(aborted) AS aborted, sum(sse_events >= 1) AS withEvents FROM exchanges WHERE path = '/abort'")
+          .get() as typeof counts;
+        Object.assign(counts, row);
+        const n = (db.prepare("SELECT count(*) AS n FROM exchanges WHERE path = '/abort' AND aborted = 1 AND sse_events >= 1").get() as { n: number }).n;
         return n === ABORTS ? n : null;
       } finally {
         db.close();
       }
-    }, `${ABORTS} aborted streams recorded`, 20_000);
+    }, `${ABORTS} aborted streams recorded`, 20_000).catch((error: Error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(counts)}`);
+    });
     expect(aborted).toBe(ABORTS);
     const health = JSON.parse((await request(lens.adminUrl + "/health")).body.toString());
     expect(health.inFlight).toBe(0);
