@@ -101,8 +101,9 @@ describe("stopping under load", () => {
     );
     // Only what was answered within the last flush interval (plus scheduling slack on a
     // shared 2-core machine) may be missing. Alone this file measures 70–100 ms; with the rest
-    // of the suite loading both cores (the recorder thread then waits for CPU), up to ~460 ms.
-    expect(oldestLostMs).toBeLessThanOrEqual(flushIntervalMs + 500);
+    // of the suite loading both cores (the recorder thread then waits for CPU), up to ~550 ms.
+    // The slack bounds a wait for CPU, not a speed (that is the bench's).
+    expect(oldestLostMs).toBeLessThanOrEqual(flushIntervalMs + 900);
     expect(lost.length).toBeLessThan(answered.size / 2);
     tmp.cleanup();
   });
