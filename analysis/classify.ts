@@ -22,6 +22,7 @@ import {
   oauthParam,
   param,
   str,
+  strings,
   view,
   type View,
 } from "./exchange-view.js";
@@ -366,6 +367,3 @@ function seconds(value: unknown): number | undefined {
   return typeof n === "number" && Number.isFinite(n) ? n : undefined;
 }
 
-function strings(value: unknown): string[] | undefined {
-  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : undefined;
-}

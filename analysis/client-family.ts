@@ -145,7 +145,13 @@ function combinedFamily({ userAgent, clientName }: ClientSignals, callbacks: URL
 }
 
 function isLoopback(url: URL): boolean {
-  return url.protocol === "http:" && ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  return url.protocol === "http:" && isLoopbackHost(url.hostname);
+}
+
+/** localhost (and its subdomains), 127.0.0.0/8 or ::1, with or without brackets and a port. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  return name === "localhost" || name.endsWith(".localhost") || /^127(?:\.\d{1,3}){3}$/.test(name) || name === "::1";
 }
 
 function parseUrl(uri: string): URL[] {

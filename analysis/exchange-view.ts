@@ -144,6 +144,11 @@ export function str(value: unknown): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
+/** The strings of an array (others left out); undefined when it is no array. */
+export function strings(value: unknown): string[] | undefined {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : undefined;
+}
+
 /** Drops undefined fields, so facts list only what the traffic showed. */
 /** A copy without the undefined fields (a plain loop: this runs for every exchange). */
 export function defined<T extends object>(record: T): T {

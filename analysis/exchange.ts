@@ -19,8 +19,8 @@ export interface CapturedBody {
   truncated: boolean;
 }
 
-/** What the capture tap hands over when an exchange completes. Never stored as is. */
-export interface RawExchange {
+/** One exchange's request line, timing, outcome and headers, the same before and after recording. */
+export interface ExchangeEnvelope {
   id: number;
   /** Epoch milliseconds when the request headers arrived. */
   startedAt: number;
@@ -41,11 +41,15 @@ export interface RawExchange {
   aborted: boolean;
   websocket: boolean;
   requestHeaders: HeaderPairs;
-  requestBody: CapturedBody;
   responseHeaders: HeaderPairs | null;
-  responseBody: CapturedBody;
   /** Count of SSE events in a text/event-stream response, all of them, not only the captured ones. */
   sseEvents: number | null;
+}
+
+/** What the capture tap hands over when an exchange completes. Never stored as is. */
+export interface RawExchange extends ExchangeEnvelope {
+  requestBody: CapturedBody;
+  responseBody: CapturedBody;
   /**
    * What mcp-lens set on the request it forwarded (proxy/forward/forward.ts setForwardedHeaders); absent
    * when nothing was forwarded (a malformed request). requestHeaders are the client's, as sent:
@@ -80,25 +84,9 @@ export interface RecordedBody {
 }
 
 /** Redacted and decoded: this is what is stored, logged and classified. */
-export interface RecordedExchange {
-  id: number;
-  startedAt: number;
-  durationMs: number | null;
-  ttfbMs: number | null;
-  clientAddr: string | null;
-  method: string;
-  host: string | null;
-  path: string;
-  query: string | null;
-  status: number | null;
-  upstreamError: string | null;
-  aborted: boolean;
-  websocket: boolean;
-  requestHeaders: HeaderPairs;
+export interface RecordedExchange extends ExchangeEnvelope {
   requestBody: RecordedBody;
-  responseHeaders: HeaderPairs | null;
   responseBody: RecordedBody;
-  sseEvents: number | null;
   /**
    * The client's own values of the headers mcp-lens replaced or removed before forwarding (an
    * untrusted peer's X-Forwarded-*, Forwarded, X-Real-IP…): what it claimed, kept as a fact;

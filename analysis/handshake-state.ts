@@ -4,7 +4,7 @@
 
 import { clientFamily, type ClientSignals } from "./client-family.js";
 import type { ClassifiedExchange } from "./exchange.js";
-import { exchangeFailed, isPreflightGet, opensConnection, type Placement, endOf } from "./handshake-steps.js";
+import { endOf, exchangeFailed, isPreflightGet, isSuccess, opensConnection, type Placement } from "./handshake-steps.js";
 import type {
   ClientFamily,
   Handshake,
@@ -219,7 +219,7 @@ export function recordExchange(s: State, e: ClassifiedExchange, placement: Place
   if (e.facts.mcp?.sessionIdAssigned !== undefined) s.sessions = true;
   if (e.status === 403 && INSUFFICIENT_SCOPE.test(e.facts.wwwAuthenticate ?? "")) s.stepUp = true;
   if (e.kind === "token" && e.facts.issued?.accessToken !== undefined) s.stepUp = false;
-  if (e.kind === "registration" && isSuccessStatus(e.status) && e.facts.clientId !== undefined) s.registered = true;
+  if (e.kind === "registration" && isSuccess(e.status) && e.facts.clientId !== undefined) s.registered = true;
   if (e.facts.clientIdIsMetadataDocument) s.metadataDocument = true;
   noteOpening(s, e, failed);
   addSignal(s.origins, e.facts.origin);
@@ -245,7 +245,6 @@ export function noteOpening(s: State, e: ClassifiedExchange, failed: boolean): v
   if (info !== undefined) s.testConnection = info === MCP_REMOTE_FALLBACK_TEST;
 }
 
-export const isSuccessStatus = (status: number | null) => status !== null && status >= 200 && status < 300;
 
 export function noteSignals(signals: State["signals"], e: ClassifiedExchange): boolean {
   const { facts } = e;

@@ -12,6 +12,7 @@ import {
   isJsonRpcShaped,
   isRecord,
   str,
+  strings,
   view,
   type View,
 } from "./exchange-view.js";
@@ -66,7 +67,8 @@ export function mcpFacts(v: View): McpFacts {
   const sentObjects = sent.filter(isRecord);
   const initialize = sentObjects.find((m) => m.method === "initialize");
   const initParams = isRecord(initialize?.params) ? initialize.params : undefined;
-  const initResponse = initialize && received.filter(isRecord).find((m) => "result" in m && m.id === initialize.id);
+  const answers = received.filter(isRecord);
+  const initResponse = initialize && answers.find((m) => "result" in m && m.id === initialize.id);
   const initResult = isRecord(initResponse?.result) ? initResponse.result : undefined;
   const toolNames = sentObjects.flatMap((m) => (m.method === "tools/call" ? toolName(m.params) : []));
   const first = sentObjects.find((m) => typeof m.method === "string");
@@ -76,12 +78,11 @@ export function mcpFacts(v: View): McpFacts {
   const methodHeader = header(v.e.requestHeaders, "mcp-method");
   const nameHeader = header(v.e.requestHeaders, "mcp-name");
   const era = eraOf(str(first?.method), metaProtocolVersion, protocolVersionHeader, methodHeader, header(v.e.requestHeaders, "mcp-session-id"));
-  const results = received.filter(isRecord).flatMap((m) => (isRecord(m.result) ? [m.result] : []));
+  const results = answers.flatMap((m) => (isRecord(m.result) ? [m.result] : []));
   const firstResult = results[0];
   const resultMeta = isRecord(firstResult?._meta) ? firstResult._meta : undefined;
-  const versionError = received
-    .filter(isRecord)
-    .flatMap((m) => (isRecord(m.error) && m.error.code === UNSUPPORTED_PROTOCOL_VERSION && isRecord(m.error.data) ? [m.error.data] : []))[0];
+  const versionError = answers
+    .flatMap((m) => (isRecord(m.error) && m.error.code === UNSUPPORTED_VERSION_ERROR && isRecord(m.error.data) ? [m.error.data] : []))[0];
   const discovered = results.find((r) => Array.isArray(r.supportedVersions));
   return defined<McpFacts>({
     messages,
@@ -107,8 +108,11 @@ export function mcpFacts(v: View): McpFacts {
   });
 }
 
-/** -32022 UnsupportedProtocolVersion (2026-07-28), with data.supported and data.requested. */
-export const UNSUPPORTED_PROTOCOL_VERSION = -32022;
+/** The modern server's errors (2026-07-28): HeaderMismatch, MissingRequiredClientCapability, UnsupportedProtocolVersion (with data.supported and data.requested). */
+export const HEADER_MISMATCH_ERROR = -32020;
+export const MISSING_CAPABILITY_ERROR = -32021;
+export const UNSUPPORTED_VERSION_ERROR = -32022;
+export const METHOD_NOT_FOUND_ERROR = -32601;
 
 /** Which era a request speaks, from its first method, `_meta` and headers; undefined for an answer-only exchange. */
 function eraOf(
@@ -153,9 +157,6 @@ function capabilityNames(value: unknown): string[] | undefined {
   return isRecord(value) ? Object.keys(value).slice(0, 32) : undefined;
 }
 
-function strings(value: unknown): string[] | undefined {
-  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : undefined;
-}
 
 /** Envelope checked with the SDK's schema. Payload fields (initialize, tools/call) are read
  *  leniently instead: the proxy must report what a client sent even where the SDK would reject it. */

@@ -12,6 +12,7 @@ import {
   ProtocolErrorCode,
 } from "@modelcontextprotocol/client";
 import { MODERN_PROTOCOL_VERSION } from "../analysis/exchange.js";
+import { HEADER_MISMATCH_ERROR } from "../analysis/mcp-facts.js";
 
 export { MODERN_PROTOCOL_VERSION };
 
@@ -157,11 +158,9 @@ export function mcpParamHeaders(inputSchema: unknown, args: Record<string, unkno
   return headers;
 }
 
-/** -32020 HeaderMismatch (2026-07-28), which the v2 SDK does not export. */
-export const HEADER_MISMATCH = -32020;
-/** The JSON-RPC errors only a modern server answers: HeaderMismatch, MissingRequiredClientCapability, UnsupportedProtocolVersion. */
+/** The JSON-RPC errors only a modern server answers: HeaderMismatch (the v2 SDK does not export it), MissingRequiredClientCapability, UnsupportedProtocolVersion. */
 export const MODERN_ERROR_CODES: ReadonlySet<number> = new Set([
-  HEADER_MISMATCH,
+  HEADER_MISMATCH_ERROR,
   ProtocolErrorCode.MissingRequiredClientCapability,
   ProtocolErrorCode.UnsupportedProtocolVersion,
 ]);

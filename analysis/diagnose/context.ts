@@ -1,10 +1,11 @@
 // What the rules are given: a handshake's exchanges sorted and grouped, its probes, the connector URL
 // the client used, the metadata documents that came back.
 
-import { HOSTED_FAMILIES } from "../client-family.js";
+import { HOSTED_FAMILIES, isLoopbackHost } from "../client-family.js";
 import type { ClassifiedExchange, ExchangeKind } from "../exchange.js";
+import { opensConnection } from "../handshake-steps.js";
 import type { Handshake, HandshakeStep } from "../handshake.js";
-import { AS_KINDS, is2xx, isAuthenticated, MCP_KINDS, methods, parseUrl, PRM_PATH, reqHeader } from "./evidence.js";
+import { AS_KINDS, is2xx, isAuthenticated, MCP_KINDS, parseUrl, PRM_PATH, reqHeader } from "./evidence.js";
 import type { ConnectorUrl, DiagnosisContext } from "./rule.js";
 
 export function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[]): DiagnosisContext {
@@ -13,7 +14,7 @@ export function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[])
   const unauthenticated = of("mcp_post").filter((e) => !isAuthenticated(e));
   // A connection opens with initialize (legacy) or server/discover (modern); a modern client may
   // also start straight with its first request.
-  const openings = unauthenticated.filter((e) => methods(e).some((m) => OPENING_METHODS.has(m)));
+  const openings = unauthenticated.filter(opensConnection);
   const probes = openings.length > 0 ? openings : unauthenticated.slice(0, 1);
   const metadata = (e: ClassifiedExchange) => (is2xx(e) ? e.facts.metadata : undefined);
   return {
@@ -28,8 +29,6 @@ export function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[])
     of,
   };
 }
-
-const OPENING_METHODS = new Set(["initialize", "server/discover"]);
 
 /** From the probe's host and path (else any MCP request, else a path-inserted PRM fetch). */
 export function connectorUrl(
@@ -57,12 +56,6 @@ export function connectorUrl(
   if (!url) return undefined;
   const { href, origin, host: urlHost, pathname } = url;
   return { url: href, origin, host: urlHost, path: pathname, scheme, schemeFrom, exchangeId: source.id };
-}
-
-/** localhost, 127.0.0.0/8 or ::1, with or without a port. */
-export function isLoopbackHost(host: string): boolean {
-  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
-  return name === "localhost" || name.endsWith(".localhost") || /^127(?:\.\d{1,3}){3}$/.test(name) || name === "::1";
 }
 
 /** The host the client asked for: X-Forwarded-Host from a front proxy, else Host. */

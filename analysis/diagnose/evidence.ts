@@ -3,6 +3,7 @@
 import { type ClassifiedExchange, type ExchangeKind, type HeaderPairs, MODERN_PROTOCOL_VERSION, type RecordedBody } from "../exchange.js";
 import type { HandshakeStep } from "../handshake.js";
 import type { DiagnosisContext } from "./rule.js";
+import { HEADER_MISMATCH_ERROR, METHOD_NOT_FOUND_ERROR, MISSING_CAPABILITY_ERROR, UNSUPPORTED_VERSION_ERROR } from "../mcp-facts.js";
 
 /** Hosted clients give up on discovery, registration and token calls after about 10 s. */
 export const CLIENT_TIMEOUT_MS = 10_000;
@@ -180,11 +181,7 @@ export function codeGrants(ctx: DiagnosisContext): ClassifiedExchange[] {
 // ---------------------------------------------------------------------------------------------
 // The two eras (2026-07-28): what a modern request and its answer show
 
-/** The modern server's errors: HeaderMismatch, MissingRequiredClientCapability, UnsupportedProtocolVersion. */
-export const HEADER_MISMATCH_ERROR = -32020;
-export const MISSING_CAPABILITY_ERROR = -32021;
-export const UNSUPPORTED_VERSION_ERROR = -32022;
-export const METHOD_NOT_FOUND_ERROR = -32601;
+export { HEADER_MISMATCH_ERROR, METHOD_NOT_FOUND_ERROR, MISSING_CAPABILITY_ERROR, UNSUPPORTED_VERSION_ERROR };
 const MODERN_ERRORS = new Set([HEADER_MISMATCH_ERROR, MISSING_CAPABILITY_ERROR, UNSUPPORTED_VERSION_ERROR]);
 
 /** What a legacy server says when a request comes without the session or version it expects. */

@@ -4,7 +4,14 @@
 
 import { asList, isRecord, view } from "../exchange-view.js";
 import type { ClassifiedExchange } from "../exchange.js";
-import { listedToolNames, sseMessages } from "../mcp-facts.js";
+import {
+  HEADER_MISMATCH_ERROR,
+  listedToolNames,
+  METHOD_NOT_FOUND_ERROR,
+  MISSING_CAPABILITY_ERROR,
+  sseMessages,
+  UNSUPPORTED_VERSION_ERROR,
+} from "../mcp-facts.js";
 import {
   andMore,
   claimed,
@@ -176,7 +183,14 @@ const TOKEN_ERROR = new RegExp(
 );
 
 /** JSON-RPC errors of the protocol itself (2026-07-28 request validation, unknown method): not about the token. */
-const PROTOCOL_ERROR_CODES = new Set([-32020, -32021, -32022, -32601, -32600, -32700]);
+const PROTOCOL_ERROR_CODES = new Set([
+  HEADER_MISMATCH_ERROR,
+  MISSING_CAPABILITY_ERROR,
+  UNSUPPORTED_VERSION_ERROR,
+  METHOD_NOT_FOUND_ERROR,
+  -32600, // invalid request
+  -32700, // parse error
+]);
 
 function isTokenErrorWithWrongStatus(e: ClassifiedExchange): boolean {
   if (!isAuthenticated(e) || e.status === null || !(e.status === 400 || e.status >= 500) || claimed(e)) return false;

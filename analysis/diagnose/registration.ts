@@ -1,6 +1,7 @@
 // Registration: dynamic client registration and the redirect URIs it records.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
+import { isLoopbackHost } from "../client-family.js";
 import type { ClassifiedExchange } from "../exchange.js";
 import { AUTHORIZE_KINDS, bodyJson, claimed, describe, detail, errorText, ids, is2xx, parseUrl } from "./evidence.js";
 import type { DiagnosisRule } from "./rule.js";
@@ -212,7 +213,7 @@ function isAcceptableRedirectUri(uri: string): boolean {
   const url = parseUrl(uri);
   if (!url || url.username || url.password || url.hash) return false;
   if (url.protocol === "https:") return true;
-  return url.protocol === "http:" && /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/.test(url.hostname);
+  return url.protocol === "http:" && isLoopbackHost(url.hostname);
 }
 
 const isClientError = (e: ClassifiedExchange) => e.status !== null && e.status >= 400 && e.status < 500;

@@ -110,6 +110,9 @@ export function setForwardedHeaders(req: http.IncomingMessage, trusted: boolean)
   }
 }
 
+/** A `close` token in Connection (tested on the header as it went upstream, without allocating). */
+const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
+
 /**
  * http-proxy builds the upstream request from Node's lower-cased `req.headers`; put back the
  * client's spelling so the upstream sees the request exactly as sent.
@@ -254,7 +257,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     // closes this upstream connection too. The header goes on as sent, but Node honours it only for
     // the framing: when the server still answers keep-alive (the v1 SDK's SSE does), the socket went
     // back to the agent's pool while the server closed it, and the next request on it got a bare 400.
-    if (proxyReq.getHeader("connection")?.toString().toLowerCase().includes("close")) proxyReq.shouldKeepAlive = false;
+    if (CLOSE_TOKEN.test(req.headers.connection ?? "")) proxyReq.shouldKeepAlive = false;
   });
 
   proxy.on("proxyReqWs", (proxyReq, req) => {
