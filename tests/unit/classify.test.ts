@@ -207,6 +207,64 @@ const cases: Case[] = [
     },
   },
   {
+    name: "modern subscriptions/listen answered as an SSE stream that starts with the acknowledgement",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, MCP_ACCEPT, ["MCP-Protocol-Version", "2026-07-28"], ["Mcp-Method", "subscriptions/listen"]],
+      body: json({ jsonrpc: "2.0", id: 7, method: "subscriptions/listen", params: { _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" } } }),
+      res: [SSE_TYPE],
+      reply: `event: message\ndata: ${json({ jsonrpc: "2.0", method: "notifications/subscriptions/acknowledged", params: {} })}\n\n`,
+    },
+    kind: "mcp_post",
+    facts: {
+      mcp: {
+        era: "modern",
+        sse: true,
+        methods: ["subscriptions/listen"],
+        messages: [
+          { direction: "request", type: "request", method: "subscriptions/listen", id: 7 },
+          { direction: "response", type: "notification", method: "notifications/subscriptions/acknowledged" },
+        ],
+      },
+    },
+  },
+  {
+    name: "modern tools/call answered with an InputRequiredResult (resultType input_required)",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, ["MCP-Protocol-Version", "2026-07-28"], ["Mcp-Method", "tools/call"], ["Mcp-Name", "book"]],
+      body: json({ jsonrpc: "2.0", id: 8, method: "tools/call", params: { name: "book", _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" } } }),
+      res: [JSON_TYPE],
+      reply: json({ jsonrpc: "2.0", id: 8, result: { resultType: "input_required", inputRequests: {} } }),
+    },
+    kind: "mcp_post",
+    facts: { mcp: { era: "modern", resultType: "input_required", toolNames: ["book"] } },
+  },
+  {
+    name: "a modern request for a method the server lacks: 404 with -32601",
+    spec: {
+      method: "POST",
+      path: "/mcp",
+      req: [JSON_TYPE, ["MCP-Protocol-Version", "2026-07-28"], ["Mcp-Method", "prompts/list"]],
+      body: json({ jsonrpc: "2.0", id: 9, method: "prompts/list", params: { _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" } } }),
+      status: 404,
+      res: [JSON_TYPE],
+      reply: json({ jsonrpc: "2.0", id: 9, error: { code: -32601, message: "Method not found" } }),
+    },
+    kind: "mcp_post",
+    facts: {
+      mcp: {
+        era: "modern",
+        messages: [
+          { direction: "request", type: "request", method: "prompts/list", id: 9 },
+          { direction: "response", type: "error", id: 9, errorCode: -32601, errorMessage: "Method not found" },
+        ],
+      },
+    },
+  },
+  {
     name: "a legacy initialize refused by a modern-only server: -32022 with supported and requested",
     spec: {
       method: "POST",
