@@ -307,3 +307,14 @@ describe("the inspector command", () => {
     });
   });
 });
+
+describe("the commands as the README runs them", () => {
+  it("npx mcp-lens and npx inspector run from a fresh build (their files are executable)", () => {
+    const root = path.resolve(import.meta.dirname, "../..");
+    for (const bin of ["dist/cli/mcp-lens.js", "dist/inspector/cli.js"]) {
+      expect(statSync(path.join(root, bin)).mode & 0o111, bin).not.toBe(0);
+    }
+    const help = execFileSync("npx", ["--no-install", "mcp-lens", "--help"], { cwd: root, encoding: "utf8", timeout: 30_000 });
+    expect(help).toContain("Usage: mcp-lens <command>");
+  });
+});
