@@ -9,17 +9,20 @@ import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/p
 import type { Logger } from "../common/log.js";
 import { createTrustPolicy } from "../common/trust.js";
 import { publicMcpUrl, publicOrigin } from "./public-url.js";
-import { setRawHeader, type McpSessions } from "./sessions.js";
+import type { McpEndpoint } from "./mcp/endpoint.js";
+import { setRawHeader } from "./mcp/raw-headers.js";
 import type { ServerSettings } from "./settings.js";
 
 export const MCP_PATH = "/mcp";
+/** The largest MCP request body accepted (express's parser and the SDK's modern leg alike). */
+export const MAX_MCP_BODY_BYTES = 4 * 1024 * 1024;
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
 export interface AppDeps {
   settings: ServerSettings;
   verifier: OAuthTokenVerifier;
   authRouter: express.Router;
-  sessions: McpSessions;
+  endpoint: McpEndpoint;
   logger: Logger;
 }
 
@@ -112,7 +115,7 @@ function jsonRpcError(res: Response, status: number, code: number, message: stri
 }
 
 export function createApp(deps: AppDeps): express.Express {
-  const { settings, sessions } = deps;
+  const { settings, endpoint } = deps;
   const originOf = originResolver(settings);
   const originAllowed = originPolicy(settings, originOf);
   const app = express();
@@ -120,7 +123,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.set("trust proxy", trustedProxies(settings));
 
   app.get("/health", (_req, res) => {
-    res.json({ status: "ok", sessions: sessions.size });
+    res.json({ status: "ok", era: settings.era, sessions: endpoint.sessions });
   });
 
   app.use(hostCheck(settings));
@@ -130,7 +133,7 @@ export function createApp(deps: AppDeps): express.Express {
       callback(null, {
         origin: origin !== undefined && originAllowed(origin, req) ? origin : false,
         methods: ["GET", "POST", "DELETE", "OPTIONS"],
-        allowedHeaders: ["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "MCP-Protocol-Version", "Last-Event-ID"],
+        allowedHeaders: ["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID"],
         exposedHeaders: ["Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate"],
         maxAge: 86_400,
       });
@@ -153,11 +156,11 @@ export function createApp(deps: AppDeps): express.Express {
     const verifier = audienceBound(deps.verifier, publicMcpUrl(origin, MCP_PATH));
     return requireBearerAuth({ verifier, resourceMetadataUrl })(req, res, next);
   });
-  mcp.use(express.json({ limit: "4mb", type: () => true }));
+  mcp.use(express.json({ limit: MAX_MCP_BODY_BYTES, type: () => true }));
   mcp.all("/", (req, res, next) => {
     acceptBothTypes(req);
     const body = req.method === "POST" ? (req.body as unknown) : undefined;
-    sessions.handle(req, res, body).catch(next);
+    endpoint.handle(req, res, body).catch(next);
   });
   // Strict routing is off: /mcp and /mcp/ are the same endpoint, never a redirect.
   app.use(MCP_PATH, mcp);

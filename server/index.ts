@@ -1,19 +1,19 @@
-// The Coda MCP server assembled: OAuth store and provider, the Coda tools, sessions, HTTP.
+// The Coda MCP server assembled: OAuth store and provider, the Coda tools, the MCP endpoint of
+// both eras, HTTP.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Logger } from "../common/log.js";
-import { createApp, MCP_PATH, originResolver } from "./app.js";
+import { createApp, MAX_MCP_BODY_BYTES, MCP_PATH, originResolver } from "./app.js";
 import { loadOrCreateServerKey } from "./auth/crypto.js";
 import { CodaOAuthProvider } from "./auth/provider.js";
 import { createAuthRouter } from "./auth/routes.js";
 import { AuthStore } from "./auth/store.js";
 import { CodaApiError, CodaClient } from "./coda/client.js";
-import { registerCodaTools } from "./coda/tools.js";
+import { createCodaMcpServer } from "./coda/mcp-server.js";
+import type { ClientFor } from "./coda/tools.js";
+import { createMcpEndpoint } from "./mcp/endpoint.js";
 import { publicMcpUrl } from "./public-url.js";
-import { McpSessions } from "./sessions.js";
 import { parseDuration, type ServerSettings } from "./settings.js";
-import { VERSION } from "../common/version.js";
 import { listen, urlOf } from "../common/listen.js";
 
 
@@ -25,10 +25,6 @@ export interface RunningCodaServer {
 }
 
 const PRUNE_EVERY_MS = 10 * 60_000;
-
-const INSTRUCTIONS =
-  "Tools for the Coda documents of the signed-in user: list docs, read pages and tables, " +
-  "query and change rows, push buttons. Ids come from the list tools (docs → tables → rows).";
 
 /** A Coda token is valid when Coda's /whoami accepts it; network trouble is an error, not a verdict. */
 function codaTokenValidator(baseUrl: string) {
@@ -69,19 +65,19 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     mcpUrlFor: (req) => publicMcpUrl(originOf(req), MCP_PATH),
     maxClients: settings.maxClients,
   });
-  const sessions = new McpSessions({
+  const clientFor: ClientFor = ({ authInfo }) => {
+    const token = authInfo?.extra?.codaToken;
+    if (typeof token !== "string") throw new Error("this request carries no Coda credentials");
+    return new CodaClient({ baseUrl: settings.codaApiBase, token });
+  };
+  const endpoint = createMcpEndpoint({
+    era: settings.era,
+    createServer: () => createCodaMcpServer(clientFor),
     stateless: settings.stateless,
     jsonResponse: settings.jsonResponse,
-    createServer: () => {
-      const server = new McpServer({ name: "coda-mcp", version: VERSION }, { instructions: INSTRUCTIONS });
-      registerCodaTools(server, (extra) => {
-        const token = extra.authInfo?.extra?.codaToken;
-        if (typeof token !== "string") throw new Error("this request carries no Coda credentials");
-        return new CodaClient({ baseUrl: settings.codaApiBase, token });
-      });
-      return server;
-    },
+    maxBodyBytes: MAX_MCP_BODY_BYTES,
     onStatelessFallback: (reason, method) => logger.debug({ reason, method }, "served without a session"),
+    onError: (error) => logger.debug({ err: error }, "MCP request refused or failed"),
   });
   const app = createApp({
     settings,
@@ -93,7 +89,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
       registrationLimitPerHour: settings.registrationLimit,
       maxClients: settings.maxClients,
     }),
-    sessions,
+    endpoint,
     logger,
   });
 
@@ -109,7 +105,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     throw new Error(e.code === "EADDRINUSE" ? `cannot listen: port ${settings.port} is already in use` : `cannot listen: ${e.message}`);
   }
   const url = urlOf(address);
-  logger.info({ url, publicUrl: settings.publicUrl || "(from X-Forwarded-Proto/-Host)", codaApi: settings.codaApiBase }, "Coda MCP server listening");
+  logger.info({ url, era: settings.era, publicUrl: settings.publicUrl || "(from X-Forwarded-Proto/-Host)", codaApi: settings.codaApiBase }, "Coda MCP server listening");
 
   let closing: Promise<void> | null = null;
   return {
@@ -118,7 +114,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        await sessions.closeAll();
+        await endpoint.close();
         server.closeAllConnections();
         await closed;
         clearInterval(pruning);

@@ -1,5 +1,5 @@
 // The Coda MCP server's settings: every flag has an environment variable for containers.
-import { defaultsOf, logLevelOption, option, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../common/config.js";
+import { defaultsOf, logLevelOption, option, parseChoice, parseHttpUrl, parseInteger, parsePort, UsageError, type Values } from "../common/config.js";
 import { createTrustPolicy } from "../common/trust.js";
 
 function parseKeyHex(raw: string, where: string): string {
@@ -46,6 +46,10 @@ function parseProxyList(raw: string, where: string): string {
   }
   return raw;
 }
+
+/** Which MCP protocol eras /mcp serves: both (the default), or one, to reproduce a single-era server. */
+export const SERVER_ERAS = ["dual", "modern", "legacy"] as const;
+export type ServerEra = (typeof SERVER_ERAS)[number];
 
 export const SERVER_OPTIONS = {
   host: option({
@@ -169,12 +173,28 @@ export const SERVER_OPTIONS = {
     help: "A client without live tokens and unused for this long is forgotten; clients with live tokens stay",
     parse: durationText,
   }),
+  era: option({
+    flag: "era",
+    env: "MCP_LENS_SERVER_ERA",
+    kind: "string",
+    default: "dual" as ServerEra,
+    valueName: "ERA",
+    help: "MCP eras served at /mcp: dual (2026-07-28 and 2025), modern (2026-07-28 only) or legacy (2025 only)",
+    parse: parseChoice(SERVER_ERAS),
+  }),
+  cimdAllowPrivate: option({
+    flag: "cimd-allow-private",
+    env: "MCP_LENS_SERVER_CIMD_ALLOW_PRIVATE",
+    kind: "boolean",
+    default: false,
+    help: "Development only: fetch client metadata documents (CIMD) from loopback and private addresses too (still https only)",
+  }),
   stateless: option({
     flag: "stateless",
     env: "MCP_LENS_STATELESS",
     kind: "boolean",
     default: false,
-    help: "No MCP sessions: every request is served on its own (for several replicas without sticky sessions)",
+    help: "No 2025-era MCP sessions: every request is served on its own (several replicas without sticky sessions; 2026-07-28 is stateless anyway)",
   }),
   jsonResponse: option({
     flag: "json-response",

@@ -90,7 +90,7 @@ export const MCP_ANSWER_RULES: readonly DiagnosisRule[] = [
       const bad = new Map<string, { problem: string; list: ClassifiedExchange; schemaBytes: number }>();
       for (const list of lists) {
         for (const tool of listedTools(list)) {
-          const problem = toolProblem(tool.name, tool.schemaBytes);
+          const problem = toolDefinitionProblem(tool.name, tool.schemaBytes);
           if (problem !== undefined && !bad.has(tool.name)) bad.set(tool.name, { problem, list, schemaBytes: tool.schemaBytes });
         }
       }
@@ -210,7 +210,8 @@ function saneToolName(name: string): string {
   return name.replace(/[^a-zA-Z0-9_-]/g, "_").slice(0, 64) || "tool";
 }
 
-function toolProblem(name: string, schemaBytes: number): string | undefined {
+/** Why hosted clients drop a tool with this name and compact inputSchema size, or undefined when they keep it. */
+export function toolDefinitionProblem(name: string, schemaBytes: number): string | undefined {
   if (!validToolName(name)) {
     if (name.length === 0) return "an empty name";
     const invalid = [...new Set(name.replace(/[a-zA-Z0-9_-]/g, ""))].map((c) => JSON.stringify(c));

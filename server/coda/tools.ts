@@ -1,18 +1,17 @@
 /**
  * The Coda tools of the MCP server: one table of specs, one handler wrapper.
  *
- * Each call builds its Coda client from the authenticated request (`clientFor(extra)`), runs one
+ * Each call builds its Coda client from the authenticated request (`clientFor(auth)`), runs one
  * client method, and answers compact JSON (text + structuredContent). Failures never throw: they
  * become `isError` results with a plain sentence a person or a model can act on.
  */
-import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
-import type { CallToolResult, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
+import type { AuthInfo, CallToolResult, McpServer, ToolAnnotations } from "@modelcontextprotocol/server";
 import { z } from "zod";
 
 import { CodaApiError, type CodaClient } from "./client.js";
 
-export type ClientFor = (extra: { authInfo?: AuthInfo }) => CodaClient;
+/** The Coda client for the request's credentials (the bearer's AuthInfo, from either era). */
+export type ClientFor = (auth: { authInfo?: AuthInfo }) => CodaClient;
 
 interface ToolSpec<Shape extends z.ZodRawShape> {
   name: string;
@@ -259,11 +258,11 @@ export function registerCodaTools(server: McpServer, clientFor: ClientFor): void
   for (const spec of TOOLS) {
     server.registerTool(
       spec.name,
-      { title: spec.title, description: spec.description, inputSchema: spec.input, annotations: spec.annotations },
-      async (args: Record<string, unknown>, extra) => {
+      { title: spec.title, description: spec.description, inputSchema: z.object(spec.input), annotations: spec.annotations },
+      async (args: Record<string, unknown>, ctx) => {
         let client: CodaClient;
         try {
-          client = clientFor(extra);
+          client = clientFor({ authInfo: ctx.http?.authInfo });
         } catch {
           return errorResult("Authentication required: this request carries no usable Coda credentials. Sign in again.");
         }

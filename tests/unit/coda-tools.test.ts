@@ -1,10 +1,8 @@
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
-import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { Client } from "@modelcontextprotocol/client";
+import { InMemoryTransport, McpServer, type AuthInfo, type CallToolResult } from "@modelcontextprotocol/server";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
+import { TOOL_SCHEMA_LIMIT_BYTES, toolDefinitionProblem } from "../../analysis/diagnose/mcp-answers.js";
 import { CodaClient } from "../../server/coda/client.js";
 import { registerCodaTools, type ClientFor } from "../../server/coda/tools.js";
 import { FAKE_TOKEN, FAKE_USER, SEED_IDS, startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
@@ -108,6 +106,22 @@ describe("tool listing", () => {
     expect(byName.get("list_docs")!.annotations).toMatchObject({ readOnlyHint: true });
     expect(byName.get("delete_rows")!.annotations).toMatchObject({ readOnlyHint: false, destructiveHint: true });
     expect(byName.get("push_button")!.annotations).toMatchObject({ idempotentHint: false });
+  });
+});
+
+describe("tool definitions every hosted client accepts", () => {
+  it("names match ^[a-zA-Z0-9_-]{1,64}$ and schemas stay small: mcp-lens finds nothing to diagnose in the list", async () => {
+    const { tools } = await mcp.listTools();
+    const sizes = tools.map((t) => ({ name: t.name, schemaBytes: Buffer.byteLength(JSON.stringify(t.inputSchema)) }));
+    for (const { name, schemaBytes } of sizes) {
+      expect(name, name).toMatch(/^[a-zA-Z0-9_-]{1,64}$/);
+      // The judgement mcp-lens passes on a recorded tools/list (tool_definition_rejected).
+      expect(toolDefinitionProblem(name, schemaBytes), name).toBeUndefined();
+      // A quarter of the limit claude.ai enforces: room to grow, and cheap in every model's context.
+      expect(schemaBytes, name).toBeLessThan(TOOL_SCHEMA_LIMIT_BYTES / 4);
+    }
+    const listBytes = Buffer.byteLength(JSON.stringify(tools));
+    expect(listBytes).toBeLessThan(24 * 1024);
   });
 });
 

@@ -1,17 +1,16 @@
-// MCP sessions over Streamable HTTP, tolerant of the client quirks seen in the field:
-// a client that re-initializes gets a new session without losing its old one; a request
-// whose session is missing or unknown (a restart, another replica, a client that forgot
-// the header) is served statelessly instead of failing with "session not found".
+// 2025-era MCP (initialize, Mcp-Session-Id, the GET stream) over Streamable HTTP, tolerant of the
+// client quirks seen in the field: a client that re-initializes gets a new session without losing
+// its old one; a request whose session is missing or unknown (a restart, another replica, a
+// client that forgot the header) is served statelessly instead of failing with "session not found".
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
-import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import { NodeStreamableHTTPServerTransport } from "@modelcontextprotocol/node";
+import { isInitializeRequest, type AuthInfo, type McpServer } from "@modelcontextprotocol/server";
+import { removeRawHeader } from "./raw-headers.js";
 
-export interface SessionOptions {
+export interface LegacySessionOptions {
   /** Builds the MCP server (tools, resources) for one session or one stateless request. */
-  createServer: () => McpServer;
+  createServer: () => McpServer | Promise<McpServer>;
   /** No sessions at all: every request is served by a fresh server. */
   stateless: boolean;
   /** Answer with JSON instead of an SSE stream (no progress notifications then). */
@@ -23,7 +22,7 @@ export interface SessionOptions {
 }
 
 interface Session {
-  transport: StreamableHTTPServerTransport;
+  transport: NodeStreamableHTTPServerTransport;
   server: McpServer;
   lastUsed: number;
 }
@@ -43,11 +42,11 @@ function firstMethod(body: unknown): string | undefined {
   return typeof message === "object" && message !== null && "method" in message ? String(message.method) : undefined;
 }
 
-export class McpSessions {
+export class LegacySessions {
   private readonly sessions = new Map<string, Session>();
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(private readonly options: SessionOptions) {
+  constructor(private readonly options: LegacySessionOptions) {
     const idle = options.idleTimeoutMs ?? 30 * 60_000;
     this.sweeper = setInterval(() => this.closeIdle(idle), Math.min(idle, 60_000)).unref();
   }
@@ -87,8 +86,8 @@ export class McpSessions {
 
   private async startSession(req: AuthedRequest, res: ServerResponse, body: unknown): Promise<void> {
     this.evictOldestBeyond((this.options.maxSessions ?? 10_000) - 1);
-    const server = this.options.createServer();
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+    const server = await this.options.createServer();
+    const transport: NodeStreamableHTTPServerTransport = new NodeStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       enableJsonResponse: this.options.jsonResponse,
       onsessioninitialized: (id) => {
@@ -106,8 +105,8 @@ export class McpSessions {
   }
 
   private async serveStateless(req: AuthedRequest, res: ServerResponse, body: unknown): Promise<void> {
-    const server = this.options.createServer();
-    const transport = new StreamableHTTPServerTransport({
+    const server = await this.options.createServer();
+    const transport = new NodeStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
       enableJsonResponse: this.options.jsonResponse,
     });
@@ -131,17 +130,4 @@ export class McpSessions {
       if (oldest.transport.sessionId) this.sessions.delete(oldest.transport.sessionId);
     }
   }
-}
-
-/** The SDK reads headers from rawHeaders (via Hono), so header rewrites must reach them too. */
-export function removeRawHeader(req: IncomingMessage, lowerName: string): void {
-  for (let i = req.rawHeaders.length - 2; i >= 0; i -= 2) {
-    if (req.rawHeaders[i]!.toLowerCase() === lowerName) req.rawHeaders.splice(i, 2);
-  }
-}
-
-export function setRawHeader(req: IncomingMessage, name: string, value: string): void {
-  removeRawHeader(req, name.toLowerCase());
-  req.rawHeaders.push(name, value);
-  req.headers[name.toLowerCase()] = value;
 }
