@@ -73,6 +73,8 @@ export interface State {
   testConnection: boolean;
   /** Its probes so far were modern requests the server refused: a dual-era client falls back next. */
   modernRefused: boolean;
+  /** A probe was a POST: a real connection attempt, not only a GET checking the endpoint. */
+  postedProbe: boolean;
   /** The server assigned it an Mcp-Session-Id. */
   sessions: boolean;
   /** A 403 asked for more scope and no token has been issued since: a re-authorization joins. */
@@ -117,6 +119,7 @@ export function newState(e: ClassifiedExchange): State {
     metadataDocument: false,
     testConnection: false,
     modernRefused: false,
+    postedProbe: false,
     sessions: false,
     stepUp: false,
     keys: new Set(),
@@ -221,6 +224,7 @@ export function recordExchange(s: State, e: ClassifiedExchange, placement: Place
   if (e.kind === "token" && e.facts.issued?.accessToken !== undefined) s.stepUp = false;
   if (e.kind === "registration" && isSuccess(e.status) && e.facts.clientId !== undefined) s.registered = true;
   if (e.facts.clientIdIsMetadataDocument) s.metadataDocument = true;
+  if (placement.role === "probe" && e.method !== "GET") s.postedProbe = true;
   noteOpening(s, e, failed);
   addSignal(s.origins, e.facts.origin);
   if (noteSignals(s.signals, e)) s.family = familyOf(s.signals);
@@ -292,7 +296,9 @@ export const onlyGoodProbes = (s: State) => s.steps.size === 1 && s.steps.get("p
 export const awaitsAuthorization = (s: State) => beforeToken(s) && s.clientId === undefined && !s.steps.has("authorize");
 /** Only what a client checks before it connects: discovery documents, a refused GET. */
 export const PRELIMINARY_STEPS = new Set<HandshakeStep>(["protected_resource_metadata", "authorization_server_metadata", "stream"]);
-export const preliminary = (s: State) => !s.connected && [...s.steps.keys()].every((step) => PRELIMINARY_STEPS.has(step));
+/** A GET refused with 401 is the probe step, but still only a check (mcp-remote before its OAuth). */
+export const preliminary = (s: State) =>
+  !s.connected && [...s.steps.keys()].every((step) => PRELIMINARY_STEPS.has(step) || (step === "probe" && !s.postedProbe));
 /** The browser's part is still to come: no authorization response delivered yet. */
 export const awaitsBrowser = (s: State) => beforeToken(s) && s.steps.get("callback")?.ok !== true;
 /** Where a probe continues a connection attempt rather than starting one (see continuedBy). */

@@ -10,7 +10,8 @@
 //   1. ids that name one handshake, whatever its state: Mcp-Session-Id, a bearer or refresh token
 //      its token response issued, the authorization code its callback delivered. A bearer shared
 //      by separate connections does not merge them: a request that opens a connection after the
-//      named handshake connected, or whose `_meta` client info names another client, starts anew
+//      named handshake connected (unless that was mcp-remote's test connection, which signs in for
+//      the real one), or whose `_meta` client info names another client, starts anew
 //   2. ids of the authorization phase, into a handshake that has not reached the token step:
 //      state (authorize → callback), client_id (registration → authorize → token)
 //   3. the same client (address + user agent), then the same address, within a short window and
@@ -343,7 +344,8 @@ function modernKey(e: ClassifiedExchange): string | undefined {
  * client info names another client.
  */
 function separateConnection(s: State, e: ClassifiedExchange): boolean {
-  if (s.connected && opensConnection(e)) return true;
+  // mcp-remote's test connection signed in; its real connection follows with the same token.
+  if (s.connected && opensConnection(e)) return !s.testConnection;
   const info = e.facts.mcp?.era === "modern" ? e.facts.mcp.clientInfo?.name : undefined;
   return info !== undefined && s.signals.clientInfoName !== undefined && info !== s.signals.clientInfoName &&
     s.signals.clientInfoName !== MCP_REMOTE_FALLBACK_TEST;

@@ -52,7 +52,7 @@ const START_OPTIONS = {
   ...PROXY_OPTIONS_WITHOUT_UPSTREAM,
   serverPort: { ...SERVER_OPTIONS.port, flag: "server-port", help: "Loopback port of the bundled Coda MCP server (the proxy's upstream)" },
   serverDb: { ...SERVER_OPTIONS.db, flag: "server-db" },
-  publicUrl: { ...SERVER_OPTIONS.publicUrl, help: "The URL clients use to reach the proxy (default: http://localhost:<port>)" },
+  publicUrl: { ...SERVER_OPTIONS.publicUrl, help: "The URL clients use to reach the proxy (default: the Host they asked for, e.g. http://localhost:<port> or http://127.0.0.1:<port>)" },
   codaApiBase: SERVER_OPTIONS.codaApiBase,
   secretKey: SERVER_OPTIONS.secretKey,
   allowedOrigins: SERVER_OPTIONS.allowedOrigins,
@@ -60,6 +60,8 @@ const START_OPTIONS = {
   maxClients: SERVER_OPTIONS.maxClients,
   unauthorizedClientTtl: SERVER_OPTIONS.unauthorizedClientTtl,
   idleClientTtl: SERVER_OPTIONS.idleClientTtl,
+  era: SERVER_OPTIONS.era,
+  cimdAllowPrivate: SERVER_OPTIONS.cimdAllowPrivate,
   stateless: SERVER_OPTIONS.stateless,
   jsonResponse: SERVER_OPTIONS.jsonResponse,
 };
@@ -132,14 +134,17 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
   options: START_OPTIONS,
   async run(settings) {
     const logger = createLogger(settings.logLevel);
-    const publicUrl = settings.publicUrl || `http://localhost:${settings.port}`;
+    // Without --public-url the bundled server takes its public origin from the Host the client
+    // asked the proxy for (X-Forwarded-Host), so http://localhost:<port> and
+    // http://127.0.0.1:<port> both work, each with its own issuer and audience. Only those names
+    // are answered then (DNS-rebinding protection); --public-url names the one to serve instead.
     const server = await startCodaServer(
       serverSettings({
         ...settings,
         host: "127.0.0.1",
         port: settings.serverPort,
         db: settings.serverDb,
-        publicUrl,
+        allowedHosts: settings.publicUrl ? "" : "localhost,127.0.0.1,[::1]",
       }),
       logger,
     ).catch((error: Error) => {
@@ -150,7 +155,8 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
       await server.close();
       throw error;
     });
-    logger.info({ connectorUrl: `${publicUrl}/mcp` }, "ready: point your MCP client at the connector URL");
+    const connectorUrl = settings.publicUrl ? `${settings.publicUrl.replace(/\/$/, "")}/mcp` : `http://localhost:${settings.port}/mcp`;
+    logger.info({ connectorUrl }, "ready: point your MCP client at the connector URL");
     stopOnSignals(logger, [() => lens.close(), () => server.close()]);
   },
 };

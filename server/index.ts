@@ -4,6 +4,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../common/log.js";
 import { createApp, MAX_MCP_BODY_BYTES, MCP_PATH, originResolver } from "./app.js";
+import { ClientMetadataFetcher } from "./auth/client-metadata-document.js";
 import { loadOrCreateServerKey } from "./auth/crypto.js";
 import { CodaOAuthProvider } from "./auth/provider.js";
 import { createAuthRouter } from "./auth/routes.js";
@@ -64,7 +65,11 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     validateCodaToken: codaTokenValidator(settings.codaApiBase),
     mcpUrlFor: (req) => publicMcpUrl(originOf(req), MCP_PATH),
     maxClients: settings.maxClients,
+    clientMetadata: new ClientMetadataFetcher({ allowPrivateAddresses: settings.cimdAllowPrivate }),
   });
+  if (settings.cimdAllowPrivate) {
+    logger.warn("--cimd-allow-private: client metadata documents may be fetched from loopback and private addresses (development only)");
+  }
   const clientFor: ClientFor = ({ authInfo }) => {
     const token = authInfo?.extra?.codaToken;
     if (typeof token !== "string") throw new Error("this request carries no Coda credentials");

@@ -2,12 +2,15 @@
 // Self-contained (inline CSS, no script, no external resources) so a strict CSP can apply.
 import { createHash } from "node:crypto";
 import type { Response } from "express";
+import { isLoopbackHost } from "./registration.js";
 
 /** Where the login form posts; routes.ts mounts the handler here. */
 export const DECISION_PATH = "/authorize/decision";
 
 export interface LoginPageProps {
   clientName: string;
+  /** For a client identified by its metadata document (CIMD): the document's URL, which vouches for it. */
+  documentUrl?: string;
   redirectUri: string;
   requestId: string;
   scopes: string[];
@@ -25,6 +28,7 @@ const STYLE = `
   input[aria-invalid="true"] { border-color: #b91c1c; }
   .hint { font-size: .9rem; color: #374151; margin: .25rem 0 0; }
   .error { margin: .5rem 0 0; padding: .5rem .75rem; background: #fef2f2; color: #991b1b; border-left: 4px solid #b91c1c; }
+  .warning { padding: .5rem .75rem; background: #fffbeb; color: #78350f; border-left: 4px solid #b45309; }
   .actions { display: flex; gap: .75rem; margin-top: 1.5rem; }
   button { font: inherit; font-weight: 600; padding: .6rem 1.4rem; border-radius: 6px; border: 2px solid #1d4ed8; cursor: pointer; }
   button[value="allow"] { background: #1d4ed8; color: #fff; }
@@ -39,16 +43,30 @@ const STYLE_HASH = createHash("sha256").update(STYLE).digest("base64");
 // goes to the client's callback (any origin, or a custom scheme for desktop apps).
 const CONTENT_SECURITY_POLICY = `default-src 'none'; style-src 'sha256-${STYLE_HASH}'; base-uri 'none'; frame-ancestors 'none'`;
 
-export function renderLoginPage({ clientName, redirectUri, requestId, scopes, error }: LoginPageProps): string {
+export function renderLoginPage({ clientName, documentUrl, redirectUri, requestId, scopes, error }: LoginPageProps): string {
   const client = escapeHtml(clientName);
+  const returnHost = displayHost(redirectUri);
+  // The name is the client's own claim; the document's host is what vouches for it (CIMD).
+  const identity = documentUrl
+    ? `<p>The app describes itself at <strong>${escapeHtml(displayHost(documentUrl))}</strong>
+      (<code>${escapeHtml(documentUrl)}</code>).</p>`
+    : "";
+  // MCP 2026-07-28 security considerations: any local program can claim a loopback redirect.
+  const loopbackWarning =
+    documentUrl && isLoopbackHost(new URL(redirectUri).hostname)
+      ? `<p class="warning" role="note">This app returns to a program on your own computer (${escapeHtml(returnHost)}). Any program there could
+      claim that name: allow only if you just started connecting ${client} yourself.</p>`
+      : "";
   const describedBy = error ? "token-hint token-error" : "token-hint";
   const scopeList = scopes.length > 0 ? `<p>Requested scopes: ${scopes.map(scope => `<code>${escapeHtml(scope)}</code>`).join(", ")}.</p>` : "";
   const body = `
     <h1>Connect ${client} to Coda</h1>
     <p><strong>${client}</strong> wants to use Coda on your behalf. It will be able to read and change
       the docs, tables and rows that your Coda API token can access, until you revoke the token.</p>
+    ${identity}
     ${scopeList}
-    <p>When you are done you will return to <strong>${escapeHtml(displayHost(redirectUri))}</strong>.</p>
+    <p>When you are done you will return to <strong>${escapeHtml(returnHost)}</strong>.</p>
+    ${loopbackWarning}
     <form method="post" action="${DECISION_PATH}">
       <input type="hidden" name="request_id" value="${escapeHtml(requestId)}">
       <label for="coda_token">Coda API token</label>
@@ -73,6 +91,16 @@ export function renderExpiredRequestPage(): string {
     `<h1>This sign-in request has expired</h1>
     <p>It was already completed, or it is more than 10 minutes old. Go back to the app you were
       connecting (Claude, ChatGPT, …) and start connecting to Coda again.</p>`,
+  );
+}
+
+/** For a decision whose client can no longer be identified (its metadata document failed). */
+export function renderClientUnavailablePage(reason: string): string {
+  return page(
+    "The app could not be identified",
+    `<h1>The app could not be identified</h1>
+    <p class="error" role="alert">${escapeHtml(reason)}</p>
+    <p>Nothing was shared. Go back to the app you were connecting and try again in a moment.</p>`,
   );
 }
 

@@ -4,6 +4,7 @@ import { randomUUID } from "node:crypto";
 import type { Request, Response } from "express";
 import type { OAuthRegisteredClientsStore } from "@modelcontextprotocol/sdk/server/auth/clients.js";
 import {
+  InvalidClientError,
   InvalidClientMetadataError,
   InvalidGrantError,
   InvalidRequestError,
@@ -16,8 +17,9 @@ import type { AuthorizationParams, OAuthServerProvider } from "@modelcontextprot
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import type { OAuthClientInformationFull, OAuthTokenRevocationRequest, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
 
+import { ClientMetadataError, isClientIdUrl, type ClientMetadataFetcher } from "./client-metadata-document.js";
 import { decryptSecret, encryptSecret, hashToken, newToken } from "./crypto.js";
-import { renderExpiredRequestPage, renderLoginPage, sendPage } from "./login-page.js";
+import { renderClientUnavailablePage, renderExpiredRequestPage, renderLoginPage, sendPage } from "./login-page.js";
 import type { AuthStore, Grant, PendingAuthorization, PendingParams, StoredCode, StoredToken } from "./store.js";
 
 /** Client authentication methods accepted at registration and at /token and /revoke. */
@@ -56,6 +58,8 @@ export interface CodaOAuthProviderOptions {
   mcpUrlFor: (req: Request) => URL;
   /** Registered clients kept at most (the registration route refuses politely before this). */
   maxClients?: number;
+  /** Resolves client ids that are metadata document URLs (CIMD); without it such ids are unknown. */
+  clientMetadata?: Pick<ClientMetadataFetcher, "resolve">;
 }
 
 /** What the login form submitted, and the issuer to name in the redirect (RFC 9207 `iss`). */
@@ -86,6 +90,7 @@ export class CodaOAuthProvider implements OAuthServerProvider {
   private readonly now: () => number;
   private readonly mcpUrlFor: CodaOAuthProviderOptions["mcpUrlFor"];
   private readonly maxClients: number;
+  private readonly clientMetadata: Pick<ClientMetadataFetcher, "resolve"> | undefined;
   private lastFullPrune = Number.NEGATIVE_INFINITY;
   private readonly codaTokenCache = new Map<string, CachedCodaUser>();
 
@@ -96,11 +101,33 @@ export class CodaOAuthProvider implements OAuthServerProvider {
     this.now = opts.now ?? opts.store.now;
     this.mcpUrlFor = opts.mcpUrlFor;
     this.maxClients = opts.maxClients ?? Number.POSITIVE_INFINITY;
+    this.clientMetadata = opts.clientMetadata;
   }
 
-  // --- clients (RFC 7591) ---
+  // --- clients: metadata documents (CIMD) and registrations (RFC 7591) ---
 
-  private getClient(clientId: string): OAuthClientInformationFull | undefined {
+  /** Whether a client may name itself by its metadata document's URL (advertised in the metadata). */
+  get acceptsMetadataDocuments(): boolean {
+    return this.clientMetadata !== undefined;
+  }
+
+  /** A client named by its metadata document's URL, or one registered here. */
+  async getClient(clientId: string): Promise<OAuthClientInformationFull | undefined> {
+    if (this.clientMetadata && isClientIdUrl(clientId)) return this.documentedClient(this.clientMetadata, clientId);
+    return this.registeredClient(clientId);
+  }
+
+  /** The document, fetched or from the cache; one that cannot be used makes the client invalid, with the reason. */
+  private async documentedClient(fetcher: Pick<ClientMetadataFetcher, "resolve">, clientId: string): Promise<OAuthClientInformationFull> {
+    try {
+      return { ...(await fetcher.resolve(clientId)) };
+    } catch (error) {
+      if (error instanceof ClientMetadataError) throw new InvalidClientError(error.message);
+      throw error;
+    }
+  }
+
+  private registeredClient(clientId: string): OAuthClientInformationFull | undefined {
     const stored = this.store.getClient(clientId);
     if (!stored) return undefined;
     return {
@@ -169,7 +196,14 @@ export class CodaOAuthProvider implements OAuthServerProvider {
   /** Applies the login form: a code on allow with a token Coda accepts, access_denied on deny. */
   async decide({ requestId, action, codaToken, issuer }: DecisionInput): Promise<Decision> {
     const pending = this.store.getPending(requestId);
-    const client = pending && pending.expiresAt > this.now() ? this.getClient(pending.clientId) : undefined;
+    let client: OAuthClientInformationFull | undefined;
+    try {
+      client = pending && pending.expiresAt > this.now() ? await this.getClient(pending.clientId) : undefined;
+    } catch (error) {
+      // A metadata document that was fine at /authorize may be gone by now (not cached, host down).
+      if (error instanceof InvalidClientError) return { kind: "page", status: 400, html: renderClientUnavailablePage(error.message) };
+      throw error;
+    }
     if (!pending || !client) return expiredPage();
     if (action === "deny") {
       if (!this.store.deletePending(pending.id)) return expiredPage();
@@ -200,7 +234,8 @@ export class CodaOAuthProvider implements OAuthServerProvider {
 
   private loginPage(pending: PendingAuthorization, client: OAuthClientInformationFull, error?: string): string {
     const { redirectUri, scopes } = pending.params;
-    return renderLoginPage({ clientName: client.client_name || client.client_id, redirectUri, requestId: pending.id, scopes, error });
+    const documentUrl = isClientIdUrl(client.client_id) ? client.client_id : undefined;
+    return renderLoginPage({ clientName: client.client_name || client.client_id, documentUrl, redirectUri, requestId: pending.id, scopes, error });
   }
 
   private async checkCodaToken(codaToken: string): Promise<CodaTokenCheck> {

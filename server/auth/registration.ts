@@ -26,7 +26,7 @@ export function invalidRedirectUri(description: string): OAuthError {
   return new CustomOAuthError("invalid_redirect_uri", description);
 }
 
-function isLoopbackHost(hostname: string): boolean {
+export function isLoopbackHost(hostname: string): boolean {
   if (hostname === "localhost" || hostname === "[::1]") return true;
   // The URL parser has already normalised 127.1, 0x7f.0.0.1 etc. to dotted decimal.
   return isIP(hostname) === 4 && hostname.startsWith("127.");
@@ -61,6 +61,40 @@ export function redirectUriProblem(uri: unknown): string | undefined {
   return undefined;
 }
 
+/** Where a redirect URI sends the browser: this machine, an app's own scheme, or a web host. */
+function redirectKind(uri: string): "loopback" | "app" | "web" {
+  const url = new URL(uri);
+  if (url.protocol !== "http:" && url.protocol !== "https:") return "app";
+  return isLoopbackHost(url.hostname) ? "loopback" : "web";
+}
+
+/**
+ * OpenID Connect Registration's application_type, as MCP 2026-07-28 asks clients to send it:
+ * `native` (desktop and CLI apps: loopback or private-scheme redirects, RFC 8252) or `web`
+ * (hosted clients: https redirects on their own host). A registration without it is an older
+ * client's and is accepted as it is; one that names a type its redirect URIs contradict is refused,
+ * as an OIDC server would, with the type that would fit.
+ */
+export function applicationTypeProblem(metadata: Record<string, unknown>): OAuthError | undefined {
+  const type = metadata.application_type;
+  if (type === undefined) return undefined;
+  if (type !== "native" && type !== "web") {
+    return new InvalidClientMetadataError(`application_type must be "native" or "web", not ${JSON.stringify(String(type).slice(0, 40))}`);
+  }
+  const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris.filter((u): u is string => typeof u === "string") : [];
+  for (const uri of uris) {
+    const kind = redirectKind(uri);
+    if (type === "native" && kind === "web") {
+      return invalidRedirectUri(`application_type "native" is for redirects to this machine or an app's own scheme, but ${JSON.stringify(uri.slice(0, 100))} is a web address: register as application_type "web"`);
+    }
+    if (type === "web" && kind !== "web") {
+      const where = kind === "loopback" ? "is on this machine (loopback)" : "is an app's own scheme";
+      return invalidRedirectUri(`application_type "web" is for https redirects on the client's own host, but ${JSON.stringify(uri.slice(0, 100))} ${where}: register as application_type "native"`);
+    }
+  }
+  return undefined;
+}
+
 function stringProblem(name: string, value: unknown, max: number): string | undefined {
   if (typeof value === "string" && value.length > max) return `${name} is longer than ${max} characters`;
   if (Array.isArray(value)) {
@@ -83,6 +117,8 @@ export function registrationProblem(body: unknown): OAuthError | undefined {
       if (problem) return invalidRedirectUri(`redirect_uris: ${JSON.stringify(String(uri).slice(0, 100))} ${problem}`);
     }
   }
+  const typeProblem = applicationTypeProblem(metadata);
+  if (typeProblem) return typeProblem;
   for (const [name, value] of Object.entries(metadata)) {
     if (name === "redirect_uris" || name === "jwks") continue; // checked above; jwks is bounded by the body size
     const problem = stringProblem(name, value, name === "client_name" ? MAX_CLIENT_NAME_LENGTH : MAX_STRING_LENGTH);

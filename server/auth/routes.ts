@@ -12,6 +12,7 @@ import { createOAuthMetadata } from "@modelcontextprotocol/sdk/server/auth/route
 import type { OAuthMetadata, OAuthProtectedResourceMetadata } from "@modelcontextprotocol/sdk/shared/auth.js";
 
 import { publicMcpUrl } from "../public-url.js";
+import { issuerOnAuthorizationResponses, metadataDocumentClientCheck } from "./authorization-responses.js";
 import { DECISION_PATH, sendPage } from "./login-page.js";
 import { CLIENT_AUTH_METHODS, MAX_STATE_LENGTH, type CodaOAuthProvider } from "./provider.js";
 import { registrationGuard } from "./registration.js";
@@ -58,7 +59,15 @@ export function createAuthRouter(opts: AuthRouterOptions): Router {
   // authorization and token endpoints. Registration is different: it is the one endpoint that
   // stores what anyone sends, and a connector registers once, so it is bounded and limited.
   router.post(DECISION_PATH, express.urlencoded({ extended: false }), decisionHandler(provider, publicOrigin));
-  router.use("/authorize", express.urlencoded({ extended: false, limit: AUTHORIZE_BODY_LIMIT }), oversizedAuthorizeBody, refuseOversizedState, authorizationHandler({ provider, rateLimit: false }));
+  router.use(
+    "/authorize",
+    issuerOnAuthorizationResponses((req) => issuerFor(publicOrigin(req))),
+    express.urlencoded({ extended: false, limit: AUTHORIZE_BODY_LIMIT }),
+    oversizedAuthorizeBody,
+    refuseOversizedState,
+    metadataDocumentClientCheck(provider),
+    authorizationHandler({ provider, rateLimit: false }),
+  );
   router.use("/token", ...clientSecretBasic, tokenHandler({ provider, rateLimit: false }));
   router.use("/revoke", ...clientSecretBasic, revocationHandler({ provider, rateLimit: false }));
   const registrationLimit = opts.registrationLimitPerHour ?? 0;
@@ -114,7 +123,12 @@ function authorizationServerMetadata(provider: CodaOAuthProvider, origin: URL, s
     issuer: issuerFor(origin),
     token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
     revocation_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
-  };
+    // MCP 2026-07-28: a client may name itself by the URL of its metadata document instead of
+    // registering (DCR stays, deprecated, for older clients).
+    ...(provider.acceptsMetadataDocuments && { client_id_metadata_document_supported: true }),
+    // RFC 9207: every authorization response carries `iss` (issuerOnAuthorizationResponses).
+    authorization_response_iss_parameter_supported: true,
+  } as OAuthMetadata;
 }
 
 // The documents depend on each request's public origin, so the SDK's handler (JSON, CORS *,

@@ -1,12 +1,16 @@
 // Real MCP clients, each run as its own child process on loopback and bounded by a timeout:
-// the v2 SDK client (@modelcontextprotocol/client 2.x) in its three version-negotiation modes,
-// optionally through OAuth with the SDK's own auth flow; the v1 SDK client
-// (@modelcontextprotocol/sdk 1.x); and mcp-remote, driven by a v1 stdio client as Claude Desktop
-// would. Each connects, lists the tools, calls `echo` and `fail` (a tool error), and closes.
+// the v2 SDK client (@modelcontextprotocol/client 2.x) in its three version-negotiation modes and
+// the v1 SDK client (@modelcontextprotocol/sdk 1.x), each optionally through OAuth with the SDK's
+// own auth flow; mcp-remote, driven by a v1 stdio client as Claude Desktop would; and the MCP
+// Inspector's command line. Each connects, lists the tools, makes its calls (by default `echo` and
+// `fail`, a tool error), and closes. The browser step is sign-in.mjs: in the SDK scripts directly,
+// for mcp-remote and the Inspector as $BROWSER (sign-in-browser.mjs), which their opener runs.
 // The scripts are plain ESM evaluated with the repository as working directory, so they load the
 // packages from its node_modules exactly as an application would.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { keepArtifact, tempDir } from "./artifacts.js";
 import { ROOT } from "./processes.js";
 
@@ -27,6 +31,8 @@ export interface ClientRun {
 }
 
 export interface OAuthClientOptions {
+  /** The Coda API token pasted on the bundled server's sign-in page (other servers consent at once). */
+  codaToken?: string;
   /** Callback registered and used; never listened on (the script reads the redirect's Location). */
   redirectUri?: string;
   clientName?: string;
@@ -41,20 +47,38 @@ export interface OAuthClientOptions {
   maxAuthRounds?: number;
 }
 
+/** A tool call a client makes after listing the tools; `isError` is what the result must say. */
+export interface ToolCall {
+  name: string;
+  arguments?: Record<string, unknown>;
+}
+
+/** The calls of the eras fixtures' servers: `echo` works, `fail` answers a tool error. */
+const DEFAULT_CALLS: ToolCall[] = [
+  { name: "echo", arguments: { message: "hello" } },
+  { name: "fail", arguments: {} },
+];
+
 export interface V2ClientOptions {
   mode: V2Mode;
   /** clientInfo.name; default eras-v2-<mode>. */
   name?: string;
   oauth?: OAuthClientOptions;
+  calls?: ToolCall[];
   /** Wait between tools/list and the tool calls (e.g. for a token to expire). */
   pauseBeforeCallsMs?: number;
   timeoutMs?: number;
 }
 
 const REQUEST_TIMEOUT_MS = 8000;
+const SIGN_IN_MODULE = pathToFileURL(path.join(ROOT, "tests/helpers/sign-in.mjs")).href;
+/** $BROWSER for the clients that open one. */
+const SIGN_IN_BROWSER = path.join(ROOT, "tests/helpers/sign-in-browser.mjs");
 
-// The parts every script shares: printing events, the tool calls, the exit code.
+// The parts every script shares: printing events, the browser, the tool calls, the exit code.
 const PRELUDE = String.raw`
+import { consent } from ${JSON.stringify(SIGN_IN_MODULE)};
+import { readFileSync, writeFileSync } from 'node:fs';
 const cfg = JSON.parse(process.env.ERAS_CLIENT_CONFIG);
 const emit = (event, fields = {}) => console.log(JSON.stringify({ event, ...fields }));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -63,21 +87,13 @@ async function exercise(client, callTool) {
   const tools = await client.listTools(undefined, { timeout: ${REQUEST_TIMEOUT_MS} });
   emit('tools', { names: tools.tools.map((t) => t.name) });
   if (cfg.pauseBeforeCallsMs) await sleep(cfg.pauseBeforeCallsMs);
-  const echo = await callTool({ name: 'echo', arguments: { message: 'hello from ' + cfg.name } });
-  emit('call', { name: 'echo', isError: echo.isError === true, text: echo.content?.[0]?.text });
-  const fail = await callTool({ name: 'fail', arguments: {} });
-  emit('call', { name: 'fail', isError: fail.isError === true, text: fail.content?.[0]?.text });
+  for (const call of cfg.calls) {
+    const result = await callTool({ name: call.name, arguments: call.arguments ?? {} });
+    emit('call', { name: call.name, isError: result.isError === true, text: result.content?.[0]?.text });
+  }
 }
-`;
 
-const V2_SCRIPT = String.raw`
-import { Client, StreamableHTTPClientTransport, UnauthorizedError, refreshAuthorization } from '@modelcontextprotocol/client';
-import { readFileSync, writeFileSync } from 'node:fs';
-${PRELUDE}
-const options = {};
-if (cfg.mode === 'auto') options.versionNegotiation = { mode: 'auto' };
-if (cfg.mode === 'pin') options.versionNegotiation = { mode: { pin: '2026-07-28' } };
-
+// An OAuth client as the SDKs expect one; its registration and tokens optionally kept in a file.
 class Provider {
   constructor(o) {
     this.o = o;
@@ -103,18 +119,23 @@ class Provider {
   saveDiscoveryState(state) { this.discovery = state; }
   discoveryState() { return this.discovery; }
 }
+const provider = cfg.oauth ? new Provider({ redirectUri: 'http://localhost:33418/callback', clientName: cfg.name, authMethod: 'none', ...cfg.oauth }) : undefined;
 
-// The user's browser: opens the authorization URL; the AS consents at once and redirects.
+// The user's browser: consents to the pending authorization; the callback's parameters.
 async function browser(url) {
-  const r = await fetch(url, { redirect: 'manual', headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Chrome/141.0' } });
-  const location = r.headers.get('location');
-  if (r.status < 300 || r.status > 399 || !location) throw new Error('authorize answered ' + r.status + ': ' + (await r.text()).slice(0, 200));
-  const params = new URL(location).searchParams;
+  const params = new URL(await consent(url, cfg.oauth?.codaToken)).searchParams;
   emit('callback', { hasCode: params.has('code'), error: params.get('error'), iss: params.get('iss') });
   return params;
 }
+`;
 
-const provider = cfg.oauth ? new Provider({ redirectUri: 'http://localhost:33418/callback', clientName: cfg.name, authMethod: 'none', ...cfg.oauth }) : undefined;
+const V2_SCRIPT = String.raw`
+import { Client, StreamableHTTPClientTransport, UnauthorizedError, refreshAuthorization } from '@modelcontextprotocol/client';
+${PRELUDE}
+const options = {};
+if (cfg.mode === 'auto') options.versionNegotiation = { mode: 'auto' };
+if (cfg.mode === 'pin') options.versionNegotiation = { mode: { pin: '2026-07-28' } };
+
 const maxRounds = cfg.oauth?.maxAuthRounds ?? 3;
 let rounds = 0;
 /** True when the SDK sent the user to authorize; then plays the browser and redeems the code on t. */
@@ -171,11 +192,23 @@ try {
 const V1_SCRIPT = String.raw`
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 ${PRELUDE}
-const client = new Client({ name: cfg.name, version: '1.32.2' });
-const transport = new StreamableHTTPClientTransport(new URL(cfg.url));
+let client = new Client({ name: cfg.name, version: '1.32.2' });
+let transport = new StreamableHTTPClientTransport(new URL(cfg.url), provider ? { authProvider: provider } : {});
 try {
-  await client.connect(transport, { timeout: ${REQUEST_TIMEOUT_MS} });
+  try {
+    await client.connect(transport, { timeout: ${REQUEST_TIMEOUT_MS} });
+  } catch (e) {
+    if (!provider || !(e instanceof UnauthorizedError) || !provider.pending) throw e;
+    // Signed out: the browser step, the code redeemed, then connect again.
+    const params = await browser(provider.pending);
+    await transport.finishAuth(params.get('code'));
+    await client.close().catch(() => {});
+    client = new Client({ name: cfg.name, version: '1.32.2' });
+    transport = new StreamableHTTPClientTransport(new URL(cfg.url), { authProvider: provider });
+    await client.connect(transport, { timeout: ${REQUEST_TIMEOUT_MS} });
+  }
   emit('connected', { protocolVersion: transport.protocolVersion ?? null, sessionId: transport.sessionId ?? null, server: client.getServerVersion()?.name ?? null });
   await exercise(client, (params) => client.callTool(params, undefined, { timeout: ${REQUEST_TIMEOUT_MS} }));
   if (transport.sessionId) await transport.terminateSession().catch((e) => emit('terminate_error', { message: e.message }));
@@ -195,7 +228,8 @@ ${PRELUDE}
 const client = new Client({ name: cfg.name, version: '0.9.0' });
 const transport = new StdioClientTransport({
   command: process.execPath,
-  args: [cfg.mcpRemote, cfg.url, '--transport', 'http-only', '--host', '127.0.0.1', ...(cfg.callbackPort ? [String(cfg.callbackPort)] : [])],
+  // The callback port is mcp-remote's second positional argument, right after the URL.
+  args: [cfg.mcpRemote, cfg.url, ...(cfg.callbackPort ? [String(cfg.callbackPort)] : []), '--transport', 'http-only', '--host', '127.0.0.1'],
   env: { ...process.env, MCP_REMOTE_CONFIG_DIR: cfg.configDir },
   stderr: 'pipe',
 });
@@ -212,12 +246,18 @@ try {
 }
 `;
 
-function runScript(kind: string, script: string, config: Record<string, unknown>, timeoutMs: number): Promise<ClientRun> {
+function runScript(kind: string, script: string, config: Record<string, unknown>, timeoutMs: number, env: Record<string, string> = {}): Promise<ClientRun> {
+  const args = ["--input-type=module", "--eval", script];
+  return runProcess(kind, args, { ...process.env, ...env, ERAS_CLIENT_CONFIG: JSON.stringify(config), NODE_NO_WARNINGS: "1" }, timeoutMs);
+}
+
+/** `node <args>` in the repository, killed with everything it started after `timeoutMs`; its JSON lines are the events. */
+function runProcess(kind: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ClientRun> {
   return new Promise((resolve) => {
     const startedAt = Date.now();
-    const child = spawn(process.execPath, ["--input-type=module", "--eval", script], {
+    const child = spawn(process.execPath, args, {
       cwd: ROOT,
-      env: { ...process.env, ERAS_CLIENT_CONFIG: JSON.stringify(config), NODE_NO_WARNINGS: "1" },
+      env,
       stdio: ["ignore", "pipe", "pipe"],
       // Its own process group, so the timeout also ends what it started (mcp-remote).
       detached: true,
@@ -260,23 +300,112 @@ function runScript(kind: string, script: string, config: Record<string, unknown>
 /** The v2 SDK client (2.x) in one of its version-negotiation modes. */
 export function runV2Client(url: string, opts: V2ClientOptions): Promise<ClientRun> {
   const name = opts.name ?? `eras-v2-${opts.mode}`;
-  return runScript(`v2-${opts.mode}`, V2_SCRIPT, { url, name, mode: opts.mode, oauth: opts.oauth, pauseBeforeCallsMs: opts.pauseBeforeCallsMs }, opts.timeoutMs ?? 25_000);
+  const config = { url, name, mode: opts.mode, oauth: opts.oauth, calls: opts.calls ?? DEFAULT_CALLS, pauseBeforeCallsMs: opts.pauseBeforeCallsMs };
+  return runScript(`v2-${opts.mode}`, V2_SCRIPT, config, opts.timeoutMs ?? 25_000);
 }
 
-/** The v1 SDK client (1.x): legacy era only. */
-export function runV1Client(url: string, opts: { name?: string; timeoutMs?: number } = {}): Promise<ClientRun> {
-  return runScript("v1", V1_SCRIPT, { url, name: opts.name ?? "eras-v1" }, opts.timeoutMs ?? 20_000);
+export interface V1ClientOptions {
+  name?: string;
+  oauth?: OAuthClientOptions;
+  calls?: ToolCall[];
+  timeoutMs?: number;
 }
 
-/** mcp-remote (devDependency) in http-only mode, driven over stdio by a v1 client named `name`. */
-export function runMcpRemote(url: string, opts: { name?: string; timeoutMs?: number } = {}): Promise<ClientRun> {
+/** The v1 SDK client (1.x): legacy era only; with `oauth`, it registers by DCR (its only way). */
+export function runV1Client(url: string, opts: V1ClientOptions = {}): Promise<ClientRun> {
+  const config = { url, name: opts.name ?? "eras-v1", oauth: opts.oauth, calls: opts.calls ?? DEFAULT_CALLS };
+  return runScript("v1", V1_SCRIPT, config, opts.timeoutMs ?? 20_000);
+}
+
+export interface BrowserClientOptions {
+  calls?: ToolCall[];
+  /** Signs in on the bundled server's page with this Coda token when the client opens the browser. */
+  codaToken?: string;
+  timeoutMs?: number;
+}
+
+/** The environment of a client that opens the user's browser: sign-in-browser.mjs is that browser. */
+function browserEnv(codaToken: string | undefined, logFile: string): Record<string, string> {
+  return { BROWSER: SIGN_IN_BROWSER, SIGN_IN_CODA_TOKEN: codaToken ?? "", SIGN_IN_LOG: logFile, DISPLAY: "", WAYLAND_DISPLAY: "" };
+}
+
+/**
+ * mcp-remote (devDependency) in http-only mode, driven over stdio by a v1 client named `name`. Its
+ * OAuth callback listens on 127.0.0.1:`callbackPort`; the browser it opens signs in.
+ */
+export async function runMcpRemote(url: string, opts: BrowserClientOptions & { name?: string; callbackPort?: number } = {}): Promise<ClientRun> {
   const config = tempDir("mcp-remote-config-");
-  return runScript(
-    "mcp-remote",
-    MCP_REMOTE_SCRIPT,
-    { url, name: opts.name ?? "eras-via-mcp-remote", mcpRemote: path.join(ROOT, "node_modules/mcp-remote/dist/proxy.js"), configDir: config.dir },
-    opts.timeoutMs ?? 30_000,
-  ).finally(config.cleanup);
+  const browserLog = path.join(config.dir, "browser.log");
+  try {
+    const run = await runScript(
+      "mcp-remote",
+      MCP_REMOTE_SCRIPT,
+      {
+        url,
+        name: opts.name ?? "eras-via-mcp-remote",
+        mcpRemote: path.join(ROOT, "node_modules/mcp-remote/dist/proxy.js"),
+        configDir: config.dir,
+        callbackPort: opts.callbackPort,
+        calls: opts.calls ?? DEFAULT_CALLS,
+      },
+      opts.timeoutMs ?? 30_000,
+      browserEnv(opts.codaToken, browserLog),
+    );
+    return withBrowserLog(run, browserLog);
+  } finally {
+    config.cleanup();
+  }
+}
+
+const INSPECTOR_CLI = path.join(ROOT, "node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js");
+
+/**
+ * The MCP Inspector's command line (2.x): one `tools/call`, which connects, lists the tools and calls
+ * one. With a browser (MCP_AUTO_OPEN_ENABLED, no terminal) it signs in by OAuth: DCR, its callback
+ * on an ephemeral loopback port; its state lives in a temporary directory, secrets in memory.
+ * Proxy variables are dropped: the CLI's undici crashes on Node 20 when one is set, and every
+ * address here is loopback anyway.
+ */
+export async function runInspectorCli(url: string, opts: BrowserClientOptions & { era?: "legacy" | "auto" | "modern" } = {}): Promise<ClientRun> {
+  const state = tempDir("mcp-inspector-");
+  const browserLog = path.join(state.dir, "browser.log");
+  const call = (opts.calls ?? DEFAULT_CALLS)[0]!;
+  const args = [
+    INSPECTOR_CLI, "--cli", url, "--callback-url", "http://127.0.0.1:0/oauth/callback",
+    ...(opts.era ? ["--protocol-era", opts.era] : []),
+    "--method", "tools/call", "--tool-name", call.name, "--tool-args-json", JSON.stringify(call.arguments ?? {}), "--format", "json", "-q",
+  ];
+  const env: Record<string, string> = {
+    ...withoutProxyVariables(process.env),
+    HOME: state.dir,
+    MCP_STORAGE_DIR: path.join(state.dir, "storage"),
+    MCP_INSPECTOR_SECRET_STORE: "memory",
+    MCP_AUTO_OPEN_ENABLED: "true",
+    ...browserEnv(opts.codaToken, browserLog),
+  };
+  try {
+    const run = await runProcess("inspector-cli", args, env, opts.timeoutMs ?? 30_000);
+    return withBrowserLog(run, browserLog);
+  } finally {
+    state.cleanup();
+  }
+}
+
+function withoutProxyVariables(env: NodeJS.ProcessEnv): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (value !== undefined && !/^(https?|all|no)_proxy$/i.test(name)) kept[name] = value;
+  return kept;
+}
+
+/** What the browser did, as an event, so a failed sign-in shows in the run's description. */
+function withBrowserLog(run: ClientRun, logFile: string): ClientRun {
+  let log = "";
+  try {
+    log = readFileSync(logFile, "utf8");
+  } catch {
+    return run; // the client never opened the browser
+  }
+  return { ...run, events: [...run.events, { event: "browser", log: log.trim().split("\n") }] };
 }
 
 /** One line per run for failure messages. */

@@ -10,9 +10,8 @@
 // address into one recording, one after the other, as at a real deployment.
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Diagnosis, DiagnosisCode } from "../../analysis/handshake.js";
+import type { DiagnosisCode } from "../../analysis/handshake.js";
 import type { HandshakeRow } from "../../store/schema.js";
 import {
   startErasServer,
@@ -24,7 +23,8 @@ import {
   type Switchboard,
 } from "../fixtures/eras-server.js";
 import { startLensProcess, tempDir, type RunningLens } from "../helpers/processes.js";
-import { describeClientRun, runMcpRemote, runV1Client, runV2Client, type ClientRun, type V2ClientOptions } from "../helpers/real-clients.js";
+import { runMcpRemote, runV1Client, runV2Client, type ClientRun, type V2ClientOptions } from "../helpers/real-clients.js";
+import { diagnosesOf, exchangesOf, expectOneHandshake, explain, handshakesOf, settle, type Recording } from "../helpers/recording.js";
 
 const LENS_ARGS = ["--flush-interval", "20", "--shutdown-timeout", "500"];
 /** A failed step is only "failed" after the tracker's 10 s of client silence; margin for a loaded machine. */
@@ -62,89 +62,6 @@ interface Run {
   expect: Expectation;
   result?: ClientRun;
   failure?: unknown;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The recording
-
-interface ExchangeSummary {
-  id: number;
-  handshake_id: number | null;
-  started_at: number;
-  method: string;
-  path: string;
-  status: number | null;
-  kind: string;
-  rpc: string | null;
-  user_agent: string | null;
-  fail_call: 0 | 1;
-}
-
-interface Recording {
-  exchanges: ExchangeSummary[];
-  handshakes: HandshakeRow[];
-}
-
-function snapshot(dbPath: string): Recording {
-  let db: Database.Database;
-  try {
-    db = new Database(dbPath, { readonly: true, fileMustExist: true });
-  } catch {
-    return { exchanges: [], handshakes: [] };
-  }
-  try {
-    return {
-      exchanges: db
-        .prepare(
-          `SELECT id, handshake_id, started_at, method, path, status, kind,
-             json_extract(facts, '$.mcp.methods') AS rpc, json_extract(facts, '$.userAgent') AS user_agent,
-             (req_body LIKE '%"name":"fail"%') AS fail_call
-           FROM exchanges ORDER BY id`,
-        )
-        .all() as ExchangeSummary[],
-      handshakes: db.prepare("SELECT * FROM handshakes ORDER BY id").all() as HandshakeRow[],
-    };
-  } catch {
-    return { exchanges: [], handshakes: [] }; // schema not there yet
-  } finally {
-    db.close();
-  }
-}
-
-/** The exchanges a run sent: runs are sequential, so the process's lifetime brackets them. */
-function exchangesOf(run: Run, rec: Recording): ExchangeSummary[] {
-  if (!run.result) return [];
-  const { startedAt, endedAt } = run.result;
-  return rec.exchanges.filter((e) => e.started_at >= startedAt && e.started_at <= endedAt);
-}
-
-function handshakesOf(run: Run, rec: Recording): HandshakeRow[] {
-  const ids = new Set(exchangesOf(run, rec).map((e) => e.handshake_id));
-  return rec.handshakes.filter((h) => ids.has(h.id));
-}
-
-const diagnosesOf = (h: HandshakeRow) => JSON.parse(h.diagnoses) as Diagnosis[];
-const idsOf = (h: HandshakeRow) => JSON.parse(h.exchange_ids) as number[];
-
-/** What the recording shows for a run: its exchanges, and every handshake they belong to. */
-function explain(run: Run, rec: Recording): string {
-  const own = exchangesOf(run, rec);
-  const lines = [`${run.label}: client ${run.result ? describeClientRun(run.result) : `did not run: ${String(run.failure)}`}`];
-  for (const e of own) {
-    lines.push(`  #${e.id} hs=${e.handshake_id} ${e.method} ${e.path} ${e.rpc ?? ""} → ${e.status} (${e.kind}, ${e.user_agent ?? "-"})`);
-  }
-  for (const h of handshakesOf(run, rec)) {
-    const foreign = idsOf(h).filter((id) => !own.some((e) => e.id === id));
-    const steps = (JSON.parse(h.steps) as Array<{ step: string; status: string; exchangeIds: number[] }>).map((s) => `${s.step}:${s.status}[${s.exchangeIds.join(",")}]`);
-    lines.push(
-      `  handshake ${h.id}: family=${h.client_family} name=${h.client_name} era=${h.era} era_fallback=${h.era_fallback} registration=${h.registration} ` +
-        `outcome=${h.outcome} failed_step=${h.failed_step} first_code=${h.first_code} exchanges=[${idsOf(h).join(",")}]` +
-        (foreign.length ? ` (of other runs: ${foreign.join(",")})` : ""),
-    );
-    lines.push(`    steps ${steps.join(" ")}`);
-    for (const d of diagnosesOf(h)) lines.push(`    ${d.severity} ${d.code} [${d.evidence.join(",")}] ${d.summary}`);
-  }
-  return lines.join("\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,19 +176,6 @@ async function runClient(run: Run, url: string): Promise<ClientRun> {
   }
 }
 
-async function settle(dbPath: string, runs: Run[]): Promise<Recording> {
-  const deadline = Date.now() + SETTLE_MS;
-  let count = -1;
-  for (;;) {
-    const rec = snapshot(dbPath);
-    const stable = rec.exchanges.length === count;
-    count = rec.exchanges.length;
-    const open = runs.some((run) => exchangesOf(run, rec).some((e) => e.handshake_id === null) || handshakesOf(run, rec).some((h) => h.outcome === "in_progress"));
-    if ((stable && !open) || Date.now() > deadline) return rec;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 beforeAll(async () => {
   const t0 = Date.now();
   for (const era of ["legacy", "dual", "modern"] as const) servers.set(era, await startErasServer({ era }));
@@ -308,7 +212,7 @@ beforeAll(async () => {
   await lane(MATRIX);
   await lane(FAULTS);
   trace("clients done");
-  const [matrix, faults] = await Promise.all([settle(benches.get("matrix")!.lens.dbPath, MATRIX), settle(benches.get("faults")!.lens.dbPath, FAULTS)]);
+  const [matrix, faults] = await Promise.all([settle(benches.get("matrix")!.lens.dbPath, MATRIX, SETTLE_MS), settle(benches.get("faults")!.lens.dbPath, FAULTS, SETTLE_MS)]);
   benches.get("matrix")!.recording = matrix;
   benches.get("faults")!.recording = faults;
   trace("recordings settled");
@@ -334,18 +238,6 @@ function expectClient(run: Run, rec: Recording): void {
   expect(run.result?.timedOut, context).toBe(false);
   expect(run.result?.code, context).toBe(run.expect.exit);
   expect(exchangesOf(run, rec).length, `${context}\nthe run's requests were recorded`).toBeGreaterThan(0);
-}
-
-/** One client connection is one handshake: all of the run's exchanges in it, and nothing else. */
-function expectOneHandshake(run: Run, rec: Recording): HandshakeRow | undefined {
-  const context = explain(run, rec);
-  const own = exchangesOf(run, rec);
-  const found = handshakesOf(run, rec);
-  expect.soft(own.filter((e) => e.handshake_id === null).map((e) => e.id), `${context}\nexchanges without a handshake`).toEqual([]);
-  expect.soft(found.map((h) => h.id), `${context}\nexactly one handshake for the connection`).toHaveLength(1);
-  const handshake = found.find((h) => h.id === own[0]?.handshake_id);
-  if (handshake) expect.soft(idsOf(handshake), `${context}\nthe handshake holds this run's exchanges and no other run's`).toEqual(own.map((e) => e.id));
-  return handshake;
 }
 
 function expectHandshake(run: Run, rec: Recording, handshake: HandshakeRow | undefined): void {

@@ -19,6 +19,7 @@ import {
 import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { ClientMetadataError, type ClientMetadataDocument } from "../../server/auth/client-metadata-document.js";
 import { decryptSecret, encryptSecret, hashToken, loadOrCreateServerKey, newToken } from "../../server/auth/crypto.js";
 import { renderLoginPage } from "../../server/auth/login-page.js";
 import { CodaOAuthProvider } from "../../server/auth/provider.js";
@@ -30,6 +31,18 @@ const CODA_TOKEN = "coda-pat-7d1c2b9e-4a5f-4c3d-8e2f-1b0a9c8d7e6f";
 const CODA_USER = { name: "Ada Lovelace", loginId: "ada@example.com" };
 const CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback";
 const FORWARDED = { "X-Forwarded-Proto": "https", "X-Forwarded-Host": "coda.example.com" };
+/** Client ID Metadata Documents the stub fetcher knows (the real fetcher: client-metadata-document.test.ts). */
+const DOCUMENT_URL = "https://app.example.net/oauth/client-metadata.json";
+const DOCUMENTS = new Map<string, ClientMetadataDocument>([
+  [DOCUMENT_URL, { client_id: DOCUMENT_URL, client_name: "Example Desktop", redirect_uris: ["http://127.0.0.1:3000/callback"], token_endpoint_auth_method: "none" }],
+]);
+const stubDocuments = {
+  async resolve(url: string): Promise<ClientMetadataDocument> {
+    const document = DOCUMENTS.get(url);
+    if (!document) throw new ClientMetadataError(`Could not fetch the client metadata document ${url}: HTTP 404`);
+    return document;
+  },
+};
 
 interface Registered {
   client_id: string;
@@ -72,6 +85,7 @@ async function startAuthServer(dbFile: string, key: Buffer): Promise<AuthServer>
       return token === CODA_TOKEN ? CODA_USER : null;
     },
     mcpUrlFor: req => new URL("/mcp", originOf(req)),
+    clientMetadata: stubDocuments,
   });
   const app = express();
   app.use(createAuthRouter({ provider, publicOrigin: originOf }));
@@ -275,8 +289,78 @@ describe("OAuth authorization server", () => {
       for (const field of ["token_endpoint_auth_methods_supported", "revocation_endpoint_auth_methods_supported"]) {
         expect([...(as[field] as string[])].sort()).toEqual(["client_secret_basic", "client_secret_post", "none"]);
       }
-      expect(as).not.toHaveProperty("client_id_metadata_document_supported");
+      // RFC 9207, and CIMD (the provider has a fetcher for metadata documents).
+      expect(as.authorization_response_iss_parameter_supported).toBe(true);
+      expect(as.client_id_metadata_document_supported).toBe(true);
     }
+  });
+
+  // --- Client ID Metadata Documents, RFC 9207 iss, application_type ---
+
+  const documented: Registered = { client_id: DOCUMENT_URL, redirect_uris: ["http://127.0.0.1:3000/callback"] };
+
+  it("signs in a client named by its metadata document: the consent page vouches by the document's host; no secret at /token", async () => {
+    // Another loopback port than the document lists: RFC 8252 lets native apps pick theirs.
+    const redirectUri = "http://127.0.0.1:49152/callback";
+    const { html } = await loginPage(documented, { redirectUri });
+    expect(html).toContain("Connect Example Desktop to Coda");
+    expect(html).toContain("https://app.example.net");
+    expect(html).toContain(DOCUMENT_URL);
+    expect(html).toMatch(/class="warning"[^>]*>This app returns to a program on your own computer \(http:\/\/127\.0\.0\.1:49152\)/);
+    const tokens = await exchangeCode(documented, { redirectUri });
+    const me = await callMcp(tokens.access_token);
+    expect(((await me.json()) as { clientId: string }).clientId).toBe(DOCUMENT_URL);
+  });
+
+  it("answers invalid_client with iss when the document cannot be used or does not list the redirect URI", async () => {
+    const missing = await authorize({ client_id: "https://app.example.net/oauth/gone.json", redirect_uris: ["http://127.0.0.1:3000/callback"] }, { challenge: pkce().challenge });
+    expect(missing.status).toBe(400);
+    expect(await missing.json()).toEqual({
+      error: "invalid_client",
+      error_description: "Could not fetch the client metadata document https://app.example.net/oauth/gone.json: HTTP 404",
+      iss: auth.origin,
+    });
+    const elsewhere = await authorize(documented, { challenge: pkce().challenge, redirectUri: "https://attacker.example/callback" });
+    expect(elsewhere.status).toBe(400);
+    const body = (await elsewhere.json()) as Record<string, string>;
+    expect(body).toMatchObject({ error: "invalid_client", iss: auth.origin });
+    expect(body.error_description).toContain("is not among the redirect_uris of the client metadata document");
+    // No login page, no pending request for either.
+    expect(elsewhere.headers.get("location")).toBeNull();
+  });
+
+  it("puts iss on every authorization response: code, denial, and the errors the SDK's handler redirects", async () => {
+    const client = await registerClaude();
+    const { location } = await obtainCode(client);
+    expect(location.searchParams.get("iss")).toBe(auth.origin);
+    const { requestId } = await loginPage(client);
+    const denied = new URL((await decide(requestId, "deny")).headers.get("location")!);
+    expect([denied.searchParams.get("error"), denied.searchParams.get("iss")]).toEqual(["access_denied", auth.origin]);
+    // Without a PKCE challenge: reported to the callback, by the SDK, now with iss.
+    const noPkce = await authorize(client);
+    expect(noPkce.status).toBe(302);
+    const error = new URL(noPkce.headers.get("location")!);
+    expect([error.searchParams.get("error"), error.searchParams.get("state"), error.searchParams.get("iss")]).toEqual(["invalid_request", "state-123", auth.origin]);
+    // An unknown client is answered directly, with iss too.
+    const unknown = await authorize({ client_id: "no-such-client", redirect_uris: [CLAUDE_CALLBACK] }, { challenge: pkce().challenge });
+    expect(await unknown.json()).toMatchObject({ error: "invalid_client", iss: auth.origin });
+  });
+
+  it("honours application_type in DCR: native for loopback or app schemes, web for https hosts, refused when they conflict", async () => {
+    const attempt = (body: Record<string, unknown>) =>
+      fetch(`${auth.origin}/register`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ client_name: "T", ...body }) });
+    expect((await attempt({ application_type: "native", redirect_uris: ["http://127.0.0.1:6276/oauth/callback", "cursor://anysphere.cursor-mcp/oauth/callback"] })).status).toBe(201);
+    expect((await attempt({ application_type: "web", redirect_uris: [CLAUDE_CALLBACK] })).status).toBe(201);
+    // Older clients send none: accepted as they are.
+    expect((await attempt({ redirect_uris: ["http://localhost:33418/callback", CLAUDE_CALLBACK] })).status).toBe(201);
+    const webOnLoopback = await attempt({ application_type: "web", redirect_uris: ["http://localhost:33418/callback"] });
+    expect(webOnLoopback.status).toBe(400);
+    const refused = (await webOnLoopback.json()) as Record<string, string>;
+    expect(refused.error).toBe("invalid_redirect_uri");
+    expect(refused.error_description).toContain('register as application_type \"native\"'.replace(/\\"/g, '"'));
+    const nativeOnWeb = await attempt({ application_type: "native", redirect_uris: [CLAUDE_CALLBACK] });
+    expect(await nativeOnWeb.json()).toMatchObject({ error: "invalid_redirect_uri" });
+    await expectOAuthError(await attempt({ application_type: "desktop", redirect_uris: [CLAUDE_CALLBACK] }), 400, "invalid_client_metadata");
   });
 
   it("advertises https URLs when a TLS-terminating proxy forwards the request", async () => {

@@ -192,6 +192,37 @@ describe("pre-flight checks join the attempt they precede", () => {
     expect(h!.clientFamily).toBe("mcp-remote");
   });
 
+  it("mcp-remote signing in: refused GETs (401), its test connection through OAuth, then the real one with the same token", () => {
+    const w = new Wire();
+    const challenge = { status: 401, res: [JSON_TYPE, ["www-authenticate", 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource/mcp"'] as [string, string]], reply: json({ error: "invalid_token" }) };
+    const discovery = () => {
+      w.send(NODE, { path: "/.well-known/oauth-protected-resource/mcp", status: 200, res: [JSON_TYPE], reply: json({ resource: "http://127.0.0.1/mcp", authorization_servers: ["http://127.0.0.1"] }) });
+      w.send(NODE, { path: "/.well-known/oauth-authorization-server", status: 200, res: [JSON_TYPE], reply: json({ issuer: "http://127.0.0.1" }) });
+    };
+    w.send(UNDICI, { path: "/mcp", req: [["accept", "text/event-stream"]], ...challenge });
+    discovery();
+    w.send(NODE, { path: "/mcp", req: [["accept", "text/event-stream"]], ...challenge });
+    w.send(UNDICI, { ...legacy("initialize", "mcp-remote-fallback-test"), ...challenge });
+    w.send(UNDICI, { method: "POST", path: "/register", req: [JSON_TYPE], body: json({ client_name: "MCP CLI Proxy", redirect_uris: ["http://127.0.0.1:5598/oauth/callback"] }), status: 201, res: [JSON_TYPE], reply: json({ client_id: "c-r", redirect_uris: ["http://127.0.0.1:5598/oauth/callback"] }) });
+    const browser: Peer = { addr: "127.0.0.1", ua: "Mozilla/5.0 Chrome/141.0" };
+    w.send(browser, { path: "/authorize", query: "response_type=code&client_id=c-r&state=st-r&redirect_uri=http%3A%2F%2F127.0.0.1%3A5598%2Foauth%2Fcallback", status: 200, res: [["content-type", "text/html"]], reply: "<form>" });
+    w.send(NODE, { method: "POST", path: "/authorize/decision", req: [["content-type", "application/x-www-form-urlencoded"]], body: "request_id=r&action=allow", status: 302, res: [["location", "http://127.0.0.1:5598/oauth/callback?code=k-1&state=st-r&iss=http%3A%2F%2F127.0.0.1"]] });
+    const token = secret("access");
+    w.send(UNDICI, { method: "POST", path: "/token", req: [["content-type", "application/x-www-form-urlencoded"]], body: "grant_type=authorization_code&code=k-1&client_id=c-r", status: 200, res: [JSON_TYPE], reply: json({ access_token: token, token_type: "Bearer", expires_in: 3600 }) });
+    w.send(UNDICI, legacy("initialize", "mcp-remote-fallback-test", { bearer: token, assign: "t1" }));
+    w.send(UNDICI, legacy("notifications/initialized", "x", { bearer: token, session: "t1" }));
+    w.send(UNDICI, legacy("initialize", "claude-ai (via mcp-remote 0.15.1)", { bearer: token, assign: "s1" }));
+    w.send(UNDICI, legacy("tools/list", "x", { bearer: token, session: "s1" }));
+    // The next client from the same address: its own handshake, not mcp-remote's.
+    const next = w.send(NODE, { ...legacy("initialize", "inspector-cli"), ...challenge });
+    const [h, other, ...rest] = grouped(w, w.now + 60 * 60_000);
+    expect(rest).toEqual([]);
+    expect(summary(h!)).toMatchObject({ era: "legacy", outcome: "succeeded", name: "claude-ai (via mcp-remote 0.15.1)" });
+    expect(h!.exchangeIds).toEqual(w.exchanges.filter((e) => e.id !== next.id).map((e) => e.id));
+    expect([h!.clientFamily, h!.registration]).toEqual(["mcp-remote", "dcr"]);
+    expect(other!.exchangeIds).toEqual([next.id]);
+  });
+
   it("a refused GET inside a stateless legacy connection stays in it", () => {
     const w = new Wire();
     w.send(NODE, legacy("initialize", "v1"));

@@ -1,0 +1,142 @@
+// The bundled Coda MCP server meets the clients people use, through the real mcp-lens binary, with
+// OAuth on the server's own sign-in page, each client calling a Coda tool: the v2 SDK client pinned
+// to 2026-07-28 with a Client ID Metadata Document (served over https on loopback, the server
+// started with its development flag and trusting the test's certificate), the v2 SDK client in
+// auto mode (DCR with application_type), the v1 SDK client (DCR), mcp-remote 0.15 and the MCP
+// Inspector CLI 2.x (each opening sign-in-browser.mjs as the user's browser). mcp-lens must record
+// each as one succeeded handshake with no diagnosis, in its era, with the right client family.
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ClientFamily } from "../../analysis/handshake.js";
+import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
+import { startLensProcess, startServerProcess, tempDir, type RunningLens, type RunningServer } from "../helpers/processes.js";
+import { runInspectorCli, runMcpRemote, runV1Client, runV2Client, type ClientRun } from "../helpers/real-clients.js";
+import { diagnosesOf, expectOneHandshake, explain, settle, type ClientRunRecord, type Recording } from "../helpers/recording.js";
+import { selfSignedCertificate } from "../helpers/tls.js";
+import { closedPort } from "../helpers/upstream.js";
+
+const CODA_TOKEN = "3f1e9a52-7c4b-4e0d-9b21-coda-clients-e2e";
+const CODA_USER = { name: "Grace Hopper", loginId: "grace@example.com" };
+const WHOAMI = [{ name: "whoami", arguments: {} }];
+/** The tracker settles a handshake after its client's silence; margin for a loaded machine. */
+const SETTLE_MS = 12_000;
+
+interface Expected {
+  era: "modern" | "legacy";
+  family: ClientFamily;
+  registration: "cimd" | "dcr";
+}
+
+interface ClientCase extends ClientRunRecord {
+  expected: Expected;
+  run(mcpUrl: string): Promise<ClientRun>;
+}
+
+const work = tempDir("mcp-lens-coda-clients-");
+let coda: FakeCoda;
+let server: RunningServer;
+let lens: RunningLens;
+let documentHost: https.Server;
+let recording: Recording = { exchanges: [], handshakes: [] };
+
+/** The v2 client's metadata document, on its own https host (a client's website). */
+function metadataDocument(url: string) {
+  return {
+    client_id: url,
+    client_name: "Coda E2E (metadata document)",
+    redirect_uris: ["http://localhost:33418/callback"],
+    grant_types: ["authorization_code", "refresh_token"],
+    response_types: ["code"],
+    token_endpoint_auth_method: "none",
+  };
+}
+
+const cases: ClientCase[] = [
+  {
+    label: "v2 SDK pinned to 2026-07-28, Client ID Metadata Document",
+    expected: { era: "modern", family: "typescript-sdk", registration: "cimd" },
+    run: (url) => runV2Client(url, { mode: "pin", name: "coda-e2e-v2-pin", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN, clientMetadataUrl: documentUrl() } }),
+  },
+  {
+    label: "v2 SDK in auto mode, DCR",
+    expected: { era: "modern", family: "typescript-sdk", registration: "dcr" },
+    run: (url) => runV2Client(url, { mode: "auto", name: "coda-e2e-v2-auto", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
+  },
+  {
+    label: "v1 SDK, DCR",
+    expected: { era: "legacy", family: "typescript-sdk", registration: "dcr" },
+    run: (url) => runV1Client(url, { name: "coda-e2e-v1", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
+  },
+  {
+    label: "mcp-remote 0.15",
+    expected: { era: "legacy", family: "mcp-remote", registration: "dcr" },
+    run: async (url) => runMcpRemote(url, { name: "coda-e2e-desktop", calls: WHOAMI, codaToken: CODA_TOKEN, callbackPort: await closedPort() }),
+  },
+  {
+    label: "MCP Inspector CLI 2.x",
+    expected: { era: "legacy", family: "mcp-inspector", registration: "dcr" },
+    run: (url) => runInspectorCli(url, { calls: WHOAMI, codaToken: CODA_TOKEN }),
+  },
+];
+
+function documentUrl(): string {
+  return `https://127.0.0.1:${(documentHost.address() as AddressInfo).port}/oauth/client-metadata.json`;
+}
+
+beforeAll(async () => {
+  const certificate = selfSignedCertificate(work.dir);
+  documentHost = https.createServer({ cert: certificate.cert, key: certificate.key }, (req, res) => {
+    if (req.url !== "/oauth/client-metadata.json") return void res.writeHead(404).end();
+    res.writeHead(200, { "content-type": "application/json", "cache-control": "max-age=300" }).end(JSON.stringify(metadataDocument(documentUrl())));
+  });
+  await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
+  coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: CODA_USER } });
+  server = await startServerProcess({
+    dbPath: path.join(work.dir, "server.db"),
+    codaApiBase: coda.url,
+    args: ["--cimd-allow-private"],
+    env: { NODE_EXTRA_CA_CERTS: certificate.certFile },
+  });
+  lens = await startLensProcess({ upstream: server.url, dbPath: path.join(work.dir, "lens.db"), args: ["--flush-interval", "20", "--shutdown-timeout", "500"] });
+  // One client at a time, as consecutive connections from one address.
+  for (const c of cases) {
+    try {
+      c.result = await c.run(`${lens.url}/mcp`);
+    } catch (failure) {
+      c.failure = failure;
+    }
+  }
+  recording = await settle(lens.dbPath, cases, SETTLE_MS);
+}, 150_000);
+
+afterAll(async () => {
+  await lens?.stop();
+  await server?.stop();
+  await coda?.close();
+  await new Promise((resolve) => documentHost?.close(resolve));
+  work.cleanup();
+});
+
+describe("real clients sign in to the bundled server through mcp-lens and call a Coda tool", () => {
+  for (const c of cases) {
+    const { era, family, registration } = c.expected;
+    it(`${c.label}: one succeeded ${era} handshake, ${family}, ${registration}, no diagnosis`, () => {
+      const context = explain(c, recording);
+      expect(c.failure, context).toBeUndefined();
+      expect(c.result?.timedOut, context).toBe(false);
+      expect(c.result?.code, context).toBe(0);
+      // The tool answered with the signed-in Coda user: the token reached Coda through the grant.
+      expect(c.result?.stdout, context).toContain(CODA_USER.name);
+      const handshake = expectOneHandshake(c, recording);
+      expect(handshake, context).toBeDefined();
+      if (!handshake) return;
+      expect.soft(handshake.outcome, `${context}\noutcome`).toBe("succeeded");
+      expect.soft(handshake.era, `${context}\nera`).toBe(era);
+      expect.soft(handshake.client_family, `${context}\nclient_family`).toBe(family);
+      expect.soft(handshake.registration, `${context}\nregistration`).toBe(registration);
+      expect.soft(diagnosesOf(handshake).map((d) => `${d.severity} ${d.code}`), `${context}\na healthy handshake has no diagnosis`).toEqual([]);
+    });
+  }
+});
