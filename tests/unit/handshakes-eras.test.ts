@@ -207,7 +207,7 @@ describe("pre-flight checks join the attempt they precede", () => {
     const browser: Peer = { addr: "127.0.0.1", ua: "Mozilla/5.0 Chrome/141.0" };
     w.send(browser, { path: "/authorize", query: "response_type=code&client_id=c-r&state=st-r&redirect_uri=http%3A%2F%2F127.0.0.1%3A5598%2Foauth%2Fcallback", status: 200, res: [["content-type", "text/html"]], reply: "<form>" });
     w.send(NODE, { method: "POST", path: "/authorize/decision", req: [["content-type", "application/x-www-form-urlencoded"]], body: "request_id=r&action=allow", status: 302, res: [["location", "http://127.0.0.1:5598/oauth/callback?code=k-1&state=st-r&iss=http%3A%2F%2F127.0.0.1"]] });
-    const token = secret("access");
+    const token = secret();
     w.send(UNDICI, { method: "POST", path: "/token", req: [["content-type", "application/x-www-form-urlencoded"]], body: "grant_type=authorization_code&code=k-1&client_id=c-r", status: 200, res: [JSON_TYPE], reply: json({ access_token: token, token_type: "Bearer", expires_in: 3600 }) });
     w.send(UNDICI, legacy("initialize", "mcp-remote-fallback-test", { bearer: token, assign: "t1" }));
     w.send(UNDICI, legacy("notifications/initialized", "x", { bearer: token, session: "t1" }));
