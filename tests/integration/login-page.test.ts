@@ -2,12 +2,14 @@
 // can paste their Coda token, allow, and land back on the client's callback with a code.
 import { existsSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startServerProcess, tempDir, type RunningServer } from "../helpers/processes.js";
 import { pkcePair } from "../helpers/pkce.js";
+import { selfSignedCertificate } from "../helpers/tls.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CODA_TOKEN = "5e0b1c9a-7d2e-4f3a-9b8c-keyboard-test";
@@ -22,12 +24,27 @@ describe.skipIf(!available && process.env.CI !== "true")("the sign-in page in Ch
   let browser: Browser;
   let callback: http.Server;
   let callbackUrl: string;
+  /** A client's website serving its Client ID Metadata Document over https (the test's certificate). */
+  let documentHost: https.Server;
+  let documentUrl: string;
   const received: string[] = [];
   const tmp = tempDir();
 
   beforeAll(async () => {
     coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: { name: "Keyboard User", loginId: "kb@example.com" } } });
-    server = await startServerProcess({ dbPath: `${tmp.dir}/server.db`, codaApiBase: coda.url });
+    const certificate = selfSignedCertificate(tmp.dir);
+    documentHost = https.createServer({ cert: certificate.cert, key: certificate.key }, (_req, res) => {
+      const document = { client_id: documentUrl, client_name: "Desk Notes", redirect_uris: [callbackUrl], token_endpoint_auth_method: "none" };
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(document));
+    });
+    await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
+    documentUrl = `https://127.0.0.1:${(documentHost.address() as AddressInfo).port}/oauth/client-metadata.json`;
+    server = await startServerProcess({
+      dbPath: `${tmp.dir}/server.db`,
+      codaApiBase: coda.url,
+      args: ["--cimd-allow-private"],
+      env: { NODE_EXTRA_CA_CERTS: certificate.certFile },
+    });
     callback = http.createServer((req, res) => {
       received.push(req.url!);
       res.writeHead(200, { "content-type": "text/html" }).end("<title>callback</title>signed in");
@@ -43,6 +60,7 @@ describe.skipIf(!available && process.env.CI !== "true")("the sign-in page in Ch
   afterAll(async () => {
     await browser?.close();
     callback?.close();
+    documentHost?.close();
     await server?.stop();
     await coda?.close();
     tmp.cleanup();
@@ -100,6 +118,28 @@ describe.skipIf(!available && process.env.CI !== "true")("the sign-in page in Ch
     const describedBy = (await input.getAttribute("aria-describedby")) ?? "";
     expect(describedBy.split(" ")).toContain(await alert.getAttribute("id"));
     expect(await page.content()).not.toContain("wrong-token-123");
+    await page.close();
+  });
+
+  it("names a metadata-document client by its document's host, shows where it returns, warns about a loopback return, and signs in", async () => {
+    const authorize = new URL(`${server.url}/authorize`);
+    authorize.search = new URLSearchParams({ response_type: "code", client_id: documentUrl, redirect_uri: callbackUrl, code_challenge: pkcePair().challenge, code_challenge_method: "S256", state: "cimd-state" }).toString();
+    const page = await browser.newPage();
+    await page.goto(authorize.href);
+    expect(await page.getByRole("heading", { level: 1 }).textContent()).toBe("Connect Desk Notes to Coda");
+    const documentHostShown = new URL(documentUrl).origin;
+    expect(await page.getByText(/describes itself at/).textContent()).toContain(documentHostShown);
+    expect(await page.getByText(/you will return to/).textContent()).toContain(new URL(callbackUrl).origin);
+    const warning = page.getByRole("note");
+    expect(await warning.textContent()).toMatch(/program on your own computer/);
+    if (process.env.LOGIN_PAGE_SCREENSHOT) await page.screenshot({ path: process.env.LOGIN_PAGE_SCREENSHOT, fullPage: true });
+
+    await page.getByLabel(/coda api token/i).fill(CODA_TOKEN);
+    await Promise.all([page.waitForURL(/\/callback\?/), page.getByRole("button", { name: /allow/i }).press("Enter")]);
+    const landed = new URL(page.url());
+    expect(landed.searchParams.get("state")).toBe("cimd-state");
+    expect(landed.searchParams.get("code")).toBeTruthy();
+    expect(landed.searchParams.get("iss")).toBe(server.url);
     await page.close();
   });
 });
