@@ -62,6 +62,7 @@ const START_OPTIONS = {
   idleClientTtl: SERVER_OPTIONS.idleClientTtl,
   era: SERVER_OPTIONS.era,
   cimdAllowPrivate: SERVER_OPTIONS.cimdAllowPrivate,
+  sseKeepalive: SERVER_OPTIONS.sseKeepalive,
   stateless: SERVER_OPTIONS.stateless,
   jsonResponse: SERVER_OPTIONS.jsonResponse,
 };
@@ -155,7 +156,7 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
       await server.close();
       throw error;
     });
-    const connectorUrl = settings.publicUrl ? `${settings.publicUrl.replace(/\/$/, "")}/mcp` : `http://localhost:${settings.port}/mcp`;
+    const connectorUrl = settings.publicUrl ? `${settings.publicUrl.replace(/\/$/, "")}/mcp` : `http://localhost:${new URL(lens.url).port}/mcp`;
     logger.info({ connectorUrl }, "ready: point your MCP client at the connector URL");
     stopOnSignals(logger, [() => lens.close(), () => server.close()]);
   },

@@ -80,6 +80,7 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     createServer: () => createCodaMcpServer(clientFor),
     stateless: settings.stateless,
     jsonResponse: settings.jsonResponse,
+    keepAliveMs: parseDuration(settings.sseKeepalive, "--sse-keepalive"),
     maxBodyBytes: MAX_MCP_BODY_BYTES,
     onStatelessFallback: (reason, method) => logger.debug({ reason, method }, "served without a session"),
     onError: (error) => logger.debug({ err: error }, "MCP request refused or failed"),

@@ -189,6 +189,15 @@ export const SERVER_OPTIONS = {
     default: false,
     help: "Development only: fetch client metadata documents (CIMD) from loopback and private addresses too (still https only)",
   }),
+  sseKeepalive: option({
+    flag: "sse-keepalive",
+    env: "MCP_LENS_SERVER_SSE_KEEPALIVE",
+    kind: "string",
+    default: "15s",
+    valueName: "DURATION",
+    help: "A comment on idle 2026-07-28 SSE streams (subscriptions/listen) this often, so proxies do not close them",
+    parse: durationText,
+  }),
   stateless: option({
     flag: "stateless",
     env: "MCP_LENS_STATELESS",

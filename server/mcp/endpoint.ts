@@ -20,6 +20,8 @@ export interface McpEndpointOptions {
   stateless: boolean;
   /** Answer with JSON, never an SSE stream (proxies that buffer); subscriptions/listen still streams. */
   jsonResponse: boolean;
+  /** Idle 2026-07-28 SSE streams (subscriptions/listen) get a comment this often. */
+  keepAliveMs: number;
   /** A request body at most this large (bytes); the express parser in front has the same bound. */
   maxBodyBytes: number;
   onStatelessFallback?: (reason: "missing" | "unknown", method: string | undefined) => void;
@@ -45,6 +47,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
   const modernHandler = createMcpHandler(factory, {
     legacy: "reject",
     responseMode: options.jsonResponse ? "json" : "auto",
+    keepAliveMs: options.keepAliveMs,
     maxRequestBodySize: options.maxBodyBytes,
     onerror: options.onError,
   });

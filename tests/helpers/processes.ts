@@ -87,6 +87,14 @@ export async function startLensProcess(opts: {
   return { url: entry.url!, adminUrl: entry.adminUrl!, dbPath: opts.dbPath, ...rest };
 }
 
+/** Runs `mcp-lens start` (the bundled server behind the proxy) on ephemeral ports; `url` is the connector URL it logs. */
+export async function startStartProcess(opts: { dbPath: string; serverDbPath: string; codaApiBase: string; args?: string[]; env?: Record<string, string> }): Promise<RunningLens & { connectorUrl: string }> {
+  const args = ["start", "--port", "0", "--admin-port", "0", "--server-port", "0", "--db", opts.dbPath, "--server-db", opts.serverDbPath, "--coda-api-base", opts.codaApiBase, ...(opts.args ?? [])];
+  const { entry, ...rest } = await spawnUntilReady(args, opts.env, "ready: point your MCP client at the connector URL");
+  const connectorUrl = entry.connectorUrl!;
+  return { url: new URL(connectorUrl).origin, adminUrl: "", connectorUrl, dbPath: opts.dbPath, ...rest };
+}
+
 export interface RunningServer {
   url: string;
   child: ChildProcess;

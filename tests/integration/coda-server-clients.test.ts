@@ -5,6 +5,8 @@
 // auto mode (DCR with application_type), the v1 SDK client (DCR), mcp-remote 0.15 and the MCP
 // Inspector CLI 2.x (each opening sign-in-browser.mjs as the user's browser). mcp-lens must record
 // each as one succeeded handshake with no diagnosis, in its era, with the right client family.
+// Then the server as a single-era deployment (--era modern, --era legacy): the clients that cannot
+// meet it fail with era_mismatch, and a dual-era client falls back.
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -29,17 +31,27 @@ interface Expected {
   registration: "cimd" | "dcr";
 }
 
+type ServerEra = "dual" | "modern" | "legacy";
+
 interface ClientCase extends ClientRunRecord {
+  /** The bundled server's --era. */
+  server: ServerEra;
   expected: Expected;
+  run(mcpUrl: string): Promise<ClientRun>;
+}
+
+interface Failing extends ClientRunRecord {
+  server: ServerEra;
+  /** A dual-era client meeting a single-era server: it falls back, one healthy handshake. */
+  fallsBack?: boolean;
   run(mcpUrl: string): Promise<ClientRun>;
 }
 
 const work = tempDir("mcp-lens-coda-clients-");
 let coda: FakeCoda;
-let server: RunningServer;
-let lens: RunningLens;
 let documentHost: https.Server;
-let recording: Recording = { exchanges: [], handshakes: [] };
+/** Per --era: the bundled server and the mcp-lens in front of it, each with its own recording. */
+const benches = new Map<ServerEra, { server: RunningServer; lens: RunningLens; recording: Recording }>();
 
 /** The v2 client's metadata document, on its own https host (a client's website). */
 function metadataDocument(url: string) {
@@ -55,29 +67,54 @@ function metadataDocument(url: string) {
 
 const cases: ClientCase[] = [
   {
+    server: "dual",
     label: "v2 SDK pinned to 2026-07-28, Client ID Metadata Document",
     expected: { era: "modern", family: "typescript-sdk", registration: "cimd" },
     run: (url) => runV2Client(url, { mode: "pin", name: "coda-e2e-v2-pin", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN, clientMetadataUrl: documentUrl() } }),
   },
   {
+    server: "dual",
     label: "v2 SDK in auto mode, DCR",
     expected: { era: "modern", family: "typescript-sdk", registration: "dcr" },
     run: (url) => runV2Client(url, { mode: "auto", name: "coda-e2e-v2-auto", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
   },
   {
+    server: "dual",
     label: "v1 SDK, DCR",
     expected: { era: "legacy", family: "typescript-sdk", registration: "dcr" },
     run: (url) => runV1Client(url, { name: "coda-e2e-v1", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
   },
   {
+    server: "dual",
     label: "mcp-remote 0.15",
     expected: { era: "legacy", family: "mcp-remote", registration: "dcr" },
     run: async (url) => runMcpRemote(url, { name: "coda-e2e-desktop", calls: WHOAMI, codaToken: CODA_TOKEN, callbackPort: await closedPort() }),
   },
   {
+    server: "dual",
     label: "MCP Inspector CLI 2.x",
     expected: { era: "legacy", family: "mcp-inspector", registration: "dcr" },
     run: (url) => runInspectorCli(url, { calls: WHOAMI, codaToken: CODA_TOKEN }),
+  },
+];
+
+/** The server as a single-era deployment: who cannot meet it, and the dual-era client that can. */
+const singleEra: Failing[] = [
+  {
+    server: "modern",
+    label: "v1 SDK against --era modern",
+    run: (url) => runV1Client(url, { name: "coda-e2e-v1-to-modern", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
+  },
+  {
+    server: "legacy",
+    label: "v2 SDK pinned to 2026-07-28 against --era legacy",
+    run: (url) => runV2Client(url, { mode: "pin", name: "coda-e2e-pin-to-legacy", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
+  },
+  {
+    server: "legacy",
+    label: "v2 SDK in auto mode against --era legacy",
+    fallsBack: true,
+    run: (url) => runV2Client(url, { mode: "auto", name: "coda-e2e-auto-to-legacy", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
   },
 ];
 
@@ -93,27 +130,37 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
   coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: CODA_USER } });
-  server = await startServerProcess({
-    dbPath: path.join(work.dir, "server.db"),
-    codaApiBase: coda.url,
-    args: ["--cimd-allow-private"],
-    env: { NODE_EXTRA_CA_CERTS: certificate.certFile },
-  });
-  lens = await startLensProcess({ upstream: server.url, dbPath: path.join(work.dir, "lens.db"), args: ["--flush-interval", "20", "--shutdown-timeout", "500"] });
-  // One client at a time, as consecutive connections from one address.
-  for (const c of cases) {
+  for (const era of ["dual", "modern", "legacy"] as const) {
+    const server = await startServerProcess({
+      dbPath: path.join(work.dir, `server-${era}.db`),
+      codaApiBase: coda.url,
+      args: ["--era", era, "--cimd-allow-private"],
+      env: { NODE_EXTRA_CA_CERTS: certificate.certFile },
+    });
+    const lens = await startLensProcess({ upstream: server.url, dbPath: path.join(work.dir, `lens-${era}.db`), args: ["--flush-interval", "20", "--shutdown-timeout", "500"] });
+    benches.set(era, { server, lens, recording: { exchanges: [], handshakes: [] } });
+  }
+  // One client at a time, as consecutive connections from one address; the failing ones first,
+  // so their handshakes settle (10 s of silence) while the others run.
+  for (const c of [...singleEra, ...cases]) {
     try {
-      c.result = await c.run(`${lens.url}/mcp`);
+      c.result = await c.run(`${benches.get(c.server)!.lens.url}/mcp`);
     } catch (failure) {
       c.failure = failure;
     }
   }
-  recording = await settle(lens.dbPath, cases, SETTLE_MS);
+  await Promise.all(
+    [...benches].map(async ([era, bench]) => {
+      bench.recording = await settle(bench.lens.dbPath, [...singleEra, ...cases].filter((c) => c.server === era), SETTLE_MS);
+    }),
+  );
 }, 150_000);
 
 afterAll(async () => {
-  await lens?.stop();
-  await server?.stop();
+  for (const { lens, server } of benches.values()) {
+    await lens.stop();
+    await server.stop();
+  }
   await coda?.close();
   await new Promise((resolve) => documentHost?.close(resolve));
   work.cleanup();
@@ -123,6 +170,7 @@ describe("real clients sign in to the bundled server through mcp-lens and call a
   for (const c of cases) {
     const { era, family, registration } = c.expected;
     it(`${c.label}: one succeeded ${era} handshake, ${family}, ${registration}, no diagnosis`, () => {
+      const recording = benches.get(c.server)!.recording;
       const context = explain(c, recording);
       expect(c.failure, context).toBeUndefined();
       expect(c.result?.timedOut, context).toBe(false);
@@ -137,6 +185,27 @@ describe("real clients sign in to the bundled server through mcp-lens and call a
       expect.soft(handshake.client_family, `${context}\nclient_family`).toBe(family);
       expect.soft(handshake.registration, `${context}\nregistration`).toBe(registration);
       expect.soft(diagnosesOf(handshake).map((d) => `${d.severity} ${d.code}`), `${context}\na healthy handshake has no diagnosis`).toEqual([]);
+    });
+  }
+});
+
+describe("--era reproduces a single-era deployment", () => {
+  for (const c of singleEra) {
+    const verdict = c.fallsBack ? "falls back: one succeeded legacy handshake with era_fallback, no diagnosis" : "fails: one failed handshake, era_mismatch first";
+    it(`${c.label} ${verdict}`, () => {
+      const recording = benches.get(c.server)!.recording;
+      const context = explain(c, recording);
+      expect(c.failure, context).toBeUndefined();
+      expect(c.result?.code, context).toBe(c.fallsBack ? 0 : 3);
+      const handshake = expectOneHandshake(c, recording);
+      expect(handshake, context).toBeDefined();
+      if (!handshake) return;
+      if (c.fallsBack) {
+        expect.soft([handshake.outcome, handshake.era, handshake.era_fallback], context).toEqual(["succeeded", "legacy", 1]);
+        expect.soft(diagnosesOf(handshake), context).toEqual([]);
+      } else {
+        expect.soft([handshake.outcome, handshake.first_code], context).toEqual(["failed", "era_mismatch"]);
+      }
     });
   }
 });

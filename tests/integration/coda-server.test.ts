@@ -29,7 +29,7 @@ describe("the Coda MCP server behind mcp-lens", () => {
     coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: CODA_USER } });
     const port = await closedPort();
     publicUrl = `http://127.0.0.1:${port}`;
-    server = await startServerProcess({ dbPath: `${tmp.dir}/server.db`, codaApiBase: coda.url, args: ["--public-url", publicUrl] });
+    server = await startServerProcess({ dbPath: `${tmp.dir}/server.db`, codaApiBase: coda.url, args: ["--public-url", publicUrl, "--sse-keepalive", "1s"] });
     lens = await startLensProcess({ upstream: server.url, dbPath: `${tmp.dir}/lens.db`, args: ["--port", String(port), "--flush-interval", "20"] });
   });
 
@@ -126,6 +126,86 @@ describe("the Coda MCP server behind mcp-lens", () => {
     const call = await rpc({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "list_tables", arguments: { docId: coda.seed.docs[0]!.id } } }, sessionHeaders);
     expect(call.json.result.isError).toBeFalsy();
     expect(JSON.stringify(call.json.result)).toContain("Tasks");
+  });
+
+  describe("MCP 2026-07-28, statelessly, on the same endpoint", () => {
+    const META = {
+      "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+      "io.modelcontextprotocol/clientInfo": { name: "raw-modern", version: "1" },
+      "io.modelcontextprotocol/clientCapabilities": {},
+    };
+    /** A modern request as a client sends it: `_meta` in the body, MCP-Protocol-Version, Mcp-Method (and Mcp-Name). */
+    async function modern(method: string, params: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+      const name: Record<string, string> = typeof params.name === "string" ? { "mcp-name": params.name } : {};
+      const res = await fetch(`${publicUrl}/mcp`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${CODA_TOKEN}`,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-protocol-version": "2026-07-28",
+          "mcp-method": method,
+          ...name,
+          ...headers,
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 7, method, params: { ...params, _meta: META } }),
+      });
+      return { res, json: (await res.json()) as { result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } };
+    }
+
+    it("server/discover, tools/list with cache hints, tools/call: no initialize, no session", async () => {
+      const discover = await modern("server/discover");
+      expect(discover.res.status).toBe(200);
+      expect(discover.res.headers.get("mcp-session-id")).toBeNull();
+      expect(discover.json.result).toMatchObject({ supportedVersions: ["2026-07-28"], resultType: "complete", ttlMs: 600_000, cacheScope: "public" });
+      expect((discover.json.result!._meta as Record<string, { name: string }>)["io.modelcontextprotocol/serverInfo"]!.name).toBe("coda-mcp");
+      const list = await modern("tools/list");
+      expect(list.json.result).toMatchObject({ resultType: "complete", ttlMs: 600_000, cacheScope: "public" });
+      expect((list.json.result!.tools as unknown[]).length).toBe(15);
+      const call = await modern("tools/call", { name: "whoami", arguments: {} });
+      expect(call.json.result).toMatchObject({ resultType: "complete" });
+      expect(resultText(call.json.result)).toContain(CODA_USER.name);
+    });
+
+    it("validates headers against the body (-32020), versions (-32022 with supported), methods (404 -32601)", async () => {
+      const mismatch = await modern("tools/call", { name: "whoami", arguments: {} }, { "mcp-name": "list_docs" });
+      expect([mismatch.res.status, mismatch.json.error?.code]).toEqual([400, -32020]);
+      const future = await modern("tools/list", {}, { "mcp-protocol-version": "2099-01-01" });
+      expect([future.res.status, future.json.error?.code]).toEqual([400, -32020]); // the header now disagrees with `_meta`
+      const res = await fetch(`${publicUrl}/mcp`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${CODA_TOKEN}`, "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 8, method: "tools/list", params: { _meta: { ...META, "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } }),
+      });
+      const unsupported = (await res.json()) as { error: { code: number; data: { supported: string[]; requested: string } } };
+      expect([res.status, unsupported.error.code]).toEqual([400, -32022]);
+      expect(unsupported.error.data).toEqual({ supported: ["2026-07-28"], requested: "2099-01-01" });
+      const unknown = await modern("coda/frobnicate");
+      expect([unknown.res.status, unknown.json.error?.code]).toEqual([404, -32601]);
+    });
+
+    it("subscriptions/listen: acknowledged at once, then kept alive (every --sse-keepalive) through mcp-lens", async () => {
+      const abort = new AbortController();
+      const res = await fetch(`${publicUrl}/mcp`, {
+        method: "POST",
+        signal: abort.signal,
+        headers: { authorization: `Bearer ${CODA_TOKEN}`, "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28", "mcp-method": "subscriptions/listen" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 9, method: "subscriptions/listen", params: { _meta: META, notifications: { toolsListChanged: true } } }),
+      });
+      expect(res.headers.get("content-type")).toContain("text/event-stream");
+      const reader = res.body!.getReader();
+      let text = "";
+      const started = Date.now();
+      while (!text.includes(": keepalive") && Date.now() - started < 5000) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      abort.abort();
+      expect(text).toContain("notifications/subscriptions/acknowledged");
+      expect(text).toContain(": keepalive");
+      expect(Date.now() - started).toBeLessThan(4000);
+    });
   });
 
   it("answers the unauthenticated probe with 401 and an absolute resource_metadata URL, even with Accept: */* and at /mcp/", async () => {
