@@ -78,6 +78,8 @@ export interface ClientMetadataFetcherOptions {
   maxCacheSeconds?: number; // default 86400 (cap on max-age)
   /** Default 30: a failed fetch is remembered briefly so /authorize floods do not make us fetch a victim URL repeatedly. */
   failureCacheSeconds?: number;
+  /** Default 16: fetches under way at once; beyond, a new URL is refused at once (a flood of /authorize with fresh URLs). */
+  maxConcurrentFetches?: number;
   /** Extra trusted CA certificates (PEM), for tests and private PKI; the system CAs stay trusted. */
   ca?: string | string[];
   now?: () => number; // epoch ms
@@ -203,6 +205,7 @@ export class ClientMetadataFetcher {
       maxCacheEntries: options.maxCacheEntries ?? 500,
       maxCacheSeconds: options.maxCacheSeconds ?? 86_400,
       failureCacheSeconds: options.failureCacheSeconds ?? 30,
+      maxConcurrentFetches: options.maxConcurrentFetches ?? 16,
       ca: extraCa.length > 0 ? [...tls.rootCertificates, ...extraCa] : undefined,
       now: options.now ?? Date.now,
     };
@@ -220,6 +223,10 @@ export class ClientMetadataFetcher {
     }
     if (cached) this.cache.delete(clientId);
     let pending = this.inFlight.get(clientId);
+    if (!pending && this.inFlight.size >= this.settings.maxConcurrentFetches) {
+      // Not remembered: the document may be fine, the server is only busy.
+      throw new ClientMetadataError(`Could not fetch the client metadata document ${clientId}: ${this.inFlight.size} other documents are being fetched; try again in a moment`);
+    }
     if (!pending) {
       pending = this.fetchAndRemember(clientId).finally(() => this.inFlight.delete(clientId));
       this.inFlight.set(clientId, pending);

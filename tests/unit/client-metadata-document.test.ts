@@ -368,6 +368,23 @@ describe("ClientMetadataFetcher", () => {
     expect(hitsOf(url)).toBe(1);
   });
 
+  it("fetches at most maxConcurrentFetches documents at once; a refused URL is not remembered", async () => {
+    const slow = (name: string) => {
+      const url = `${origin}/busy-${name}.json`;
+      serve(`/busy-${name}.json`, (_req, res) => {
+        setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(documentFor(url))), 150);
+      });
+      return url;
+    };
+    const busy = fetcher({ maxConcurrentFetches: 2 });
+    const [a, b, c] = [slow("a"), slow("b"), slow("c")];
+    const first = [busy.resolve(a), busy.resolve(b), busy.resolve(a)];
+    expect(await refusal(busy.resolve(c))).toBe(`Could not fetch the client metadata document ${c}: 2 other documents are being fetched; try again in a moment`);
+    await Promise.all(first);
+    expect(hitsOf(c)).toBe(0);
+    await expect(busy.resolve(c)).resolves.toMatchObject({ client_id: c });
+  });
+
   it("remembers a failure for failureCacheSeconds", async () => {
     let clock = 5_000_000;
     const remembering = fetcher({ now: () => clock, failureCacheSeconds: 30 });
