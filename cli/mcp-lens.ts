@@ -56,6 +56,7 @@ const START_OPTIONS = {
   codaApiBase: SERVER_OPTIONS.codaApiBase,
   secretKey: SERVER_OPTIONS.secretKey,
   allowedOrigins: SERVER_OPTIONS.allowedOrigins,
+  allowedHosts: SERVER_OPTIONS.allowedHosts,
   registrationLimit: SERVER_OPTIONS.registrationLimit,
   maxClients: SERVER_OPTIONS.maxClients,
   unauthorizedClientTtl: SERVER_OPTIONS.unauthorizedClientTtl,
@@ -145,7 +146,7 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
         host: "127.0.0.1",
         port: settings.serverPort,
         db: settings.serverDb,
-        allowedHosts: settings.publicUrl ? "" : "localhost,127.0.0.1,[::1]",
+        allowedHosts: [settings.allowedHosts, settings.publicUrl ? "" : "localhost,127.0.0.1,[::1]"].filter(Boolean).join(","),
       }),
       logger,
     ).catch((error: Error) => {

@@ -119,7 +119,7 @@ export const SERVER_OPTIONS = {
     kind: "string",
     default: "",
     valueName: "LIST",
-    help: "Host names accepted besides the public URL's and localhost (DNS-rebinding protection; checked only with --public-url)",
+    help: "Host names accepted besides the public URL's and localhost (DNS-rebinding protection: with --public-url or this list, any other Host gets 421)",
   }),
   ignoreForwarded: option({
     flag: "ignore-forwarded",
