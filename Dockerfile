@@ -22,6 +22,11 @@ RUN npm ci --ignore-scripts --no-audit --no-fund \
  && npm rebuild better-sqlite3
 
 COPY tsconfig.json ./
+COPY cli ./cli
+COPY common ./common
+COPY recording ./recording
+COPY analysis ./analysis
+COPY store ./store
 COPY proxy ./proxy
 COPY server ./server
 COPY inspector ./inspector

@@ -168,6 +168,10 @@ describe("Dockerfile", () => {
     const sources = all(build, "COPY").flatMap((i) => i.args.split(/\s+/).slice(0, -1));
     for (const source of sources) expect(ignore, `.dockerignore lets ${source} in`).toContain(`!${source.replace(/^\.\//, "").replace(/\/$/, "")}`);
     for (const kept of ignore.filter((l) => l.startsWith("!"))) expect(kept).not.toMatch(/^!(\.env|node_modules|dist|data|.*\.db|.*\.key)/);
+    // Every folder `npm run build` compiles (tsconfig.json's include) is copied in, or the image cannot build.
+    const compiled = (JSON.parse(read("tsconfig.json")) as { include: string[] }).include.map((glob) => glob.split("/")[0]!);
+    const copied = sources.map((source) => source.replace(/^\.\//, "").replace(/\/$/, ""));
+    for (const folder of new Set(compiled)) expect(copied, `the build stage copies ${folder}/`).toContain(folder);
   });
 
   it("runs from node:20-bookworm-slim with only dist/, node_modules/ and package.json, as the node user", () => {
