@@ -9,7 +9,7 @@ import { HandshakeAnalysis } from "./analysis-feed.js";
 import { createClassifier } from "../../analysis/classify.js";
 import { listedToolNames } from "../../analysis/mcp-facts.js";
 import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
-import { createLogger } from "../../common/log.js";
+import { createBatchedLogger } from "../../common/log.js";
 import { exchangeLogFields } from "./log-line.js";
 import { TrafficMetrics } from "../admin/metrics.js";
 import { toRecorded } from "../../recording/record.js";
@@ -18,6 +18,7 @@ import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact
 import { openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";
+import { runAsBatchJob } from "./scheduling.js";
 
 /** How often idle handshakes are re-judged (see analysis/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;
@@ -28,7 +29,9 @@ const config = workerData as RecorderConfig;
 const port = parentPort!;
 const post = (message: ToProxy) => port.postMessage(message);
 
-const logger = createLogger(config.logLevel);
+// Its lines (one per exchange at info) are written in batches: see createBatchedLogger.
+const log = createBatchedLogger(config.logLevel);
+const logger = log.logger;
 const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
 const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
   headers: config.redactHeaders,
@@ -127,10 +130,12 @@ port.on("message", (message: ToRecorder) => {
       writer.close(); // the last flush: what still cannot be written is counted as lost
       stopRetention();
       db.close();
+      log.close();
       post({ type: "closed", stats: writer.stats(), received });
       port.close();
       return;
   }
 });
 
+if (!runAsBatchJob()) logger.debug("the recorder thread runs with the default scheduling policy (SCHED_BATCH needs Linux and chrt)");
 post({ type: "ready" });

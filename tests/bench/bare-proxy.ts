@@ -11,6 +11,11 @@ const port = Number(values.port);
 if (!Number.isInteger(port) || port <= 0 || !values.upstream) throw new Error("usage: bare-proxy.ts --port N --upstream URL");
 
 const proxy = new ProxyServer({ target: values.upstream, agent: new http.Agent(UPSTREAM_AGENT_OPTIONS), xfwd: false });
+// Node sends response headers with the first body bytes; an event stream's client must see them
+// at once (mcp-lens flushes them too), or a held stream is not open until its first heartbeat.
+proxy.on("proxyRes", (proxyRes, _req, res) => {
+  if (String(proxyRes.headers["content-type"] ?? "").includes("text/event-stream")) setImmediate(() => res.flushHeaders());
+});
 
 const server = http.createServer((req, res) =>
   proxy.web(req, res, {}, () => {

@@ -1,7 +1,7 @@
 // Child processes for the bench: pinned to a CPU with taskset, ready once a URL answers,
 // always killed (a registry SIGKILLs leftovers on exit), and read through /proc.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -81,17 +81,21 @@ export interface StartOptions {
   /** Ready once a GET here answers 200. */
   readyUrl?: string;
   readyTimeoutMs?: number;
+  /** Its stdout goes to this file, as to a log collector: the bench does not read it. */
+  stdoutFile?: string;
 }
 
 export async function startProcess(options: StartOptions): Promise<Proc> {
   const [command, args] = pinnedCommand(options.cpu, options.command, options.args);
-  const child = track(spawn(command, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+  const stdout = options.stdoutFile ? openSync(options.stdoutFile, "a") : "pipe";
+  const child = track(spawn(command, args, { cwd: ROOT, stdio: ["ignore", stdout, "pipe"] }));
+  if (typeof stdout === "number") closeSync(stdout);
   const lines: string[] = [];
   const keep = (chunk: Buffer) => {
     lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
     if (lines.length > 40) lines.splice(0, lines.length - 40);
   };
-  child.stdout!.on("data", keep);
+  child.stdout?.on("data", keep);
   child.stderr!.on("data", keep);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.once("error", (error) => lines.push(String(error)));
@@ -236,6 +240,16 @@ function startTime(pid: number): string | null {
 }
 
 /** VmRSS in MiB; NaN once the process is gone. */
+/** The process's peak RSS so far (VmHWM), MiB. */
+export function peakRssMiB(pid: number): number {
+  try {
+    const match = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 export function rssMiB(pid: number): number {
   try {
     const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { median, note, quantile, sleep, target, type BenchRow } from "./common.js";
 import { makeTempDir, openFilesLimit, PINNING_NOTE, rssMiB, stopAll, type Proc } from "./procs.js";
-import { lensActiveSseStreams, startLens, startUpstream, type LensTarget } from "./targets.js";
+import { lensActiveSseStreams, startBareProxy, startLens, startUpstream, type LensTarget } from "./targets.js";
 
 const ROUNDS = 3;
 const EVENTS = 200;
@@ -13,7 +13,8 @@ const ADDED_DELAY_TARGET_MS = 0.3;
 const STREAMS = 1000;
 const STREAM_BATCH = 100;
 const OPEN_STREAMS_TIMEOUT_MS = 30_000;
-const RSS_TARGET_MIB = 120;
+/** mcp-lens's RSS with the streams held, at most this multiple of the bare proxy's under the same load. */
+const RSS_RATIO_TARGET = 1.3;
 
 export async function benchSse(): Promise<BenchRow[]> {
   const { dir, remove: removeDir } = makeTempDir("sse");
@@ -187,34 +188,58 @@ function fdShortage(pids: Array<[string, number | "self"]>): string | null {
   return null;
 }
 
-async function manyStreamsRows(dir: string, procs: Proc[]): Promise<BenchRow[]> {
-  const upstream = await startUpstream("SSE upstream");
-  procs.push(upstream.proc);
-  const lens = await startLens(upstream.url, dir);
-  procs.push(lens.proc);
-  const shortage = fdShortage([["self", "self"], ["mcp-lens", lens.proc.pid], ["upstream", upstream.proc.pid]]);
-  if (shortage) return [{ case: `sse ${STREAMS} streams rss`, value: NaN, unit: "MiB", note: `skipped: ${shortage}` }];
-
+/** RSS with STREAMS streams held through `url` (the process `pid`): idle, held, and once they closed. */
+async function holdStreams(
+  url: string,
+  pid: number,
+  whileHeld: () => Promise<void>,
+  closed: () => Promise<number>,
+): Promise<{ idle: number; held: number; afterClose: number; opened: number; left: number }> {
   await sleep(1000);
-  const idle = await peakRss(lens.proc.pid);
+  const idle = await peakRss(pid);
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const open: http.ClientRequest[] = [];
   try {
-    const opened = await openStreams(lens.url, agent, open);
-    const counted = await lensActiveSseStreams(lens);
-    const withStreams = await peakRss(lens.proc.pid);
+    const opened = await openStreams(url, agent, open);
+    await whileHeld();
+    const held = await peakRss(pid);
     for (const req of open) req.destroy();
-    const left = await waitStreamsClosed(lens);
+    const left = await closed();
     await sleep(1000);
-    const afterClose = await peakRss(lens.proc.pid);
-    const openedNote = `${opened} opened, mcp-lens counted ${counted}${left > 0 ? `, ${left} still open after close` : ""}`;
-    return [
-      { case: `sse ${STREAMS} streams rss`, value: withStreams, unit: "MiB", note: note(openedNote, target(withStreams, "≤", RSS_TARGET_MIB, `${RSS_TARGET_MIB} MiB`)) },
-      { case: "sse rss idle", value: idle, unit: "MiB", note: "mcp-lens, VmRSS" },
-      { case: "sse rss after close", value: afterClose, unit: "MiB" },
-    ];
+    return { idle, held, afterClose: await peakRss(pid), opened, left };
   } finally {
     for (const req of open) req.destroy();
     agent.destroy();
   }
+}
+
+async function manyStreamsRows(dir: string, procs: Proc[]): Promise<BenchRow[]> {
+  const upstream = await startUpstream("SSE upstream");
+  procs.push(upstream.proc);
+  const bare = await startBareProxy(upstream);
+  procs.push(bare.proc);
+  const lens = await startLens(upstream.url, dir);
+  procs.push(lens.proc);
+  const shortage = fdShortage([["self", "self"], ["mcp-lens", lens.proc.pid], ["mcp-lens", bare.proc.pid], ["upstream", upstream.proc.pid]]);
+  if (shortage) return [{ case: `sse ${STREAMS} streams rss`, value: NaN, unit: "MiB", note: `skipped: ${shortage}` }];
+
+  // The same load through the bare proxy first: what holding the streams costs without recording.
+  const viaBare = await holdStreams(bare.url, bare.proc.pid, async () => {}, async () => (await sleep(500), 0));
+  let counted = 0;
+  const viaLens = await holdStreams(
+    lens.url,
+    lens.proc.pid,
+    async () => void (counted = await lensActiveSseStreams(lens)),
+    () => waitStreamsClosed(lens),
+  );
+  // Comparable only when both held the same streams.
+  const ratio = viaBare.opened === viaLens.opened ? viaLens.held / viaBare.held : NaN;
+  const openedNote = `${viaLens.opened} opened, mcp-lens counted ${counted}${viaLens.left > 0 ? `, ${viaLens.left} still open after close` : ""}`;
+  return [
+    { case: `sse ${STREAMS} streams rss`, value: viaLens.held, unit: "MiB", note: openedNote },
+    { case: `sse ${STREAMS} streams rss bare`, value: viaBare.held, unit: "MiB", note: `${viaBare.opened} opened; idle ${viaBare.idle.toFixed(1)} MiB` },
+    { case: `sse ${STREAMS} streams mcp-lens/bare rss`, value: ratio, unit: "×", note: target(ratio, "≤", RSS_RATIO_TARGET, RSS_RATIO_TARGET.toFixed(2)) },
+    { case: "sse rss idle", value: viaLens.idle, unit: "MiB", note: "mcp-lens, VmRSS" },
+    { case: "sse rss after close", value: viaLens.afterClose, unit: "MiB" },
+  ];
 }

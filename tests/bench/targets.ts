@@ -57,7 +57,14 @@ export interface LensHealth {
   recorder: { queued: number; written: number; batches: number; dropped: Record<string, number>; failing: boolean };
 }
 
-/** mcp-lens as an operator runs it, logging at warn so per-exchange log lines don't count. */
+/**
+ * The flags the bench runs mcp-lens with beyond its addresses and database: none, so it runs with
+ * the shipped defaults, `--log-level info` (one JSON line per exchange) included. Its stdout goes
+ * to a file, as to a log collector.
+ */
+export const LENS_BENCH_FLAGS: readonly string[] = [];
+
+/** mcp-lens as an operator runs it: the shipped defaults (LENS_BENCH_FLAGS), with `extraArgs` on top. */
 export async function startLens(upstreamUrl: string, dir: string, extraArgs: string[] = []): Promise<LensTarget> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const dbPath = path.join(dir, `lens-${port}.db`);
@@ -66,9 +73,10 @@ export async function startLens(upstreamUrl: string, dir: string, extraArgs: str
   const proc = await startProcess({
     name: "mcp-lens",
     command: process.execPath,
-    args: [...proxyNodeFlags(CLI_LENS), CLI_LENS, ...args, "--db", dbPath, "--log-level", "warn", ...extraArgs],
+    args: [...proxyNodeFlags(CLI_LENS), CLI_LENS, ...args, "--db", dbPath, ...LENS_BENCH_FLAGS, ...extraArgs],
     cpu: SERVER_CPU,
     readyUrl: `${adminUrl}/health`,
+    stdoutFile: path.join(dir, `lens-${port}.log`),
   });
   return { proc, url: `http://127.0.0.1:${port}`, adminUrl, dbPath, cpu: () => cpuSeconds(proc.pid), mainThreadCpu: () => mainThreadCpuSeconds(proc.pid) };
 }

@@ -1,5 +1,7 @@
 // The recorder thread on its own (the built worker, as mcp-lens runs it): exchanges handed
 // over are all written by close, counted in the traffic metrics, and a thread that cannot start says why.
+import { execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import pino from "pino";
@@ -66,6 +68,23 @@ describe("the recorder thread", () => {
     expect(rows).toHaveLength(500);
     expect(rows[41]!.req_body).toBe('{"jsonrpc":"2.0","id":42,"method":"tools/list"}');
     expect(rows[0]!.req_headers).toContain("[redacted:");
+  });
+
+  it.skipIf(process.platform !== "linux")("runs as a SCHED_BATCH job, the forwarding thread as any other (it never preempts forwarding)", async () => {
+    const tmp = tempDir();
+    const dbPath = `${tmp.dir}/lens.db`;
+    openDatabase(dbPath).close();
+    const policies = () =>
+      readdirSync(`/proc/${process.pid}/task`).map((tid) => /policy: (\w+)/.exec(execFileSync("chrt", ["--pid", tid], { encoding: "utf8" }))?.[1]);
+    const before = policies().filter((p) => p === "SCHED_BATCH").length;
+    const recorder = await Recorder.start(config(dbPath), {}, createLogger("silent"));
+    try {
+      expect(policies().filter((p) => p === "SCHED_BATCH").length).toBe(before + 1);
+      // This thread (the test's, like the proxy's event loop) keeps the default policy.
+      expect(/policy: (\w+)/.exec(execFileSync("chrt", ["--pid", String(process.pid)], { encoding: "utf8" }))?.[1]).toBe("SCHED_OTHER");
+    } finally {
+      await recorder.close();
+    }
   });
 
   it("counts what is handed over after close instead of losing it silently", async () => {
