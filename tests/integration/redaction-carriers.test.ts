@@ -301,6 +301,8 @@ describe("redaction of every carrier, end to end", () => {
   });
 
   it("logs none of them and the live feed carries none of them", async () => {
+    // The recorder thread writes its log lines in batches, at least every 100 ms.
+    await waitFor(() => lens.stdout.filter((line) => line.includes('"msg":"exchange"')).length >= 16, "every exchange's log line", 5_000);
     expect(leaks(lens.stdout.join("\n") + lens.stderr.join(""))).toEqual([]);
     await waitFor(() => live.filter((m) => m.includes('"type":"exchange"')).length >= 16, "every exchange on /live", 5_000);
     expect(leaks(live.join("\n"))).toEqual([]);
