@@ -239,25 +239,21 @@ function startTime(pid: number): string | null {
   return statFields(pid)?.[22 - 3] ?? null;
 }
 
-/** VmRSS in MiB; NaN once the process is gone. */
-/** The process's peak RSS so far (VmHWM), MiB. */
-export function peakRssMiB(pid: number): number {
+/** A memory field of /proc/<pid>/status (VmRSS, VmHWM…) in MiB; NaN once the process is gone. */
+function statusMiB(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {
-    const match = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return match ? Number(match[1]) / 1024 : NaN;
   } catch {
     return NaN;
   }
 }
 
-export function rssMiB(pid: number): number {
-  try {
-    const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
+/** VmRSS in MiB; NaN once the process is gone. */
+export const rssMiB = (pid: number): number => statusMiB(pid, "VmRSS");
+
+/** The process's peak RSS so far (VmHWM) in MiB. */
+export const peakRssMiB = (pid: number): number => statusMiB(pid, "VmHWM");
 
 export function childPids(pid: number): number[] {
   try {
