@@ -76,6 +76,21 @@ export interface Diagnosis {
   reference: string;
 }
 
+/** The modern era (2026-07-28) and where the eras meet. */
+export const ERA_CODES = ["era_mismatch", "header_mismatch", "cimd_fetch_failed", "authorization_response_iss_mismatch", "client_capability_missing"] as const;
+
+/** Field reports (2025-2026 trackers of clients, SDKs and servers). */
+export const FIELD_REPORT_CODES = [
+  "token_auth_method_mismatch",
+  "stale_client_registration",
+  "refresh_token_replayed",
+  "invalid_token_wrong_status",
+  "tool_definition_rejected",
+  "www_authenticate_malformed",
+  "step_up_loop",
+  "client_abandoned_after_token",
+] as const;
+
 export const DIAGNOSIS_CODES = [
   "www_authenticate_missing",
   "resource_metadata_url_invalid",
@@ -110,21 +125,8 @@ export const DIAGNOSIS_CODES = [
   "slow_response",
   "waf_block",
   "refresh_token_missing",
-  // The modern era and where the eras meet (2026-07-28)
-  "era_mismatch",
-  "header_mismatch",
-  "cimd_fetch_failed",
-  "authorization_response_iss_mismatch",
-  "client_capability_missing",
-  // Field reports (2025-2026 trackers)
-  "token_auth_method_mismatch",
-  "stale_client_registration",
-  "refresh_token_replayed",
-  "invalid_token_wrong_status",
-  "tool_definition_rejected",
-  "www_authenticate_malformed",
-  "step_up_loop",
-  "client_abandoned_after_token",
+  ...ERA_CODES,
+  ...FIELD_REPORT_CODES,
 ] as const;
 export type DiagnosisCode = (typeof DIAGNOSIS_CODES)[number];
 

@@ -38,10 +38,15 @@ function withResponseParameters(location: string, iss: string, state: string | u
   return url.href;
 }
 
+/** An authorization request's parameters: the form of a POST, else the query. */
+export function authorizationParams(req: Request): Record<string, unknown> | undefined {
+  return (req.method === "POST" ? req.body : req.query) as Record<string, unknown> | undefined;
+}
+
 /** The request's state (bounded before this runs: refuseOversizedState). */
 function requestState(req: Request): string | undefined {
-  const params = (req.method === "POST" ? req.body : req.query) as Record<string, unknown> | undefined;
-  return typeof params?.state === "string" ? params.state : undefined;
+  const state = authorizationParams(req)?.state;
+  return typeof state === "string" ? state : undefined;
 }
 
 function isErrorObject(body: unknown): body is Record<string, unknown> {
@@ -60,7 +65,7 @@ export interface MetadataDocumentClients {
  */
 export function metadataDocumentClientCheck(clients: MetadataDocumentClients): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
-    const params = (req.method === "POST" ? req.body : req.query) as Record<string, unknown> | undefined;
+    const params = authorizationParams(req);
     const clientId = params?.client_id;
     if (typeof clientId !== "string" || !isClientIdUrl(clientId)) return next();
     try {

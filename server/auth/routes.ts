@@ -12,7 +12,7 @@ import { createOAuthMetadata } from "@modelcontextprotocol/sdk/server/auth/route
 import type { OAuthMetadata, OAuthProtectedResourceMetadata } from "@modelcontextprotocol/sdk/shared/auth.js";
 
 import { publicMcpUrl } from "../public-url.js";
-import { issuerOnAuthorizationResponses, metadataDocumentClientCheck } from "./authorization-responses.js";
+import { authorizationParams, issuerOnAuthorizationResponses, metadataDocumentClientCheck } from "./authorization-responses.js";
 import { DECISION_PATH, sendPage } from "./login-page.js";
 import { CLIENT_AUTH_METHODS, MAX_STATE_LENGTH, type CodaOAuthProvider } from "./provider.js";
 import { registrationGuard } from "./registration.js";
@@ -162,8 +162,7 @@ function oversizedAuthorizeBody(error: Error & { type?: string }, _req: Request,
  * state would come back in that Location header, so it is refused here, directly, like a bad client_id.
  */
 function refuseOversizedState(req: Request, res: Response, next: NextFunction): void {
-  const params = (req.method === "POST" ? req.body : req.query) as Record<string, unknown> | undefined;
-  const state = params?.state;
+  const state = authorizationParams(req)?.state;
   if (typeof state === "string" && state.length > MAX_STATE_LENGTH) {
     return sendOAuthError(res, 400, new InvalidRequestError(`state is longer than ${MAX_STATE_LENGTH} characters`));
   }

@@ -814,6 +814,11 @@ export class Flow {
   /** Probe to token, all healthy. */
   authorizeAll(): this {
     this.probe();
+    return this.signIn();
+  }
+
+  /** After the probe: discovery, DCR, the browser's authorize and consent, the token. All healthy. */
+  signIn(): this {
     this.prm();
     this.asMetadata();
     this.register();

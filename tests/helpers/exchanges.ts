@@ -1,6 +1,7 @@
-// Raw exchanges as the capture tap hands them over, for tests and the bench: neutral defaults,
-// each caller sets the fields its case is about.
+// Raw exchanges as the capture tap hands them over, and handshakes, for tests and the bench:
+// neutral defaults, each caller sets the fields its case is about.
 import type { CapturedBody, RawExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
 
 /** A body as captured: all of it, or (truncated) half of what passed through. */
 export function captured(content: string | Buffer, truncated = false): CapturedBody {
@@ -28,6 +29,26 @@ export function rawExchange(fields: Partial<RawExchange>): RawExchange {
     responseHeaders: [],
     responseBody: captured(""),
     sseEvents: null,
+    ...fields,
+  };
+}
+
+/** A handshake written by hand (for what stores, counts or shows handshakes, whatever the analyser makes of traffic). */
+export function handshakeOf(id: number, fields: Partial<Handshake>): Handshake {
+  return {
+    id,
+    clientFamily: "other",
+    clientName: null,
+    era: "unknown",
+    eraFallback: false,
+    registration: "none",
+    startedAt: 1_700_000_000_000 + id,
+    endedAt: 1_700_000_000_500 + id,
+    steps: [],
+    outcome: "in_progress",
+    failedStep: null,
+    exchangeIds: [id],
+    diagnoses: [],
     ...fields,
   };
 }

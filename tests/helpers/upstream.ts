@@ -1,6 +1,7 @@
 // Hand-written upstreams for tests that need exact control of bytes, timing and failures.
 import http from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo } from "node:net";
+import { listenOnLoopback } from "../fixtures/http-json.js";
 
 export interface Received {
   method: string;
@@ -23,7 +24,6 @@ export type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body
 /** Starts an upstream that reads each request body fully, records it, then calls the handler. */
 export async function startUpstream(handler: Handler): Promise<TestUpstream> {
   const received: Received[] = [];
-  const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -33,23 +33,8 @@ export async function startUpstream(handler: Handler): Promise<TestUpstream> {
       handler(req, res, body);
     });
   });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    server,
-    received,
-    connections: () => sockets.size,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, connections, close } = await listenOnLoopback(server);
+  return { url, server, received, connections, close };
 }
 
 /**

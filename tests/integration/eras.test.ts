@@ -11,7 +11,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { DiagnosisCode } from "../../analysis/handshake.js";
+import { ERA_CODES, FIELD_REPORT_CODES, type DiagnosisCode } from "../../analysis/handshake.js";
 import type { HandshakeRow } from "../../store/schema.js";
 import {
   startErasServer,
@@ -338,20 +338,7 @@ describe("misbehaving upstreams: each code fires on its traffic, first", () => {
   it("consecutive clients from the same address stay separate handshakes", () => expectSeparate(FAULTS));
 
   it("the new codes stay silent on every healthy handshake of both eras", () => {
-    const NEW_CODES = new Set<string>([
-      "era_mismatch",
-      "header_mismatch",
-      "cimd_fetch_failed",
-      "authorization_response_iss_mismatch",
-      "token_auth_method_mismatch",
-      "stale_client_registration",
-      "refresh_token_replayed",
-      "invalid_token_wrong_status",
-      "tool_definition_rejected",
-      "www_authenticate_malformed",
-      "step_up_loop",
-      "client_abandoned_after_token",
-    ]);
+    const NEW_CODES = new Set<string>([...ERA_CODES, ...FIELD_REPORT_CODES]);
     const noisy: string[] = [];
     for (const run of [...MATRIX, ...FAULTS].filter((r) => r.expect.code === undefined)) {
       const rec = recordingOf(run);

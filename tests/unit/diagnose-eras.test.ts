@@ -102,12 +102,7 @@ describe("healthy modern and dual-era handshakes", () => {
         f.era = "legacy";
         f.eraFallback = true;
         f.modernProbe();
-        f.prm();
-        f.asMetadata();
-        f.register();
-        f.authorize();
-        f.consent();
-        f.token();
+        f.signIn();
         f.discover(f.legacyRefusal(legacyVersionRefusal));
         f.initialize();
         f.initialized();
@@ -123,12 +118,7 @@ describe("healthy modern and dual-era handshakes", () => {
         f.era = "legacy";
         f.eraFallback = true;
         f.modernProbe();
-        f.prm();
-        f.asMetadata();
-        f.register();
-        f.authorize();
-        f.consent();
-        f.token();
+        f.signIn();
         f.discover({ status: 404, resWithout: ["content-type"], res: [["Content-Type", "text/plain"]], reply: "Not Found" });
         f.initialize();
         f.initialized();
@@ -286,12 +276,7 @@ interface Case {
 /** Probe to token against a legacy (2025-era) protected server: the AS metadata knows no CIMD. */
 const legacyOAuth = (f: Flow) => {
   f.modernProbe();
-  f.prm();
-  f.asMetadata();
-  f.register();
-  f.authorize();
-  f.consent();
-  f.token();
+  f.signIn();
 };
 
 const eraCases: Case[] = [

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { diagnose, explainCode } from "../../analysis/diagnose/index.js";
 import { parseChallenges, TOOL_SCHEMA_LIMIT_BYTES } from "../../analysis/diagnose/field-reports.js";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
-import type { Diagnosis, DiagnosisCode, HandshakeOutcome, HandshakeStep } from "../../analysis/handshake.js";
+import { FIELD_REPORT_CODES, type Diagnosis, type DiagnosisCode, type HandshakeOutcome, type HandshakeStep } from "../../analysis/handshake.js";
 import {
   CHATGPT,
   CLAUDE,
@@ -28,16 +28,7 @@ import {
   V2_SDK,
 } from "../helpers/diagnose-flow.js";
 
-const FIELD_CODES: DiagnosisCode[] = [
-  "token_auth_method_mismatch",
-  "stale_client_registration",
-  "refresh_token_replayed",
-  "invalid_token_wrong_status",
-  "tool_definition_rejected",
-  "www_authenticate_malformed",
-  "step_up_loop",
-  "client_abandoned_after_token",
-];
+const FIELD_CODES: readonly DiagnosisCode[] = FIELD_REPORT_CODES;
 
 /** Diagnoses of the flow, with the outcome the grouping would give (failed when a step is named). */
 function run(f: Flow, failed: HandshakeStep | null, outcome?: HandshakeOutcome): Diagnosis[] {
@@ -589,12 +580,7 @@ describe("www_authenticate_malformed", () => {
       resWithout: ["www-authenticate"],
       res: [["WWW-Authenticate", `Bearer resource_metadata="${f.prmUrl}", resource_metadata="http://internal:8080${PRM}"`]],
     });
-    f.prm();
-    f.asMetadata();
-    f.register();
-    f.authorize();
-    f.consent();
-    f.token();
+    f.signIn();
     f.session();
     const ds = run(f, null);
     expect(codes(ds)).toEqual(["www_authenticate_malformed"]);

@@ -195,12 +195,7 @@ const cases: Case[] = [
     code: "www_authenticate_missing",
     build: (f) => {
       const p = f.probe(noChallenge);
-      f.prm();
-      f.asMetadata();
-      f.register();
-      f.authorize();
-      f.consent();
-      f.token();
+      f.signIn();
       f.session();
       return { evidence: [p], says: ["without a WWW-Authenticate"], failed: null, severity: "warning" };
     },

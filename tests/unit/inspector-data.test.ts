@@ -12,6 +12,7 @@ import { closedPort } from "../helpers/upstream.js";
 import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
 import { runHostedConnector, type ConnectorFamily } from "../helpers/hosted-connector.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { handshakeOf } from "../helpers/exchanges.js";
 
 describe("InspectorData", () => {
   const tmp = tempDir("mcp-lens-inspector-data-");
@@ -195,22 +196,7 @@ describe("InspectorData: eras and registration kinds", () => {
   const dbPath = `${tmp.dir}/lens.db`;
   let data: InspectorData;
 
-  const handshake = (id: number, fields: Partial<Handshake>): Handshake => ({
-    id,
-    clientFamily: "other",
-    clientName: null,
-    era: "unknown",
-    eraFallback: false,
-    registration: "none",
-    startedAt: 1_700_000_000_000 + id,
-    endedAt: 1_700_000_000_500 + id,
-    steps: [],
-    outcome: "succeeded",
-    failedStep: null,
-    exchangeIds: [id],
-    diagnoses: [],
-    ...fields,
-  });
+  const handshake = (id: number, fields: Partial<Handshake>): Handshake => handshakeOf(id, { outcome: "succeeded", ...fields });
 
   beforeAll(() => {
     const db = openDatabase(dbPath);
