@@ -144,8 +144,12 @@ export class Recorder {
   private liveWanted = false;
   /** Dropped on this side: the worker was gone, or too far behind (see maxQueue). */
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, db_error: 0, prepare: 0 };
-  /** Callers waiting for the thread's answer to a question, one question in flight per kind. */
-  private readonly waiting: Record<Question, Array<(text: string | null) => void>> = { stats: [], metrics: [] };
+  /**
+   * Callers waiting for the thread's answer to a question, one question in flight per kind. Each
+   * waits for a report that covers what had been sent when it asked (`sent`): the thread's
+   * periodic stats, already on their way, must not answer a question about later exchanges.
+   */
+  private readonly waiting: Record<Question, Array<{ sent: number; answer: (text: string | null) => void }>> = { stats: [], metrics: [] };
   private dead: string | null = null;
   private closing: Promise<void> | null = null;
   private closed = false;
@@ -275,18 +279,22 @@ export class Recorder {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), STATS_WAIT_MS);
       const waiters = this.waiting[question];
-      waiters.push((text) => {
-        clearTimeout(timer);
-        resolve(text);
+      waiters.push({
+        sent: this.sent,
+        answer: (text) => {
+          clearTimeout(timer);
+          resolve(text);
+        },
       });
       if (waiters.length === 1) this.worker.postMessage({ type: question } satisfies ToRecorder);
     });
   }
 
-  private answer(question: Question, text: string | null): void {
+  /** Answers the waiters whose exchanges the thread had received (all of them when `received` is absent). */
+  private answer(question: Question, text: string | null, received = Infinity): void {
     const waiters = this.waiting[question];
-    this.waiting[question] = [];
-    for (const answer of waiters) answer(text);
+    this.waiting[question] = waiters.filter((w) => w.sent > received);
+    for (const w of waiters) if (w.sent <= received) w.answer(text);
   }
 
   /** Sends what is queued, then lets the worker flush, close the database and stop. */
@@ -329,6 +337,10 @@ export class Recorder {
         this.events.onRecorded(message.count, message.live);
         return;
       case "stats":
+        this.last = message.stats;
+        this.received = message.received;
+        this.answer("stats", null, message.received);
+        return;
       case "closed":
         this.last = message.stats;
         this.received = message.received;
@@ -337,7 +349,7 @@ export class Recorder {
       case "metrics": // fresh stats come with it
         this.last = message.stats;
         this.received = message.received;
-        this.answer("stats", null);
+        this.answer("stats", null, message.received);
         this.answer("metrics", message.text);
         return;
     }
