@@ -19,10 +19,19 @@ export interface RecordWriterOptions<T> {
    */
   analyse?: (exchange: ClassifiedExchange) => Analysis;
   /**
-   * Called after each committed batch with its exchanges, the handshakes they changed, and
-   * each exchange's handshake id (same order as the exchanges).
+   * Called after each committed batch with its exchanges (those kept: keepExchanges), the
+   * handshakes they changed, each exchange's handshake id (same order as the exchanges), and
+   * how many rows the batch wrote.
    */
-  onRecorded?: (exchanges: ClassifiedExchange[], handshakes: Handshake[], handshakeIds: Array<number | null>) => void;
+  onRecorded?: (exchanges: ClassifiedExchange[], handshakes: Handshake[], handshakeIds: Array<number | null>, written: number) => void;
+  /**
+   * Whether a queued row keeps its exchange for onRecorded (default: always). A record held only
+   * until its batch commits outlives a young-generation collection or two and is copied, then
+   * promoted; the row alone (flat strings) is a fraction of the exchange's object graph.
+   */
+  keepExchanges?: () => boolean;
+  /** Every prepared row, queued or dropped, once its handshake is known (for a cache of recent rows). */
+  onRow?: (row: ExchangeRow) => void;
   /**
    * Called when the database is full (disk or --db-max-size): deletes the oldest records
    * and returns how many, so the newest traffic, the most useful when debugging, gets in.
@@ -71,13 +80,16 @@ const MAX_BACKOFF_MS = 2_000;
 const WARN_INTERVAL_MS = 60_000;
 
 interface Queued {
-  exchange: ClassifiedExchange;
+  /** Null when onRecorded does not need it (keepExchanges). */
+  exchange: ClassifiedExchange | null;
   row: ExchangeRow;
   bytes: number;
 }
 
 interface Batch {
+  /** The rows' exchanges, those kept (keepExchanges), with their handshake ids. */
   exchanges: ClassifiedExchange[];
+  handshakeIds: Array<number | null>;
   rows: ExchangeRow[];
   /** The latest state of each handshake the batch changed, by id. */
   handshakes: Map<number, Handshake>;
@@ -90,6 +102,8 @@ export class RecordWriter<T> {
   private readonly prepare: (item: T) => ClassifiedExchange;
   private readonly analyse: (exchange: ClassifiedExchange) => Analysis;
   private readonly onRecorded: NonNullable<RecordWriterOptions<T>["onRecorded"]>;
+  private readonly keepExchanges: () => boolean;
+  private readonly onRow: (row: ExchangeRow) => void;
   private readonly makeRoom: () => number;
   private readonly batchSize: number;
   private readonly maxQueue: number;
@@ -128,6 +142,8 @@ export class RecordWriter<T> {
     this.prepare = options.prepare;
     this.analyse = options.analyse ?? (() => NO_ANALYSIS);
     this.onRecorded = options.onRecorded ?? (() => {});
+    this.keepExchanges = options.keepExchanges ?? (() => true);
+    this.onRow = options.onRow ?? (() => {});
     this.makeRoom = options.makeRoom ?? (() => 0);
     this.batchSize = options.batchSize ?? 500;
     this.maxQueue = options.maxQueue ?? 10_000;
@@ -173,12 +189,13 @@ export class RecordWriter<T> {
     }
     // The handshakes' newest state is stored either way: their verdicts hold without this row.
     this.enqueueHandshakes(analysis.handshakes);
+    this.onRow(row);
     const bytes = Math.max(rawBytes, this.measure(exchange));
     if (this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
       this.dropped.queue_full++;
       return false;
     }
-    this.queue.push({ exchange, row, bytes });
+    this.queue.push({ exchange: this.keepExchanges() ? exchange : null, row, bytes });
     this.queuedBytes += bytes;
     if (this.queue.length >= this.batchSize && !this.isFailing()) this.flushSoon();
     return true;
@@ -258,11 +275,14 @@ export class RecordWriter<T> {
   }
 
   private prepareBatch(): Batch {
-    const batch: Batch = { exchanges: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
+    const batch: Batch = { exchanges: [], handshakeIds: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
     this.pendingHandshakes.clear();
     for (const { exchange, row, bytes } of this.queue.splice(0, this.batchSize)) {
       batch.rows.push(row);
-      batch.exchanges.push(exchange);
+      if (exchange) {
+        batch.exchanges.push(exchange);
+        batch.handshakeIds.push(row.handshake_id);
+      }
       batch.bytes += bytes;
     }
     return batch;
@@ -327,7 +347,7 @@ export class RecordWriter<T> {
 
   private notify(batch: Batch): void {
     try {
-      this.onRecorded(batch.exchanges, [...batch.handshakes.values()], batch.rows.map((row) => row.handshake_id));
+      this.onRecorded(batch.exchanges, [...batch.handshakes.values()], batch.handshakeIds, batch.rows.length);
     } catch (err) {
       this.logger.error({ err }, "onRecorded callback failed");
     }

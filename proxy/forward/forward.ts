@@ -380,16 +380,15 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     },
 
     async drain(timeoutMs) {
-      for (const capture of inFlight.list()) if (capture.sse || capture.websocket) capture.cut?.();
+      for (const capture of inFlight.list()) if (capture.sse || capture.websocket) capture.cut();
       const deadline = Date.now() + timeoutMs;
       while (inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-      for (const capture of inFlight.list()) capture.cut?.();
+      for (const capture of inFlight.list()) capture.cut();
     },
 
     handleRequest(req, res) {
       const capture = begin(req);
       capture.response = res;
-      capture.cut = () => res.destroy();
       inFlight.add(capture);
       (req.socket as TaggedSocket)[CAPTURE] = capture;
       // Only the wait for response headers is bounded: a stream, once started, may idle for hours.
@@ -413,7 +412,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     handleUpgrade(req, socket, head) {
       const capture = begin(req);
       capture.websocket = true;
-      capture.cut = () => socket.destroy();
+      capture.upgradeSocket = socket;
       inFlight.add(capture);
       socket.once("close", () => complete(capture, capture.status === null));
       socket.on("error", () => {}); // the close handler records it; an unhandled error would crash

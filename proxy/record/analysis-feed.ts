@@ -10,13 +10,19 @@ import { rowToExchange, type ExchangeRow } from "../../store/schema.js";
 import type { Analysis } from "../../store/writer.js";
 import { withVerdict } from "../../analysis/verdict.js";
 
-/** Recent exchanges kept in memory for diagnosis; older ones are read back from the database. */
-const CACHE_BYTES = 8 * 1024 * 1024;
+/**
+ * Recent rows kept in memory for diagnosis; older ones are read back from the database. Rows, not
+ * exchanges: flat strings the writer built anyway, where a classified exchange is a graph of
+ * header pairs and facts that every collection would have to trace and copy again. Diagnosis
+ * (rare: only when a handshake's setup changes) turns the few it needs back into exchanges.
+ */
+const CACHE_BYTES = 4 * 1024 * 1024;
 /** A very long session is diagnosed on its first and last exchanges. */
 const MAX_DIAGNOSED_EXCHANGES = 1000;
 
-function approxBytes(e: ClassifiedExchange): number {
-  return 2048 + (e.requestBody.text?.length ?? 0) + (e.responseBody.text?.length ?? 0);
+/** A row's memory, roughly: a byte a character (Latin-1 strings), plus the object. */
+function rowBytes(row: ExchangeRow): number {
+  return 512 + row.req_headers.length + (row.res_headers?.length ?? 0) + row.facts.length + (row.req_body?.length ?? 0) + (row.res_body?.length ?? 0);
 }
 
 /**
@@ -32,7 +38,7 @@ const verdictKey = (h: Handshake) => `${h.outcome}|${h.failedStep}`;
 
 export class HandshakeAnalysis {
   private readonly tracker = new HandshakeTracker();
-  private readonly cache = new Map<number, ClassifiedExchange>();
+  private readonly cache = new Map<number, ExchangeRow>();
   private cacheBytes = 0;
   private readonly diagnosed = new Map<number, { signature: string; diagnoses: Diagnosis[] }>();
   /** The outcome and failed step last handed out per handshake, to report only changes on tick. */
@@ -43,11 +49,22 @@ export class HandshakeAnalysis {
     this.selectExchange = db.prepare("SELECT * FROM exchanges WHERE id = ?");
   }
 
+  /** Its row is not built yet: a diagnosis of its handshake takes the exchange itself. */
   analyse(exchange: ClassifiedExchange): Analysis {
-    this.remember(exchange);
     const { handshakeId, updated } = this.tracker.add(exchange);
     const now = exchange.startedAt + (exchange.durationMs ?? 0);
-    return { handshakeId, handshakes: updated.map((h) => this.judge(h, now)) };
+    return { handshakeId, handshakes: updated.map((h) => this.judge(h, now, exchange)) };
+  }
+
+  /** Every row the writer built (queued or dropped: a dropped one is nowhere else). */
+  remember(row: ExchangeRow): void {
+    this.cache.set(row.id, row);
+    this.cacheBytes += rowBytes(row);
+    for (const [id, old] of this.cache) {
+      if (this.cacheBytes <= CACHE_BYTES) break;
+      this.cache.delete(id);
+      this.cacheBytes -= rowBytes(old);
+    }
   }
 
   /**
@@ -67,8 +84,8 @@ export class HandshakeAnalysis {
     return changed;
   }
 
-  private judge(h: Handshake, now: number): Handshake {
-    return this.report(withVerdict(h, this.diagnosesOf(h), now));
+  private judge(h: Handshake, now: number, current?: ClassifiedExchange): Handshake {
+    return this.report(withVerdict(h, this.diagnosesOf(h, current), now));
   }
 
   private report(h: Handshake): Handshake {
@@ -78,11 +95,11 @@ export class HandshakeAnalysis {
     return h;
   }
 
-  private diagnosesOf(h: Handshake): Diagnosis[] {
+  private diagnosesOf(h: Handshake, current?: ClassifiedExchange): Diagnosis[] {
     const sig = signature(h);
     let entry = this.diagnosed.get(h.id);
     if (!entry || entry.signature !== sig) {
-      entry = { signature: sig, diagnoses: diagnose(h, this.exchangesOf(h.exchangeIds)) };
+      entry = { signature: sig, diagnoses: diagnose(h, this.exchangesOf(h.exchangeIds, current)) };
       this.diagnosed.delete(h.id); // re-insert: oldest first, for the bound below
       this.diagnosed.set(h.id, entry);
       while (this.diagnosed.size > 10_000) this.diagnosed.delete(this.diagnosed.keys().next().value!);
@@ -90,26 +107,18 @@ export class HandshakeAnalysis {
     return entry.diagnoses;
   }
 
-  private exchangesOf(ids: number[]): ClassifiedExchange[] {
+  private exchangesOf(ids: number[], current?: ClassifiedExchange): ClassifiedExchange[] {
     const half = MAX_DIAGNOSED_EXCHANGES / 2;
     const chosen = ids.length > MAX_DIAGNOSED_EXCHANGES ? [...ids.slice(0, half), ...ids.slice(-half)] : ids;
     const found: ClassifiedExchange[] = [];
     for (const id of chosen) {
-      const cached = this.cache.get(id);
-      const row = cached ? undefined : (this.selectExchange.get(id) as ExchangeRow | undefined);
-      const exchange = cached ?? (row && rowToExchange(row));
-      if (exchange) found.push(exchange);
+      if (id === current?.id) {
+        found.push(current);
+        continue;
+      }
+      const row = this.cache.get(id) ?? (this.selectExchange.get(id) as ExchangeRow | undefined);
+      if (row) found.push(rowToExchange(row));
     }
     return found;
-  }
-
-  private remember(exchange: ClassifiedExchange): void {
-    this.cache.set(exchange.id, exchange);
-    this.cacheBytes += approxBytes(exchange);
-    for (const [id, old] of this.cache) {
-      if (this.cacheBytes <= CACHE_BYTES) break;
-      this.cache.delete(id);
-      this.cacheBytes -= approxBytes(old);
-    }
   }
 }

@@ -32,6 +32,7 @@ const post = (message: ToProxy) => port.postMessage(message);
 // Its lines (one per exchange at info) are written in batches: see createBatchedLogger.
 const log = createBatchedLogger(config.logLevel);
 const logger = log.logger;
+const logExchanges = logger.isLevelEnabled("info");
 const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
 const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
   headers: config.redactHeaders,
@@ -68,13 +69,16 @@ const writer = new RecordWriter<RawExchange>({
     if (exchange.facts.mcp?.methods.includes("tools/list")) metrics.allowToolLabels(listedToolNames(exchange));
     metrics.observeExchange(exchange);
     metrics.observeHandshakes(result.handshakes);
+    // Logged as it is classified, like the metrics: the exchange need not wait for its batch.
+    if (logExchanges) logger.info({ ...exchangeLogFields(exchange), handshake: result.handshakeId ?? undefined }, "exchange");
     return result;
   },
-  onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds) => {
-    metrics.observeBatch(exchanges.length);
-    post({ type: "recorded", count: exchanges.length, live: liveWanted ? { exchanges, handshakes, handshakeIds } : undefined });
-    if (!logger.isLevelEnabled("info")) return;
-    exchanges.forEach((e, i) => logger.info({ ...exchangeLogFields(e), handshake: handshakeIds[i] ?? undefined }, "exchange"));
+  onRow: (row) => analysis.remember(row),
+  // Only the live feed needs the exchanges after their batch commits.
+  keepExchanges: () => liveWanted,
+  onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds, written) => {
+    metrics.observeBatch(written);
+    post({ type: "recorded", count: written, live: liveWanted ? { exchanges, handshakes, handshakeIds } : undefined });
   },
 });
 
