@@ -182,6 +182,27 @@ function peakRows(peak: Map<CaseName, PeakRun[]>): BenchRow[] {
     unit: "×",
     note: note("the thread that forwards", target(eventLoopRatio, "≤", EVENT_LOOP_RATIO_TARGET, EVENT_LOOP_RATIO_TARGET.toFixed(2))),
   });
+  // The issue's own measure: each proxy's CPU per request over its upstream's in the same run.
+  // At a lower throughput every process does more work per request (fewer requests per wake-up,
+  // per read, per write), the upstream included; dividing by the upstream's takes that out.
+  const upstreamCpu = (name: CaseName) => get(name, (r) => r.upstreamCpuUs);
+  const normalised = (proxyUs: number, name: CaseName) => proxyUs / upstreamCpu(name);
+  const lensNormalised = ratio(normalised(cpu("mcp-lens"), "mcp-lens"), normalised(cpu("bare"), "bare"));
+  const eventLoopNormalised = ratio(normalised(get("mcp-lens", (r) => r.mainThreadCpuUs), "mcp-lens"), normalised(cpu("bare"), "bare"));
+  rows.push(
+    {
+      case: "mcp-lens/bare cpu per request, by upstream's",
+      value: lensNormalised,
+      unit: "×",
+      note: note("all threads, each over its upstream's cpu per request", target(lensNormalised, "≤", CPU_RATIO_TARGET, CPU_RATIO_TARGET.toFixed(2))),
+    },
+    {
+      case: "mcp-lens event loop/bare cpu per request, by upstream's",
+      value: eventLoopNormalised,
+      unit: "×",
+      note: note("the thread that forwards, over its upstream's", target(eventLoopNormalised, "≤", EVENT_LOOP_RATIO_TARGET, EVENT_LOOP_RATIO_TARGET.toFixed(2))),
+    },
+  );
   if (peak.has("nginx")) rows.push({ case: "nginx/bare cpu per request", value: ratio(cpu("nginx"), cpu("bare")), unit: "×" });
   else rows.push({ case: "nginx", value: NaN, unit: "", note: "skipped: nginx is missing, install it: apt-get install nginx" });
   return rows;
