@@ -30,8 +30,6 @@ export interface RecordWriterOptions<T> {
    * promoted; the row alone (flat strings) is a fraction of the exchange's object graph.
    */
   keepExchanges?: () => boolean;
-  /** Every prepared row, queued or dropped, once its handshake is known (for a cache of recent rows). */
-  onRow?: (row: ExchangeRow) => void;
   /**
    * Called when the database is full (disk or --db-max-size): deletes the oldest records
    * and returns how many, so the newest traffic, the most useful when debugging, gets in.
@@ -103,7 +101,6 @@ export class RecordWriter<T> {
   private readonly analyse: (exchange: ClassifiedExchange) => Analysis;
   private readonly onRecorded: NonNullable<RecordWriterOptions<T>["onRecorded"]>;
   private readonly keepExchanges: () => boolean;
-  private readonly onRow: (row: ExchangeRow) => void;
   private readonly makeRoom: () => number;
   private readonly batchSize: number;
   private readonly maxQueue: number;
@@ -143,7 +140,6 @@ export class RecordWriter<T> {
     this.analyse = options.analyse ?? (() => NO_ANALYSIS);
     this.onRecorded = options.onRecorded ?? (() => {});
     this.keepExchanges = options.keepExchanges ?? (() => true);
-    this.onRow = options.onRow ?? (() => {});
     this.makeRoom = options.makeRoom ?? (() => 0);
     this.batchSize = options.batchSize ?? 500;
     this.maxQueue = options.maxQueue ?? 10_000;
@@ -189,7 +185,6 @@ export class RecordWriter<T> {
     }
     // The handshakes' newest state is stored either way: their verdicts hold without this row.
     this.enqueueHandshakes(analysis.handshakes);
-    this.onRow(row);
     const bytes = Math.max(rawBytes, this.measure(exchange));
     if (this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
       this.dropped.queue_full++;
@@ -211,6 +206,13 @@ export class RecordWriter<T> {
       if (this.closed || (this.pendingHandshakes.size >= this.maxQueue && !this.pendingHandshakes.has(handshake.id))) return;
       this.pendingHandshakes.set(handshake.id, handshake);
     }
+  }
+
+  /** A row prepared but not written yet (queued, or held for a retry), by exchange id. */
+  unwrittenRow(id: number): ExchangeRow | undefined {
+    // Newest last: a diagnosis mostly asks for the exchanges just before the one at hand.
+    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.row.id === id) return this.queue[i]!.row;
+    return this.retained?.rows.find((row) => row.id === id);
   }
 
   /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */

@@ -1,6 +1,7 @@
 // Off the request path, for each classified exchange: assign it to a connector handshake
 // (analysis/handshakes.ts), diagnose the handshakes that changed (analysis/diagnose/), count them.
-// Both are pure; this module feeds them the exchanges they need, from memory or the database.
+// Both are pure; this module feeds them the exchanges they need, from the database or the
+// writer's queue.
 import type { Database } from "better-sqlite3";
 import { diagnose } from "../../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
@@ -10,20 +11,8 @@ import { rowToExchange, type ExchangeRow } from "../../store/schema.js";
 import type { Analysis } from "../../store/writer.js";
 import { withVerdict } from "../../analysis/verdict.js";
 
-/**
- * Recent rows kept in memory for diagnosis; older ones are read back from the database. Rows, not
- * exchanges: flat strings the writer built anyway, where a classified exchange is a graph of
- * header pairs and facts that every collection would have to trace and copy again. Diagnosis
- * (rare: only when a handshake's setup changes) turns the few it needs back into exchanges.
- */
-const CACHE_BYTES = 4 * 1024 * 1024;
 /** A very long session is diagnosed on its first and last exchanges. */
 const MAX_DIAGNOSED_EXCHANGES = 1000;
-
-/** A row's memory, roughly: a byte a character (Latin-1 strings), plus the object. */
-function rowBytes(row: ExchangeRow): number {
-  return 512 + row.req_headers.length + (row.res_headers?.length ?? 0) + row.facts.length + (row.req_body?.length ?? 0) + (row.res_body?.length ?? 0);
-}
 
 /**
  * What makes a new diagnosis worth its cost: outcome and step statuses, and how many exchanges
@@ -38,14 +27,21 @@ const verdictKey = (h: Handshake) => `${h.outcome}|${h.failedStep}`;
 
 export class HandshakeAnalysis {
   private readonly tracker = new HandshakeTracker();
-  private readonly cache = new Map<number, ExchangeRow>();
-  private cacheBytes = 0;
   private readonly diagnosed = new Map<number, { signature: string; diagnoses: Diagnosis[] }>();
   /** The outcome and failed step last handed out per handshake, to report only changes on tick. */
   private readonly reported = new Map<number, string>();
   private readonly selectExchange;
 
-  constructor(db: Database) {
+  /**
+   * Diagnosis reads a handshake's exchanges back from the database, and those not written yet
+   * from `unwritten` (the writer's queue). No cache of recent exchanges: holding every one for
+   * seconds, just in case, had each promoted to the old generation and cost ~12 MiB of RSS at
+   * peak, for a diagnosis that runs only when a handshake's setup changes (see signature).
+   */
+  constructor(
+    db: Database,
+    private readonly unwritten: (id: number) => ExchangeRow | undefined = () => undefined,
+  ) {
     this.selectExchange = db.prepare("SELECT * FROM exchanges WHERE id = ?");
   }
 
@@ -54,17 +50,6 @@ export class HandshakeAnalysis {
     const { handshakeId, updated } = this.tracker.add(exchange);
     const now = exchange.startedAt + (exchange.durationMs ?? 0);
     return { handshakeId, handshakes: updated.map((h) => this.judge(h, now, exchange)) };
-  }
-
-  /** Every row the writer built (queued or dropped: a dropped one is nowhere else). */
-  remember(row: ExchangeRow): void {
-    this.cache.set(row.id, row);
-    this.cacheBytes += rowBytes(row);
-    for (const [id, old] of this.cache) {
-      if (this.cacheBytes <= CACHE_BYTES) break;
-      this.cache.delete(id);
-      this.cacheBytes -= rowBytes(old);
-    }
   }
 
   /**
@@ -116,7 +101,7 @@ export class HandshakeAnalysis {
         found.push(current);
         continue;
       }
-      const row = this.cache.get(id) ?? (this.selectExchange.get(id) as ExchangeRow | undefined);
+      const row = this.unwritten(id) ?? (this.selectExchange.get(id) as ExchangeRow | undefined);
       if (row) found.push(rowToExchange(row));
     }
     return found;

@@ -18,6 +18,7 @@ import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact
 import { openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";
+import type { ExchangeRow } from "../../store/schema.js";
 import { runAsBatchJob } from "./scheduling.js";
 
 /** How often idle handshakes are re-judged (see analysis/verdict.ts). */
@@ -45,7 +46,8 @@ const classify = createClassifier();
 // What the last run left in progress can no longer progress: this run's tracker starts empty.
 const settledAtStart = settleUnfinishedHandshakes(db);
 if (settledAtStart > 0) logger.info({ handshakes: settledAtStart }, "settled the handshakes the last run left in progress");
-const analysis = new HandshakeAnalysis(db);
+// Exchanges not written yet come from the writer's queue (declared below; asked only once it runs).
+const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id): ExchangeRow | undefined => writer.unwrittenRow(id));
 const metrics = new TrafficMetrics();
 
 let received = 0;
@@ -73,7 +75,6 @@ const writer = new RecordWriter<RawExchange>({
     if (logExchanges) logger.info({ ...exchangeLogFields(exchange), handshake: result.handshakeId ?? undefined }, "exchange");
     return result;
   },
-  onRow: (row) => analysis.remember(row),
   // Only the live feed needs the exchanges after their batch commits.
   keepExchanges: () => liveWanted,
   onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds, written) => {

@@ -1,0 +1,87 @@
+// The recorder's analysis as record-worker.ts wires it: diagnosis reads a handshake's earlier
+// exchanges back from the database, or from the writer's queue while they are not written yet.
+import { afterEach, describe, expect, it } from "vitest";
+import BetterSqlite3 from "better-sqlite3";
+import type { ClassifiedExchange } from "../../analysis/exchange.js";
+import type { Handshake } from "../../analysis/handshake.js";
+import { HandshakeAnalysis } from "../../proxy/record/analysis-feed.js";
+import { createLogger } from "../../common/log.js";
+import { migrate, type ExchangeRow } from "../../store/schema.js";
+import { RecordWriter } from "../../store/writer.js";
+import { flow, PRM } from "../helpers/diagnose-flow.js";
+
+const open: BetterSqlite3.Database[] = [];
+afterEach(() => {
+  for (const db of open.splice(0)) db.close();
+});
+
+function recorder(lookUpUnwritten: boolean) {
+  const db = new BetterSqlite3(":memory:");
+  open.push(db);
+  migrate(db);
+  const handshakes: Handshake[] = [];
+  let exchangesRecorded = 0;
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id): ExchangeRow | undefined =>
+    lookUpUnwritten ? writer.unwrittenRow(id) : undefined,
+  );
+  const writer: RecordWriter<ClassifiedExchange> = new RecordWriter<ClassifiedExchange>({
+    db,
+    logger: createLogger("silent"),
+    flushIntervalMs: 60_000, // flushed by the test
+    prepare: (e) => e,
+    analyse: (e) => analysis.analyse(e),
+    keepExchanges: () => false,
+    onRecorded: (exchanges, changed) => {
+      handshakes.push(...changed);
+      exchangesRecorded += exchanges.length;
+    },
+  });
+  return { writer, handshakes, exchangesRecorded: () => exchangesRecorded };
+}
+
+/** A probe, then 404 at both protected-resource metadata paths: the diagnosis cites both. */
+function prmMissing() {
+  const f = flow();
+  f.probe();
+  const first = f.prm({ status: 404, reply: "Not Found", res: [["Content-Type", "text/plain"]], resWithout: ["content-type"] });
+  const second = f.get("protected_resource_metadata", PRM, { status: 404, reply: "Not Found" });
+  return { exchanges: f.exchanges, evidence: [first.id, second.id] };
+}
+
+describe("HandshakeAnalysis in the recorder", () => {
+  it("diagnoses with the exchanges still in the writer's queue, none of them written yet", () => {
+    const { exchanges, evidence } = prmMissing();
+    const { writer, handshakes, exchangesRecorded } = recorder(true);
+    for (const e of exchanges) expect(writer.enqueue(e, 1024)).toBe(true);
+    expect(writer.unwrittenRow(evidence[0]!)?.id).toBe(evidence[0]);
+    writer.flush();
+    expect(writer.unwrittenRow(evidence[0]!)).toBeUndefined(); // written: the database has it now
+    const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
+    expect(diagnosis?.evidence).toEqual(evidence);
+    // Without the live feed, queued rows do not keep their exchanges.
+    expect(exchangesRecorded()).toBe(0);
+    writer.close();
+  });
+
+  it("without the queue, the same traffic is diagnosed from what the database has: not enough", () => {
+    const { exchanges, evidence } = prmMissing();
+    const { writer, handshakes } = recorder(false);
+    for (const e of exchanges) writer.enqueue(e, 1024);
+    writer.flush();
+    const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
+    expect(diagnosis?.evidence).not.toEqual(evidence);
+    writer.close();
+  });
+
+  it("diagnoses from the database once the earlier exchanges are written", () => {
+    const { exchanges, evidence } = prmMissing();
+    const { writer, handshakes } = recorder(false);
+    for (const e of exchanges.slice(0, -1)) writer.enqueue(e, 1024);
+    writer.flush();
+    writer.enqueue(exchanges.at(-1)!, 1024);
+    writer.flush();
+    const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
+    expect(diagnosis?.evidence).toEqual(evidence);
+    writer.close();
+  });
+});
