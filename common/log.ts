@@ -1,4 +1,4 @@
-// Structured JSON logs on stdout (one line per exchange at info). Pretty output is a
+// Structured JSON logs on stdout (one line per exchange at info with --log-exchanges). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
 import { pino, type Logger } from "pino";
 

@@ -30,10 +30,11 @@ const config = workerData as RecorderConfig;
 const port = parentPort!;
 const post = (message: ToProxy) => port.postMessage(message);
 
-// Its lines (one per exchange at info) are written in batches: see createBatchedLogger.
+// Its lines (one per exchange with --log-exchanges) are written in batches: see createBatchedLogger.
 const log = createBatchedLogger(config.logLevel);
 const logger = log.logger;
-const logExchanges = logger.isLevelEnabled("info");
+// Opt-in (--log-exchanges): building and writing the line was a sixth of this thread's work.
+const logExchanges = config.logExchanges && logger.isLevelEnabled("info");
 const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
 const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
   headers: config.redactHeaders,

@@ -18,6 +18,7 @@ export type RecorderConfig = Pick<
   | "retentionDays"
   | "retentionRows"
   | "logLevel"
+  | "logExchanges"
   // The recording cap bounds decoding too (decompression bombs); the operator's redaction rules.
   | "maxBody"
   | "redactHeaders"
@@ -26,9 +27,9 @@ export type RecorderConfig = Pick<
 >;
 
 export function recorderConfig(settings: ProxySettings): RecorderConfig {
-  const { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel } = settings;
+  const { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, logExchanges } = settings;
   const { maxBody, redactHeaders, redactFields, redactPaths } = settings;
-  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, maxBody, redactHeaders, redactFields, redactPaths };
+  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, logExchanges, maxBody, redactHeaders, redactFields, redactPaths };
 }
 
 export interface LiveBatch {

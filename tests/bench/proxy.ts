@@ -75,7 +75,7 @@ export async function benchProxy(options: BenchOptions): Promise<BenchRow[]> {
     const fixedRate = fixedRateOf(peak);
     const fixed = await measureOpenLoop(setups.cases, fixedRate, options.durationS);
     return [
-      { case: "mcp-lens flags", value: NaN, unit: "", note: LENS_BENCH_FLAGS.length > 0 ? LENS_BENCH_FLAGS.join(" ") : "the shipped defaults (--log-level info: a log line per exchange, to a file)" },
+      { case: "mcp-lens flags", value: NaN, unit: "", note: LENS_BENCH_FLAGS.length > 0 ? LENS_BENCH_FLAGS.join(" ") : "the shipped defaults (--log-level info, no --log-exchanges; stdout to a file)" },
       ...peakRows(peak),
       ...rssRows(rss),
       ...openLoopRows(openLoop, rate),

@@ -59,8 +59,8 @@ export interface LensHealth {
 
 /**
  * The flags the bench runs mcp-lens with beyond its addresses and database: none, so it runs with
- * the shipped defaults, `--log-level info` (one JSON line per exchange) included. Its stdout goes
- * to a file, as to a log collector.
+ * the shipped defaults (`--log-level info`, no per-exchange line: `--log-exchanges` is opt-in).
+ * Its stdout goes to a file, as to a log collector.
  */
 export const LENS_BENCH_FLAGS: readonly string[] = [];
 

@@ -88,6 +88,8 @@ describe("recording MCP and OAuth traffic", () => {
     expect(facts.some((f) => f.facts.mcp?.methods?.includes("notifications/initialized"))).toBe(true);
     const sseRow = rows.find((r) => JSON.parse(r.facts).mcp?.methods?.includes("tools/list"))!;
     expect(sseRow.sse_events).toBeGreaterThanOrEqual(1);
+    // At the default --log-level info, without --log-exchanges: the database has them, the log does not.
+    expect(lens.stdout.some((line) => line.includes('"msg":"exchange"'))).toBe(false);
   });
 
   it("records the OAuth discovery documents and classifies them", async () => {
@@ -262,7 +264,7 @@ describe("secrets never reach disk or logs", () => {
       }
     });
     const tmp = tempDir();
-    const lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20", "--log-level", "trace"] });
+    const lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20", "--log-level", "trace", "--log-exchanges"] });
     try {
       const form = `grant_type=authorization_code&code=${secrets.formCode}&code_verifier=${secrets.formVerifier}&client_secret=${secrets.formSecret}&redirect_uri=https%3A%2F%2Fclaude.ai%2Fapi%2Fmcp%2Fauth_callback`;
       await request(lens.url + "/token", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Basic ${Buffer.from(`c1:${secrets.basic}`).toString("base64")}` }, body: form });
@@ -276,6 +278,8 @@ describe("secrets never reach disk or logs", () => {
       expect(JSON.stringify(rows)).toMatch(/\[redacted:[0-9a-f]{8}\]/);
       expect(await lens.stop()).toBe(0);
 
+      // --log-exchanges: the log is one of the carriers scanned.
+      expect(lens.stdout.filter((line) => line.includes('"msg":"exchange"')).length).toBeGreaterThanOrEqual(5);
       const files = readdirSync(tmp.dir).map((f) => path.join(tmp.dir, f));
       const haystacks = [
         ...files.map((f) => ({ where: path.basename(f), bytes: readFileSync(f) })),

@@ -89,7 +89,7 @@ describe("redaction of every carrier, end to end", () => {
     lens = await startLensProcess({
       upstream: upstream.url,
       dbPath,
-      args: ["--flush-interval", "20", "--redact-paths", "^/mcp/s/([^/]+)", "--redact-headers", "X-Tenant-Session"],
+      args: ["--flush-interval", "20", "--log-exchanges", "--redact-paths", "^/mcp/s/([^/]+)", "--redact-headers", "X-Tenant-Session"],
       env: { MCP_LENS_REDACT_FIELDS: "tenant_pin" },
     });
     subscriber = new WebSocket(lens.adminUrl.replace("http", "ws") + "/live");
