@@ -37,10 +37,12 @@ function post(url: string, agent: http.Agent): Promise<number> {
 /**
  * Sends POST `${url}?n=<number>` from `concurrency` loops until stop(), `maxRequests` or
  * `maxMs`, whichever comes first. A failed request waits 10 ms before the next, so a dead
- * proxy is not hammered.
+ * proxy is not hammered. With `ratePerSecond`, request n is not sent before start + n / rate:
+ * a steady load instead of as fast as the proxy answers.
  */
-export function startLoad(url: string, opts: { concurrency?: number; maxRequests?: number; maxMs?: number } = {}): RunningLoad {
-  const { concurrency = 8, maxRequests = 50_000, maxMs = 20_000 } = opts;
+export function startLoad(url: string, opts: { concurrency?: number; maxRequests?: number; maxMs?: number; ratePerSecond?: number } = {}): RunningLoad {
+  const { concurrency = 8, maxRequests = 50_000, maxMs = 20_000, ratePerSecond } = opts;
+  const startedAt = Date.now();
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const answered = new Map<number, number>();
   const statuses: number[] = [];
@@ -51,6 +53,8 @@ export function startLoad(url: string, opts: { concurrency?: number; maxRequests
   const loops = Array.from({ length: concurrency }, async () => {
     while (!stopped && next < maxRequests && Date.now() < deadline) {
       const n = next++;
+      const early = ratePerSecond ? startedAt + (n * 1000) / ratePerSecond - Date.now() : 0;
+      if (early > 0) await new Promise((r) => setTimeout(r, early));
       try {
         statuses.push(await post(`${url}?n=${n}`, agent));
         answered.set(n, Date.now());

@@ -66,14 +66,13 @@ describe("stopping under load", () => {
     const dbPath = `${tmp.dir}/lens.db`;
     const flushIntervalMs = 100;
     const lens = await startLensProcess({ upstream: upstream.url, dbPath, args: ["--flush-interval", String(flushIntervalMs)] });
-    const traffic = startLoad(lens.url + "/mcp", { concurrency: 16 });
-    const loadStartedAt = Date.now();
+    // A steady load the recorder keeps up with: what a crash loses then is the last flush
+    // interval. At saturation on a shared core the recorder runs behind, and its backlog (at most
+    // --max-queue exchanges, in memory) is lost too: README, --flush-interval.
+    const traffic = startLoad(lens.url + "/mcp", { concurrency: 16, ratePerSecond: 600 });
     let killedAt = 0;
     try {
-      // Past the recorder's warm-up too: while its code is still being compiled, the first
-      // half-second of a burst can put it several hundred ms behind, and a forwarder that
-      // answers 1,500 requests sooner than that would measure the warm-up, not the steady state.
-      await waitFor(() => traffic.answered.size >= 1500 && Date.now() - loadStartedAt >= 2_000, "1500 answered requests and 2 s of load", 15_000);
+      await waitFor(() => traffic.answered.size >= 1500, "1500 answered requests", 15_000);
       killedAt = Date.now();
       lens.child.kill("SIGKILL");
       await lens.exited;

@@ -65,7 +65,7 @@ beforeAll(async () => {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ jsonrpc: "2.0", id: 1, result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "tiny", version: "1" } } }));
   });
-  lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20"] });
+  lens = await startLensProcess({ upstream: upstream.url, dbPath: `${tmp.dir}/lens.db`, args: ["--flush-interval", "20", "--log-exchanges"] });
   await sendHostileTraffic(lens, "-first");
   const data = new InspectorData(lens.dbPath);
   try {
