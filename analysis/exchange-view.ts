@@ -1,7 +1,7 @@
 // One recorded exchange read once for classification: its key headers, its path, its bodies
 // parsed (JSON, forms), so the kind and the facts are computed from the same view.
 
-import type { ExchangeKind, HeaderPairs, RecordedBody, RecordedExchange, WellKnownVariant } from "./exchange.js";
+import { isHeaderName, type ExchangeKind, type HeaderPairs, type RecordedBody, type RecordedExchange, type WellKnownVariant } from "./exchange.js";
 
 /** An exchange with its headers' key values read and its bodies parsed, each once. */
 export interface View {
@@ -77,7 +77,7 @@ export function parseWellKnown(path: string): View["wellKnown"] {
 export function header(headers: HeaderPairs | null, lowerName: string): string | undefined {
   let value: string | undefined;
   for (const [name, v] of headers ?? []) {
-    if (name.toLowerCase() === lowerName) value = value === undefined ? v : `${value}, ${v}`;
+    if (isHeaderName(name, lowerName)) value = value === undefined ? v : `${value}, ${v}`;
   }
   return value;
 }
