@@ -9,6 +9,8 @@ import {
 } from "../../analysis/classify.js";
 import {
   EXCHANGE_KINDS,
+  headerValue,
+  isHeaderName,
   type ClassifiedExchange,
   type ExchangeFacts,
   type ExchangeKind,
@@ -1159,5 +1161,18 @@ describe("learnEndpoints", () => {
     expect(known.hosts.has("h1.test")).toBe(false);
     expect(known.hosts.get("h0.test")).toEqual({ mcp: "/v2/mcp" });
     expect(known.hosts.get("new.test")).toEqual({ mcp: "/mcp" });
+  });
+});
+
+describe("header names", () => {
+  it("match in any ASCII letter case, and only ASCII letters fold", () => {
+    expect(isHeaderName("Content-Type", "content-type")).toBe(true);
+    expect(isHeaderName("MCP-PROTOCOL-VERSION", "mcp-protocol-version")).toBe(true);
+    expect(isHeaderName("content-type", "content-type")).toBe(true);
+    expect(isHeaderName("Content-Typ", "content-type")).toBe(false);
+    expect(isHeaderName("Content_Type", "content-type")).toBe(false);
+    // toLowerCase() folds the Kelvin sign (U+212A) to "k"; a header name never has it.
+    expect(isHeaderName("\u212Aeep-Alive", "keep-alive")).toBe(false);
+    expect(headerValue([["X-A", "1"], ["x-a", "2"]], "x-a")).toBe("1");
   });
 });
