@@ -137,6 +137,24 @@ describe("openDatabase and migrations", () => {
     );
   });
 
+  it("creates a new file with 16 KiB pages, and opens an existing one with the pages it has", () => {
+    const fresh = open();
+    expect(fresh.pragma("page_size", { simple: true })).toBe(16_384);
+    const file = path.join(dir, "older.db");
+    const old = new BetterSqlite3(file);
+    old.pragma("page_size = 4096");
+    old.pragma("journal_mode = WAL");
+    old.exec("CREATE TABLE keep (x)");
+    old.close();
+    const reopened = openDatabase(file);
+    try {
+      expect(reopened.pragma("page_size", { simple: true })).toBe(4096);
+      expect(reopened.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    } finally {
+      reopened.close();
+    }
+  });
+
   it("migrates a version 1 database forward without losing rows", () => {
     const file = dbPath();
     const v1 = new BetterSqlite3(file);
