@@ -83,8 +83,8 @@ function openStore(dir: string, name: string): Store {
 /** The writer wired as proxy/record/record-worker.ts wires it, minus metrics and the live feed; flushes only when told. */
 function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
   const classify = createClassifier();
-  const analysis = new HandshakeAnalysis(db);
-  return new RecordWriter<RawExchange>({
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id) => writer.unwrittenRow(id));
+  const writer: RecordWriter<RawExchange> = new RecordWriter<RawExchange>({
     db,
     logger: createLogger("silent"),
     flushIntervalMs: 1_000_000_000,
@@ -92,7 +92,9 @@ function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
     maxQueueBytes: 1 << 30,
     prepare: (raw) => classify(toRecorded(raw, redactor)),
     analyse: (exchange) => analysis.analyse(exchange),
+    keepExchanges: () => false, // no live feed
   });
+  return writer;
 }
 
 /** Rows per second through the writer: prepare + analyse + insert, in its batches. */
