@@ -11,7 +11,8 @@ import { findCommand, formatHelp, parseOptions, UsageError, type Values } from "
 import { startLens } from "../proxy/lens.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { PROXY_OPTIONS, type ProxySettings } from "../proxy/settings.js";
-import { SERVER_OPTIONS, serverSettings } from "../server/settings.js";
+import { LOOPBACK_HOST_NAMES, SERVER_OPTIONS, serverSettings } from "../server/settings.js";
+import { publicMcpUrl } from "../server/public-url.js";
 import { VERSION } from "../common/version.js";
 
 /** Loaded only by the commands that run it: `proxy` stays free of express and the MCP SDK (~13 MiB RSS). */
@@ -146,7 +147,7 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
         host: "127.0.0.1",
         port: settings.serverPort,
         db: settings.serverDb,
-        allowedHosts: [settings.allowedHosts, settings.publicUrl ? "" : "localhost,127.0.0.1,[::1]"].filter(Boolean).join(","),
+        allowedHosts: [settings.allowedHosts, settings.publicUrl ? "" : LOOPBACK_HOST_NAMES.join(",")].filter(Boolean).join(","),
       }),
       logger,
     ).catch((error: Error) => {
@@ -157,7 +158,7 @@ const START_COMMAND: Command<typeof START_OPTIONS> = {
       await server.close();
       throw error;
     });
-    const connectorUrl = settings.publicUrl ? `${settings.publicUrl.replace(/\/$/, "")}/mcp` : `http://localhost:${new URL(lens.url).port}/mcp`;
+    const connectorUrl = publicMcpUrl(new URL(settings.publicUrl || `http://localhost:${new URL(lens.url).port}`)).href;
     logger.info({ connectorUrl }, "ready: point your MCP client at the connector URL");
     stopOnSignals(logger, [() => lens.close(), () => server.close()]);
   },

@@ -11,12 +11,12 @@ import { createTrustPolicy } from "../common/trust.js";
 import { publicMcpUrl, publicOrigin } from "./public-url.js";
 import type { McpEndpoint } from "./mcp/endpoint.js";
 import { setRawHeader } from "./mcp/raw-headers.js";
-import type { ServerSettings } from "./settings.js";
+import { LOOPBACK_HOST_NAMES, type ServerSettings } from "./settings.js";
 
 export const MCP_PATH = "/mcp";
 /** The largest MCP request body accepted (express's parser and the SDK's modern leg alike). */
 export const MAX_MCP_BODY_BYTES = 4 * 1024 * 1024;
-const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+const LOCAL_HOSTS = new Set<string>(LOOPBACK_HOST_NAMES);
 
 export interface AppDeps {
   settings: ServerSettings;

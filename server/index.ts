@@ -3,6 +3,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../common/log.js";
+import { terminalSafe, terminalSafeLines } from "../common/terminal-safe.js";
 import { createApp, MAX_MCP_BODY_BYTES, MCP_PATH, originResolver } from "./app.js";
 import { ClientMetadataFetcher } from "./auth/client-metadata-document.js";
 import { loadOrCreateServerKey } from "./auth/crypto.js";
@@ -82,8 +83,10 @@ export async function startCodaServer(settings: ServerSettings, logger: Logger):
     jsonResponse: settings.jsonResponse,
     keepAliveMs: parseDuration(settings.sseKeepalive, "--sse-keepalive"),
     maxBodyBytes: MAX_MCP_BODY_BYTES,
-    onStatelessFallback: (reason, method) => logger.debug({ reason, method }, "served without a session"),
-    onError: (error) => logger.debug({ err: error }, "MCP request refused or failed"),
+    // Both can quote the request (its method, a header): traffic's strings reach a terminal escaped.
+    onStatelessFallback: (reason, method) => logger.debug({ reason, method: method && terminalSafe(method) }, "served without a session"),
+    onError: (error) =>
+      logger.debug({ err: { type: error.name, message: terminalSafe(error.message), stack: error.stack && terminalSafeLines(error.stack) } }, "MCP request refused or failed"),
   });
   const app = createApp({
     settings,

@@ -338,20 +338,13 @@ export class Recorder {
         this.events.onRecorded(message.count, message.live);
         return;
       case "stats":
-        this.last = message.stats;
-        this.received = message.received;
-        this.answer("stats", null, message.received);
-        return;
       case "closed":
+      case "metrics": // each comes with fresh stats
         this.last = message.stats;
         this.received = message.received;
-        this.answer("stats", null);
-        return;
-      case "metrics": // fresh stats come with it
-        this.last = message.stats;
-        this.received = message.received;
-        this.answer("stats", null, message.received);
-        this.answer("metrics", message.text);
+        // Nothing follows "closed": whoever still waits is answered with the last stats.
+        this.answer("stats", null, message.type === "closed" ? Infinity : message.received);
+        if (message.type === "metrics") this.answer("metrics", message.text);
         return;
     }
   }

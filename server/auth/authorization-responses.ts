@@ -4,6 +4,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { redirectUriMatches } from "@modelcontextprotocol/sdk/server/auth/handlers/authorize.js";
 import { InvalidClientError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
+import type { OAuthClientInformationFull } from "@modelcontextprotocol/sdk/shared/auth.js";
 import { isClientIdUrl } from "./client-metadata-document.js";
 
 /**
@@ -55,13 +56,15 @@ function isErrorObject(body: unknown): body is Record<string, unknown> {
 
 export interface MetadataDocumentClients {
   /** The client a metadata document describes; throws InvalidClientError when it cannot be used. */
-  getClient(clientId: string): Promise<{ redirect_uris: string[] } | undefined>;
+  getClient(clientId: string): Promise<OAuthClientInformationFull | undefined>;
+  /** Runs the rest of the request with that client: the SDK's handler looks it up again. */
+  withCheckedClient(client: OAuthClientInformationFull, next: () => void): void;
 }
 
 /**
  * For a URL client_id, fetches and checks its metadata document, then the redirect URI against the
- * document's list, answering 400 invalid_client naming what failed. The SDK's handler then finds
- * the document in the fetcher's cache. Other client ids pass untouched.
+ * document's list, answering 400 invalid_client naming what failed. The SDK's handler then gets
+ * the same document without fetching it again. Other client ids pass untouched.
  */
 export function metadataDocumentClientCheck(clients: MetadataDocumentClients): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
@@ -76,7 +79,8 @@ export function metadataDocumentClientCheck(clients: MetadataDocumentClients): R
           `The redirect URI ${JSON.stringify(redirectUri.slice(0, 200))} is not among the redirect_uris of the client metadata document ${clientId}`,
         );
       }
-      next();
+      if (client) clients.withCheckedClient(client, next);
+      else next();
     } catch (error) {
       if (!(error instanceof InvalidClientError)) return next(error);
       res.status(400).set("Cache-Control", "no-store").json(error.toResponseObject());

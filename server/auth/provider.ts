@@ -1,5 +1,6 @@
 // The OAuth 2.1 authorization server behind the SDK's handlers. A person "signs in" by pasting a
 // Coda API token on our login page; the access tokens we issue stand for that Coda token.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import type { Request, Response } from "express";
 import type { OAuthRegisteredClientsStore } from "@modelcontextprotocol/sdk/server/auth/clients.js";
@@ -93,6 +94,8 @@ export class CodaOAuthProvider implements OAuthServerProvider {
   private readonly clientMetadata: Pick<ClientMetadataFetcher, "resolve"> | undefined;
   private lastFullPrune = Number.NEGATIVE_INFINITY;
   private readonly codaTokenCache = new Map<string, CachedCodaUser>();
+  /** The metadata document's client of the request being handled (see withCheckedClient). */
+  private readonly checkedDocument = new AsyncLocalStorage<OAuthClientInformationFull>();
 
   constructor(opts: CodaOAuthProviderOptions) {
     this.store = opts.store;
@@ -113,8 +116,19 @@ export class CodaOAuthProvider implements OAuthServerProvider {
 
   /** A client named by its metadata document's URL, or one registered here. */
   async getClient(clientId: string): Promise<OAuthClientInformationFull | undefined> {
+    const checked = this.checkedDocument.getStore();
+    if (checked?.client_id === clientId) return checked;
     if (this.clientMetadata && isClientIdUrl(clientId)) return this.documentedClient(this.clientMetadata, clientId);
     return this.registeredClient(clientId);
+  }
+
+  /**
+   * Runs `next` (the rest of this request's handling) with the metadata document's client it
+   * already fetched and checked: the SDK's own lookup gets it again without a second fetch (a
+   * document that may not be cached would otherwise be fetched twice per /authorize).
+   */
+  withCheckedClient(client: OAuthClientInformationFull, next: () => void): void {
+    this.checkedDocument.run(client, next);
   }
 
   /** The document, fetched or from the cache; one that cannot be used makes the client invalid, with the reason. */

@@ -254,11 +254,14 @@ const TOOLS: AnyToolSpec[] = [
 // Registration and results
 // ---------------------------------------------------------------------------------------------
 
+/** Built once: a 2026-07-28 request gets a server of its own, and every server registers them all. */
+const INPUT_SCHEMAS = new Map(TOOLS.map((spec) => [spec.name, z.object(spec.input)]));
+
 export function registerCodaTools(server: McpServer, clientFor: ClientFor): void {
   for (const spec of TOOLS) {
     server.registerTool(
       spec.name,
-      { title: spec.title, description: spec.description, inputSchema: z.object(spec.input), annotations: spec.annotations },
+      { title: spec.title, description: spec.description, inputSchema: INPUT_SCHEMAS.get(spec.name)!, annotations: spec.annotations },
       async (args: Record<string, unknown>, ctx) => {
         let client: CodaClient;
         try {

@@ -15,7 +15,7 @@ import { LegacySessions } from "./legacy-sessions.js";
 export interface McpEndpointOptions {
   era: ServerEra;
   /** One factory for both eras: the same tools answer 2025-era and 2026-era clients. */
-  createServer: (era: "legacy" | "modern") => McpServer;
+  createServer: () => McpServer;
   /** 2025-era: no sessions (replicas without sticky sessions). The modern era has none anyway. */
   stateless: boolean;
   /** Answer with JSON, never an SSE stream (proxies that buffer); subscriptions/listen still streams. */
@@ -38,12 +38,12 @@ export interface McpEndpoint {
 
 export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
   const legacy = new LegacySessions({
-    createServer: () => options.createServer("legacy"),
+    createServer: options.createServer,
     stateless: options.stateless,
     jsonResponse: options.jsonResponse,
     onStatelessFallback: options.onStatelessFallback,
   });
-  const factory: McpServerFactory = (ctx) => options.createServer(ctx.era);
+  const factory: McpServerFactory = () => options.createServer();
   const modernHandler = createMcpHandler(factory, {
     legacy: "reject",
     responseMode: options.jsonResponse ? "json" : "auto",
@@ -55,7 +55,10 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
 
   async function isLegacy(req: IncomingMessage, body: unknown): Promise<boolean> {
     if (options.era !== "dual") return options.era === "legacy";
-    return isLegacyRequest(await toWebRequest(req, body), body, { maxRequestBodySize: options.maxBodyBytes });
+    // Given the parsed body, the SDK classifies by it and the headers: the probe needs no copy of
+    // the body (toWebRequest would serialise all of it again, for nothing).
+    const probe = await toWebRequest(req, body === undefined ? undefined : null);
+    return isLegacyRequest(probe, body, { maxRequestBodySize: options.maxBodyBytes });
   }
 
   return {

@@ -10,7 +10,7 @@ import { removeRawHeader } from "./raw-headers.js";
 
 export interface LegacySessionOptions {
   /** Builds the MCP server (tools, resources) for one session or one stateless request. */
-  createServer: () => McpServer | Promise<McpServer>;
+  createServer: () => McpServer;
   /** No sessions at all: every request is served by a fresh server. */
   stateless: boolean;
   /** Answer with JSON instead of an SSE stream (no progress notifications then). */
@@ -86,7 +86,7 @@ export class LegacySessions {
 
   private async startSession(req: AuthedRequest, res: ServerResponse, body: unknown): Promise<void> {
     this.evictOldestBeyond((this.options.maxSessions ?? 10_000) - 1);
-    const server = await this.options.createServer();
+    const server = this.options.createServer();
     const transport: NodeStreamableHTTPServerTransport = new NodeStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       enableJsonResponse: this.options.jsonResponse,
@@ -105,7 +105,7 @@ export class LegacySessions {
   }
 
   private async serveStateless(req: AuthedRequest, res: ServerResponse, body: unknown): Promise<void> {
-    const server = await this.options.createServer();
+    const server = this.options.createServer();
     const transport = new NodeStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
       enableJsonResponse: this.options.jsonResponse,

@@ -179,7 +179,7 @@ async function waitStreamsClosed(lens: LensTarget): Promise<number> {
 }
 
 function fdShortage(pids: Array<[string, number | "self"]>): string | null {
-  const needed: Record<string, number> = { self: STREAMS + 200, "mcp-lens": 2 * STREAMS + 200, upstream: STREAMS + 200 };
+  const needed: Record<string, number> = { self: STREAMS + 200, "mcp-lens": 2 * STREAMS + 200, "bare proxy": 2 * STREAMS + 200, upstream: STREAMS + 200 };
   for (const [name, pid] of pids) {
     const limit = openFilesLimit(pid);
     const need = needed[name] ?? 0;
@@ -220,7 +220,7 @@ async function manyStreamsRows(dir: string, procs: Proc[]): Promise<BenchRow[]> 
   procs.push(bare.proc);
   const lens = await startLens(upstream.url, dir);
   procs.push(lens.proc);
-  const shortage = fdShortage([["self", "self"], ["mcp-lens", lens.proc.pid], ["mcp-lens", bare.proc.pid], ["upstream", upstream.proc.pid]]);
+  const shortage = fdShortage([["self", "self"], ["mcp-lens", lens.proc.pid], ["bare proxy", bare.proc.pid], ["upstream", upstream.proc.pid]]);
   if (shortage) return [{ case: `sse ${STREAMS} streams rss`, value: NaN, unit: "MiB", note: `skipped: ${shortage}` }];
 
   // The same load through the bare proxy first: what holding the streams costs without recording.

@@ -12,6 +12,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ClientFamily } from "../../analysis/handshake.js";
+import { SERVER_ERAS, type ServerEra } from "../../server/settings.js";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startLensProcess, startServerProcess, tempDir, type RunningLens, type RunningServer } from "../helpers/processes.js";
 import { runInspectorCli, runMcpRemote, runV1Client, runV2Client, type ClientRun } from "../helpers/real-clients.js";
@@ -30,8 +31,6 @@ interface Expected {
   family: ClientFamily;
   registration: "cimd" | "dcr";
 }
-
-type ServerEra = "dual" | "modern" | "legacy";
 
 interface ClientCase extends ClientRunRecord {
   /** The bundled server's --era. */
@@ -130,7 +129,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
   coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: CODA_USER } });
-  for (const era of ["dual", "modern", "legacy"] as const) {
+  for (const era of SERVER_ERAS) {
     const server = await startServerProcess({
       dbPath: path.join(work.dir, `server-${era}.db`),
       codaApiBase: coda.url,

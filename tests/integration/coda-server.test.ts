@@ -135,10 +135,15 @@ describe("the Coda MCP server behind mcp-lens", () => {
       "io.modelcontextprotocol/clientCapabilities": {},
     };
     /** A modern request as a client sends it: `_meta` in the body, MCP-Protocol-Version, Mcp-Method (and Mcp-Name). */
-    async function modern(method: string, params: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+    function modernRequest(
+      method: string,
+      params: Record<string, unknown> = {},
+      options: { headers?: Record<string, string>; meta?: Record<string, unknown>; signal?: AbortSignal } = {},
+    ): Promise<Response> {
       const name: Record<string, string> = typeof params.name === "string" ? { "mcp-name": params.name } : {};
-      const res = await fetch(`${publicUrl}/mcp`, {
+      return fetch(`${publicUrl}/mcp`, {
         method: "POST",
+        signal: options.signal,
         headers: {
           authorization: `Bearer ${CODA_TOKEN}`,
           "content-type": "application/json",
@@ -146,10 +151,14 @@ describe("the Coda MCP server behind mcp-lens", () => {
           "mcp-protocol-version": "2026-07-28",
           "mcp-method": method,
           ...name,
-          ...headers,
+          ...options.headers,
         },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 7, method, params: { ...params, _meta: META } }),
+        body: JSON.stringify({ jsonrpc: "2.0", id: 7, method, params: { ...params, _meta: options.meta ?? META } }),
       });
+    }
+
+    async function modern(method: string, params: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+      const res = await modernRequest(method, params, { headers });
       return { res, json: (await res.json()) as { result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } };
     }
 
@@ -172,10 +181,9 @@ describe("the Coda MCP server behind mcp-lens", () => {
       expect([mismatch.res.status, mismatch.json.error?.code]).toEqual([400, -32020]);
       const future = await modern("tools/list", {}, { "mcp-protocol-version": "2099-01-01" });
       expect([future.res.status, future.json.error?.code]).toEqual([400, -32020]); // the header now disagrees with `_meta`
-      const res = await fetch(`${publicUrl}/mcp`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${CODA_TOKEN}`, "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 8, method: "tools/list", params: { _meta: { ...META, "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } }),
+      const res = await modernRequest("tools/list", {}, {
+        headers: { "mcp-protocol-version": "2099-01-01" },
+        meta: { ...META, "io.modelcontextprotocol/protocolVersion": "2099-01-01" },
       });
       const unsupported = (await res.json()) as { error: { code: number; data: { supported: string[]; requested: string } } };
       expect([res.status, unsupported.error.code]).toEqual([400, -32022]);
@@ -186,12 +194,8 @@ describe("the Coda MCP server behind mcp-lens", () => {
 
     it("subscriptions/listen: acknowledged at once, then kept alive (every --sse-keepalive) through mcp-lens", async () => {
       const abort = new AbortController();
-      const res = await fetch(`${publicUrl}/mcp`, {
-        method: "POST",
-        signal: abort.signal,
-        headers: { authorization: `Bearer ${CODA_TOKEN}`, "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28", "mcp-method": "subscriptions/listen" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 9, method: "subscriptions/listen", params: { _meta: META, notifications: { toolsListChanged: true } } }),
-      });
+      // The read below waits for the stream; the signal also bounds it if the keep-alive never comes.
+      const res = await modernRequest("subscriptions/listen", { notifications: { toolsListChanged: true } }, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(5000)]) });
       expect(res.headers.get("content-type")).toContain("text/event-stream");
       const reader = res.body!.getReader();
       let text = "";

@@ -2,12 +2,12 @@
 // --public-url. A newcomer's client may use http://localhost:<port>/mcp or http://127.0.0.1:<port>/mcp;
 // both must work end to end, each advertising itself (resource, issuer) as the client asked for it,
 // and a Host that is neither is refused (DNS-rebinding protection).
-import http from "node:http";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startStartProcess, tempDir, type RunningLens } from "../helpers/processes.js";
 import { describeClientRun, runV2Client } from "../helpers/real-clients.js";
+import { request } from "../helpers/upstream.js";
 
 const CODA_TOKEN = "9a7c1e3b-2d4f-4b6a-8c0e-start-newcomer";
 const work = tempDir("mcp-lens-start-");
@@ -50,14 +50,7 @@ describe("npm start without --public-url", () => {
 
   it("refuses a Host it was not started for", async () => {
     // fetch() keeps its own Host; a DNS-rebinding page's request carries the attacker's name.
-    const status = await new Promise<number | undefined>((resolve, reject) => {
-      http
-        .get({ host: "127.0.0.1", port, path: "/.well-known/oauth-protected-resource/mcp", headers: { host: `rebound.example:${port}` } }, (res) => {
-          res.resume();
-          resolve(res.statusCode);
-        })
-        .on("error", reject);
-    });
+    const { status } = await request(`http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp`, { headers: { host: `rebound.example:${port}` } });
     expect(status).toBe(421);
   });
 });
