@@ -36,8 +36,11 @@ const DOCUMENT_URL = "https://app.example.net/oauth/client-metadata.json";
 const DOCUMENTS = new Map<string, ClientMetadataDocument>([
   [DOCUMENT_URL, { client_id: DOCUMENT_URL, client_name: "Example Desktop", redirect_uris: ["http://127.0.0.1:3000/callback"], token_endpoint_auth_method: "none" }],
 ]);
+/** Every document the stub was asked for, in order. */
+const resolvedDocuments: string[] = [];
 const stubDocuments = {
   async resolve(url: string): Promise<ClientMetadataDocument> {
+    resolvedDocuments.push(url);
     const document = DOCUMENTS.get(url);
     if (!document) throw new ClientMetadataError(`Could not fetch the client metadata document ${url}: HTTP 404`);
     return document;
@@ -310,6 +313,12 @@ describe("OAuth authorization server", () => {
     const tokens = await exchangeCode(documented, { redirectUri });
     const me = await callMcp(tokens.access_token);
     expect(((await me.json()) as { clientId: string }).clientId).toBe(DOCUMENT_URL);
+  });
+
+  it("fetches the metadata document once per authorization request: the SDK's lookup reuses the check's", async () => {
+    const before = resolvedDocuments.length;
+    await loginPage(documented, { redirectUri: "http://127.0.0.1:3000/callback" });
+    expect(resolvedDocuments.slice(before)).toEqual([DOCUMENT_URL]);
   });
 
   it("answers invalid_client with iss when the document cannot be used or does not list the redirect URI", async () => {
