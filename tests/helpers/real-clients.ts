@@ -47,7 +47,7 @@ export interface OAuthClientOptions {
   maxAuthRounds?: number;
 }
 
-/** A tool call a client makes after listing the tools; `isError` is what the result must say. */
+/** A tool call a client makes after listing the tools. */
 export interface ToolCall {
   name: string;
   arguments?: Record<string, unknown>;

@@ -32,7 +32,7 @@ export interface ClientRunRecord {
   failure?: unknown;
 }
 
-export function snapshot(dbPath: string): Recording {
+function snapshot(dbPath: string): Recording {
   let db: Database.Database;
   try {
     db = new Database(dbPath, { readonly: true, fileMustExist: true });
@@ -71,7 +71,7 @@ export function handshakesOf(run: ClientRunRecord, rec: Recording): HandshakeRow
 }
 
 export const diagnosesOf = (h: HandshakeRow) => JSON.parse(h.diagnoses) as Diagnosis[];
-export const idsOf = (h: HandshakeRow) => JSON.parse(h.exchange_ids) as number[];
+const idsOf = (h: HandshakeRow) => JSON.parse(h.exchange_ids) as number[];
 
 /** What the recording shows for a run: its exchanges, and every handshake they belong to. */
 export function explain(run: ClientRunRecord, rec: Recording): string {

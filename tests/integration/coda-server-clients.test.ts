@@ -7,8 +7,6 @@
 // each as one succeeded handshake with no diagnosis, in its era, with the right client family.
 // Then the server as a single-era deployment (--era modern, --era legacy): the clients that cannot
 // meet it fail with era_mismatch, and a dual-era client falls back.
-import https from "node:https";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ClientFamily } from "../../analysis/handshake.js";
@@ -17,7 +15,7 @@ import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startLensProcess, startServerProcess, tempDir, type RunningLens, type RunningServer } from "../helpers/processes.js";
 import { runInspectorCli, runMcpRemote, runV1Client, runV2Client, type ClientRun } from "../helpers/real-clients.js";
 import { diagnosesOf, expectOneHandshake, explain, settle, type ClientRunRecord, type Recording } from "../helpers/recording.js";
-import { selfSignedCertificate } from "../helpers/tls.js";
+import { startHttpsOnLoopback, type HttpsOnLoopback } from "../helpers/tls.js";
 import { closedPort } from "../helpers/upstream.js";
 
 const CODA_TOKEN = "3f1e9a52-7c4b-4e0d-9b21-coda-clients-e2e";
@@ -48,7 +46,7 @@ interface Failing extends ClientRunRecord {
 
 const work = tempDir("mcp-lens-coda-clients-");
 let coda: FakeCoda;
-let documentHost: https.Server;
+let documentHost: HttpsOnLoopback;
 /** Per --era: the bundled server and the mcp-lens in front of it, each with its own recording. */
 const benches = new Map<ServerEra, { server: RunningServer; lens: RunningLens; recording: Recording }>();
 
@@ -118,16 +116,15 @@ const singleEra: Failing[] = [
 ];
 
 function documentUrl(): string {
-  return `https://127.0.0.1:${(documentHost.address() as AddressInfo).port}/oauth/client-metadata.json`;
+  return `${documentHost.origin}/oauth/client-metadata.json`;
 }
 
 beforeAll(async () => {
-  const certificate = selfSignedCertificate(work.dir);
-  documentHost = https.createServer({ cert: certificate.cert, key: certificate.key }, (req, res) => {
+  documentHost = await startHttpsOnLoopback(work.dir, (req, res) => {
     if (req.url !== "/oauth/client-metadata.json") return void res.writeHead(404).end();
     res.writeHead(200, { "content-type": "application/json", "cache-control": "max-age=300" }).end(JSON.stringify(metadataDocument(documentUrl())));
   });
-  await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
+  const { certificate } = documentHost;
   coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: CODA_USER } });
   for (const era of SERVER_ERAS) {
     const server = await startServerProcess({
@@ -161,7 +158,7 @@ afterAll(async () => {
     await server.stop();
   }
   await coda?.close();
-  await new Promise((resolve) => documentHost?.close(resolve));
+  await documentHost?.close();
   work.cleanup();
 });
 

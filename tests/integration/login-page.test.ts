@@ -2,14 +2,13 @@
 // can paste their Coda token, allow, and land back on the client's callback with a code.
 import { existsSync } from "node:fs";
 import http from "node:http";
-import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startServerProcess, tempDir, type RunningServer } from "../helpers/processes.js";
 import { pkcePair } from "../helpers/pkce.js";
-import { selfSignedCertificate } from "../helpers/tls.js";
+import { startHttpsOnLoopback, type HttpsOnLoopback } from "../helpers/tls.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CODA_TOKEN = "5e0b1c9a-7d2e-4f3a-9b8c-keyboard-test";
@@ -25,20 +24,19 @@ describe.skipIf(!available && process.env.CI !== "true")("the sign-in page in Ch
   let callback: http.Server;
   let callbackUrl: string;
   /** A client's website serving its Client ID Metadata Document over https (the test's certificate). */
-  let documentHost: https.Server;
+  let documentHost: HttpsOnLoopback;
   let documentUrl: string;
   const received: string[] = [];
   const tmp = tempDir();
 
   beforeAll(async () => {
     coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: { name: "Keyboard User", loginId: "kb@example.com" } } });
-    const certificate = selfSignedCertificate(tmp.dir);
-    documentHost = https.createServer({ cert: certificate.cert, key: certificate.key }, (_req, res) => {
+    documentHost = await startHttpsOnLoopback(tmp.dir, (_req, res) => {
       const document = { client_id: documentUrl, client_name: "Desk Notes", redirect_uris: [callbackUrl], token_endpoint_auth_method: "none" };
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(document));
     });
-    await new Promise<void>((resolve) => documentHost.listen(0, "127.0.0.1", resolve));
-    documentUrl = `https://127.0.0.1:${(documentHost.address() as AddressInfo).port}/oauth/client-metadata.json`;
+    const { certificate } = documentHost;
+    documentUrl = `${documentHost.origin}/oauth/client-metadata.json`;
     server = await startServerProcess({
       dbPath: `${tmp.dir}/server.db`,
       codaApiBase: coda.url,
@@ -60,7 +58,7 @@ describe.skipIf(!available && process.env.CI !== "true")("the sign-in page in Ch
   afterAll(async () => {
     await browser?.close();
     callback?.close();
-    documentHost?.close();
+    await documentHost?.close();
     await server?.stop();
     await coda?.close();
     tmp.cleanup();

@@ -11,7 +11,7 @@ import { TrafficMetrics } from "../../proxy/admin/metrics.js";
 import { startMinimalServer } from "../fixtures/minimal-server.js";
 import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
 import { request } from "../helpers/upstream.js";
-import { handshakeOf } from "../helpers/exchanges.js";
+import { handshakeOf as handshake } from "../helpers/exchanges.js";
 
 const PROMTOOL = "/usr/bin/promtool";
 const ADMIN_TOKEN = "admin-token-for-tests";
@@ -181,7 +181,6 @@ describe("admin port: metrics and live feed", () => {
 describe("TrafficMetrics: handshakes by era and registration kind", () => {
   // Handshakes written by hand: every era, a fallback and every registration kind, whatever the
   // analyser makes of real traffic.
-  const handshake = (id: number, fields: Partial<Handshake>): Handshake => handshakeOf(id, fields);
   const text = (m: TrafficMetrics) => m.registry.metrics();
 
   it("counts succeeded and failed handshakes with the era and registration they ended with, once each", async () => {

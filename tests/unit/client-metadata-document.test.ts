@@ -1,11 +1,6 @@
 // Client ID Metadata Documents: what a client_id URL may be, which addresses we connect to, and
 // how documents are fetched, checked and cached, against a real https server on 127.0.0.1.
-import fs from "node:fs";
-import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 import {
@@ -16,13 +11,14 @@ import {
   isPublicAddress,
   type ClientMetadataFetcherOptions,
 } from "../../server/auth/client-metadata-document.js";
-import { selfSignedCertificate } from "../helpers/tls.js";
+import { tempDir } from "../helpers/artifacts.js";
+import { startHttpsOnLoopback } from "../helpers/tls.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-let dir: string;
+const tmp = tempDir("mcp-lens-cimd-");
 let cert: string;
-let server: https.Server;
+let stopHost: (() => Promise<void>) | undefined;
 let origin: string; // https://127.0.0.1:<port>
 let port: number;
 const routes = new Map<string, Handler>();
@@ -64,25 +60,22 @@ async function refusal(promise: Promise<unknown>): Promise<string> {
 }
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "mcp-lens-cimd-"));
-  const certificate = selfSignedCertificate(dir);
-  cert = certificate.cert;
-  server = https.createServer({ key: certificate.key, cert }, (req, res) => {
+  const host = await startHttpsOnLoopback(tmp.dir, (req, res) => {
     const pathname = new URL(req.url ?? "/", "https://x").pathname;
     hits.set(pathname, (hits.get(pathname) ?? 0) + 1);
     const handler = routes.get(pathname);
     if (handler) return handler(req, res);
     res.writeHead(404, { "content-type": "text/plain" }).end("not here");
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  port = (server.address() as AddressInfo).port;
-  origin = `https://127.0.0.1:${port}`;
+  cert = host.certificate.cert;
+  origin = host.origin;
+  port = Number(new URL(origin).port);
+  stopHost = host.close;
 });
 
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
-  fs.rmSync(dir, { recursive: true, force: true });
+  await stopHost?.();
+  tmp.cleanup();
 });
 
 describe("isClientIdUrl", () => {
