@@ -104,6 +104,8 @@ export class HandshakeTracker {
   private readonly dormant = new Map<number, State>();
   private readonly index = new Map<string, State>();
   private awaiting: State | undefined;
+  /** Placed into (or closed) since takeChanged last ran; drained by it, so bounded by its caller's pace. */
+  private readonly changed = new Set<State>();
   /** The latest time the exchanges have shown. */
   private clock = -Infinity;
   private readonly limits: TrackerLimits;
@@ -112,10 +114,22 @@ export class HandshakeTracker {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
   }
 
+  /** Places the exchange and hands out the handshakes it changed, in their new state. */
   add(e: ClassifiedExchange): AddResult {
+    const handshakeId = this.place(e);
+    return handshakeId === null ? NOT_ATTACHED : { handshakeId, updated: this.takeChanged() };
+  }
+
+  /**
+   * Places the exchange into its handshake and returns that handshake's id (null: it belongs to
+   * none), without building the handshake: takeChanged does, once for all the exchanges placed
+   * since. A recorder placing hundreds of one session's exchanges between two batches built (and
+   * copied the exchange ids of) the same handshake for each of them.
+   */
+  place(e: ClassifiedExchange): number | null {
     this.clock = Math.max(this.clock, endOf(e));
     const placement = placementOf(e);
-    if (!placement) return NOT_ATTACHED;
+    if (!placement) return null;
     const named = this.namedBy(e);
     // A bearer names the handshake that got it, but separate connections may share one (several
     // processes with one static token, a rerun with a cached token): a new connection is its own.
@@ -127,13 +141,26 @@ export class HandshakeTracker {
     const newer = placement.role === "refresh" && named !== undefined ? this.newerAttempt(e, named) : undefined;
     let state = separate ? undefined : (newer ?? named ?? this.continuedBy(e, placement.role));
     if (!state) {
-      if (!placement.canStart) return NOT_ATTACHED;
+      if (!placement.canStart) return null;
       state = newState(e);
     }
     recordExchange(state, e, placement);
     this.indexExchange(state, e, placement.role, separate);
-    const closed = this.activate(state);
-    return { handshakeId: state.id, updated: [this.emit(state, this.clock), ...closed.map((s) => this.emit(s, this.clock))] };
+    this.changed.add(state);
+    for (const closed of this.activate(state)) this.changed.add(closed);
+    return state.id;
+  }
+
+  /** The handshakes changed since the last call (placed into, or closed by the cap), at the latest time the exchanges have shown. */
+  takeChanged(): Handshake[] {
+    const handshakes = [...this.changed].map((s) => this.emit(s, this.clock));
+    this.changed.clear();
+    return handshakes;
+  }
+
+  /** The latest time the exchanges have shown (epoch ms). */
+  get now(): number {
+    return this.clock;
   }
 
   /** The open handshakes, by id. */
@@ -373,6 +400,6 @@ function addressKey(e: ClassifiedExchange): string | undefined {
  */
 export function groupHandshakes(exchanges: ClassifiedExchange[], now: number): Handshake[] {
   const tracker = new HandshakeTracker({ maxOpen: Infinity });
-  for (const e of [...exchanges].sort((a, b) => a.id - b.id)) tracker.add(e);
+  for (const e of [...exchanges].sort((a, b) => a.id - b.id)) tracker.place(e);
   return tracker.snapshot(now);
 }

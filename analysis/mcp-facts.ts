@@ -1,7 +1,12 @@
 // The MCP facts of an exchange: its JSON-RPC messages (request and answer, SSE included), methods,
 // ids, errors, versions, clientInfo and serverInfo, tool names; and the tools a server lists.
 
-import { JSONRPCMessageSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  JSONRPCErrorResponseSchema,
+  JSONRPCNotificationSchema,
+  JSONRPCRequestSchema,
+  JSONRPCResultResponseSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 import {
   asList,
   bodyText,
@@ -163,30 +168,49 @@ function capabilityNames(value: unknown): string[] | undefined {
 export function messageFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact {
   // JSON-RPC 2.0 answers unidentifiable requests with "id": null, which the SDK schema does not admit.
   const nullIdError = isRecord(value) && value.id === null && "error" in value;
-  const parsed = JSONRPCMessageSchema.safeParse(nullIdError ? { ...value, id: undefined } : value);
-  if (!parsed.success) {
-    const raw = isRecord(value) ? value : {};
-    const id = raw.id;
-    return defined<JsonRpcMessageFact>({
-      direction,
-      type: "invalid",
-      method: str(raw.method),
-      id: typeof id === "string" || typeof id === "number" || id === null ? id : undefined,
-    });
+  const candidate = nullIdError ? { ...value, id: undefined } : value;
+  return envelopeFact(direction, candidate, nullIdError) ?? invalidFact(direction, value);
+}
+
+/**
+ * The verdict of the SDK's JSONRPCMessageSchema, a union of four strict object schemas: a value can
+ * only match the one its keys point to (method and id: a request; method alone: a notification;
+ * result: a result; else an error), so only that one is parsed. Parsing an answer against the
+ * union first failed it as a request and as a notification, a third of the classifier's garbage.
+ */
+function envelopeFact(direction: JsonRpcMessageFact["direction"], value: unknown, nullIdError: boolean): JsonRpcMessageFact | undefined {
+  if (!isRecord(value)) return undefined;
+  if ("method" in value) {
+    if ("id" in value) {
+      const request = JSONRPCRequestSchema.safeParse(value);
+      return request.success ? { direction, type: "request", method: request.data.method, id: request.data.id } : undefined;
+    }
+    const notification = JSONRPCNotificationSchema.safeParse(value);
+    return notification.success ? { direction, type: "notification", method: notification.data.method } : undefined;
   }
-  const m = parsed.data;
-  if ("method" in m) {
-    return "id" in m
-      ? { direction, type: "request", method: m.method, id: m.id }
-      : { direction, type: "notification", method: m.method };
+  if ("result" in value) {
+    const result = JSONRPCResultResponseSchema.safeParse(value);
+    return result.success ? { direction, type: "result", id: result.data.id } : undefined;
   }
-  if ("result" in m) return { direction, type: "result", id: m.id };
+  const error = JSONRPCErrorResponseSchema.safeParse(value);
+  if (!error.success) return undefined;
   return defined<JsonRpcMessageFact>({
     direction,
     type: "error",
-    id: nullIdError ? null : m.id,
-    errorCode: m.error.code,
-    errorMessage: m.error.message,
+    id: nullIdError ? null : error.data.id,
+    errorCode: error.data.error.code,
+    errorMessage: error.data.error.message,
+  });
+}
+
+function invalidFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact {
+  const raw = isRecord(value) ? value : {};
+  const id = raw.id;
+  return defined<JsonRpcMessageFact>({
+    direction,
+    type: "invalid",
+    method: str(raw.method),
+    id: typeof id === "string" || typeof id === "number" || id === null ? id : undefined,
   });
 }
 

@@ -15,9 +15,17 @@ export interface RecordWriterOptions<T> {
   prepare: (item: T) => ClassifiedExchange;
   /**
    * Runs after prepare, in order, for every prepared exchange, queued or dropped: assigns it to
-   * a connector handshake and returns the handshakes it changed, stored with the next batch.
+   * a connector handshake and returns that handshake's id (null: none).
    */
-  analyse?: (exchange: ClassifiedExchange) => Analysis;
+  analyse?: (exchange: ClassifiedExchange) => number | null;
+  /**
+   * The handshakes that analysed exchanges changed since the last call, in their new state, stored
+   * with the next batch: asked for before each batch is made and on each timer tick (the database
+   * failing or not), and at once with an exchange that could not be queued, which a diagnosis
+   * would find nowhere else. Building a handshake once per batch, not once per exchange, is what
+   * keeps a long session's traffic cheap.
+   */
+  changedHandshakes?: (dropped?: ClassifiedExchange) => Handshake[];
   /**
    * Called after each committed batch with its exchanges (those kept: keepExchanges), the
    * handshakes they changed, each exchange's handshake id (same order as the exchanges), and
@@ -48,13 +56,6 @@ export interface RecordWriterOptions<T> {
   measure?: (exchange: ClassifiedExchange) => number;
   now?: () => number;
 }
-
-export interface Analysis {
-  handshakeId: number | null;
-  handshakes: Handshake[];
-}
-
-const NO_ANALYSIS: Analysis = { handshakeId: null, handshakes: [] };
 
 export type DropReason = "queue_full" | "db_error" | "prepare";
 
@@ -98,7 +99,8 @@ interface Batch {
 export class RecordWriter<T> {
   private readonly logger: Logger;
   private readonly prepare: (item: T) => ClassifiedExchange;
-  private readonly analyse: (exchange: ClassifiedExchange) => Analysis;
+  private readonly analyse: (exchange: ClassifiedExchange) => number | null;
+  private readonly changedHandshakes: (dropped?: ClassifiedExchange) => Handshake[];
   private readonly onRecorded: NonNullable<RecordWriterOptions<T>["onRecorded"]>;
   private readonly keepExchanges: () => boolean;
   private readonly makeRoom: () => number;
@@ -137,7 +139,8 @@ export class RecordWriter<T> {
   constructor(options: RecordWriterOptions<T>) {
     this.logger = options.logger;
     this.prepare = options.prepare;
-    this.analyse = options.analyse ?? (() => NO_ANALYSIS);
+    this.analyse = options.analyse ?? (() => null);
+    this.changedHandshakes = options.changedHandshakes ?? (() => []);
     this.onRecorded = options.onRecorded ?? (() => {});
     this.keepExchanges = options.keepExchanges ?? (() => true);
     this.makeRoom = options.makeRoom ?? (() => 0);
@@ -172,22 +175,20 @@ export class RecordWriter<T> {
       return false;
     }
     let exchange: ClassifiedExchange;
-    let analysis: Analysis;
     let row: ExchangeRow;
     try {
       exchange = this.prepare(item);
-      analysis = this.analyse(exchange);
-      row = exchangeToRow(exchange, analysis.handshakeId);
+      row = exchangeToRow(exchange, this.analyse(exchange));
     } catch (err) {
       if (this.prepareFailures++ === 0) this.firstPrepareError = err;
       this.dropped.prepare++;
       return false;
     }
-    // The handshakes' newest state is stored either way: their verdicts hold without this row.
-    this.enqueueHandshakes(analysis.handshakes);
     const bytes = Math.max(rawBytes, this.measure(exchange));
     if (this.queuedCount() >= this.maxQueue || this.queuedBytes + bytes > this.maxQueueBytes) {
       this.dropped.queue_full++;
+      // The handshakes' newest state is stored either way: their verdicts hold without this row.
+      this.collectHandshakes(exchange);
       return false;
     }
     this.queue.push({ exchange: this.keepExchanges() ? exchange : null, row, bytes });
@@ -218,6 +219,7 @@ export class RecordWriter<T> {
   /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
   flush(): void {
     this.logPrepareFailures();
+    this.collectHandshakes();
     while (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0) {
       const batch = (this.retained ??= this.prepareBatch());
       if (!this.write(batch)) return;
@@ -256,6 +258,8 @@ export class RecordWriter<T> {
 
   private tick(): void {
     this.logPrepareFailures();
+    // While the database fails too: what the analysis holds for the next batch stays bounded.
+    this.collectHandshakes();
     if (this.isFailing() && this.now() < this.nextAttemptAt) return;
     this.flush();
   }
@@ -266,6 +270,15 @@ export class RecordWriter<T> {
       this.immediate = null;
       this.tick();
     });
+  }
+
+  private collectHandshakes(dropped?: ClassifiedExchange): void {
+    try {
+      this.enqueueHandshakes(this.changedHandshakes(dropped));
+    } catch (err) {
+      // A bug in the analysis costs the handshakes' state, never the recording.
+      this.logger.error({ err }, "could not analyse the handshakes of recorded exchanges");
+    }
   }
 
   private isFailing(): boolean {

@@ -8,7 +8,6 @@ import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Diagnosis, Handshake } from "../../analysis/handshake.js";
 import { HandshakeTracker } from "../../analysis/handshakes.js";
 import { rowToExchange, type ExchangeRow } from "../../store/schema.js";
-import type { Analysis } from "../../store/writer.js";
 import { withVerdict } from "../../analysis/verdict.js";
 
 /** A very long session is diagnosed on its first and last exchanges. */
@@ -45,11 +44,21 @@ export class HandshakeAnalysis {
     this.selectExchange = db.prepare("SELECT * FROM exchanges WHERE id = ?");
   }
 
-  /** Its row is not built yet: a diagnosis of its handshake takes the exchange itself. */
-  analyse(exchange: ClassifiedExchange): Analysis {
-    const { handshakeId, updated } = this.tracker.add(exchange);
-    const now = exchange.startedAt + (exchange.durationMs ?? 0);
-    return { handshakeId, handshakes: updated.map((h) => this.judge(h, now, exchange)) };
+  /**
+   * Places the exchange into its handshake; returns the handshake's id (null: none). The
+   * handshakes it changed are built and judged by `changed`, once per batch, not per exchange.
+   */
+  analyse(exchange: ClassifiedExchange): number | null {
+    return this.tracker.place(exchange);
+  }
+
+  /**
+   * The handshakes changed since the last call, in their new state, diagnosed where their setup
+   * changed. `dropped`: an exchange the writer could not queue, which no lookup would find.
+   */
+  changed(dropped?: ClassifiedExchange): Handshake[] {
+    const now = this.tracker.now;
+    return this.tracker.takeChanged().map((h) => this.judge(h, now, dropped));
   }
 
   /**

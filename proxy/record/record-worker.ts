@@ -67,14 +67,19 @@ const writer = new RecordWriter<RawExchange>({
   // Every exchange that arrives is counted here, as it is classified, whether or not the
   // database can take it: the dashboards keep showing the traffic through a database outage.
   analyse: (exchange) => {
-    const result = analysis.analyse(exchange);
+    const handshakeId = analysis.analyse(exchange);
     // Tool labels come from the server's tools/list answers, before any call is counted.
     if (exchange.facts.mcp?.methods.includes("tools/list")) metrics.allowToolLabels(listedToolNames(exchange));
     metrics.observeExchange(exchange);
-    metrics.observeHandshakes(result.handshakes);
     // Logged as it is classified, like the metrics: the exchange need not wait for its batch.
-    if (logExchanges) logger.info({ ...exchangeLogFields(exchange), handshake: result.handshakeId ?? undefined }, "exchange");
-    return result;
+    if (logExchanges) logger.info({ ...exchangeLogFields(exchange), handshake: handshakeId ?? undefined }, "exchange");
+    return handshakeId;
+  },
+  // Built and judged once per batch: the handshake metrics count what each batch left them at.
+  changedHandshakes: (dropped) => {
+    const handshakes = analysis.changed(dropped);
+    metrics.observeHandshakes(handshakes);
+    return handshakes;
   },
   // Only the live feed needs the exchanges after their batch commits.
   keepExchanges: () => liveWanted,

@@ -92,6 +92,7 @@ function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
     maxQueueBytes: 1 << 30,
     prepare: (raw) => classify(toRecorded(raw, redactor)),
     analyse: (exchange) => analysis.analyse(exchange),
+    changedHandshakes: () => analysis.changed(),
     keepExchanges: () => false, // no live feed
   });
   return writer;

@@ -30,6 +30,7 @@ function recorder(lookUpUnwritten: boolean) {
     flushIntervalMs: 60_000, // flushed by the test
     prepare: (e) => e,
     analyse: (e) => analysis.analyse(e),
+    changedHandshakes: (dropped) => analysis.changed(dropped),
     keepExchanges: () => false,
     onRecorded: (exchanges, changed) => {
       handshakes.push(...changed);
@@ -74,12 +75,14 @@ describe("HandshakeAnalysis in the recorder", () => {
     writer.close();
   });
 
-  it("diagnoses from the database once the earlier exchanges are written", () => {
+  it("diagnoses from the database once the earlier exchanges are written, the newest from the queue", () => {
     const { exchanges, evidence } = prmMissing();
-    const { writer, handshakes } = recorder(false);
+    const { writer, handshakes } = recorder(true);
     for (const e of exchanges.slice(0, -1)) writer.enqueue(e, 1024);
     writer.flush();
+    expect(writer.unwrittenRow(evidence[0]!)).toBeUndefined(); // only the database has it
     writer.enqueue(exchanges.at(-1)!, 1024);
+    expect(writer.unwrittenRow(evidence[1]!)?.id).toBe(evidence[1]);
     writer.flush();
     const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
     expect(diagnosis?.evidence).toEqual(evidence);

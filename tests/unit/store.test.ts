@@ -365,20 +365,50 @@ describe("RecordWriter", () => {
   it("analyses every prepared item as it arrives, the dropped ones too, and stores their handshakes", () => {
     const db = open();
     const analysed: number[] = [];
+    const asked: Array<number | undefined> = [];
     const { w } = writer(db, {
       maxQueue: 2,
       analyse: (e) => {
         analysed.push(e.id);
-        return { handshakeId: 7, handshakes: [handshake(7, [...analysed])] };
+        return 7;
+      },
+      changedHandshakes: (dropped) => {
+        asked.push(dropped?.id);
+        return [handshake(7, [...analysed])];
       },
     });
     expect(range(1, 4).map((id) => w.enqueue(id, 10))).toEqual([true, true, false, false]);
     expect(analysed).toEqual([1, 2, 3, 4]); // on enqueue, before any flush
+    // Handshakes are built per batch; a dropped exchange is handed over at once, as no lookup finds it.
+    expect(asked).toEqual([3, 4]);
     w.flush();
-    expect(db.prepare("SELECT id FROM exchanges").pluck().all()).toEqual([1, 2]);
+    expect(asked).toEqual([3, 4, undefined]);
+    expect(db.prepare("SELECT id, handshake_id FROM exchanges").raw().all()).toEqual([[1, 7], [2, 7]]);
     // The handshake's latest state (after the dropped 3 and 4) is what is stored.
     expect(JSON.parse(db.prepare("SELECT exchange_ids FROM handshakes WHERE id = 7").pluck().get() as string)).toEqual([1, 2, 3, 4]);
     expect(w.stats()).toMatchObject({ written: 2, dropped: { queue_full: 2 } });
+  });
+
+  it("asks for changed handshakes on every tick, while the database fails too, and logs an analysis that throws", async () => {
+    const db = open();
+    let asked = 0;
+    const { w, log } = writer(db, {
+      flushIntervalMs: 10,
+      changedHandshakes: () => {
+        if (++asked === 1) throw new Error("analysis bug");
+        return [handshake(9, [1])];
+      },
+    });
+    const locker = otherConnection();
+    locker.exec("BEGIN EXCLUSIVE");
+    w.enqueue(1, 10);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(asked).toBeGreaterThan(2); // each tick, though the writes wait for the lock
+    expect(log.messages("error").some((m) => /could not analyse/.test(String(m)))).toBe(true);
+    locker.exec("ROLLBACK");
+    w.flush();
+    expect(db.prepare("SELECT id FROM handshakes").pluck().all()).toEqual([9]);
+    w.close();
   });
 
   it("drops a batch the database rejects for a reason retrying cannot fix", () => {
