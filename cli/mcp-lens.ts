@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --heap-growing-percent=100
 // `mcp-lens`: the command-line entry and the composition root: `proxy` (../proxy), `start`
 // (the bundled server and the proxy in front of it), `server` (../server), `inspector`
 // (../inspector). Nothing imports this file. Subcommands share one option table each, so every

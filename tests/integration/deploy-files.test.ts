@@ -196,7 +196,7 @@ describe("Dockerfile", () => {
 
   it("runs the proxy with the same node flags from the image (shebang) and from npm start", () => {
     const shebangFlags = proxyNodeFlags(CLI);
-    expect(shebangFlags).toContain("--max-semi-space-size=4");
+    expect(shebangFlags).toEqual(["--max-semi-space-size=4", "--heap-growing-percent=100"]);
     const start = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts.start!;
     expect(start).toContain(`node ${shebangFlags.join(" ")} dist/cli/mcp-lens.js start`);
   });

@@ -155,6 +155,21 @@ describe("openDatabase and migrations", () => {
     }
   });
 
+  it("sizes the page cache in KiB once the page size is known, for new and existing files alike", () => {
+    // better-sqlite3's default (-16000) sized the cache in the 4 KiB pages a connection opens
+    // with, then held 16 KiB pages: ~64 MB a recorder grew into. Set after the size, it is 8 MiB.
+    expect(open().pragma("cache_size", { simple: true })).toBe(-8192);
+    const file = dbPath();
+    openDatabase(file).close();
+    const reopened = openDatabase(file);
+    try {
+      expect(reopened.pragma("page_size", { simple: true })).toBe(16_384);
+      expect(reopened.pragma("cache_size", { simple: true })).toBe(-8192);
+    } finally {
+      reopened.close();
+    }
+  });
+
   it("migrates a version 1 database forward without losing rows", () => {
     const file = dbPath();
     const v1 = new BetterSqlite3(file);
