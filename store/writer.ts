@@ -43,6 +43,11 @@ export interface RecordWriterOptions<T> {
    * and returns how many, so the newest traffic, the most useful when debugging, gets in.
    */
   makeRoom?: () => number;
+  /**
+   * Rows per transaction, and the queue length that writes at once rather than at the next
+   * interval. Under load a row waits at most this many arrivals: waiting the whole interval, a
+   * row outlived two young-generation collections and was promoted to the old generation.
+   */
   batchSize?: number;
   flushIntervalMs?: number;
   /** Bounds on what waits in memory, the batch retained for a retry included. */
@@ -56,6 +61,9 @@ export interface RecordWriterOptions<T> {
   measure?: (exchange: ClassifiedExchange) => number;
   now?: () => number;
 }
+
+/** At 3,000 exchanges a second, a transaction every ~40 ms: see batchSize. */
+export const DEFAULT_BATCH_SIZE = 128;
 
 export type DropReason = "queue_full" | "db_error" | "prepare";
 
@@ -144,7 +152,7 @@ export class RecordWriter<T> {
     this.onRecorded = options.onRecorded ?? (() => {});
     this.keepExchanges = options.keepExchanges ?? (() => true);
     this.makeRoom = options.makeRoom ?? (() => 0);
-    this.batchSize = options.batchSize ?? 500;
+    this.batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     this.maxQueue = options.maxQueue ?? 10_000;
     this.maxQueueBytes = options.maxQueueBytes ?? 64 * 1024 * 1024;
     this.measure = options.measure ?? (() => 0);
