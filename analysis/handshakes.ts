@@ -153,9 +153,9 @@ export class HandshakeTracker {
 
   /** The handshakes changed since the last call (placed into, or closed by the cap), at the latest time the exchanges have shown. */
   takeChanged(): Handshake[] {
-    const handshakes = [...this.changed].map((s) => this.emit(s, this.clock));
-    this.changed.clear();
-    return handshakes;
+    const states = [...this.changed];
+    this.changed.clear(); // first: a state that cannot be built must not stay here for good
+    return states.map((s) => this.emit(s, this.clock));
   }
 
   /** The latest time the exchanges have shown (epoch ms). */

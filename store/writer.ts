@@ -20,10 +20,10 @@ export interface RecordWriterOptions<T> {
   analyse?: (exchange: ClassifiedExchange) => number | null;
   /**
    * The handshakes that analysed exchanges changed since the last call, in their new state, stored
-   * with the next batch: asked for before each batch is made and on each timer tick (the database
-   * failing or not), and at once with an exchange that could not be queued, which a diagnosis
+   * with the next batch: asked for on each flush and each timer tick (the database failing or
+   * not), at close, and at once with an exchange that could not be queued, which a diagnosis
    * would find nowhere else. Building a handshake once per batch, not once per exchange, is what
-   * keeps a long session's traffic cheap.
+   * keeps a long session's traffic cheap. Goes with `analyse`: whatever it places, this drains.
    */
   changedHandshakes?: (dropped?: ClassifiedExchange) => Handshake[];
   /**
@@ -237,6 +237,8 @@ export class RecordWriter<T> {
   /** Stops the timer and makes a last attempt; what still cannot be written is counted as lost. The db stays open. */
   close(): void {
     if (this.closed) return;
+    // While still open: a closed writer takes no handshakes, and these would be the last states.
+    this.collectHandshakes();
     this.closed = true;
     clearInterval(this.timer);
     if (this.immediate) clearImmediate(this.immediate);

@@ -129,7 +129,10 @@ export class LensMetrics {
   }
 }
 
-/** Exchanges, JSON-RPC calls, OAuth steps and handshakes: counted in the recorder thread, as they are classified. */
+/**
+ * Exchanges, JSON-RPC calls and OAuth steps: counted in the recorder thread, as they are
+ * classified. Handshakes: as each batch leaves them (see observeHandshakes).
+ */
 export class TrafficMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<"kind" | "method" | "status">;
@@ -224,7 +227,8 @@ export class TrafficMetrics {
   /**
    * Counts each handshake once when first seen, once the first time it succeeds or fails (with
    * the era and registration it has then), and once when it is first seen to have fallen back
-   * from the modern era.
+   * from the modern era. Called with the handshakes as each batch leaves them: one that failed
+   * and recovered within a batch is counted as it ended.
    */
   observeHandshakes(handshakes: Handshake[]): void {
     for (const h of handshakes) {

@@ -40,6 +40,8 @@ export class HandshakeAnalysis {
   constructor(
     db: Database,
     private readonly unwritten: (id: number) => ExchangeRow | undefined = () => undefined,
+    /** Diagnoses that threw, once per batch: the first error and how many. */
+    private readonly onError: (err: unknown, count: number) => void = () => {},
   ) {
     this.selectExchange = db.prepare("SELECT * FROM exchanges WHERE id = ?");
   }
@@ -58,7 +60,22 @@ export class HandshakeAnalysis {
    */
   changed(dropped?: ClassifiedExchange): Handshake[] {
     const now = this.tracker.now;
-    return this.tracker.takeChanged().map((h) => this.judge(h, now, dropped));
+    const judged: Handshake[] = [];
+    let failures = 0;
+    let firstError: unknown;
+    for (const h of this.tracker.takeChanged()) {
+      try {
+        judged.push(this.judge(h, now, dropped));
+      } catch (err) {
+        // A rule that throws on one handshake costs that handshake its diagnosis, not the batch
+        // its handshakes: the grouping's state is stored as it is.
+        failures++;
+        firstError ??= err;
+        judged.push(h);
+      }
+    }
+    if (failures > 0) this.onError(firstError, failures);
+    return judged;
   }
 
   /**

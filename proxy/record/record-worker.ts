@@ -48,7 +48,11 @@ const classify = createClassifier();
 const settledAtStart = settleUnfinishedHandshakes(db);
 if (settledAtStart > 0) logger.info({ handshakes: settledAtStart }, "settled the handshakes the last run left in progress");
 // Exchanges not written yet come from the writer's queue (declared below; asked only once it runs).
-const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id): ExchangeRow | undefined => writer.unwrittenRow(id));
+const analysis: HandshakeAnalysis = new HandshakeAnalysis(
+  db,
+  (id): ExchangeRow | undefined => writer.unwrittenRow(id),
+  (err, count) => logger.error({ err, count }, "could not diagnose handshakes: stored without their diagnosis"),
+);
 const metrics = new TrafficMetrics();
 
 let received = 0;

@@ -92,7 +92,7 @@ function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
     maxQueueBytes: 1 << 30,
     prepare: (raw) => classify(toRecorded(raw, redactor)),
     analyse: (exchange) => analysis.analyse(exchange),
-    changedHandshakes: () => analysis.changed(),
+    changedHandshakes: (dropped) => analysis.changed(dropped),
     keepExchanges: () => false, // no live feed
   });
   return writer;

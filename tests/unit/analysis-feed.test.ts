@@ -15,19 +15,23 @@ afterEach(() => {
   for (const db of open.splice(0)) db.close();
 });
 
-function recorder(lookUpUnwritten: boolean) {
+function recorder(lookUpUnwritten: boolean, options: { maxQueue?: number; lookUp?: (id: number) => ExchangeRow | undefined } = {}) {
   const db = new BetterSqlite3(":memory:");
   open.push(db);
   migrate(db);
   const handshakes: Handshake[] = [];
+  const errors: Array<{ err: unknown; count: number }> = [];
   let exchangesRecorded = 0;
-  const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id): ExchangeRow | undefined =>
-    lookUpUnwritten ? writer.unwrittenRow(id) : undefined,
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(
+    db,
+    options.lookUp ?? ((id): ExchangeRow | undefined => (lookUpUnwritten ? writer.unwrittenRow(id) : undefined)),
+    (err, count) => errors.push({ err, count }),
   );
   const writer: RecordWriter<ClassifiedExchange> = new RecordWriter<ClassifiedExchange>({
     db,
     logger: createLogger("silent"),
     flushIntervalMs: 60_000, // flushed by the test
+    maxQueue: options.maxQueue,
     prepare: (e) => e,
     analyse: (e) => analysis.analyse(e),
     changedHandshakes: (dropped) => analysis.changed(dropped),
@@ -37,7 +41,7 @@ function recorder(lookUpUnwritten: boolean) {
       exchangesRecorded += exchanges.length;
     },
   });
-  return { writer, handshakes, exchangesRecorded: () => exchangesRecorded };
+  return { writer, handshakes, errors, exchangesRecorded: () => exchangesRecorded };
 }
 
 /** A probe, then 404 at both protected-resource metadata paths: the diagnosis cites both. */
@@ -86,6 +90,33 @@ describe("HandshakeAnalysis in the recorder", () => {
     writer.flush();
     const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
     expect(diagnosis?.evidence).toEqual(evidence);
+    writer.close();
+  });
+
+  it("diagnoses with an exchange the full queue dropped, which no lookup finds", () => {
+    const { exchanges, evidence } = prmMissing();
+    expect(exchanges.at(-1)!.id).toBe(evidence[1]); // the dropped one is evidence
+    const { writer, handshakes } = recorder(true, { maxQueue: exchanges.length - 1 });
+    expect(exchanges.map((e) => writer.enqueue(e, 1024)).at(-1)).toBe(false);
+    writer.flush();
+    expect(writer.stats().dropped.queue_full).toBe(1);
+    const diagnosis = handshakes.at(-1)?.diagnoses.find((d) => d.code === "protected_resource_metadata_missing");
+    expect(diagnosis?.evidence).toEqual(evidence);
+    writer.close();
+  });
+
+  it("stores a handshake whose diagnosis throws without it, and says so once per batch", () => {
+    const { exchanges } = prmMissing();
+    const { writer, handshakes, errors } = recorder(true, {
+      lookUp: () => {
+        throw new Error("lookup bug");
+      },
+    });
+    for (const e of exchanges) writer.enqueue(e, 1024);
+    writer.flush();
+    expect(handshakes.at(-1)?.exchangeIds).toEqual(exchanges.map((e) => e.id));
+    expect(handshakes.at(-1)?.diagnoses).toEqual([]);
+    expect(errors).toEqual([{ err: new Error("lookup bug"), count: 1 }]);
     writer.close();
   });
 });

@@ -404,6 +404,22 @@ describe("RecordWriter", () => {
     expect(w.stats()).toMatchObject({ written: 2, dropped: { queue_full: 2 } });
   });
 
+  it("stores the handshakes of the last exchanges at close", () => {
+    const db = open();
+    const placed: number[] = [];
+    const { w } = writer(db, {
+      analyse: (e) => {
+        placed.push(e.id);
+        return 7;
+      },
+      changedHandshakes: () => (placed.length > 0 ? [handshake(7, placed.splice(0))] : []),
+    });
+    range(1, 2).forEach((id) => w.enqueue(id, 10));
+    w.close();
+    expect(db.prepare("SELECT id, handshake_id FROM exchanges").raw().all()).toEqual([[1, 7], [2, 7]]);
+    expect(JSON.parse(db.prepare("SELECT exchange_ids FROM handshakes WHERE id = 7").pluck().get() as string)).toEqual([1, 2]);
+  });
+
   it("asks for changed handshakes on every tick, while the database fails too, and logs an analysis that throws", async () => {
     const db = open();
     let asked = 0;
