@@ -1,5 +1,6 @@
 // Structured JSON logs on stdout (one line per exchange at info with --log-exchanges). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
+import fs from "node:fs";
 import { pino, type Logger } from "pino";
 
 export type { Logger };
@@ -13,17 +14,50 @@ export function createLogger(level: string, destination: pino.DestinationStream 
  * `bufferBytes` fill up), for the recorder thread's one line per exchange: a write(2) per line cost
  * ~20 µs an exchange, more than redaction. Lines still reach stdout whole, in order, within
  * `flushEveryMs`; `close` writes what is left. A crash of the thread loses at most that interval.
+ * Written with plain write(2)s and never fsync'd: sonic-boom's flushSync, used here before, ran
+ * fsync(2) on stdout every interval, whatever was buffered, and with stdout on a file each one
+ * committed the file system's journal (a log needs no more durability than the kernel gives it).
  */
 export function createBatchedLogger(level: string, flushEveryMs = 100, bufferBytes = 8 * 1024): { logger: Logger; close(): void } {
-  const destination = pino.destination({ dest: 1, sync: true, minLength: bufferBytes });
+  let lines: string[] = [];
+  let buffered = 0;
+  const flush = () => {
+    if (lines.length === 0) return;
+    const text = lines.join("");
+    lines = [];
+    buffered = 0;
+    writeFully(1, text);
+  };
+  const destination = {
+    write(line: string): void {
+      lines.push(line);
+      buffered += line.length;
+      if (buffered >= bufferBytes) flush();
+    },
+  };
   const logger = createLogger(level, destination);
-  const timer = setInterval(() => destination.flushSync(), flushEveryMs);
+  const timer = setInterval(flush, flushEveryMs);
   timer.unref();
   return {
     logger,
     close() {
       clearInterval(timer);
-      destination.flushSync();
+      flush();
     },
   };
 }
+
+/** writeSync until all of it is out: a pipe (docker's log driver) may take part of it, or be full for a moment. */
+function writeFully(fd: number, text: string): void {
+  let bytes = Buffer.from(text);
+  for (let attempts = 0; bytes.length > 0 && attempts < 1000; attempts++) {
+    try {
+      bytes = bytes.subarray(fs.writeSync(fd, bytes));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return; // stdout gone: nowhere to log to
+      Atomics.wait(PAUSE, 0, 0, 1);
+    }
+  }
+}
+
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
