@@ -1,6 +1,5 @@
 // Structured JSON logs on stdout (one line per exchange at info with --log-exchanges). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
-import fs from "node:fs";
 import { pino, type Logger } from "pino";
 
 export type { Logger };
@@ -19,6 +18,8 @@ export function createLogger(level: string, destination: pino.DestinationStream 
  * committed the file system's journal (a log needs no more durability than the kernel gives it).
  */
 export function createBatchedLogger(level: string, flushEveryMs = 100, bufferBytes = 8 * 1024): { logger: Logger; close(): void } {
+  // sonic-boom's synchronous writes (partial writes and a full pipe retried), one per batch.
+  const stdout = pino.destination({ dest: 1, sync: true });
   let lines: string[] = [];
   let buffered = 0;
   const flush = () => {
@@ -26,16 +27,15 @@ export function createBatchedLogger(level: string, flushEveryMs = 100, bufferByt
     const text = lines.join("");
     lines = [];
     buffered = 0;
-    writeFully(1, text);
+    stdout.write(text);
   };
-  const destination = {
+  const logger = createLogger(level, {
     write(line: string): void {
       lines.push(line);
       buffered += line.length;
       if (buffered >= bufferBytes) flush();
     },
-  };
-  const logger = createLogger(level, destination);
+  });
   const timer = setInterval(flush, flushEveryMs);
   timer.unref();
   return {
@@ -46,18 +46,3 @@ export function createBatchedLogger(level: string, flushEveryMs = 100, bufferByt
     },
   };
 }
-
-/** writeSync until all of it is out: a pipe (docker's log driver) may take part of it, or be full for a moment. */
-function writeFully(fd: number, text: string): void {
-  let bytes = Buffer.from(text);
-  for (let attempts = 0; bytes.length > 0 && attempts < 1000; attempts++) {
-    try {
-      bytes = bytes.subarray(fs.writeSync(fd, bytes));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return; // stdout gone: nowhere to log to
-      Atomics.wait(PAUSE, 0, 0, 1);
-    }
-  }
-}
-
-const PAUSE = new Int32Array(new SharedArrayBuffer(4));
