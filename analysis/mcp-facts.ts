@@ -166,10 +166,7 @@ function capabilityNames(value: unknown): string[] | undefined {
 /** Envelope checked with the SDK's schema. Payload fields (initialize, tools/call) are read
  *  leniently instead: the proxy must report what a client sent even where the SDK would reject it. */
 export function messageFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact {
-  // JSON-RPC 2.0 answers unidentifiable requests with "id": null, which the SDK schema does not admit.
-  const nullIdError = isRecord(value) && value.id === null && "error" in value;
-  const candidate = nullIdError ? { ...value, id: undefined } : value;
-  return envelopeFact(direction, candidate, nullIdError) ?? invalidFact(direction, value);
+  return envelopeFact(direction, value) ?? invalidFact(direction, value);
 }
 
 /**
@@ -178,7 +175,7 @@ export function messageFact(direction: JsonRpcMessageFact["direction"], value: u
  * result: a result; else an error), so only that one is parsed. Parsing an answer against the
  * union first failed it as a request and as a notification, a third of the classifier's garbage.
  */
-function envelopeFact(direction: JsonRpcMessageFact["direction"], value: unknown, nullIdError: boolean): JsonRpcMessageFact | undefined {
+function envelopeFact(direction: JsonRpcMessageFact["direction"], value: unknown): JsonRpcMessageFact | undefined {
   if (!isRecord(value)) return undefined;
   if ("method" in value) {
     if ("id" in value) {
@@ -192,12 +189,14 @@ function envelopeFact(direction: JsonRpcMessageFact["direction"], value: unknown
     const result = JSONRPCResultResponseSchema.safeParse(value);
     return result.success ? { direction, type: "result", id: result.data.id } : undefined;
   }
-  const error = JSONRPCErrorResponseSchema.safeParse(value);
+  // JSON-RPC 2.0 answers unidentifiable requests with "id": null, which the SDK schema does not admit.
+  const nullId = value.id === null;
+  const error = JSONRPCErrorResponseSchema.safeParse(nullId ? { ...value, id: undefined } : value);
   if (!error.success) return undefined;
   return defined<JsonRpcMessageFact>({
     direction,
     type: "error",
-    id: nullIdError ? null : error.data.id,
+    id: nullId ? null : error.data.id,
     errorCode: error.data.error.code,
     errorMessage: error.data.error.message,
   });

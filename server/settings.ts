@@ -47,10 +47,10 @@ function parseProxyList(raw: string, where: string): string {
   return raw;
 }
 
-/** Which MCP protocol eras /mcp serves: both (the default), or one, to reproduce a single-era server. */
 /** The host names a local server always answers (the Host check lets any other through only when listed). */
 export const LOOPBACK_HOST_NAMES = ["localhost", "127.0.0.1", "[::1]"] as const;
 
+/** Which MCP protocol eras /mcp serves: both (the default), or one, to reproduce a single-era server. */
 export const SERVER_ERAS = ["dual", "modern", "legacy"] as const;
 export type ServerEra = (typeof SERVER_ERAS)[number];
 

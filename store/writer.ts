@@ -63,7 +63,7 @@ export interface RecordWriterOptions<T> {
 }
 
 /** At 3,000 exchanges a second, a transaction every ~40 ms: see batchSize. */
-export const DEFAULT_BATCH_SIZE = 128;
+const DEFAULT_BATCH_SIZE = 128;
 
 export type DropReason = "queue_full" | "db_error" | "prepare";
 
@@ -237,12 +237,10 @@ export class RecordWriter<T> {
   /** Stops the timer and makes a last attempt; what still cannot be written is counted as lost. The db stays open. */
   close(): void {
     if (this.closed) return;
-    // While still open: a closed writer takes no handshakes, and these would be the last states.
-    this.collectHandshakes();
-    this.closed = true;
     clearInterval(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
-    this.flush();
+    this.flush(); // still open: it takes the last handshakes too
+    this.closed = true;
     const lost = this.queuedCount();
     if (lost === 0) return;
     this.dropped.db_error += lost;
@@ -267,10 +265,12 @@ export class RecordWriter<T> {
   }
 
   private tick(): void {
-    this.logPrepareFailures();
-    // While the database fails too: what the analysis holds for the next batch stays bounded.
-    this.collectHandshakes();
-    if (this.isFailing() && this.now() < this.nextAttemptAt) return;
+    if (this.isFailing() && this.now() < this.nextAttemptAt) {
+      this.logPrepareFailures();
+      // While the database fails too: what the analysis holds for the next batch stays bounded.
+      this.collectHandshakes();
+      return;
+    }
     this.flush();
   }
 

@@ -1,6 +1,7 @@
 // Reading exchanges: thresholds, the specific causes that claim an exchange, headers, bodies, URLs.
 
-import { type ClassifiedExchange, type ExchangeKind, type HeaderPairs, MODERN_PROTOCOL_VERSION, type RecordedBody } from "../exchange.js";
+import { type ClassifiedExchange, type ExchangeKind, MODERN_PROTOCOL_VERSION, type RecordedBody } from "../exchange.js";
+import { header } from "../exchange-view.js";
 import type { HandshakeStep } from "../handshake.js";
 import type { DiagnosisContext } from "./rule.js";
 import { HEADER_MISMATCH_ERROR, METHOD_NOT_FOUND_ERROR, MISSING_CAPABILITY_ERROR, UNSUPPORTED_VERSION_ERROR } from "../mcp-facts.js";
@@ -82,10 +83,8 @@ export function isProtocolRejection(e: ClassifiedExchange): boolean {
   return e.status === 400 && MCP_KINDS.includes(e.kind) && /protocol.?version/i.test(errorText(e));
 }
 
-export function headerOf(pairs: HeaderPairs | null, lowerName: string): string | undefined {
-  const values = (pairs ?? []).filter(([n]) => n.toLowerCase() === lowerName).map(([, v]) => v);
-  return values.length > 0 ? values.join(", ") : undefined;
-}
+/** All values of a header, joined: exchange-view's reading, the one classification uses. */
+export const headerOf = header;
 export const reqHeader = (e: ClassifiedExchange, lowerName: string) => headerOf(e.requestHeaders, lowerName);
 export const resHeader = (e: ClassifiedExchange, lowerName: string) => headerOf(e.responseHeaders, lowerName);
 

@@ -1,7 +1,7 @@
 // Reading WWW-Authenticate challenges (RFC 9110 §11.6.1) as clients do: the parser the rules on
 // malformed challenges and on step-up scopes share.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { isHeaderName, type ClassifiedExchange } from "../exchange.js";
 
 interface Challenge {
   scheme: string;
@@ -10,7 +10,7 @@ interface Challenge {
 }
 /** Every WWW-Authenticate value of the response, in wire order. */
 export function challengeValues(e: ClassifiedExchange): string[] {
-  return (e.responseHeaders ?? []).filter(([n]) => n.toLowerCase() === "www-authenticate").map(([, v]) => v);
+  return (e.responseHeaders ?? []).filter(([n]) => isHeaderName(n, "www-authenticate")).map(([, v]) => v);
 }
 
 const TCHAR = /[!#$%&'*+.^_`|~0-9A-Za-z-]/;

@@ -39,7 +39,7 @@ export class HandshakeAnalysis {
    */
   constructor(
     db: Database,
-    private readonly unwritten: (id: number) => ExchangeRow | undefined = () => undefined,
+    private readonly unwritten: (id: number) => ExchangeRow | undefined,
     /** Diagnoses that threw, once per batch: the first error and how many. */
     private readonly onError: (err: unknown, count: number) => void = () => {},
   ) {
