@@ -70,6 +70,9 @@ export interface OpenLoopResult {
   p50: number;
   p90: number;
   p99: number;
+  /** Times the load CPU was taken away for 20 ms or more while measuring, and for how long. */
+  freezes: number;
+  frozenMs: number;
 }
 
 /** Fixed-rate POSTs from a separate process on the load CPU; latencies in ms from each scheduled send. */

@@ -1,7 +1,11 @@
 // Open-loop load at a fixed rate (plain wrk has none): request i is due at start + i/rate, sent
 // then whatever the earlier ones are doing, and its latency counts from that due time, so a
 // stall shows up in the figures instead of silently slowing the sender (coordinated omission).
-// Prints one JSON line: {sent, completed, errors, p50, p90, p99}, latencies in ms.
+// Prints one JSON line: {sent, completed, errors, p50, p90, p99, freezes, frozenMs}, latencies in
+// ms. A freeze is a gap of FREEZE_MS or more between two turns of the spinning send loop while
+// measuring: the load CPU was taken away (on these VMs the host throttles both vCPUs for 100 ms
+// at a time once the VM's CPU use passes its quota), so the latencies of that run say as much
+// about the machine as about the proxy.
 // Usage: node --import tsx tests/bench/open-loop.ts --url URL --rate R --duration S [--warmup S]
 import http from "node:http";
 import { performance } from "node:perf_hooks";
@@ -18,6 +22,7 @@ const warmupMs = Number(values.warmup) * 1000;
 if (!(rate > 0) || !(durationMs > 0) || !(warmupMs >= 0)) throw new Error("usage: open-loop.ts --url URL --rate R --duration S [--warmup S]");
 
 const GRACE_MS = 5000;
+const FREEZE_MS = 20;
 const body = Buffer.from(TOOLS_CALL_BODY);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const request: http.RequestOptions = {
@@ -63,8 +68,16 @@ function send(due: number): void {
 // Spins through setImmediate rather than timers: a 1 ms timer would add up to 1 ms of its own
 // lateness to every latency. The load CPU has nothing else to do meanwhile.
 let next = 0;
+let lastTurn = start;
+let freezes = 0;
+let frozenMs = 0;
 function pump(): void {
   const now = performance.now();
+  if (now - lastTurn >= FREEZE_MS && lastTurn >= measureFrom) {
+    freezes++;
+    frozenMs += now - lastTurn;
+  }
+  lastTurn = now;
   while (next < total && start + next * intervalMs <= now) send(start + next++ * intervalMs);
   if (next < total) setImmediate(pump);
   else void finish();
@@ -74,7 +87,7 @@ async function finish(): Promise<void> {
   const deadline = performance.now() + GRACE_MS;
   while (outstanding > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   const ms = (q: number) => Math.round(quantile(latencies, q) * 1000) / 1000;
-  console.log(JSON.stringify({ sent: measured, completed, errors, p50: ms(0.5), p90: ms(0.9), p99: ms(0.99) }));
+  console.log(JSON.stringify({ sent: measured, completed, errors, p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), freezes, frozenMs: Math.round(frozenMs) }));
   process.exit(0);
 }
 

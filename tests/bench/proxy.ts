@@ -225,6 +225,17 @@ interface OpenLoopRun {
   p50: number;
   p99: number;
   errors: number;
+  /** The load CPU taken away for ≥ 20 ms while measuring (host throttling): count, ms. */
+  freezes: number;
+  frozenMs: number;
+}
+
+/** Says when the machine froze the load CPU during a case's rounds: those p99s are the VM's. */
+function freezeNote(runs: OpenLoopRun[] | undefined): string | false {
+  const frozen = (runs ?? []).filter((r) => r.freezes > 0);
+  if (frozen.length === 0) return false;
+  const ms = frozen.reduce((sum, r) => sum + r.frozenMs, 0);
+  return `load CPU frozen in ${frozen.length} of ${runs!.length} rounds (${ms} ms)`;
 }
 
 async function measureOpenLoop(cases: Setup[], rate: number, durationS: number): Promise<Map<CaseName, OpenLoopRun[]>> {
@@ -232,7 +243,13 @@ async function measureOpenLoop(cases: Setup[], rate: number, durationS: number):
   for (let round = 0; round < ROUNDS; round++) {
     for (const setup of cases) {
       const result = await runOpenLoop(setup.url, rate, durationS);
-      runs.get(setup.name)!.push({ p50: result.p50, p99: result.p99, errors: result.errors + (result.sent - result.completed - result.errors) });
+      runs.get(setup.name)!.push({
+        p50: result.p50,
+        p99: result.p99,
+        errors: result.errors + (result.sent - result.completed - result.errors),
+        freezes: result.freezes,
+        frozenMs: result.frozenMs,
+      });
     }
   }
   return runs;
@@ -248,7 +265,7 @@ function openLoopRows(runs: Map<CaseName, OpenLoopRun[]>, rate: number): BenchRo
       case: `open-loop ${name} p50 at ${rate} rps`,
       value: p50(name),
       unit: "ms",
-      note: note(`p99 ${p99(name).toFixed(2)} ms`, errors > 0 && `${errors} errors`, name === "direct" && `half the slowest proxy's peak, ${ROUNDS} rounds`),
+      note: note(`p99 ${p99(name).toFixed(2)} ms`, errors > 0 && `${errors} errors`, freezeNote(runs.get(name)), name === "direct" && `half the slowest proxy's peak, ${ROUNDS} rounds`),
     });
   }
   const added = (name: CaseName) => p50(name) - p50("direct");
@@ -284,7 +301,13 @@ function fixedRateRows(runs: Map<CaseName, OpenLoopRun[]>, rate: number): BenchR
       case: `added p50 / p99 at ${rate} rps ${name}`,
       value: added(name, (r) => r.p50),
       unit: "ms",
-      note: note(`p99 +${added(name, (r) => r.p99).toFixed(2)} ms`, "vs direct", errors > 0 && `${errors} errors`, name === "bare" && `25 % of bare's peak, ${ROUNDS} rounds`),
+      note: note(
+        `p99 +${added(name, (r) => r.p99).toFixed(2)} ms`,
+        "vs direct",
+        errors > 0 && `${errors} errors`,
+        freezeNote(runs.get(name)),
+        name === "bare" && `25 % of bare's peak, ${ROUNDS} rounds`,
+      ),
     });
   }
   const p50Limit = added("bare", (r) => r.p50) + ADDED_P50_SLACK_MS;
