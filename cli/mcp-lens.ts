@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=4 --heap-growing-percent=100
 // `mcp-lens`: the command-line entry and the composition root: `proxy` (../proxy), `start`
 // (the bundled server and the proxy in front of it), `server` (../server), `inspector`
-// (../inspector). Nothing imports this file. Subcommands share one option table each, so every
+// (../inspector), `doctor` (../inspector/doctor). Nothing imports this file. Subcommands share one option table each, so every
 // flag has an environment variable and --help can never disagree with the parser.
 // The shebang caps V8's young generation at 4 MiB per semi-space (16 by default), in both
 // threads: a burst of connections grows it, and the cap keeps RSS nearer the bare proxy's.
@@ -34,6 +34,7 @@ Commands:
   proxy     Run the proxy in front of an MCP server you already have
   server    Run the Coda MCP server alone (Streamable HTTP + OAuth 2.1)
   inspector Which connector handshakes failed, where and why, from the recording database
+  doctor    Will Claude.ai, ChatGPT, Claude Code… connect to an MCP server URL, and if not, why
 
 Run 'mcp-lens <command> --help' for the options of each command.
 `;
@@ -182,6 +183,11 @@ async function main(argv: string[]): Promise<void> {
       // Loaded on demand: the proxy and server do not need the inspector's modules.
       const inspector = await import("../inspector/cli.js");
       process.exitCode = await inspector.main(rest, "mcp-lens inspector");
+      return;
+    }
+    case "doctor": {
+      const doctor = await import("../inspector/doctor/cli.js");
+      process.exitCode = await doctor.main(rest, "mcp-lens doctor");
       return;
     }
     case undefined:

@@ -236,3 +236,12 @@ export const ADMIN_TOKEN_OPTION = option({
   valueName: "TOKEN",
   help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
 });
+
+/** Separates positional arguments from flags, knowing which flags take a value. */
+export function splitPositionals(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
+  const options: Record<string, { type: Kind }> = { help: { type: "boolean" } };
+  for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
+  return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
+}

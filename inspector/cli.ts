@@ -6,8 +6,20 @@
 // input, 1 for a failure (an unknown id, a database that cannot be read, a replay that still fails).
 import { realpathSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
-import { ADMIN_TOKEN_OPTION, findCommand, formatHelp, option, parseChoice, parseHttpUrl, parseInteger, parseOptions, RECORDING_DB_OPTION, UsageError, type Values } from "../common/config.js";
+import {
+  ADMIN_TOKEN_OPTION,
+  findCommand,
+  formatHelp,
+  option,
+  parseChoice,
+  parseHttpUrl,
+  parseInteger,
+  parseOptions,
+  RECORDING_DB_OPTION,
+  splitPositionals,
+  UsageError,
+  type Values,
+} from "../common/config.js";
 import type { ClientEra } from "./clients.js";
 import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
 import { toCurl, toHar } from "./export.js";
@@ -353,18 +365,9 @@ interactive view (it needs a terminal), with the options below.`;
   return formatHelp(`Usage: ${prog} [command] [options]`, summary, INTERACTIVE_OPTIONS);
 }
 
-/** Separates positional arguments from flags, knowing which flags take a value. */
-function splitArgs(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
-  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
-  for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
-  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
-  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
-  return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
-}
-
 async function runCommand<S extends Specs>(command: Command<S>, argv: string[]): Promise<number> {
   const usage = `${prog} ${command.name}`;
-  const { positionals, flags } = splitArgs(command.options, joinRepeated(argv, "allow-origin"));
+  const { positionals, flags } = splitPositionals(command.options, joinRepeated(argv, "allow-origin"));
   const settings = parseOptions(command.options, flags, process.env, usage);
   if (settings.help) {
     write(formatHelp(`Usage: ${prog} ${command.usage}`, command.summary, command.options));

@@ -101,6 +101,8 @@ export function openWire(logical: URL, opts: WireOptions) {
     [logical.origin, via.origin, ...(opts.mappedOrigins ?? []), ...(opts.frontOrigins ?? [])].flatMap((o) => originOf(o) ?? []),
   );
   const allowed = opts.allowedOrigins && new Set(opts.allowedOrigins.flatMap((o) => originOf(o) ?? []));
+  /** The origins requests went to (after `via`), in the order first dialled. */
+  const dialled = new Set<string>();
   const captures: ExchangeRecord[] = [];
   const lastStatus = new Map<HandshakeStep, number>();
   let requests = 0;
@@ -136,6 +138,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     const bad = Object.entries(headers).find(([, value]) => !HEADER_VALUE.test(value));
     if (bad) return Promise.reject(new StepFailure(step, `not sent: the ${bad[0]} header would not be a valid header value`));
     requests++;
+    dialled.add(target.origin);
     const capture = new ExchangeRecord(captures.length + 1, method, target, [["Host", target.host], ...Object.entries(headers)], init.body);
     captures.push(capture);
     return new Promise((resolve, reject) => {
@@ -283,6 +286,12 @@ export function openWire(logical: URL, opts: WireOptions) {
     challengeOf,
     captures,
     lastStatus,
+    dialled,
+    /** Lets the run dial one more origin (with allowedOrigins set): one the server's own metadata named. */
+    allow(originToAllow: string) {
+      const normalised = originOf(originToAllow);
+      if (allowed && normalised) allowed.add(normalised);
+    },
     /** HTTP requests sent so far. */
     get requests() {
       return requests;

@@ -61,9 +61,17 @@ export interface ConnectorOptions extends WireOptions {
    *  - "follow": plays a browser whose authorization server consents at once (test servers,
    *    remembered consent): GET authorize, only a 302/303 to the callback is followed, then the
    *    code is redeemed at the token endpoint;
+   *  - "sign_in": as far as a client goes without a person: the authorize request, as the user's
+   *    browser sends it, must bring up the sign-in (a 200 page, or a redirect that is not an error
+   *    sent back to the callback); callback, token and the MCP steps are then skipped (`needs_user`);
    *  - { bearer }: authorize, callback and token are skipped (`credential_given`) and the MCP steps use this token.
    */
-  auth?: "stop" | "follow" | { bearer: string };
+  auth?: "stop" | "follow" | "sign_in" | { bearer: string };
+  /**
+   * With allowedOrigins: also dial the origin of the authorization server the server's own
+   * Protected Resource Metadata names (mcp-lens doctor), and nothing else the metadata names.
+   */
+  followAuthorizationServer?: boolean;
   /** Also call the first listed tool (side effects: off by default). */
   toolCall?: boolean;
 }
@@ -104,6 +112,8 @@ export interface ConnectorRun {
   notFollowed?: HandshakeStep;
   /** The era the run spoke in the end: a dual-era run that fell back is legacy. */
   era: Era;
+  /** The origins the run's requests went to, in the order first dialled. */
+  dialled: string[];
   /** A dual-era run fell back to initialize (the server did not speak the modern era). */
   eraFallback: boolean;
   /** The steps this client performs in the era it spoke, in order; those not in `steps` were not reached. */
@@ -123,6 +133,15 @@ export function modernClientOf(initialize: ConnectorOptions["initialize"]): Mode
   const version = typeof info?.version === "string" ? info.version : "0";
   const capabilities = typeof initialize.capabilities === "object" && initialize.capabilities !== null ? (initialize.capabilities as Record<string, unknown>) : {};
   return { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: { name, version }, clientCapabilities: capabilities };
+}
+
+/** `location` resolved against `base`, or undefined when it is no URL. */
+function resolveUrl(location: string, base: URL): URL | undefined {
+  try {
+    return new URL(location, base);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A PKCE S256 pair (RFC 7636): the verifier the client keeps, the challenge it sends. */
@@ -271,6 +290,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       const issuer = (prm.authorization_servers as unknown[] | undefined)?.[0];
       if (typeof issuer !== "string") throw new StepFailure("protected_resource_metadata", "PRM has no authorization_servers");
       pass("protected_resource_metadata");
+      if (opts.followAuthorizationServer) wire.allow(issuer);
 
       // 3. AS metadata: RFC 8414 then OIDC, path-inserted forms when the issuer has a path.
       const step = "authorization_server_metadata";
@@ -322,7 +342,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         skip([...USER_STEPS, ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", "needs the user's sign-in in a browser");
         return finish(null);
       }
-      if (auth !== "follow") {
+      if (typeof auth === "object") {
         skip(USER_STEPS, "credential_given", "a credential was given instead");
         bearer = auth.bearer;
       } else {
@@ -346,6 +366,21 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         for (const [k, v] of Object.entries(query)) authorizeUrl.searchParams.set(k, v);
         const authz = await send("authorize", authorizeUrl.href, { browser: true, headers: { accept: "text/html" } });
         const authText = await readText("authorize", authz);
+        if (auth === "sign_in") {
+          // The sign-in page, or a redirect to one; an error sent back to the callback, or any
+          // other answer, is the authorization server refusing this client before a person could act.
+          const location = authz.headers.get("location");
+          const sentBack = location ? resolveUrl(location, authorizeUrl) : undefined;
+          const toCallback = sentBack !== undefined && `${sentBack.origin}${sentBack.pathname}` === redirectUri;
+          if (toCallback && sentBack.searchParams.get("error")) {
+            throw new StepFailure("authorize", `the authorization server sent the client back with error ${sentBack.searchParams.get("error")}: ${sentBack.searchParams.get("error_description") ?? ""}`.trim());
+          }
+          if (toCallback && (authz.status === 307 || authz.status === 308)) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
+          if (authz.status !== 200 && !(authz.status >= 300 && authz.status < 400 && location)) throw unusable("authorize", "authorize", authz.status, authText);
+          pass("authorize", toCallback ? "consent remembered: sent straight back to the callback" : authz.status === 200 ? "the sign-in page" : `redirected to ${sentBack?.origin ?? "the sign-in"}`);
+          skip(["callback", "token", ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", "needs the user's sign-in in a browser");
+          return finish(null);
+        }
         if (authz.status === 307 || authz.status === 308) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
         if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authText);
         pass("authorize");
@@ -455,7 +490,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const exchanges = captures.map((c) => c.exchange());
     const mcpSteps = era === "modern" ? [...MODERN_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])] : [...SESSION_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])];
     const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
-    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan };
+    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled] };
     if (!failure) return { ...common, failedAt: null };
     return { ...common, failedAt: failure.step, error: failure.message };
   }

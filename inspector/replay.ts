@@ -57,7 +57,7 @@
 //       the original's, code is null, and the summary says "not re-checked: could not re-check X
 //       without --token; …" — the third wording: neither "now passes" nor a failure seen again.
 //
-// `code` is the analyser's: the re-run's exchanges, as the connector sent and received them, are
+// `code` is the analyser's (inspector/judge-run.ts): the re-run's exchanges, as the connector sent and received them, are
 // redacted (with a key of its own, in memory), classified, grouped and diagnosed by the very rules
 // that judge live traffic (analysis/), and the most decisive diagnosis of the handshake that failed
 // is the code. One diagnosis, whether the traffic came from a user or from a re-run; when the
@@ -67,22 +67,16 @@
 // `era` is the client the re-run played, `eraFallback` whether it (dual-era) fell back to
 // initialize; a summary of a re-run that did not play a legacy client ends with the era ("; as a
 // modern (2026-07-28) client", "; as a dual-era client, which fell back to initialize").
-import { randomBytes } from "node:crypto";
 import { CLIENT_CAPABILITIES_META_KEY } from "@modelcontextprotocol/client";
-import { createClassifier } from "../analysis/classify.js";
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
-import { diagnose } from "../analysis/diagnose/index.js";
 import type { ClassifiedExchange, Era } from "../analysis/exchange.js";
-import { groupHandshakes } from "../analysis/handshakes.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeEra, type HandshakeStep } from "../analysis/handshake.js";
 import { META_CLIENT_INFO, META_PROTOCOL_VERSION } from "../analysis/mcp-facts.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
-import { settle } from "../analysis/verdict.js";
 import { type ClientEra, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, MODERN_PROTOCOL_VERSION, type ModernClient, registrationPayload } from "./clients.js";
-import { toRecorded } from "../recording/record.js";
-import { createRedactor } from "../recording/redact.js";
 import { runConnector, type ConnectorOptions, type ConnectorRun, type StepOutcome } from "./connector.js";
 import type { HandshakeDetail } from "./data.js";
+import { judgeRun } from "./judge-run.js";
 
 export interface ReplayOptions {
   /** Base URL the re-run dials: the proxy's URL (recorded like any traffic) or the public URL. */
@@ -171,7 +165,7 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
   const withEra = (summary: string) => (asClient ? `${summary}; ${asClient}` : summary);
   const before = handshake.failedStep;
   if (run.failedAt) {
-    const code = diagnosisOf(run);
+    const code = judgeRun(run).diagnoses[0]?.code ?? null;
     const was = before && before !== run.failedAt ? ` (originally failed at ${before})` : "";
     const summary = `still fails at ${run.failedAt}${code ? `: ${code}` : ""}${was} — ${run.error ?? ""}`.trim();
     return { ...base, verdict: "still_fails", failedStep: run.failedAt, code, summary: withEra(summary) };
@@ -353,26 +347,6 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
     ...(browserOrigin ? { origin: browserOrigin } : {}),
     ...(publicOrigin && publicOrigin !== targetOrigin ? { mappedOrigins: [publicOrigin] } : {}),
   };
-}
-
-/**
- * The re-run judged like live traffic: its exchanges redacted, classified, grouped into
- * handshakes, settled (the run has stopped) and diagnosed. The code is the first (most decisive)
- * diagnosis of the handshake holding the run's last exchange, where it stopped.
- */
-function diagnosisOf(run: ConnectorRun): DiagnosisCode | null {
-  if (run.exchanges.length === 0) return null;
-  const redactor = createRedactor(randomBytes(32));
-  const classify = createClassifier();
-  const exchanges = run.exchanges.map((raw) => classify(toRecorded(raw, redactor)));
-  const last = exchanges[exchanges.length - 1]!.id;
-  const grouped = groupHandshakes(exchanges, Date.now()).find((h) => h.exchangeIds.includes(last));
-  if (!grouped) return null;
-  // The run is over: nothing will add to its handshake, which is judged as the proxy judges one
-  // whose client went quiet (no grace for a fallback that will not come).
-  const handshake = settle(grouped);
-  const own = exchanges.filter((e) => handshake.exchangeIds.includes(e.id));
-  return diagnose(handshake, own)[0]?.code ?? null;
 }
 
 /** A recorded string, when it is one, printable (no control characters) and at most `max` long. */

@@ -1,0 +1,225 @@
+// `mcp-lens doctor URL`, as an operator runs it (the real CLI, a process of its own): against the
+// bundled server behind the real proxy every client connects in every era (up to the sign-in
+// without a token, all the way with one), and it dials that origin only; against a server with a
+// fault, the client that meets it fails at the step the field guide says, with the analyser's
+// diagnosis (the same code the live-traffic tests expect of the same fault), its fix and
+// evidence, exit code 1 and a JUnit report; before HTTP, the name, TCP and TLS checks say in words
+// what stops every client (a certificate expired, for another name, or from an untrusted CA).
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { DoctorReport } from "../../inspector/doctor/doctor.js";
+import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
+import { startErasServer } from "../fixtures/eras-server.js";
+import { startMisbehavingServer, type Fault, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
+import { runCli, startStartProcess, tempDir, type RunningLens } from "../helpers/processes.js";
+
+const CODA_TOKEN = "4d1f7c2a-9b3e-4e5f-8a6b-doctor-token";
+const work = tempDir("mcp-lens-doctor-");
+const closing: Array<() => Promise<void>> = [];
+afterAll(async () => {
+  for (const close of closing.reverse()) await close();
+  work.cleanup();
+});
+
+async function doctor(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; report: DoctorReport; stderr: string }> {
+  const { code, stdout, stderr } = await runCli(["doctor", ...args, "--json"], env);
+  return { code, report: JSON.parse(stdout) as DoctorReport, stderr };
+}
+
+describe("doctor against the bundled server behind mcp-lens", () => {
+  let started: RunningLens & { connectorUrl: string };
+  let coda: FakeCoda;
+  beforeAll(async () => {
+    coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: { name: "Doc Tor", loginId: "doc@example.com" } } });
+    closing.push(() => coda.close());
+    started = await startStartProcess({ dbPath: path.join(work.dir, "lens.db"), serverDbPath: path.join(work.dir, "server.db"), codaApiBase: coda.url });
+    closing.push(() => started.stop());
+  }, 30_000);
+
+  it("every client, in every era, is ready for the user's sign-in; it dials the given origin only", { timeout: 60_000 }, async () => {
+    const url = started.connectorUrl.replace("localhost", "127.0.0.1");
+    const { code, report } = await doctor([url, "--era", "all"]);
+    expect(code).toBe(0);
+    expect(report.ok).toBe(true);
+    expect(report.rows).toHaveLength(15); // five clients × three eras
+    for (const row of report.rows) {
+      expect(row, `${row.profile} ${row.era}`).toMatchObject({ result: "ready_for_sign_in", failedStep: null });
+      expect(row.steps.find((s) => s.step === "authorize")).toMatchObject({ status: "ok" });
+      expect(row.steps.find((s) => s.step === "token")).toMatchObject({ status: "skipped", skipped: "needs_user" });
+    }
+    // The dual-era clients stay modern: the bundled server speaks both eras.
+    expect(report.rows.filter((r) => r.era === "dual").every((r) => r.spoke === "modern" && !r.eraFallback)).toBe(true);
+    expect(report.dialled).toEqual([new URL(url).origin]);
+  });
+
+  it("with --token, every client connects in both eras (the token goes to the given origin only)", { timeout: 60_000 }, async () => {
+    const url = started.connectorUrl.replace("localhost", "127.0.0.1");
+    const { code, report } = await doctor([url, "--era", "all", "--as", "claude.ai,chatgpt,v2-sdk"], { MCP_LENS_DOCTOR_TOKEN: CODA_TOKEN });
+    expect(code).toBe(0);
+    for (const row of report.rows) expect(row, `${row.profile} ${row.era}`).toMatchObject({ result: "connects" });
+    const modern = report.rows.find((r) => r.profile === "v2-sdk" && r.era === "modern")!;
+    expect(modern.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["discover", "ok"], ["list", "ok"]]));
+    const legacy = report.rows.find((r) => r.profile === "claude.ai" && r.era === "legacy")!;
+    expect(legacy.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["initialize", "ok"], ["initialized", "ok"], ["list", "ok"]]));
+    // Nothing it printed holds the token.
+    expect(JSON.stringify(report)).not.toContain(CODA_TOKEN);
+  });
+});
+
+// The fault, the client that meets it, where that client stops and the analyser's code (as
+// tests/integration/diagnosis.test.ts expects of the same fault in live traffic).
+const FAULT_CASES: Array<{ fault: Fault; as: string; step: string; code: string }> = [
+  { fault: "probe_404", as: "claude.ai", step: "probe", code: "probe_unexpected_status" },
+  { fault: "mcp_redirect", as: "claude.ai", step: "probe", code: "mcp_endpoint_redirect" },
+  { fault: "waf_challenge", as: "claude.ai", step: "probe", code: "waf_block" },
+  { fault: "host_rejected_421", as: "chatgpt", step: "probe", code: "host_header_rejected" },
+  { fault: "origin_rejected_403", as: "mcp-inspector", step: "probe", code: "origin_rejected" },
+  { fault: "prm_404", as: "claude.ai", step: "protected_resource_metadata", code: "protected_resource_metadata_missing" },
+  { fault: "prm_origin_only_resource", as: "claude.ai", step: "protected_resource_metadata", code: "resource_mismatch" },
+  { fault: "issuer_trailing_slash", as: "claude.ai", step: "authorization_server_metadata", code: "issuer_mismatch" },
+  { fault: "as_metadata_404", as: "claude.ai", step: "authorization_server_metadata", code: "authorization_server_metadata_missing" },
+  { fault: "no_s256", as: "claude.ai", step: "authorization_server_metadata", code: "pkce_s256_not_advertised" },
+  { fault: "no_registration_endpoint", as: "chatgpt", step: "authorization_server_metadata", code: "registration_unavailable" },
+  { fault: "registration_rejects_auth_method", as: "claude.ai", step: "registration", code: "registration_rejected" },
+  { fault: "redirect_uri_rejected", as: "chatgpt", step: "authorize", code: "redirect_uri_rejected" },
+  { fault: "invalid_scope", as: "claude.ai", step: "authorize", code: "scope_rejected" },
+  { fault: "sign_in_error", as: "claude.ai", step: "authorize", code: "sign_in_failed" },
+  { fault: "redirect_307", as: "claude.ai", step: "callback", code: "authorization_redirect_status" },
+];
+
+describe("doctor against a server with a fault", () => {
+  const servers = new Map<Fault, MisbehavingServer>();
+  beforeAll(async () => {
+    for (const { fault } of FAULT_CASES) servers.set(fault, await startMisbehavingServer(fault));
+    closing.push(async () => {
+      for (const server of servers.values()) await server.close();
+    });
+  });
+
+  it.each(FAULT_CASES)("$fault: $as fails at $step with $code", { timeout: 30_000 }, async ({ fault, as, step, code }) => {
+    const server = servers.get(fault)!;
+    const junit = path.join(work.dir, `${fault}.xml`);
+    const result = await doctor([`${server.url}/mcp`, "--as", as, "--junit", junit]);
+    expect(result.code).toBe(1);
+    const [row] = result.report.rows;
+    expect(row).toMatchObject({ profile: as, result: "fails", failedStep: step });
+    expect(row!.diagnosis?.code).toBe(code);
+    expect(row!.diagnosis?.fix.length).toBeGreaterThan(10);
+    expect(row!.evidence.length).toBeGreaterThan(0);
+    expect(result.report.dialled).toEqual([new URL(server.url).origin]);
+    const xml = readFileSync(junit, "utf8");
+    expect(xml).toContain(`failures="1"`);
+    expect(xml).toContain(`<failure message="FAILS at ${step}: ${code}"`);
+  });
+
+  it("a modern-only client against a legacy server fails at the probe; a dual-era one falls back and connects", { timeout: 30_000 }, async () => {
+    const legacy = await startErasServer({ era: "legacy" }); // the v1 SDK's server, authless
+    closing.push(() => legacy.close());
+    const { code, report } = await doctor([`${legacy.url}/mcp`, "--as", "v2-sdk", "--era", "all"]);
+    expect(code).toBe(1);
+    const byEra = Object.fromEntries(report.rows.map((r) => [r.era, r]));
+    expect(byEra.modern).toMatchObject({ result: "fails", failedStep: "probe" });
+    expect(byEra.modern!.diagnosis?.code).toBe("era_mismatch");
+    expect(byEra.dual).toMatchObject({ result: "connects", spoke: "legacy", eraFallback: true });
+    expect(byEra.legacy).toMatchObject({ result: "connects", spoke: "legacy" });
+  });
+
+  it("prints a table a person reads, escapes what the server sent, and exits 2 on bad usage", { timeout: 30_000 }, async () => {
+    const server = servers.get("sign_in_error")!;
+    const text = await runCli(["doctor", `${server.url}/mcp`, "--as", "claude.ai,chatgpt"]);
+    expect(text.code).toBe(1);
+    expect(text.stdout).toMatch(/claude\.ai\s+legacy\s+FAILS at authorize: sign_in_failed/);
+    expect(text.stdout).toContain("fix: ");
+    expect(text.stdout).not.toMatch(/\x1b/); // not a terminal: no colour
+    // What a server sends reaches the terminal escaped: a probe answered with escape sequences.
+    const hostile = http.createServer((_req, res) => res.writeHead(404, { "content-type": "text/plain" }).end("\x1b]0;owned\x07\x1b[2Jgone\u009b31m"));
+    await new Promise<void>((resolve) => hostile.listen(0, "127.0.0.1", resolve));
+    closing.push(() => new Promise((resolve) => hostile.close(() => resolve())));
+    const escaped = await runCli(["doctor", `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/mcp`, "--as", "claude.ai"]);
+    expect(escaped.code).toBe(1);
+    expect(escaped.stdout).toContain("gone");
+    expect(escaped.stdout).not.toMatch(/[\x07\x1b\u009b]/);
+    for (const args of [[], ["ftp://example.test/mcp"], [`${server.url}/mcp`, "--as", "nobody"], [`${server.url}/mcp`, "--era", "future"]]) {
+      expect((await runCli(["doctor", ...args])).code, args.join(" ")).toBe(2);
+    }
+  });
+});
+
+describe("doctor before HTTP: name, TCP, TLS", () => {
+  let ca: { cert: string; key: string; file: string };
+  const makeCa = () => {
+    const key = path.join(work.dir, "ca.key");
+    const cert = path.join(work.dir, "ca.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=mcp-lens test CA", "-days", "2", "-keyout", key, "-out", cert], { stdio: "ignore" });
+    return { cert: readFileSync(cert, "utf8"), key, file: cert };
+  };
+  /** A leaf for `names`, signed by the test CA (or self-signed), valid from `start` to `end` (openssl ca dates). */
+  const leaf = (name: string, names: string, opts: { start?: string; end?: string; selfSigned?: boolean } = {}) => {
+    const dir = work.dir;
+    const key = path.join(dir, `${name}.key`);
+    const csr = path.join(dir, `${name}.csr`);
+    const cert = path.join(dir, `${name}.pem`);
+    execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", `/CN=${names.split(",")[0]!.replace(/^(DNS|IP):/, "")}`, "-keyout", key, "-out", csr], { stdio: "ignore" });
+    if (opts.selfSigned) {
+      execFileSync("openssl", ["x509", "-req", "-in", csr, "-signkey", key, "-days", "2", "-out", cert, "-extfile", ext(name, names)], { stdio: "ignore" });
+    } else {
+      // openssl ca takes explicit dates (an expired certificate); it needs a minimal database.
+      const db = path.join(dir, `${name}-index.txt`);
+      writeFileSync(db, "");
+      const conf = path.join(dir, `${name}-ca.cnf`);
+      writeFileSync(conf, `[ca]\ndefault_ca=test\n[test]\ndatabase=${db}\nnew_certs_dir=${dir}\nserial=${path.join(dir, `${name}-serial`)}\ndefault_md=sha256\npolicy=any\ncopy_extensions=none\n[any]\ncommonName=supplied\n[ext]\nsubjectAltName=${names}\n`);
+      writeFileSync(path.join(dir, `${name}-serial`), "01\n");
+      execFileSync("openssl", ["ca", "-batch", "-config", conf, "-extensions", "ext", "-cert", ca.file, "-keyfile", ca.key, "-in", csr, "-out", cert, "-notext",
+        "-startdate", opts.start ?? "20250101000000Z", "-enddate", opts.end ?? "20991231000000Z"], { stdio: "ignore" });
+    }
+    return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
+  };
+  const ext = (name: string, names: string) => {
+    const file = path.join(work.dir, `${name}.ext`);
+    writeFileSync(file, `subjectAltName=${names}\n`);
+    return file;
+  };
+  async function httpsServer(credentials: { cert: string; key: string }): Promise<string> {
+    const server = https.createServer(credentials, (_req, res) => res.writeHead(404).end());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    closing.push(() => new Promise((resolve) => server.close(() => resolve())));
+    return `https://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  }
+  beforeAll(() => {
+    ca = makeCa();
+  });
+
+  const cases = [
+    { name: "expired", make: () => leaf("expired", "IP:127.0.0.1", { start: "20240101000000Z", end: "20240301000000Z" }), words: "the certificate for 127.0.0.1 expired on 2024-03-01" },
+    { name: "wrong name", make: () => leaf("othername", "DNS:other.example"), words: "the certificate for 127.0.0.1 is not for that name: it names other.example" },
+    { name: "untrusted chain", make: () => leaf("selfsigned", "IP:127.0.0.1", { selfSigned: true }), words: "the certificate for 127.0.0.1 is self-signed" },
+  ];
+  it.each(cases)("$name: every client fails at network, in words", { timeout: 30_000 }, async ({ make, words }) => {
+    const url = await httpsServer(make());
+    const { code, report } = await doctor([url, "--as", "claude.ai,chatgpt"], { NODE_EXTRA_CA_CERTS: ca.file });
+    expect(code).toBe(1);
+    expect(report.network.ok).toBe(false);
+    expect(report.network.problem).toContain(`nothing reaches the server: ${words}`);
+    for (const row of report.rows) expect(row).toMatchObject({ result: "fails", failedStep: "network" });
+    expect(report.dialled).toEqual([]);
+  });
+
+  it("a certificate from a CA the client trusts passes the TLS stage, and the name and TCP stages say what they saw", { timeout: 30_000 }, async () => {
+    const url = await httpsServer(leaf("good", "IP:127.0.0.1"));
+    const { report } = await doctor([url, "--as", "claude.ai"], { NODE_EXTRA_CA_CERTS: ca.file });
+    expect(report.network.ok).toBe(true);
+    expect(report.network.stages.map((s) => s.stage)).toEqual(["dns", "tcp", "tls"]);
+    expect(report.network.certificate).toMatchObject({ names: ["127.0.0.1"], validTo: "2099-12-31" });
+    // The server behind it answers 404: the probe fails, past the network.
+    expect(report.rows[0]).toMatchObject({ result: "fails", failedStep: "probe" });
+    const closed = await doctor(["http://127.0.0.1:9/mcp", "--as", "claude.ai"]);
+    expect(closed.report.network.problem).toBe("nothing reaches the server: 127.0.0.1 port 9 refuses connections (nothing listens there)");
+    const unknown = await doctor(["http://name-that-does-not-exist.invalid/mcp", "--as", "claude.ai"]);
+    expect(unknown.report.network.problem).toMatch(/^nothing reaches the server: (the name name-that-does-not-exist\.invalid does not resolve|name-that-does-not-exist\.invalid could not be resolved)/);
+  });
+});
