@@ -237,8 +237,19 @@ export function openWire(logical: URL, opts: WireOptions) {
       parse(reply.text);
       return reply;
     }
-    // SSE: the first event carrying a JSON-RPC message must arrive within sseTimeoutMs.
+    const { data, text } = await firstEvent(step, res);
+    reply.text = text;
+    if (data !== undefined) parse(data);
+    return reply;
+  }
+
+  /**
+   * An SSE answer's first event with data, which must arrive within sseTimeoutMs. The stream is
+   * left to the server to end (a caller holding one that never ends cancels it).
+   */
+  async function firstEvent(step: HandshakeStep, res: Reply): Promise<{ data?: string; text: string }> {
     let sseTimedOut = false;
+    let text = "";
     const timer = setTimeout(() => {
       sseTimedOut = true;
       res.cancel();
@@ -246,8 +257,8 @@ export function openWire(logical: URL, opts: WireOptions) {
     const data = await new Promise<string | undefined>((resolve) => {
       const onData = (chunk: Buffer) => {
         res.capture.received(chunk);
-        reply.text += chunk.toString("utf8");
-        const first = reply.text
+        text += chunk.toString("utf8");
+        const first = text
           .split(/\r?\n\r?\n/)
           .slice(0, -1)
           .map((event) => event.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n"))
@@ -261,13 +272,10 @@ export function openWire(logical: URL, opts: WireOptions) {
       res.res.once("close", () => resolve(undefined));
     });
     clearTimeout(timer);
-    if (data !== undefined) {
-      parse(data);
-      return reply;
-    }
+    if (data !== undefined) return { data, text };
     if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`);
     if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`);
-    return reply;
+    return { text };
   }
 
   /** The 401's resource_metadata URL, when the challenge has one (an absolute URL, or the probe fails). */
@@ -283,6 +291,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     readText,
     getJson,
     rpc,
+    firstEvent,
     challengeOf,
     captures,
     lastStatus,

@@ -74,6 +74,13 @@ export interface ConnectorOptions extends WireOptions {
   followAuthorizationServer?: boolean;
   /** Also call the first listed tool (side effects: off by default). */
   toolCall?: boolean;
+  /**
+   * Also open the stream the era offers and read its start: a legacy client's GET with Accept
+   * text/event-stream (a 405 is allowed; a 200 must answer at once), a modern client's
+   * subscriptions/listen (its first event is notifications/subscriptions/acknowledged; -32601 when
+   * the server offers none). The stream is closed once its start is read.
+   */
+  stream?: boolean;
 }
 
 /** Why a step was not performed. */
@@ -114,6 +121,8 @@ export interface ConnectorRun {
   era: Era;
   /** The origins the run's requests went to, in the order first dialled. */
   dialled: string[];
+  /** What the authorization server's metadata says, once it was read. */
+  authorizationServer?: { issuer: string; refreshToken: "advertised" | "not_advertised" | "not_said" };
   /** A dual-era run fell back to initialize (the server did not speak the modern era). */
   eraFallback: boolean;
   /** The steps this client performs in the era it spoke, in order; those not in `steps` were not reached. */
@@ -154,7 +163,8 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const logical = new URL(connectorUrl);
   const resourceUrl = logical.href;
   const wire = openWire(logical, opts);
-  const { send, readText, getJson, rpc, challengeOf, captures, lastStatus } = wire;
+  const { send, readText, getJson, rpc, firstEvent, challengeOf, captures, lastStatus } = wire;
+  let authorizationServer: ConnectorRun["authorizationServer"];
   // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
   // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
   // resource that says http:// where the client came over https.
@@ -225,6 +235,41 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     name: tool.name,
     arguments: Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"])) as Record<string, unknown>,
   });
+
+  /** A legacy client's GET stream: 405 (none offered) is fine; a 200 must be an event stream, at once. */
+  async function getStream(headers: Record<string, string>): Promise<void> {
+    const got = await send("stream", resourceUrl, { method: "GET", headers: { ...headers, accept: "text/event-stream" } });
+    const isStream = (got.headers.get("content-type") ?? "").includes("text/event-stream");
+    if (got.status === 200 && isStream) {
+      got.cancel();
+      return void pass("stream", "the GET stream opened at once");
+    }
+    const text = await readText("stream", got);
+    if (got.status === 405) return void pass("stream", "no GET stream (405), which clients accept");
+    throw unusable("stream", "the GET stream", got.status, text);
+  }
+
+  /** A modern client's subscriptions/listen: its first event acknowledges it; -32601 means none is offered. */
+  async function listen(bearer: string | undefined): Promise<void> {
+    const message = modernRequest(modernId++, "subscriptions/listen", { notifications: { toolsListChanged: true } }, modern);
+    const headers = { "content-type": "application/json", ...(opts.accept ? { accept: opts.accept } : {}), ...modernHeaders(message), ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) };
+    const got = await send("stream", resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
+    if (!(got.headers.get("content-type") ?? "").includes("text/event-stream")) {
+      const text = await readText("stream", got);
+      if (got.status === 404 && /-32601/.test(text)) return void pass("stream", "subscriptions/listen is not offered (-32601), which clients accept");
+      throw unusable("stream", "subscriptions/listen", got.status, text);
+    }
+    const { data } = await firstEvent("stream", got);
+    got.cancel();
+    let method: unknown;
+    try {
+      method = (JSON.parse(data ?? "") as { method?: unknown }).method;
+    } catch {
+      /* reported below */
+    }
+    if (method !== "notifications/subscriptions/acknowledged") throw new StepFailure("stream", `subscriptions/listen's first event is ${String(data ?? "missing").slice(0, 200)}, not notifications/subscriptions/acknowledged`);
+    pass("stream", "subscriptions/listen acknowledged at once");
+  }
 
   try {
     // 1. Probe: the client's opening request without credentials — initialize (legacy), or
@@ -320,6 +365,9 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing");
       if (typeof as.registration_endpoint !== "string") throw new StepFailure(step, "no registration_endpoint (and no client ID metadata document support used)");
       pass(step);
+      // RFC 8414: without grant_types_supported the default is authorization_code and implicit.
+      const grants = Array.isArray(as.grant_types_supported) ? as.grant_types_supported : undefined;
+      authorizationServer = { issuer, refreshToken: grants === undefined ? "not_said" : grants.includes("refresh_token") ? "advertised" : "not_advertised" };
 
       // 4. Dynamic client registration with the client's payload.
       const reg = await send("registration", as.registration_endpoint, {
@@ -446,6 +494,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         if (reply.status !== 200 || !reply.message?.result) throw unusable("tool_call", "tools/call", reply.status, reply.text);
         pass("tool_call");
       }
+      if (opts.stream) await listen(bearer);
       return finish(null);
     }
 
@@ -473,6 +522,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       if (call.status !== 200 || !call.message?.result) throw unusable("tool_call", "tools/call", call.status, call.text);
       pass("tool_call");
     }
+    if (opts.stream) await getStream(common);
     return finish(null);
   } catch (error) {
     if (!(error instanceof StepFailure)) throw error;
@@ -488,9 +538,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const order = (s: StepOutcome) => HANDSHAKE_STEPS.indexOf(s.step);
     const steps = [...outcomes.values()].sort((a, b) => order(a) - order(b));
     const exchanges = captures.map((c) => c.exchange());
-    const mcpSteps = era === "modern" ? [...MODERN_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])] : [...SESSION_STEPS, ...(opts.toolCall ? (["tool_call"] as const) : [])];
+    const optional = [...(opts.toolCall ? (["tool_call"] as const) : []), ...(opts.stream ? (["stream"] as const) : [])];
+    const mcpSteps = [...(era === "modern" ? MODERN_STEPS : SESSION_STEPS), ...optional];
     const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
-    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled] };
+    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(authorizationServer ? { authorizationServer } : {}) };
     if (!failure) return { ...common, failedAt: null };
     return { ...common, failedAt: failure.step, error: failure.message };
   }

@@ -1,17 +1,17 @@
-// A connector run (a re-run, a doctor check) judged like live traffic: its exchanges, as the
-// connector sent and received them, redacted (with a key of its own, in memory), classified,
-// grouped into handshakes, settled (the run has stopped) and diagnosed by the very rules that
-// judge what the proxy records (analysis/). One diagnosis, whether the traffic came from a user
-// or from mcp-lens itself.
+// Traffic mcp-lens made itself (a re-run, a doctor check) judged like live traffic: its exchanges,
+// as the connector sent and received them, redacted (with a key of its own, in memory, or the
+// recording database's), classified, grouped into handshakes, settled (the run has stopped) and
+// diagnosed by the very rules that judge what the proxy records (analysis/). One diagnosis,
+// whether the traffic came from a user or from mcp-lens itself.
 import { randomBytes } from "node:crypto";
 import { createClassifier } from "../analysis/classify.js";
 import { diagnose } from "../analysis/diagnose/index.js";
-import type { ClassifiedExchange } from "../analysis/exchange.js";
-import type { Diagnosis } from "../analysis/handshake.js";
+import type { ClassifiedExchange, RawExchange } from "../analysis/exchange.js";
+import type { Diagnosis, Handshake } from "../analysis/handshake.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
-import { settle } from "../analysis/verdict.js";
+import { settle, withVerdict } from "../analysis/verdict.js";
 import { toRecorded } from "../recording/record.js";
-import { createRedactor } from "../recording/redact.js";
+import { createRedactor, type Redactor } from "../recording/redact.js";
 import type { ConnectorRun } from "./connector.js";
 
 export interface JudgedRun {
@@ -21,17 +21,31 @@ export interface JudgedRun {
   exchanges: ClassifiedExchange[];
 }
 
-export function judgeRun(run: ConnectorRun): JudgedRun {
-  if (run.exchanges.length === 0) return { diagnoses: [], exchanges: [] };
-  const redactor = createRedactor(randomBytes(32));
+export interface JudgeOptions {
+  /** The recording database's, to store the result; default a key of its own, in memory. */
+  redactor?: Redactor;
+  /** The id of the first exchange (the next free one of a database); default 1. */
+  firstId?: number;
+}
+
+/** Every handshake of the exchanges, settled and diagnosed, with the exchanges as recorded. */
+export function judgeExchanges(raws: readonly RawExchange[], options: JudgeOptions = {}): { exchanges: ClassifiedExchange[]; handshakes: Handshake[] } {
+  const redactor = options.redactor ?? createRedactor(randomBytes(32));
   const classify = createClassifier();
-  const exchanges = run.exchanges.map((raw) => classify(toRecorded(raw, redactor)));
-  const last = exchanges[exchanges.length - 1]!.id;
-  const grouped = groupHandshakes(exchanges, Date.now()).find((h) => h.exchangeIds.includes(last));
-  if (!grouped) return { diagnoses: [], exchanges };
-  // Nothing will add to its handshake: it is judged as the proxy judges one whose client went
-  // quiet (no grace for a fallback that will not come).
-  const handshake = settle(grouped);
-  const own = exchanges.filter((e) => handshake.exchangeIds.includes(e.id));
-  return { diagnoses: diagnose(handshake, own), exchanges };
+  const firstId = options.firstId ?? 1;
+  const exchanges = raws.map((raw, i) => classify(toRecorded({ ...raw, id: firstId + i }, redactor)));
+  // Nothing will add to these handshakes: each is judged as the proxy judges one whose client
+  // went quiet (no grace for a fallback that will not come).
+  const handshakes = groupHandshakes(exchanges, Date.now()).map((grouped) => {
+    const stopped = settle(grouped);
+    const own = exchanges.filter((e) => stopped.exchangeIds.includes(e.id));
+    return withVerdict(stopped, diagnose(stopped, own), Number.POSITIVE_INFINITY);
+  });
+  return { exchanges, handshakes };
+}
+
+export function judgeRun(run: ConnectorRun): JudgedRun {
+  const { exchanges, handshakes } = judgeExchanges(run.exchanges);
+  const last = exchanges.at(-1)?.id;
+  return { diagnoses: handshakes.find((h) => last !== undefined && h.exchangeIds.includes(last))?.diagnoses ?? [], exchanges };
 }

@@ -48,6 +48,13 @@ export const DOCTOR_OPTIONS = {
   call: option({ flag: "call", kind: "boolean", default: false, help: "With --token, also call the first listed tool (it may have side effects)" }),
   timeout: option<number | undefined>({ flag: "timeout", kind: "string", default: undefined, valueName: "MS", help: "Per-request timeout (default: each client's, 10 s)", parse: parseInteger(1, 600_000) }),
   json: option({ flag: "json", kind: "boolean", default: false, help: "JSON output (the shape is in the README)" }),
+  db: option({
+    flag: "db",
+    kind: "string",
+    default: "",
+    valueName: "FILE",
+    help: "Also store the checks' exchanges and handshakes (redacted) in this recording database, for 'inspector list/show --db FILE' (a file of its own, not the proxy's live one)",
+  }),
   junit: option({ flag: "junit", kind: "string", default: "", valueName: "FILE", help: "Also write a JUnit XML report to FILE, for CI" }),
 };
 
@@ -77,6 +84,7 @@ export async function main(argv: string[], prog = "mcp-lens doctor"): Promise<nu
       ...(s.token ? { token: s.token } : {}),
       ...(s.timeout ? { timeoutMs: s.timeout } : {}),
       toolCall: s.call,
+      ...(s.db ? { db: s.db } : {}),
     });
     if (s.junit) writeFileSync(s.junit, doctorJunit(report));
     process.stdout.write(s.json ? `${jsonSafe(JSON.stringify(report, null, 2))}\n` : formatDoctor(report, painter(colorEnabled(process.stdout))));

@@ -2,8 +2,9 @@
 // the era it speaks, against any MCP server (with or without mcp-lens in front), after the checks
 // that come before HTTP (network.ts). Each run is inspector/connector.ts's, judged by the same
 // analysis as live traffic (../judge-run.ts); what it reports per client and era: connects (with
-// --token), ready for the user's sign-in (without), or fails at a step, with the diagnosis, its
-// fix and the exchanges that prove it (redacted).
+// --token, which also opens the era's stream: the GET stream or subscriptions/listen), ready for
+// the user's sign-in (without), or fails at a step, with the diagnosis, its fix and the exchanges
+// that prove it (redacted); and whether the authorization server advertises refresh tokens.
 //
 // Safe by construction: it dials the given URL's origin and, once the server's own Protected
 // Resource Metadata names one, that authorization server's origin; nothing else (a URL elsewhere
@@ -16,6 +17,7 @@ import { runConnector, type ConnectorRun, type StepOutcome } from "../connector.
 import { judgeRun } from "../judge-run.js";
 import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
+import { recordRuns, type RecordedRuns } from "./record.js";
 
 export interface DoctorOptions {
   profiles: readonly DoctorProfile[];
@@ -27,6 +29,8 @@ export interface DoctorOptions {
   timeoutMs?: number;
   /** Also call the first listed tool (with --token; side effects: only when asked). */
   toolCall?: boolean;
+  /** Store the runs' exchanges and handshakes in this recording database (record.ts). */
+  db?: string;
 }
 
 export type DoctorResult = "connects" | "ready_for_sign_in" | "fails" | "not_checked";
@@ -64,6 +68,10 @@ export interface DoctorReport {
   dialled: string[];
   /** Every row connects or is ready for the user's sign-in. */
   ok: boolean;
+  /** Whether the authorization server's metadata advertises the refresh_token grant (when a run read it). */
+  refreshToken?: "advertised" | "not_advertised" | "not_said";
+  /** With --db: what was stored there. */
+  recorded?: RecordedRuns;
 }
 
 const PASSING: ReadonlySet<DoctorResult> = new Set(["connects", "ready_for_sign_in"]);
@@ -75,6 +83,8 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   const plan = options.profiles.flatMap((profile) => (options.eras.length ? options.eras : [profile.era]).map((era) => ({ profile, era })));
   const rows: DoctorRow[] = [];
   const dialled = new Set<string>();
+  let refreshToken: DoctorReport["refreshToken"];
+  const runs: ConnectorRun[] = [];
   for (const { profile, era } of plan) {
     if (!network.ok) {
       rows.push({ profile: profile.name, label: profile.label, era, spoke: era === "legacy" ? "legacy" : "modern", eraFallback: false, result: "fails", failedStep: "network", detail: network.problem ?? "", evidence: [], steps: [] });
@@ -93,11 +103,23 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
       auth: options.token ? { bearer: options.token } : "sign_in",
       timeoutMs: options.timeoutMs ?? profile.timeoutMs,
       toolCall: options.toolCall === true && options.token !== undefined,
+      stream: options.token !== undefined,
     });
+    runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
+    refreshToken ??= run.authorizationServer?.refreshToken;
     rows.push(rowOf(profile, era, run));
   }
-  return { url: target.href, network, rows, dialled: [...dialled], ok: rows.every((r) => PASSING.has(r.result)) };
+  const recorded = options.db !== undefined ? recordRuns(options.db, runs) : undefined;
+  return {
+    url: target.href,
+    network,
+    rows,
+    dialled: [...dialled],
+    ok: rows.every((r) => PASSING.has(r.result)),
+    ...(refreshToken ? { refreshToken } : {}),
+    ...(recorded ? { recorded } : {}),
+  };
 }
 
 function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): DoctorRow {

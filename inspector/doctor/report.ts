@@ -13,6 +13,12 @@ const RESULT_WORDS: Record<DoctorResult, string> = {
   not_checked: "not checked",
 };
 
+const REFRESH_WORDS = {
+  advertised: "the authorization server advertises the refresh_token grant",
+  not_advertised: "the authorization server does not advertise the refresh_token grant: users sign in again whenever an access token expires",
+  not_said: "the authorization server's metadata has no grant_types_supported (RFC 8414's default has no refresh_token); the token response will tell",
+} as const;
+
 const ERA_WORDS = { modern: "modern", legacy: "legacy", dual: "dual-era" } as const;
 
 const eraOf = (row: DoctorRow) => (row.era === "dual" ? `dual→${row.eraFallback ? "legacy" : "modern"}` : ERA_WORDS[row.era]);
@@ -43,6 +49,11 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
     for (const e of row.evidence) {
       lines.push(`  #${e.exchangeId} ${safe(e.request)} → ${e.status ?? "no answer"}${e.body ? `  ${safe(e.body.replace(/\s+/g, " "))}` : ""}`);
     }
+  }
+  if (report.refreshToken) lines.push("", `refresh: ${REFRESH_WORDS[report.refreshToken]}`);
+  if (report.recorded) {
+    const ids = report.recorded.handshakeIds;
+    lines.push("", `stored in ${safe(report.recorded.db)}: ${report.recorded.exchanges} exchanges, handshakes ${ids.map((id) => `#${id}`).join(", ")} (inspector show ID --db ${safe(report.recorded.db)})`);
   }
   lines.push("", `dialled: ${report.dialled.length ? safe(report.dialled.join(", ")) : "nothing past the network checks"}`);
   lines.push(report.ok ? paint("green", "every client checked connects, or is ready for the user's sign-in") : paint("red", `${failures.length} of ${report.rows.length} checks do not pass`));

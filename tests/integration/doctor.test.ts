@@ -55,17 +55,38 @@ describe("doctor against the bundled server behind mcp-lens", () => {
     // The dual-era clients stay modern: the bundled server speaks both eras.
     expect(report.rows.filter((r) => r.era === "dual").every((r) => r.spoke === "modern" && !r.eraFallback)).toBe(true);
     expect(report.dialled).toEqual([new URL(url).origin]);
+    expect(report.refreshToken).toBe("advertised");
   });
 
-  it("with --token, every client connects in both eras (the token goes to the given origin only)", { timeout: 60_000 }, async () => {
+  it("--db stores its checks like recorded traffic, for the inspector", { timeout: 60_000 }, async () => {
+    const url = started.connectorUrl.replace("localhost", "127.0.0.1");
+    const dbPath = path.join(work.dir, "doctor.db");
+    const first = await doctor([url, "--as", "claude.ai,chatgpt", "--db", dbPath]);
+    const second = await doctor([url, "--as", "claude.ai", "--db", dbPath]); // ids continue
+    expect(first.report.recorded).toMatchObject({ db: dbPath, handshakeIds: [expect.any(Number), expect.any(Number)] });
+    const stored = [...first.report.recorded!.handshakeIds, ...second.report.recorded!.handshakeIds];
+    expect(new Set(stored).size).toBe(3);
+    const list = await runCli(["inspector", "list", "--db", dbPath, "--json"]);
+    expect(list.code).toBe(0);
+    const handshakes = JSON.parse(list.stdout) as Array<{ id: number; client: string }>;
+    expect(handshakes.map((h) => h.id).sort((a, b) => a - b)).toEqual(stored.sort((a, b) => a - b));
+    expect(handshakes.map((h) => h.client).sort()).toEqual(["chatgpt", "claude.ai", "claude.ai"]);
+    const show = await runCli(["inspector", "show", String(stored[0]), "--db", dbPath]);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toContain("registration");
+  });
+
+  it("with --token, every client connects in both eras, streams included (the token goes to the given origin only)", { timeout: 60_000 }, async () => {
     const url = started.connectorUrl.replace("localhost", "127.0.0.1");
     const { code, report } = await doctor([url, "--era", "all", "--as", "claude.ai,chatgpt,v2-sdk"], { MCP_LENS_DOCTOR_TOKEN: CODA_TOKEN });
     expect(code).toBe(0);
     for (const row of report.rows) expect(row, `${row.profile} ${row.era}`).toMatchObject({ result: "connects" });
     const modern = report.rows.find((r) => r.profile === "v2-sdk" && r.era === "modern")!;
-    expect(modern.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["discover", "ok"], ["list", "ok"]]));
+    // Each era's stream too: subscriptions/listen acknowledged, the legacy GET stream opened (or 405).
+    expect(modern.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["discover", "ok"], ["list", "ok"], ["stream", "ok"]]));
+    expect(modern.steps.find((s) => s.step === "stream")?.detail).toBe("subscriptions/listen acknowledged at once");
     const legacy = report.rows.find((r) => r.profile === "claude.ai" && r.era === "legacy")!;
-    expect(legacy.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["initialize", "ok"], ["initialized", "ok"], ["list", "ok"]]));
+    expect(legacy.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["initialize", "ok"], ["initialized", "ok"], ["list", "ok"], ["stream", "ok"]]));
     // Nothing it printed holds the token.
     expect(JSON.stringify(report)).not.toContain(CODA_TOKEN);
   });

@@ -1,0 +1,41 @@
+// doctor --db FILE: its exchanges and handshakes stored like recorded traffic (redacted with the
+// database's own key, classified, grouped, diagnosed), so `inspector list/show --db FILE` shows a
+// doctor check like any handshake a user made. Ids continue the database's: a file of its own is
+// best (the proxy's own database gets its traffic from the proxy: point doctor at the proxy).
+import { nextExchangeId, openDatabase } from "../../store/db.js";
+import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL } from "../../store/schema.js";
+import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact.js";
+import type { ConnectorRun } from "../connector.js";
+import { judgeExchanges } from "../judge-run.js";
+
+export interface RecordedRuns {
+  db: string;
+  exchanges: number;
+  /** The ids of the handshakes stored, for `inspector show ID`. */
+  handshakeIds: number[];
+}
+
+export function recordRuns(dbPath: string, runs: readonly ConnectorRun[]): RecordedRuns {
+  const db = openDatabase(dbPath);
+  try {
+    const redactor = createRedactor(loadOrCreateRedactionKey(dbPath));
+    const insertExchange = db.prepare(INSERT_EXCHANGE_SQL);
+    const upsertHandshake = db.prepare(UPSERT_HANDSHAKE_SQL);
+    const result: RecordedRuns = { db: dbPath, exchanges: 0, handshakeIds: [] };
+    db.transaction(() => {
+      let next = nextExchangeId(db);
+      for (const run of runs) {
+        const { exchanges, handshakes } = judgeExchanges(run.exchanges, { redactor, firstId: next });
+        next += exchanges.length;
+        const owner = new Map(handshakes.flatMap((h) => h.exchangeIds.map((id) => [id, h.id] as const)));
+        for (const e of exchanges) insertExchange.run(...exchangeRowValues(exchangeToRow(e, owner.get(e.id) ?? null)));
+        for (const h of handshakes) upsertHandshake.run(handshakeToRow(h));
+        result.exchanges += exchanges.length;
+        result.handshakeIds.push(...handshakes.map((h) => h.id));
+      }
+    })();
+    return result;
+  } finally {
+    db.close();
+  }
+}
