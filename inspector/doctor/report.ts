@@ -40,8 +40,16 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
     lines.push(`  ${row.profile.padEnd(width)}  ${eraOf(row).padEnd(eraWidth)}  ${colored}${where}${safe(why)}`);
   }
   const failures = report.rows.filter((r) => r.result === "fails" || r.result === "not_checked");
+  // Clients that fail the same way are told once: the same step, diagnosis and words.
+  const groups = new Map<string, DoctorRow[]>();
   for (const row of failures) {
-    lines.push("", paint("bold", `${row.profile} (${eraOf(row)}): ${RESULT_WORDS[row.result]}${row.failedStep ? ` at ${row.failedStep}` : ""}`));
+    const key = JSON.stringify([row.result, row.failedStep, row.diagnosis?.code, row.diagnosis?.summary.replace(/#\d+/g, "#"), row.detail]);
+    groups.set(key, [...(groups.get(key) ?? []), row]);
+  }
+  for (const rows of groups.values()) {
+    const row = rows[0]!;
+    const who = rows.map((r) => `${r.profile} (${eraOf(r)})`).join(", ");
+    lines.push("", paint("bold", `${who}: ${RESULT_WORDS[row.result]}${row.failedStep ? ` at ${row.failedStep}` : ""}`));
     if (row.diagnosis) {
       lines.push(`  ${safe(row.diagnosis.summary)}`, `  fix: ${safe(row.diagnosis.fix)}`, `  see: ${safe(row.diagnosis.reference)}`);
     }
