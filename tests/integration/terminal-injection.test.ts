@@ -166,7 +166,9 @@ describe.runIf(haveTmux || process.env.CI === "true")("the TUI under tmux writes
     spawnSync("tmux", ["-L", SOCKET, "kill-server"]);
   });
 
-  it("shows the client name as text, and its OSC/CSI never reach the terminal", async () => {
+  // The interactive view starts a Node process with Ink under the whole suite's load: its first
+  // screen gets 20 s (it took over 10 on a loaded 2-core run), the test 60.
+  it("shows the client name as text, and its OSC/CSI never reach the terminal", { timeout: 60_000 }, async () => {
     writeFileSync(rawFile, "");
     // The pane waits for the go file, so pipe-pane captures every byte the inspector writes.
     const command = `while [ ! -e ${goFile} ]; do sleep 0.05; done; exec ${process.execPath} ${INSPECTOR} --db ${lens.dbPath}`;
@@ -177,7 +179,7 @@ describe.runIf(haveTmux || process.env.CI === "true")("the TUI under tmux writes
       waitFor(() => {
         const text = screen();
         return test(text) && text;
-      }, what, 10_000).catch((error: Error) => {
+      }, what, 20_000).catch((error: Error) => {
         throw new Error(`${error.message}; the screen was:\n${screen()}`);
       });
     await waitScreen((t) => t.includes("FIRST DIAGNOSIS"), "the list");
