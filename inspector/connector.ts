@@ -50,6 +50,12 @@ export interface ConnectorOptions extends WireOptions {
   /** A modern client's first request (its probe): server/discover (default) or tools/list. */
   opening?: "server/discover" | "tools/list";
   registration: Registration;
+  /**
+   * The client's Client ID Metadata Document (an https URL with a path): used as its client_id,
+   * without a registration call, when the authorization server advertises
+   * client_id_metadata_document_supported (2026-07-28 clients prefer it); DCR otherwise.
+   */
+  clientMetadataUrl?: string;
   /** `resource` of the authorize and token requests; default the connector URL. */
   resource?: string;
   /** `scope` of the authorize request; default the PRM's scopes_supported, else the AS's. */
@@ -363,27 +369,37 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       if (as.issuer !== issuer) throw new StepFailure(step, `issuer ${String(as.issuer)} differs from the advertised authorization server ${issuer}`);
       if (!(as.code_challenge_methods_supported as unknown[] | undefined)?.includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256");
       if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing");
-      if (typeof as.registration_endpoint !== "string") throw new StepFailure(step, "no registration_endpoint (and no client ID metadata document support used)");
+      const metadataDocument = opts.clientMetadataUrl !== undefined && as.client_id_metadata_document_supported === true;
+      if (typeof as.registration_endpoint !== "string" && !metadataDocument) {
+        throw new StepFailure(step, `no registration_endpoint${opts.clientMetadataUrl ? " and no client_id_metadata_document_supported" : " (and no client ID metadata document support used)"}`);
+      }
       pass(step);
       // RFC 8414: without grant_types_supported the default is authorization_code and implicit.
       const grants = Array.isArray(as.grant_types_supported) ? as.grant_types_supported : undefined;
       authorizationServer = { issuer, refreshToken: grants === undefined ? "not_said" : grants.includes("refresh_token") ? "advertised" : "not_advertised" };
 
-      // 4. Dynamic client registration with the client's payload.
-      const reg = await send("registration", as.registration_endpoint, {
-        method: "POST",
-        headers: { "content-type": "application/json", accept: "application/json" },
-        body: JSON.stringify(opts.registration),
-      });
-      const regText = await readText("registration", reg);
+      // 4. The client's identity: its metadata document's URL (no call: the authorization server
+      // fetches the document when the client comes to /authorize), else dynamic registration.
       let client: { client_id?: string; client_secret?: string } = {};
-      try {
-        if (reg.status === 200 || reg.status === 201) client = JSON.parse(regText) as typeof client;
-      } catch {
-        /* reported below */
+      if (metadataDocument) {
+        client = { client_id: opts.clientMetadataUrl };
+        pass("registration", `client ID metadata document ${opts.clientMetadataUrl}: no registration call`);
+      } else {
+        const reg = await send("registration", String(as.registration_endpoint), {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "application/json" },
+          body: JSON.stringify(opts.registration),
+        });
+        const regText = await readText("registration", reg);
+        try {
+          if (reg.status === 200 || reg.status === 201) client = JSON.parse(regText) as typeof client;
+        } catch {
+          /* reported below */
+        }
+        if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, regText);
+        pass("registration", opts.clientMetadataUrl ? "dynamic registration: the authorization server does not advertise client ID metadata documents" : undefined);
       }
-      if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, regText);
-      pass("registration");
+      if (typeof client.client_id !== "string") throw new StepFailure("registration", "no client_id");
 
       const auth = opts.auth ?? "stop";
       if (auth === "stop") {

@@ -45,6 +45,14 @@ export const DOCTOR_OPTIONS = {
     valueName: "TOKEN",
     help: "A bearer the server accepts: also check the authenticated MCP requests (sent to URL's origin only)",
   }),
+  clientMetadataUrl: option({
+    flag: "client-metadata-url",
+    kind: "string",
+    default: "",
+    valueName: "URL",
+    help: "Your client's Client ID Metadata Document (https): claude-code and v2-sdk use it as their client_id where the server advertises support, instead of registering",
+    parse: parseHttpUrl,
+  }),
   call: option({ flag: "call", kind: "boolean", default: false, help: "With --token, also call the first listed tool (it may have side effects)" }),
   timeout: option<number | undefined>({ flag: "timeout", kind: "string", default: undefined, valueName: "MS", help: "Per-request timeout (default: each client's, 10 s)", parse: parseInteger(1, 600_000) }),
   json: option({ flag: "json", kind: "boolean", default: false, help: "JSON output (the shape is in the README)" }),
@@ -85,6 +93,7 @@ export async function main(argv: string[], prog = "mcp-lens doctor"): Promise<nu
       ...(s.timeout ? { timeoutMs: s.timeout } : {}),
       toolCall: s.call,
       ...(s.db ? { db: s.db } : {}),
+      ...(s.clientMetadataUrl ? { clientMetadataUrl: s.clientMetadataUrl } : {}),
     });
     if (s.junit) writeFileSync(s.junit, doctorJunit(report));
     process.stdout.write(s.json ? `${jsonSafe(JSON.stringify(report, null, 2))}\n` : formatDoctor(report, painter(colorEnabled(process.stdout))));

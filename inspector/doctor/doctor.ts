@@ -17,6 +17,7 @@ import { runConnector, type ConnectorRun, type StepOutcome } from "../connector.
 import { judgeRun } from "../judge-run.js";
 import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
+import { readClientMetadataDocument } from "./metadata-document.js";
 import { recordRuns, type RecordedRuns } from "./record.js";
 
 export interface DoctorOptions {
@@ -31,6 +32,8 @@ export interface DoctorOptions {
   toolCall?: boolean;
   /** Store the runs' exchanges and handshakes in this recording database (record.ts). */
   db?: string;
+  /** The operator's Client ID Metadata Document, for the clients that use one. */
+  clientMetadataUrl?: string;
 }
 
 export type DoctorResult = "connects" | "ready_for_sign_in" | "fails" | "not_checked";
@@ -83,11 +86,20 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   const plan = options.profiles.flatMap((profile) => (options.eras.length ? options.eras : [profile.era]).map((era) => ({ profile, era })));
   const rows: DoctorRow[] = [];
   const dialled = new Set<string>();
+  // Read once, only when a client that uses it is asked for and the network is there.
+  const wantsDocument = options.clientMetadataUrl !== undefined && network.ok && options.profiles.some((p) => p.usesMetadataDocument);
+  const document = wantsDocument ? await readClientMetadataDocument(options.clientMetadataUrl!, options.timeoutMs ?? 10_000) : undefined;
+  if (wantsDocument) dialled.add(new URL(options.clientMetadataUrl!).origin);
   let refreshToken: DoctorReport["refreshToken"];
   const runs: ConnectorRun[] = [];
   for (const { profile, era } of plan) {
     if (!network.ok) {
-      rows.push({ profile: profile.name, label: profile.label, era, spoke: era === "legacy" ? "legacy" : "modern", eraFallback: false, result: "fails", failedStep: "network", detail: network.problem ?? "", evidence: [], steps: [] });
+      rows.push(failedBeforeHttp(profile, era, "network", network.problem ?? ""));
+      continue;
+    }
+    const usable = profile.usesMetadataDocument === true ? document : undefined;
+    if (usable instanceof Error) {
+      rows.push(failedBeforeHttp(profile, era, "registration", usable.message));
       continue;
     }
     const run = await runConnector(target.href, {
@@ -96,7 +108,8 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
       ...(profile.origin ? { origin: profile.origin } : {}),
       initialize: { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: profile.clientInfo },
       modern: { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: profile.clientInfo, clientCapabilities: {} },
-      registration: profile.registration,
+      registration: usable ? { ...profile.registration, redirect_uris: usable.redirectUris } : profile.registration,
+      ...(usable ? { clientMetadataUrl: usable.url } : {}),
       era,
       allowedOrigins: [],
       followAuthorizationServer: true,
@@ -120,6 +133,12 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     ...(refreshToken ? { refreshToken } : {}),
     ...(recorded ? { recorded } : {}),
   };
+}
+
+/** A check that could not start: nothing reached the server, or the client's own document is unusable. */
+function failedBeforeHttp(profile: DoctorProfile, era: ClientEra, failedStep: DoctorRow["failedStep"], detail: string): DoctorRow {
+  const spoke: Era = era === "legacy" ? "legacy" : "modern";
+  return { profile: profile.name, label: profile.label, era, spoke, eraFallback: false, result: "fails", failedStep, detail, evidence: [], steps: [] };
 }
 
 function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): DoctorRow {

@@ -21,6 +21,8 @@ export interface DoctorProfile {
   era: ClientEra;
   /** Per request, as the client allows. */
   timeoutMs: number;
+  /** Uses a Client ID Metadata Document when given one (--client-metadata-url) and the server supports it. */
+  usesMetadataDocument?: boolean;
 }
 
 const known = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, extra: Partial<DoctorProfile> = {}): DoctorProfile => {
@@ -41,7 +43,7 @@ const known = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, 
 export const DOCTOR_PROFILES: readonly DoctorProfile[] = [
   known("claude.ai", "Claude.ai's hosted connector (its backend, python-httpx)", "legacy"),
   known("chatgpt", "ChatGPT's connector platform", "legacy"),
-  known("claude-code", "Claude Code, a local client on the TypeScript SDK v2", "dual"),
+  known("claude-code", "Claude Code, a local client on the TypeScript SDK v2", "dual", { usesMetadataDocument: true }),
   {
     name: "mcp-inspector",
     label: "MCP Inspector's web page (a browser client: CORS applies)",
@@ -61,6 +63,7 @@ export const DOCTOR_PROFILES: readonly DoctorProfile[] = [
     registration: { ...registrationPayload("mcp-lens doctor", "http://127.0.0.1:33418/callback", "none"), application_type: "native" },
     era: "dual",
     timeoutMs: 10_000,
+    usesMetadataDocument: true,
   },
 ];
 

@@ -16,7 +16,8 @@ import type { DoctorReport } from "../../inspector/doctor/doctor.js";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startErasServer } from "../fixtures/eras-server.js";
 import { startMisbehavingServer, type Fault, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
-import { runCli, startStartProcess, tempDir, type RunningLens } from "../helpers/processes.js";
+import { runCli, startServerProcess, startStartProcess, tempDir, type RunningLens } from "../helpers/processes.js";
+import { startHttpsOnLoopback, type HttpsOnLoopback } from "../helpers/tls.js";
 
 const CODA_TOKEN = "4d1f7c2a-9b3e-4e5f-8a6b-doctor-token";
 const work = tempDir("mcp-lens-doctor-");
@@ -89,6 +90,58 @@ describe("doctor against the bundled server behind mcp-lens", () => {
     expect(legacy.steps.map((s) => [s.step, s.status])).toEqual(expect.arrayContaining([["initialize", "ok"], ["initialized", "ok"], ["list", "ok"], ["stream", "ok"]]));
     // Nothing it printed holds the token.
     expect(JSON.stringify(report)).not.toContain(CODA_TOKEN);
+  });
+});
+
+describe("doctor with a Client ID Metadata Document (--client-metadata-url)", () => {
+  let documentHost: HttpsOnLoopback;
+  let coda: FakeCoda;
+  const documentUrl = () => `${documentHost.origin}/oauth/client-metadata.json`;
+  beforeAll(async () => {
+    documentHost = await startHttpsOnLoopback(work.dir, (req, res) => {
+      if (req.url !== "/oauth/client-metadata.json") return void res.writeHead(404).end();
+      const doc = { client_id: documentUrl(), client_name: "Doctor's client", redirect_uris: ["http://localhost:33418/callback"], grant_types: ["authorization_code"], response_types: ["code"], token_endpoint_auth_method: "none" };
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(doc));
+    });
+    closing.push(() => documentHost.close());
+    coda = await startFakeCoda({ tokens: {} });
+    closing.push(() => coda.close());
+  });
+
+  async function server(name: string, env: Record<string, string>): Promise<string> {
+    const started = await startServerProcess({ dbPath: path.join(work.dir, `${name}.db`), codaApiBase: coda.url, args: ["--cimd-allow-private"], env });
+    closing.push(() => started.stop());
+    return `${started.url}/mcp`;
+  }
+
+  it("sends the document's URL as client_id instead of registering, and its redirect URI; the server fetches it", { timeout: 60_000 }, async () => {
+    const url = await server("cimd-ok", { NODE_EXTRA_CA_CERTS: documentHost.certificate.certFile });
+    const trust = { NODE_EXTRA_CA_CERTS: documentHost.certificate.certFile };
+    const { code, report } = await doctor([url, "--as", "v2-sdk,chatgpt", "--era", "modern", "--client-metadata-url", documentUrl()], trust);
+    expect(code).toBe(0);
+    const v2 = report.rows.find((r) => r.profile === "v2-sdk")!;
+    expect(v2).toMatchObject({ result: "ready_for_sign_in" });
+    expect(v2.steps.find((s) => s.step === "registration")?.detail).toBe(`client ID metadata document ${documentUrl()}: no registration call`);
+    // ChatGPT registers (DCR) whatever the option says.
+    expect(report.rows.find((r) => r.profile === "chatgpt")!.steps.find((s) => s.step === "registration")?.detail).toBeUndefined();
+    expect(report.dialled.sort()).toEqual([new URL(url).origin, documentHost.origin].sort());
+  });
+
+  it("a server that cannot fetch the document fails the client at authorize: cimd_fetch_failed", { timeout: 60_000 }, async () => {
+    const url = await server("cimd-untrusted", {}); // the document's certificate is not trusted there
+    const { code, report } = await doctor([url, "--as", "v2-sdk", "--era", "modern", "--client-metadata-url", documentUrl()], { NODE_EXTRA_CA_CERTS: documentHost.certificate.certFile });
+    expect(code).toBe(1);
+    expect(report.rows[0]).toMatchObject({ result: "fails", failedStep: "authorize" });
+    expect(report.rows[0]!.diagnosis?.code).toBe("cimd_fetch_failed");
+  });
+
+  it("a document doctor cannot read fails those clients at registration, in words", { timeout: 30_000 }, async () => {
+    const url = await server("cimd-missing", {});
+    const missing = `${documentHost.origin}/nothing-here.json`;
+    const { code, report } = await doctor([url, "--as", "claude-code,claude.ai", "--client-metadata-url", missing], { NODE_EXTRA_CA_CERTS: documentHost.certificate.certFile });
+    expect(code).toBe(1);
+    expect(report.rows.find((r) => r.profile === "claude-code")).toMatchObject({ result: "fails", failedStep: "registration", detail: `the client metadata document ${missing} answered 404` });
+    expect(report.rows.find((r) => r.profile === "claude.ai")).toMatchObject({ result: "ready_for_sign_in" });
   });
 });
 
