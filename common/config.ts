@@ -142,8 +142,7 @@ export function parseOptions<S extends Specs>(
   env: NodeJS.ProcessEnv,
   command: string,
 ): Values<S> & { help: boolean } {
-  const parserOptions: Record<string, { type: Kind }> = { help: { type: "boolean" } };
-  for (const spec of Object.values(specs)) parserOptions[spec.flag] = { type: spec.kind };
+  const parserOptions = parserTable([specs]);
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options: parserOptions, strict: true, allowPositionals: false });
@@ -207,12 +206,24 @@ export function logLevelOption(note = "") {
  * The other arguments keep their order.
  */
 export function findCommand(argv: string[], specsList: readonly Specs[]): { command: string | undefined; rest: string[] } {
-  const options: Record<string, { type: Kind }> = { help: { type: "boolean" } };
-  for (const specs of specsList) for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
-  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  const { tokens } = parseArgs({ args: argv, options: parserTable(specsList), strict: false, allowPositionals: true, tokens: true });
   const first = tokens.find((t) => t.kind === "positional");
   if (!first) return { command: undefined, rest: argv };
   return { command: argv[first.index], rest: argv.filter((_, i) => i !== first.index) };
+}
+
+/** Separates positional arguments (a handshake id, a URL) from flags, knowing which flags take a value. */
+export function splitPositionals(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
+  const { tokens } = parseArgs({ args: argv, options: parserTable([specs]), strict: false, allowPositionals: true, tokens: true });
+  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
+  return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
+}
+
+/** node:util parseArgs's option table for the specs, with --help. */
+function parserTable(specsList: readonly Specs[]): Record<string, { type: Kind }> {
+  const options: Record<string, { type: Kind }> = { help: { type: "boolean" } };
+  for (const specs of specsList) for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
+  return options;
 }
 
 // Options the proxy and the inspector share: the same flag and variable name the same thing.
@@ -237,11 +248,3 @@ export const ADMIN_TOKEN_OPTION = option({
   help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
 });
 
-/** Separates positional arguments from flags, knowing which flags take a value. */
-export function splitPositionals(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
-  const options: Record<string, { type: Kind }> = { help: { type: "boolean" } };
-  for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.kind };
-  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
-  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
-  return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
-}

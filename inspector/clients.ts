@@ -193,7 +193,7 @@ interface Answer {
 export function judgeModernAnswer(method: string, protocolVersion: string, answer: Answer): ModernAnswer {
   const { status, message } = answer;
   // A JSON-RPC error is an object; an OAuth error body ({"error":"server_error"}) is not one.
-  const error = typeof message?.error === "object" && message.error !== null ? message.error : undefined;
+  const error = typeof message?.error === "object" && message.error !== null && !Array.isArray(message.error) ? message.error : undefined;
   const said = `${status}${error ? ` ${error.code} ${error.message}` : answer.text ? ` ${answer.text}` : ""}`.slice(0, 200);
   if (status === 401) return { kind: "challenge" };
   if (error && typeof error.code === "number" && MODERN_ERROR_CODES.has(error.code)) {

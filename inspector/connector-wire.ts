@@ -35,11 +35,14 @@ export interface WireOptions {
    */
   frontOrigins?: string[];
   /**
-   * When set, the only origins dialled besides the connector's (and the mapped ones): a URL the
-   * server advertises on any other origin is not followed; the run stops there, the step skipped
-   * (`not_followed`) with the reason. Unset: every advertised URL is followed (the tests' connector).
+   * When set, the only origins dialled besides the connector's (and the mapped ones, and those
+   * the run allows later with allow()): a URL the server advertises on any other origin is not
+   * followed; the run stops there, the step skipped (`not_followed`) with the reason. Unset:
+   * every advertised URL is followed (the tests' connector).
    */
   allowedOrigins?: string[];
+  /** What the run's user can do about an origin it did not follow (replay: "--allow-origin X to follow"). */
+  notFollowedHint?: (origin: string) => string;
   /** Per request, headers and body, like the ~10 s hosted clients allow; default 10 000 ms. */
   timeoutMs?: number;
   /** How long an SSE answer may take to send its first event; default timeoutMs. */
@@ -120,7 +123,7 @@ export function openWire(logical: URL, opts: WireOptions) {
       target.protocol = via.protocol;
       target.host = via.host;
     } else if (allowed && !allowed.has(target.origin)) {
-      return Promise.reject(new NotFollowed(step, `not followed: ${url} is on another origin (${target.origin}); --allow-origin ${target.origin} to follow`));
+      return Promise.reject(new NotFollowed(step, `not followed: ${url} is on another origin (${target.origin})${opts.notFollowedHint ? `; ${opts.notFollowedHint(target.origin)}` : ""}`));
     }
     target.username = target.password = ""; // no credentials from a URL the server chose
     const ua = init.browser ? BROWSER_UA : userAgent;
@@ -204,10 +207,10 @@ export function openWire(logical: URL, opts: WireOptions) {
     !origin || (headers.get("access-control-expose-headers") ?? "").split(",").some((h) => [name, "*"].includes(h.trim().toLowerCase()));
 
   /** A browser sends a preflight for header names it has not been allowed yet. */
-  async function preflight(step: HandshakeStep, url: string, headerNames: string[]): Promise<void> {
+  async function preflight(step: HandshakeStep, url: string, headerNames: string[], method = "POST"): Promise<void> {
     const needed = headerNames.filter((h) => !SAFELISTED.has(h) && !corsAllowed.has(h)).sort();
     if (needed.length === 0) return;
-    const res = await send(step, url, { method: "OPTIONS", headers: { "access-control-request-method": "POST", "access-control-request-headers": needed.join(",") } });
+    const res = await send(step, url, { method: "OPTIONS", headers: { "access-control-request-method": method, "access-control-request-headers": needed.join(",") } });
     await readText(step, res);
     if (res.status < 200 || res.status > 299) throw new StepFailure(step, `CORS preflight answered ${res.status}`);
     corsCheck(step, res.headers);
@@ -217,12 +220,18 @@ export function openWire(logical: URL, opts: WireOptions) {
     for (const h of needed) corsAllowed.add(h);
   }
 
+  /** A request to the connector URL as the client makes it: a browser-based client's behind its CORS checks. */
+  async function sendToConnector(step: HandshakeStep, init: { method: string; headers: Record<string, string>; body?: string }): Promise<Reply> {
+    if (origin) await preflight(step, resourceUrl, Object.keys(init.headers), init.method);
+    const res = await send(step, resourceUrl, init);
+    if (origin) corsCheck(step, res.headers);
+    return res;
+  }
+
   /** POST one JSON-RPC message to the connector URL; reads the JSON answer or the first SSE event. */
   async function rpc(step: HandshakeStep, message: object, extra: Record<string, string>): Promise<RpcReply> {
     const headers = { "content-type": "application/json", ...(accept ? { accept } : {}), ...extra };
-    if (origin) await preflight(step, resourceUrl, Object.keys(headers));
-    const res = await send(step, resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
-    if (origin) corsCheck(step, res.headers);
+    const res = await sendToConnector(step, { method: "POST", headers, body: JSON.stringify(message) });
     const sessionId = exposed(res.headers, "mcp-session-id") ? (res.headers.get("mcp-session-id") ?? undefined) : undefined;
     const reply: RpcReply = { status: res.status, headers: res.headers, text: "", ...(sessionId ? { sessionId } : {}) };
     const parse = (text: string) => {
@@ -244,11 +253,13 @@ export function openWire(logical: URL, opts: WireOptions) {
   }
 
   /**
-   * An SSE answer's first event with data, which must arrive within sseTimeoutMs. The stream is
-   * left to the server to end (a caller holding one that never ends cancels it).
+   * An SSE answer's first event with data, which must arrive within sseTimeoutMs and the first
+   * MAX_ANSWER_BYTES. The stream is left to the server to end (the request's own timeout cuts one
+   * that never does; a caller that holds a stream open on purpose cancels it).
    */
   async function firstEvent(step: HandshakeStep, res: Reply): Promise<{ data?: string; text: string }> {
     let sseTimedOut = false;
+    let tooLarge = false;
     let text = "";
     const timer = setTimeout(() => {
       sseTimedOut = true;
@@ -258,6 +269,11 @@ export function openWire(logical: URL, opts: WireOptions) {
       const onData = (chunk: Buffer) => {
         res.capture.received(chunk);
         text += chunk.toString("utf8");
+        if (text.length > MAX_ANSWER_BYTES) {
+          tooLarge = true;
+          res.cancel(); // bounded: a stream that never ends an event cannot make the run hold more
+          return;
+        }
         const first = text
           .split(/\r?\n\r?\n/)
           .slice(0, -1)
@@ -273,6 +289,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     });
     clearTimeout(timer);
     if (data !== undefined) return { data, text };
+    if (tooLarge) throw new StepFailure(step, `the SSE answer (${res.status}) sent more than ${MAX_ANSWER_BYTES} bytes without a complete event`);
     if (sseTimedOut) throw new StepFailure(step, `the SSE answer (${res.status}) sent no event within ${sseTimeoutMs} ms`);
     if (!res.res.complete) throw new StepFailure(step, `the SSE answer (${res.status}) was cut${res.timedOut() ? `: no event within ${timeoutMs} ms` : ""}`);
     return { text };
@@ -291,6 +308,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     readText,
     getJson,
     rpc,
+    sendToConnector,
     firstEvent,
     challengeOf,
     captures,
@@ -308,9 +326,10 @@ export function openWire(logical: URL, opts: WireOptions) {
   };
 }
 
-export function safeUrl(url: string): URL | undefined {
+/** `url` (resolved against `base` when given) as a URL, or undefined when it is none. */
+export function safeUrl(url: string, base?: URL): URL | undefined {
   try {
-    return new URL(url);
+    return new URL(url, base);
   } catch {
     return undefined;
   }

@@ -18,6 +18,7 @@
 // guide describes, so a run is bounded. Used by the replay (inspector/replay.ts) and by the tests'
 // hosted connector.
 import { createHash, randomBytes } from "node:crypto";
+import { METHOD_NOT_FOUND } from "@modelcontextprotocol/client";
 import { HANDSHAKE_STEPS, type HandshakeStep } from "../analysis/handshake.js";
 import type { Era, RawExchange } from "../analysis/exchange.js";
 import {
@@ -150,10 +151,14 @@ export function modernClientOf(initialize: ConnectorOptions["initialize"]): Mode
   return { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: { name, version }, clientCapabilities: capabilities };
 }
 
-/** `location` resolved against `base`, or undefined when it is no URL. */
-function resolveUrl(location: string, base: URL): URL | undefined {
+/** The strings of a metadata field that should be a list of them (anything else: none). */
+const stringsIn = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : []);
+
+/** The JSON-RPC error code of an answer's body, when it is one. */
+function rpcErrorCode(text: string): number | undefined {
   try {
-    return new URL(location, base);
+    const error = (JSON.parse(text) as { error?: { code?: unknown } } | null)?.error;
+    return typeof error?.code === "number" ? error.code : undefined;
   } catch {
     return undefined;
   }
@@ -169,7 +174,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const logical = new URL(connectorUrl);
   const resourceUrl = logical.href;
   const wire = openWire(logical, opts);
-  const { send, readText, getJson, rpc, firstEvent, challengeOf, captures, lastStatus } = wire;
+  const { send, readText, getJson, rpc, sendToConnector, firstEvent, challengeOf, captures, lastStatus } = wire;
   let authorizationServer: ConnectorRun["authorizationServer"];
   // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
   // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
@@ -239,12 +244,12 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   /** The first listed tool's call: its required arguments filled with a greeting. */
   const callOf = (tool: { name: string; inputSchema?: { required?: string[] } }) => ({
     name: tool.name,
-    arguments: Object.fromEntries((tool.inputSchema?.required ?? []).map((name) => [name, "hello from mcp-lens"])) as Record<string, unknown>,
+    arguments: Object.fromEntries(stringsIn(tool.inputSchema?.required).map((name) => [name, "hello from mcp-lens"])) as Record<string, unknown>,
   });
 
   /** A legacy client's GET stream: 405 (none offered) is fine; a 200 must be an event stream, at once. */
   async function getStream(headers: Record<string, string>): Promise<void> {
-    const got = await send("stream", resourceUrl, { method: "GET", headers: { ...headers, accept: "text/event-stream" } });
+    const got = await sendToConnector("stream", { method: "GET", headers: { ...headers, accept: "text/event-stream" } });
     const isStream = (got.headers.get("content-type") ?? "").includes("text/event-stream");
     if (got.status === 200 && isStream) {
       got.cancel();
@@ -259,10 +264,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   async function listen(bearer: string | undefined): Promise<void> {
     const message = modernRequest(modernId++, "subscriptions/listen", { notifications: { toolsListChanged: true } }, modern);
     const headers = { "content-type": "application/json", ...(opts.accept ? { accept: opts.accept } : {}), ...modernHeaders(message), ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) };
-    const got = await send("stream", resourceUrl, { method: "POST", headers, body: JSON.stringify(message) });
+    const got = await sendToConnector("stream", { method: "POST", headers, body: JSON.stringify(message) });
     if (!(got.headers.get("content-type") ?? "").includes("text/event-stream")) {
       const text = await readText("stream", got);
-      if (got.status === 404 && /-32601/.test(text)) return void pass("stream", "subscriptions/listen is not offered (-32601), which clients accept");
+      if (got.status === 404 && rpcErrorCode(text) === METHOD_NOT_FOUND) return void pass("stream", "subscriptions/listen is not offered (-32601), which clients accept");
       throw unusable("stream", "subscriptions/listen", got.status, text);
     }
     const { data } = await firstEvent("stream", got);
@@ -367,7 +372,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       }
       if (!as) throw new StepFailure(step, `no authorization server metadata: ${asTried.join("; ")}`);
       if (as.issuer !== issuer) throw new StepFailure(step, `issuer ${String(as.issuer)} differs from the advertised authorization server ${issuer}`);
-      if (!(as.code_challenge_methods_supported as unknown[] | undefined)?.includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256");
+      if (!stringsIn(as.code_challenge_methods_supported).includes("S256")) throw new StepFailure(step, "code_challenge_methods_supported lacks S256");
       if (typeof as.authorization_endpoint !== "string" || typeof as.token_endpoint !== "string") throw new StepFailure(step, "authorization_endpoint or token_endpoint missing");
       const metadataDocument = opts.clientMetadataUrl !== undefined && as.client_id_metadata_document_supported === true;
       if (typeof as.registration_endpoint !== "string" && !metadataDocument) {
@@ -414,9 +419,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         const redirectUri = opts.registration.redirect_uris[0]!;
         const { verifier, challenge } = pkcePair();
         const state = randomBytes(12).toString("base64url");
-        const scopes = (prm.scopes_supported ?? as.scopes_supported) as string[] | undefined;
-        const scope = opts.scope ?? scopes?.join(" ");
-        const authorizeUrl = new URL(as.authorization_endpoint);
+        const scopes = stringsIn(prm.scopes_supported ?? as.scopes_supported);
+        const scope = opts.scope ?? (scopes.length ? scopes.join(" ") : undefined);
+        const authorizeUrl = safeUrl(as.authorization_endpoint);
+        if (!authorizeUrl) throw new StepFailure("authorize", `the authorization_endpoint ${as.authorization_endpoint.slice(0, 200)} is not a URL`);
         const query: Record<string, string> = {
           response_type: "code",
           client_id: client.client_id,
@@ -430,25 +436,29 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         for (const [k, v] of Object.entries(query)) authorizeUrl.searchParams.set(k, v);
         const authz = await send("authorize", authorizeUrl.href, { browser: true, headers: { accept: "text/html" } });
         const authText = await readText("authorize", authz);
+        const location = authz.headers.get("location");
+        const sentBack = location ? safeUrl(location, authorizeUrl) : undefined;
+        const toCallback = sentBack !== undefined && `${sentBack.origin}${sentBack.pathname}` === redirectUri;
+        // A sign-in page may redirect as it likes; the authorization response must be a 302 or 303.
+        if ((auth !== "sign_in" || toCallback) && (authz.status === 307 || authz.status === 308)) {
+          throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
+        }
         if (auth === "sign_in") {
           // The sign-in page, or a redirect to one; an error sent back to the callback, or any
           // other answer, is the authorization server refusing this client before a person could act.
-          const location = authz.headers.get("location");
-          const sentBack = location ? resolveUrl(location, authorizeUrl) : undefined;
-          const toCallback = sentBack !== undefined && `${sentBack.origin}${sentBack.pathname}` === redirectUri;
           if (toCallback && sentBack.searchParams.get("error")) {
             throw new StepFailure("authorize", `the authorization server sent the client back with error ${sentBack.searchParams.get("error")}: ${sentBack.searchParams.get("error_description") ?? ""}`.trim());
           }
-          if (toCallback && (authz.status === 307 || authz.status === 308)) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
           if (authz.status !== 200 && !(authz.status >= 300 && authz.status < 400 && location)) throw unusable("authorize", "authorize", authz.status, authText);
           pass("authorize", toCallback ? "consent remembered: sent straight back to the callback" : authz.status === 200 ? "the sign-in page" : `redirected to ${sentBack?.origin ?? "the sign-in"}`);
-          skip(["callback", "token", ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", "needs the user's sign-in in a browser");
+          const why = toCallback ? "the code goes to the client's own callback, which doctor cannot play" : "needs the user's sign-in in a browser";
+          skip(["callback", "token", ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", why);
           return finish(null);
         }
-        if (authz.status === 307 || authz.status === 308) throw new StepFailure("callback", `the authorization response is a ${authz.status}; hosted clients need 302 or 303`);
         if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authText);
         pass("authorize");
-        const callback = new URL(authz.headers.get("location") ?? "", authorizeUrl);
+        const callback = safeUrl(location ?? "", authorizeUrl);
+        if (!callback) throw new StepFailure("callback", `the authorization response's Location ${String(location).slice(0, 200)} is not a URL`);
         if (`${callback.origin}${callback.pathname}` !== redirectUri) throw new StepFailure("callback", `redirected to ${callback.href}, not ${redirectUri}`);
         if (callback.searchParams.get("state") !== state) throw new StepFailure("callback", "state mismatch");
         const error = callback.searchParams.get("error");

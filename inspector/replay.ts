@@ -142,6 +142,7 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
     // client behind a TLS front that forgot the header, and diagnose the re-run's own http.
     forwardHeaders: { "x-forwarded-proto": target.protocol.slice(0, -1) },
     allowedOrigins: options.allowOrigins ?? [],
+    notFollowedHint: (origin) => `--allow-origin ${origin} to follow`,
     auth: options.token ? { bearer: options.token } : "stop",
     timeoutMs: options.timeoutMs ?? 10_000,
   });

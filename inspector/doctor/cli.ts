@@ -84,6 +84,8 @@ export async function main(argv: string[], prog = "mcp-lens doctor"): Promise<nu
     }
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `unexpected argument '${positionals[1]}' (see '${prog} --help')` : `${prog} needs the MCP endpoint's URL, e.g. https://host/mcp (see '${prog} --help')`);
     const url = parseHttpUrl(positionals[0]!, "URL");
+    const parsed = new URL(url);
+    if (parsed.username || parsed.password || parsed.hash) throw new UsageError(`URL takes no user, password or #fragment (clients send none), got '${positionals[0]}'`);
     const eras: ClientEra[] = s.era === "all" ? [...CLIENT_ERAS] : s.era ? [s.era] : [];
     const profiles = s.as.length ? DOCTOR_PROFILES.filter((p) => s.as.includes(p.name)) : DOCTOR_PROFILES;
     const report = await runDoctor(url, {
@@ -95,9 +97,12 @@ export async function main(argv: string[], prog = "mcp-lens doctor"): Promise<nu
       ...(s.db ? { db: s.db } : {}),
       ...(s.clientMetadataUrl ? { clientMetadataUrl: s.clientMetadataUrl } : {}),
     });
-    if (s.junit) writeFileSync(s.junit, doctorJunit(report));
     process.stdout.write(s.json ? `${jsonSafe(JSON.stringify(report, null, 2))}\n` : formatDoctor(report, painter(colorEnabled(process.stdout))));
-    return report.ok ? 0 : 1;
+    // After the report, so that a file that cannot be written loses nothing else.
+    if (s.junit) writeFileSync(s.junit, doctorJunit(report));
+    const notStored = report.recorded && "error" in report.recorded;
+    if (notStored) process.stderr.write(`${prog}: the checks were not stored in ${terminalSafe(report.recorded!.db)}: ${terminalSafe((report.recorded as { error: string }).error)}\n`);
+    return report.ok && !notStored ? 0 : 1;
   } catch (error) {
     const e = error as Error;
     process.stderr.write(`${prog}: ${terminalSafe(e.message.replace(/\s*\n\s*/g, " "))}\n`);

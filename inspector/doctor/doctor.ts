@@ -8,8 +8,9 @@
 //
 // Safe by construction: it dials the given URL's origin and, once the server's own Protected
 // Resource Metadata names one, that authorization server's origin; nothing else (a URL elsewhere
-// is reported, not followed). --token goes to the given origin only (connector-wire.ts), and all
-// it prints is the redacted recording of its own exchanges.
+// is reported, not followed). --token goes to the given origin only (connector-wire.ts); what it
+// prints is the redacted recording of its own exchanges and the servers' answers, with the token
+// replaced wherever a server echoed it.
 import type { ClassifiedExchange, Era } from "../../analysis/exchange.js";
 import type { HandshakeStep } from "../../analysis/handshake.js";
 import { LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION, type ClientEra } from "../clients.js";
@@ -59,6 +60,8 @@ export interface DoctorRow {
   failedStep: HandshakeStep | "network" | null;
   detail: string;
   diagnosis?: { code: string; summary: string; fix: string; reference: string };
+  /** What the analyser found short of a failure (a slow answer, a header clients tolerate…). */
+  warnings: Array<{ code: string; summary: string }>;
   evidence: EvidenceExcerpt[];
   steps: StepOutcome[];
 }
@@ -73,8 +76,8 @@ export interface DoctorReport {
   ok: boolean;
   /** Whether the authorization server's metadata advertises the refresh_token grant (when a run read it). */
   refreshToken?: "advertised" | "not_advertised" | "not_said";
-  /** With --db: what was stored there. */
-  recorded?: RecordedRuns;
+  /** With --db: what was stored there, or why nothing was. */
+  recorded?: RecordedRuns | { db: string; error: string };
 }
 
 const PASSING: ReadonlySet<DoctorResult> = new Set(["connects", "ready_for_sign_in"]);
@@ -102,6 +105,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
       rows.push(failedBeforeHttp(profile, era, "registration", usable.message));
       continue;
     }
+    // A run that throws (a bug meeting what a server sent) is that client's failed check, not the end of the report.
     const run = await runConnector(target.href, {
       ...(profile.userAgent ? { userAgent: profile.userAgent } : {}),
       ...(profile.accept ? { accept: profile.accept } : {}),
@@ -115,16 +119,29 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
       followAuthorizationServer: true,
       auth: options.token ? { bearer: options.token } : "sign_in",
       timeoutMs: options.timeoutMs ?? profile.timeoutMs,
-      toolCall: options.toolCall === true && options.token !== undefined,
-      stream: options.token !== undefined,
-    });
+      toolCall: options.toolCall === true,
+      stream: true,
+      notFollowedHint: () => "doctor dials only the server's origin and the authorization server its metadata names",
+    }).catch((error: Error) => error);
+    if (run instanceof Error) {
+      rows.push(failedBeforeHttp(profile, era, null, `doctor could not finish this check: ${run.message}`));
+      continue;
+    }
     runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
     refreshToken ??= run.authorizationServer?.refreshToken;
     rows.push(rowOf(profile, era, run));
   }
-  const recorded = options.db !== undefined ? recordRuns(options.db, runs) : undefined;
-  return {
+  // A database that cannot take the checks loses them, not the report.
+  let recorded: RecordedRuns | { db: string; error: string } | undefined;
+  if (options.db !== undefined) {
+    try {
+      recorded = recordRuns(options.db, runs);
+    } catch (error) {
+      recorded = { db: options.db, error: (error as Error).message };
+    }
+  }
+  const report: DoctorReport = {
     url: target.href,
     network,
     rows,
@@ -133,18 +150,32 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     ...(refreshToken ? { refreshToken } : {}),
     ...(recorded ? { recorded } : {}),
   };
+  // A server may echo the bearer back (in an error, a body): it is never printed.
+  return options.token ? withoutSecret(report, options.token) : report;
+}
+
+const TOKEN_MARK = "[the --token]";
+
+/** Every string of the report with the secret replaced: answers are the server's, and hostile. */
+function withoutSecret<T>(value: T, secret: string): T {
+  if (typeof value === "string") return value.split(secret).join(TOKEN_MARK) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => withoutSecret(v, secret)) as T;
+  if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecret(v, secret)])) as T;
+  return value;
 }
 
 /** A check that could not start: nothing reached the server, or the client's own document is unusable. */
 function failedBeforeHttp(profile: DoctorProfile, era: ClientEra, failedStep: DoctorRow["failedStep"], detail: string): DoctorRow {
   const spoke: Era = era === "legacy" ? "legacy" : "modern";
-  return { profile: profile.name, label: profile.label, era, spoke, eraFallback: false, result: "fails", failedStep, detail, evidence: [], steps: [] };
+  return { profile: profile.name, label: profile.label, era, spoke, eraFallback: false, result: "fails", failedStep, detail, warnings: [], evidence: [], steps: [] };
 }
 
 function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): DoctorRow {
+  // Every run is judged: a passing one may still carry warnings.
+  const { diagnoses, exchanges } = judgeRun(run);
+  const warnings = diagnoses.filter((d) => d.severity !== "error").map((d) => ({ code: d.code, summary: d.summary }));
   const base = { profile: profile.name, label: profile.label, era, spoke: run.era, eraFallback: run.eraFallback, steps: run.steps };
   if (run.failedAt) {
-    const { diagnoses, exchanges } = judgeRun(run);
     const top = diagnoses[0];
     return {
       ...base,
@@ -152,12 +183,13 @@ function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): Docto
       failedStep: run.failedAt,
       detail: run.error ?? "",
       ...(top ? { diagnosis: { code: top.code, summary: top.summary, fix: top.fix, reference: top.reference } } : {}),
+      warnings: warnings.filter((w) => w.code !== top?.code),
       evidence: excerpts(exchanges, top?.evidence.length ? top.evidence : exchanges.slice(-1).map((e) => e.id)),
     };
   }
   if (run.notFollowed) {
     const why = run.steps.find((s) => s.step === run.notFollowed)?.detail ?? "not followed";
-    return { ...base, result: "not_checked", failedStep: run.notFollowed, detail: `${why}: doctor dials only the server's origin and the authorization server its metadata names`, evidence: [] };
+    return { ...base, result: "not_checked", failedStep: run.notFollowed, detail: why, warnings, evidence: [] };
   }
   const waiting = run.steps.some((s) => s.skipped === "needs_user");
   const done = run.steps.filter((s) => s.status === "ok").map((s) => s.step);
@@ -166,6 +198,7 @@ function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): Docto
     result: waiting ? "ready_for_sign_in" : "connects",
     failedStep: null,
     detail: waiting ? `${done.join(", ")} ok; the rest needs the user's sign-in (--token to check the MCP steps)` : `${done.join(", ")} ok`,
+    warnings,
     evidence: [],
   };
 }

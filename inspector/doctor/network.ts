@@ -43,29 +43,38 @@ export async function checkNetwork(target: URL, timeoutMs: number): Promise<Netw
     return check;
   };
 
-  let address: string;
+  let addresses: string[];
   if (net.isIP(host)) {
-    address = host;
+    addresses = [host];
     check.stages.push({ stage: "dns", ok: true, detail: `${host} is an address` });
   } else {
     try {
       const found = await withTimeout(lookup(host, { all: true }), timeoutMs, `no answer for ${host} within ${timeoutMs} ms`);
-      address = found[0]!.address;
-      check.stages.push({ stage: "dns", ok: true, detail: `${host} resolves to ${found.map((a) => a.address).join(", ")}` });
+      addresses = found.map((a) => a.address);
+      check.stages.push({ stage: "dns", ok: true, detail: `${host} resolves to ${addresses.join(", ")}` });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       return fail("dns", code === "ENOTFOUND" ? `the name ${host} does not resolve` : `${host} could not be resolved: ${(error as Error).message}`);
     }
   }
 
-  try {
-    await connectTcp(address, port, timeoutMs);
-    check.stages.push({ stage: "tcp", ok: true, detail: `${address} port ${port} accepts connections` });
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const why = code === "ECONNREFUSED" ? "refuses connections (nothing listens there)" : code === "ETIMEDOUT" ? `does not answer within ${timeoutMs} ms (a firewall?)` : (error as Error).message;
-    return fail("tcp", `${address} port ${port} ${why}`);
+  // Clients try each address in turn (Node's autoSelectFamily, browsers' happy eyeballs): one that
+  // accepts is enough; the check fails only when none does.
+  let address: string | undefined;
+  const refused: string[] = [];
+  for (const candidate of addresses) {
+    try {
+      await connectTcp(candidate, port, timeoutMs);
+      address = candidate;
+      break;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === "ECONNREFUSED" ? "refuses connections (nothing listens there)" : code === "ETIMEDOUT" ? `does not answer within ${timeoutMs} ms (a firewall?)` : (error as Error).message;
+      refused.push(`${candidate} port ${port} ${why}`);
+    }
   }
+  if (address === undefined) return fail("tcp", refused.join("; "));
+  check.stages.push({ stage: "tcp", ok: true, detail: `${address} port ${port} accepts connections${refused.length ? ` (${refused.join("; ")})` : ""}` });
 
   if (target.protocol === "https:") {
     const result = await handshakeTls(address, port, net.isIP(host) ? undefined : host, timeoutMs).catch((error: Error) => error);
@@ -73,6 +82,7 @@ export async function checkNetwork(target: URL, timeoutMs: number): Promise<Netw
     const { socket, peer } = result;
     const names = (peer.subjectaltname ?? "").split(",").map((n) => n.trim().replace(/^(DNS|IP Address):/, "")).filter(Boolean);
     const validTo = new Date(peer.valid_to);
+    if (Number.isNaN(validTo.getTime())) return fail("tls", `the certificate for ${host} has an unreadable expiry date`);
     const daysLeft = Math.floor((validTo.getTime() - Date.now()) / DAY_MS);
     const cert = {
       subject: firstOf(peer.subject?.CN) ?? "",

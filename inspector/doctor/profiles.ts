@@ -4,7 +4,7 @@
 // and the era it speaks. The hosted connectors of the guide speak the legacy era; clients built
 // on today's SDKs (TypeScript v2, Python mcp 2.x) are dual-era: modern first, initialize when the
 // server does not speak 2026-07-28.
-import { type ClientEra, KNOWN_CLIENTS, MCP_ACCEPT, type Registration, registrationPayload } from "../clients.js";
+import { BROWSER_UA, type ClientEra, KNOWN_CLIENTS, MCP_ACCEPT, type Registration, registrationPayload } from "../clients.js";
 
 export interface DoctorProfile {
   /** As `--as` names it. */
@@ -25,7 +25,7 @@ export interface DoctorProfile {
   usesMetadataDocument?: boolean;
 }
 
-const known = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, extra: Partial<DoctorProfile> = {}): DoctorProfile => {
+const knownClientProfile = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, extra: Partial<DoctorProfile> = {}): DoctorProfile => {
   const client = KNOWN_CLIENTS[name];
   return {
     name,
@@ -41,12 +41,13 @@ const known = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, 
 };
 
 export const DOCTOR_PROFILES: readonly DoctorProfile[] = [
-  known("claude.ai", "Claude.ai's hosted connector (its backend, python-httpx)", "legacy"),
-  known("chatgpt", "ChatGPT's connector platform", "legacy"),
-  known("claude-code", "Claude Code, a local client on the TypeScript SDK v2", "dual", { usesMetadataDocument: true }),
+  knownClientProfile("claude.ai", "Claude.ai's hosted connector (its backend, python-httpx)", "legacy"),
+  knownClientProfile("chatgpt", "ChatGPT's connector platform", "legacy"),
+  knownClientProfile("claude-code", "Claude Code, a local client on the TypeScript SDK v2", "dual", { usesMetadataDocument: true }),
   {
     name: "mcp-inspector",
     label: "MCP Inspector's web page (a browser client: CORS applies)",
+    userAgent: BROWSER_UA,
     origin: "http://localhost:6274",
     accept: MCP_ACCEPT,
     clientInfo: { name: "mcp-inspector", version: "0.17.0" },

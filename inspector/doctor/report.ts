@@ -2,7 +2,7 @@
 // and evidence), for scripts (JSON) and for CI (JUnit XML). Everything in it that came from the
 // server (details, diagnosis text, bodies, certificate names) is hostile: escaped for the
 // terminal here, for XML in the JUnit file.
-import { terminalSafe } from "../../common/terminal-safe.js";
+import { terminalSafe as safe } from "../../common/terminal-safe.js";
 import type { Paint } from "../format.js";
 import type { DoctorReport, DoctorResult, DoctorRow } from "./doctor.js";
 
@@ -15,16 +15,16 @@ const RESULT_WORDS: Record<DoctorResult, string> = {
 
 const REFRESH_WORDS = {
   advertised: "the authorization server advertises the refresh_token grant",
-  not_advertised: "the authorization server does not advertise the refresh_token grant: users sign in again whenever an access token expires",
+  not_advertised: "the authorization server does not advertise the refresh_token grant: users may have to sign in again whenever an access token expires",
   not_said: "the authorization server's metadata has no grant_types_supported (RFC 8414's default has no refresh_token); the token response will tell",
 } as const;
 
 const ERA_WORDS = { modern: "modern", legacy: "legacy", dual: "dual-era" } as const;
 
-const eraOf = (row: DoctorRow) => (row.era === "dual" ? `dual→${row.eraFallback ? "legacy" : "modern"}` : ERA_WORDS[row.era]);
+/** The era asked for; for a dual-era client that ran, the one it ended in. */
+const eraOf = (row: DoctorRow) => (row.era !== "dual" ? ERA_WORDS[row.era] : row.steps.length === 0 ? ERA_WORDS.dual : `dual→${row.eraFallback ? "legacy" : "modern"}`);
 
 export function formatDoctor(report: DoctorReport, paint: Paint): string {
-  const safe = terminalSafe;
   const lines: string[] = [`mcp-lens doctor ${safe(report.url)}`, ""];
   for (const stage of report.network.stages) lines.push(`  ${stage.stage.padEnd(4)} ${stage.ok ? paint("green", "ok") : paint("red", "FAILS")}  ${safe(stage.detail)}`);
   for (const warning of report.network.warnings) lines.push(`  ${paint("yellow", "warning")}  ${safe(warning)}`);
@@ -37,8 +37,11 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
     const colored = row.result === "fails" ? paint("red", result) : row.result === "not_checked" ? paint("yellow", result) : paint("green", result);
     const where = row.failedStep ? ` at ${row.failedStep}` : "";
     const why = row.diagnosis ? `: ${row.diagnosis.code}` : row.result === "fails" || row.result === "not_checked" ? `: ${row.detail}` : "";
-    lines.push(`  ${row.profile.padEnd(width)}  ${eraOf(row).padEnd(eraWidth)}  ${colored}${where}${safe(why)}`);
+    const warned = row.warnings.length ? paint("yellow", ` (warning: ${row.warnings.map((w) => w.code).join(", ")})`) : "";
+    lines.push(`  ${row.profile.padEnd(width)}  ${eraOf(row).padEnd(eraWidth)}  ${colored}${where}${safe(why)}${warned}`);
   }
+  const warnings = new Map(report.rows.flatMap((r) => r.warnings).map((w) => [w.code, w.summary]));
+  for (const [code, summary] of warnings) lines.push(`  ${paint("yellow", "warning")} ${code}: ${safe(summary)}`);
   const failures = report.rows.filter((r) => r.result === "fails" || r.result === "not_checked");
   // Clients that fail the same way are told once: the same step, diagnosis and words.
   const groups = new Map<string, DoctorRow[]>();
@@ -59,9 +62,11 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
     }
   }
   if (report.refreshToken) lines.push("", `refresh: ${REFRESH_WORDS[report.refreshToken]}`);
-  if (report.recorded) {
-    const ids = report.recorded.handshakeIds;
-    lines.push("", `stored in ${safe(report.recorded.db)}: ${report.recorded.exchanges} exchanges, handshakes ${ids.map((id) => `#${id}`).join(", ")} (inspector show ID --db ${safe(report.recorded.db)})`);
+  const stored = report.recorded;
+  if (stored && "error" in stored) lines.push("", paint("red", `not stored in ${safe(stored.db)}: ${safe(stored.error)}`));
+  else if (stored) {
+    const ids = stored.handshakeIds.map((id) => `#${id}`).join(", ");
+    lines.push("", `stored in ${safe(stored.db)}: ${stored.exchanges} exchanges, handshakes ${ids} (inspector show ID --db ${safe(stored.db)})`);
   }
   lines.push("", `dialled: ${report.dialled.length ? safe(report.dialled.join(", ")) : "nothing past the network checks"}`);
   lines.push(report.ok ? paint("green", "every client checked connects, or is ready for the user's sign-in") : paint("red", `${failures.length} of ${report.rows.length} checks do not pass`));

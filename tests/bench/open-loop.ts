@@ -3,9 +3,10 @@
 // stall shows up in the figures instead of silently slowing the sender (coordinated omission).
 // Prints one JSON line: {sent, completed, errors, p50, p90, p99, freezes, frozenMs}, latencies in
 // ms. A freeze is a gap of FREEZE_MS or more between two turns of the spinning send loop while
-// measuring: the load CPU was taken away (on these VMs the host throttles both vCPUs for 100 ms
-// at a time once the VM's CPU use passes its quota), so the latencies of that run say as much
-// about the machine as about the proxy.
+// measuring: the generator's own garbage collection or callbacks, or, as the ~100 ms gaps show,
+// the load CPU taken away (on these VMs the host throttles both vCPUs for 100 ms at a time once
+// the VM's CPU use passes its quota). Either way that run's latencies say as much about the
+// machine as about the proxy.
 // Usage: node --import tsx tests/bench/open-loop.ts --url URL --rate R --duration S [--warmup S]
 import http from "node:http";
 import { performance } from "node:perf_hooks";

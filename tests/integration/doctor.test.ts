@@ -224,6 +224,111 @@ describe("doctor against a server with a fault", () => {
   });
 });
 
+// A server written for one hostile behaviour each: it echoes the bearer, sends malformed
+// metadata, names an authorization server elsewhere, or streams without ever ending an event.
+type Hostile = "echo_token" | "malformed_metadata" | "bad_authorization_endpoint" | "endless_event";
+async function startHostile(mode: Hostile, opts: { issuer?: string } = {}): Promise<{ url: string; origin: string; requests: string[] }> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const origin = `http://${req.headers.host}`;
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}) => res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
+    const url = req.url ?? "";
+    if (url.startsWith("/.well-known/oauth-protected-resource")) return json(200, { resource: `${origin}/mcp`, authorization_servers: [opts.issuer ?? origin] });
+    if (url === "/.well-known/oauth-authorization-server") {
+      return json(200, {
+        issuer: origin,
+        authorization_endpoint: mode === "bad_authorization_endpoint" ? "http://[not a url" : `${origin}/authorize`,
+        token_endpoint: `${origin}/token`,
+        registration_endpoint: `${origin}/register`,
+        response_types_supported: ["code"],
+        code_challenge_methods_supported: mode === "malformed_metadata" ? { S256: true } : ["S256"],
+        scopes_supported: "openid",
+      });
+    }
+    if (url === "/register") return json(201, { client_id: "hostile-client" });
+    if (url.startsWith("/authorize")) return res.writeHead(200, { "content-type": "text/html" }).end("<form>sign in</form>");
+    if (mode === "endless_event") {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const chunk = `data: ${"x".repeat(64 * 1024)}`; // never a blank line: no event ever ends
+      const timer = setInterval(() => res.write(chunk), 1);
+      res.once("close", () => clearInterval(timer));
+      return;
+    }
+    const auth = req.headers.authorization;
+    if (!auth) return json(401, { error: "invalid_token" }, { "www-authenticate": `Bearer resource_metadata="${origin}/.well-known/oauth-protected-resource/mcp"` });
+    return json(401, { error: "invalid_token", error_description: `the token ${auth.replace(/^Bearer /, "")} is unknown here` });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  closing.push(() => new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  }));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url: `${origin}/mcp`, origin, requests };
+}
+
+describe("doctor against hostile servers", () => {
+  it("never prints the --token, even when the server echoes it", { timeout: 30_000 }, async () => {
+    const server = await startHostile("echo_token");
+    const token = "CANARY-doctor-echoed-token-5f1e";
+    const junit = path.join(work.dir, "echo.xml");
+    const { code, report } = await doctor([server.url, "--as", "chatgpt,v2-sdk", "--era", "all", "--junit", junit], { MCP_LENS_DOCTOR_TOKEN: token });
+    expect(code).toBe(1);
+    expect(report.rows.every((r) => r.result === "fails")).toBe(true);
+    const text = await runCli(["doctor", server.url, "--as", "chatgpt"], { MCP_LENS_DOCTOR_TOKEN: token });
+    expect(text.stderr).not.toContain(token);
+    for (const output of [JSON.stringify(report), text.stdout, readFileSync(junit, "utf8")]) {
+      expect(output).not.toContain(token);
+      expect(output).toContain("[the --token]"); // the echo is there, the token is not
+    }
+  });
+
+  it("turns malformed metadata into a failed step, not a crash", { timeout: 30_000 }, async () => {
+    const malformed = await startHostile("malformed_metadata");
+    const first = await doctor([malformed.url, "--as", "claude.ai"]);
+    expect(first.code).toBe(1);
+    expect(first.report.rows[0]).toMatchObject({ result: "fails", failedStep: "authorization_server_metadata", detail: "code_challenge_methods_supported lacks S256" });
+    const endpoint = await startHostile("bad_authorization_endpoint");
+    const second = await doctor([endpoint.url, "--as", "claude.ai"]);
+    expect(second.report.rows[0]).toMatchObject({ result: "fails", failedStep: "authorize" });
+    expect(second.report.rows[0]!.detail).toContain("is not a URL");
+  });
+
+  it("stops reading an event stream that never ends an event, and says so", { timeout: 30_000 }, async () => {
+    const server = await startHostile("endless_event");
+    const { code, report } = await doctor([server.url, "--as", "claude.ai", "--timeout", "20000"]);
+    expect(code).toBe(1);
+    expect(report.rows[0]).toMatchObject({ result: "fails", failedStep: "probe" });
+    expect(report.rows[0]!.detail).toContain("more than 1048576 bytes without a complete event");
+  });
+
+  it("follows the authorization server the metadata names, and nothing it names elsewhere", { timeout: 30_000 }, async () => {
+    // The authorization server lives on a second origin; its registration endpoint on a third.
+    const elsewhere = await startHostile("echo_token");
+    const as = http.createServer((req, res) => {
+      const origin = `http://${req.headers.host}`;
+      if (req.url === "/.well-known/oauth-authorization-server") {
+        return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({
+          issuer: origin, authorization_endpoint: `${origin}/authorize`, token_endpoint: `${origin}/token`,
+          registration_endpoint: `${elsewhere.origin}/register`, response_types_supported: ["code"], code_challenge_methods_supported: ["S256"],
+        }));
+      }
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => as.listen(0, "127.0.0.1", resolve));
+    closing.push(() => new Promise((resolve) => as.close(() => resolve())));
+    const asOrigin = `http://127.0.0.1:${(as.address() as AddressInfo).port}`;
+    const server = await startHostile("echo_token", { issuer: asOrigin });
+    const { code, report } = await doctor([server.url, "--as", "claude.ai"]);
+    expect(code).toBe(1);
+    expect(report.rows[0]).toMatchObject({ result: "not_checked", failedStep: "registration" });
+    expect(report.rows[0]!.detail).toContain(`is on another origin (${elsewhere.origin})`);
+    expect(report.dialled).toEqual([server.origin, asOrigin]);
+    expect(elsewhere.requests).toEqual([]);
+  });
+});
+
 describe("doctor before HTTP: name, TCP, TLS", () => {
   let ca: { cert: string; key: string; file: string };
   const makeCa = () => {
