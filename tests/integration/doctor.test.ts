@@ -146,13 +146,19 @@ describe("doctor with a Client ID Metadata Document (--client-metadata-url)", ()
 });
 
 // The fault, the client that meets it, where that client stops and the analyser's code (as
-// tests/integration/diagnosis.test.ts expects of the same fault in live traffic).
-const FAULT_CASES: Array<{ fault: Fault; as: string; step: string; code: string }> = [
-  { fault: "probe_404", as: "claude.ai", step: "probe", code: "probe_unexpected_status" },
+// tests/integration/diagnosis.test.ts expects of the same fault in live traffic), in every era:
+// the OAuth steps are the same in both; where an era's probe meets the fault differently, that
+// era's step and code are given.
+type Expected = { step: string; code: string | null };
+const FAULT_CASES: Array<{ fault: Fault; as: string; step: string; code: string; eras?: { modern?: Expected; dual?: Expected } }> = [
+  // A 404 without a JSON-RPC body reads as a legacy server to a modern-only client; a dual-era one falls back and meets the 404.
+  { fault: "probe_404", as: "claude.ai", step: "probe", code: "probe_unexpected_status", eras: { modern: { step: "probe", code: "era_mismatch" } } },
   { fault: "mcp_redirect", as: "claude.ai", step: "probe", code: "mcp_endpoint_redirect" },
   { fault: "waf_challenge", as: "claude.ai", step: "probe", code: "waf_block" },
   { fault: "host_rejected_421", as: "chatgpt", step: "probe", code: "host_header_rejected" },
-  { fault: "origin_rejected_403", as: "mcp-inspector", step: "probe", code: "origin_rejected" },
+  // The modern probe's preflight asks for Mcp-Method, which this server's CORS does not allow:
+  // the browser stops there (no diagnosis: a lone preflight starts no handshake).
+  { fault: "origin_rejected_403", as: "mcp-inspector", step: "probe", code: "origin_rejected", eras: { modern: { step: "probe", code: null }, dual: { step: "probe", code: null } } },
   { fault: "prm_404", as: "claude.ai", step: "protected_resource_metadata", code: "protected_resource_metadata_missing" },
   { fault: "prm_origin_only_resource", as: "claude.ai", step: "protected_resource_metadata", code: "resource_mismatch" },
   { fault: "issuer_trailing_slash", as: "claude.ai", step: "authorization_server_metadata", code: "issuer_mismatch" },
@@ -175,19 +181,22 @@ describe("doctor against a server with a fault", () => {
     });
   });
 
-  it.each(FAULT_CASES)("$fault: $as fails at $step with $code", { timeout: 30_000 }, async ({ fault, as, step, code }) => {
+  it.each(FAULT_CASES)("$fault: $as fails at $step with $code, in every era", { timeout: 30_000 }, async ({ fault, as, step, code, eras }) => {
     const server = servers.get(fault)!;
     const junit = path.join(work.dir, `${fault}.xml`);
-    const result = await doctor([`${server.url}/mcp`, "--as", as, "--junit", junit]);
+    const result = await doctor([`${server.url}/mcp`, "--as", as, "--era", "all", "--junit", junit]);
     expect(result.code).toBe(1);
-    const [row] = result.report.rows;
-    expect(row).toMatchObject({ profile: as, result: "fails", failedStep: step });
-    expect(row!.diagnosis?.code).toBe(code);
-    expect(row!.diagnosis?.fix.length).toBeGreaterThan(10);
-    expect(row!.evidence.length).toBeGreaterThan(0);
+    expect(result.report.rows.map((r) => r.era)).toEqual(["modern", "legacy", "dual"]);
+    for (const row of result.report.rows) {
+      const expected = (row.era !== "legacy" && eras?.[row.era]) || { step, code };
+      expect(row, row.era).toMatchObject({ profile: as, result: "fails", failedStep: expected.step });
+      expect(row.diagnosis?.code ?? null, row.era).toBe(expected.code);
+      if (expected.code) expect(row.diagnosis?.fix.length).toBeGreaterThan(10);
+      expect(row.evidence.length).toBeGreaterThan(0);
+    }
     expect(result.report.dialled).toEqual([new URL(server.url).origin]);
     const xml = readFileSync(junit, "utf8");
-    expect(xml).toContain(`failures="1"`);
+    expect(xml).toContain(`failures="3"`);
     expect(xml).toContain(`<failure message="FAILS at ${step}: ${code}"`);
   });
 
@@ -226,7 +235,7 @@ describe("doctor against a server with a fault", () => {
 
 // A server written for one hostile behaviour each: it echoes the bearer, sends malformed
 // metadata, names an authorization server elsewhere, or streams without ever ending an event.
-type Hostile = "echo_token" | "malformed_metadata" | "bad_authorization_endpoint" | "endless_event";
+type Hostile = "echo_token" | "malformed_metadata" | "bad_authorization_endpoint" | "endless_event" | "redirect_elsewhere";
 async function startHostile(mode: Hostile, opts: { issuer?: string } = {}): Promise<{ url: string; origin: string; requests: string[] }> {
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
@@ -234,6 +243,7 @@ async function startHostile(mode: Hostile, opts: { issuer?: string } = {}): Prom
     const origin = `http://${req.headers.host}`;
     const json = (status: number, body: unknown, headers: Record<string, string> = {}) => res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
     const url = req.url ?? "";
+    if (mode === "redirect_elsewhere") return res.writeHead(301, { location: "https://edge.example/mcp" }).end();
     if (url.startsWith("/.well-known/oauth-protected-resource")) return json(200, { resource: `${origin}/mcp`, authorization_servers: [opts.issuer ?? origin] });
     if (url === "/.well-known/oauth-authorization-server") {
       return json(200, {
@@ -301,6 +311,17 @@ describe("doctor against hostile servers", () => {
     expect(code).toBe(1);
     expect(report.rows[0]).toMatchObject({ result: "fails", failedStep: "probe" });
     expect(report.rows[0]!.detail).toContain("more than 1048576 bytes without a complete event");
+  });
+
+  it("an edge that redirects the endpoint to another host: every client fails at the probe, and doctor stays put", { timeout: 30_000 }, async () => {
+    const server = await startHostile("redirect_elsewhere");
+    const { code, report } = await doctor([server.url, "--as", "claude.ai,v2-sdk"]);
+    expect(code).toBe(1);
+    for (const row of report.rows) {
+      expect(row).toMatchObject({ result: "fails", failedStep: "probe" });
+      expect(row.diagnosis?.code).toBe("mcp_endpoint_redirect");
+    }
+    expect(report.dialled).toEqual([server.origin]);
   });
 
   it("follows the authorization server the metadata names, and nothing it names elsewhere", { timeout: 30_000 }, async () => {
