@@ -1,11 +1,17 @@
 // Structured JSON logs on stdout (one line per exchange at info with --log-exchanges). Pretty output is a
 // development concern: pipe through `npx pino-pretty`.
 import { pino, type Logger } from "pino";
+import { jsonSafe } from "./terminal-safe.js";
 
 export type { Logger };
 
+/**
+ * Every line leaves through jsonSafe: a value from traffic in any field (an error's `input`, a
+ * header) has its C1, bidi and line-separator characters escaped, losslessly, before a terminal
+ * that tails the log can see them (JSON.stringify escapes only C0).
+ */
 export function createLogger(level: string, destination: pino.DestinationStream = pino.destination(1)): Logger {
-  return pino({ level, base: { service: "mcp-lens" }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  return pino({ level, base: { service: "mcp-lens" }, timestamp: pino.stdTimeFunctions.isoTime, hooks: { streamWrite: jsonSafe } }, destination);
 }
 
 /**

@@ -26,6 +26,28 @@ export interface JudgeOptions {
   redactor?: Redactor;
   /** The id of the first exchange (the next free one of a database); default 1. */
   firstId?: number;
+  /**
+   * Secrets the run itself sent (doctor's --token): replaced before anything is recorded, in
+   * headers and bodies alike, so a server that echoes one back cannot put it in a database.
+   */
+  secrets?: readonly string[];
+}
+
+/** What a known secret becomes in a recording. */
+export const SECRET_MARK = "[the --token]";
+
+function withoutSecrets(raw: RawExchange, secrets: readonly string[]): RawExchange {
+  const has = (text: string) => secrets.some((secret) => text.includes(secret));
+  const scrub = (text: string) => secrets.reduce((out, secret) => out.split(secret).join(SECRET_MARK), text);
+  const headers = (pairs: RawExchange["requestHeaders"]) => pairs.map(([name, value]): [string, string] => [name, has(value) ? scrub(value) : value]);
+  const body = (b: RawExchange["requestBody"]) => (secrets.some((secret) => b.bytes.includes(secret)) ? { ...b, bytes: Buffer.from(scrub(b.bytes.toString("latin1")), "latin1") } : b);
+  return {
+    ...raw,
+    requestHeaders: headers(raw.requestHeaders),
+    ...(raw.responseHeaders ? { responseHeaders: headers(raw.responseHeaders) } : {}),
+    requestBody: body(raw.requestBody),
+    responseBody: body(raw.responseBody),
+  };
 }
 
 /** Every handshake of the exchanges, settled and diagnosed, with the exchanges as recorded. */
@@ -33,7 +55,8 @@ export function judgeExchanges(raws: readonly RawExchange[], options: JudgeOptio
   const redactor = options.redactor ?? createRedactor(randomBytes(32));
   const classify = createClassifier();
   const firstId = options.firstId ?? 1;
-  const exchanges = raws.map((raw, i) => classify(toRecorded({ ...raw, id: firstId + i }, redactor)));
+  const secrets = options.secrets?.filter(Boolean) ?? [];
+  const exchanges = raws.map((raw, i) => classify(toRecorded({ ...(secrets.length ? withoutSecrets(raw, secrets) : raw), id: firstId + i }, redactor)));
   // Nothing will add to these handshakes: each is judged as the proxy judges one whose client
   // went quiet (no grace for a fallback that will not come).
   const handshakes = groupHandshakes(exchanges, Date.now()).map((grouped) => {
@@ -44,8 +67,8 @@ export function judgeExchanges(raws: readonly RawExchange[], options: JudgeOptio
   return { exchanges, handshakes };
 }
 
-export function judgeRun(run: ConnectorRun): JudgedRun {
-  const { exchanges, handshakes } = judgeExchanges(run.exchanges);
+export function judgeRun(run: ConnectorRun, secrets: readonly string[] = []): JudgedRun {
+  const { exchanges, handshakes } = judgeExchanges(run.exchanges, { secrets });
   const last = exchanges.at(-1)?.id;
   return { diagnoses: handshakes.find((h) => last !== undefined && h.exchangeIds.includes(last))?.diagnoses ?? [], exchanges };
 }

@@ -84,9 +84,8 @@ export function isProtocolRejection(e: ClassifiedExchange): boolean {
 }
 
 /** All values of a header, joined: exchange-view's reading, the one classification uses. */
-export const headerOf = header;
-export const reqHeader = (e: ClassifiedExchange, lowerName: string) => headerOf(e.requestHeaders, lowerName);
-export const resHeader = (e: ClassifiedExchange, lowerName: string) => headerOf(e.responseHeaders, lowerName);
+export const reqHeader = (e: ClassifiedExchange, lowerName: string) => header(e.requestHeaders, lowerName);
+export const resHeader = (e: ClassifiedExchange, lowerName: string) => header(e.responseHeaders, lowerName);
 
 export function bodyText(body: RecordedBody): string {
   return body.encoding === "utf8" ? (body.text ?? "") : "";
@@ -160,9 +159,10 @@ export function tokens(value: string | undefined): string[] {
     .filter(Boolean);
 }
 
-export function parseUrl(url: string): URL | undefined {
+/** `url` (resolved against `base` when given) as a URL, or undefined: a traffic value never throws. */
+export function parseUrl(url: string, base?: string): URL | undefined {
   try {
-    return new URL(url);
+    return new URL(url, base);
   } catch {
     return undefined;
   }

@@ -276,7 +276,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
 // What these rules read and say
 
 function mcpRedirectFix(e: ClassifiedExchange, location: string, c: ConnectorUrl | undefined): string {
-  const target = parseUrl(location) ?? (c ? parseUrl(new URL(location, c.origin).href) : undefined);
+  const target = parseUrl(location, c?.origin);
   const path = trimSlash(e.path);
   if (target && target.pathname === `${path}/`) {
     return `Serve ${e.path} itself instead of redirecting to ${target.pathname} (mount the MCP app at "${path}" exactly; Starlette/FastAPI: redirect_slashes=False)`;

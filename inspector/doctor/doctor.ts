@@ -15,7 +15,7 @@ import type { ClassifiedExchange, Era } from "../../analysis/exchange.js";
 import type { HandshakeStep } from "../../analysis/handshake.js";
 import { LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION, type ClientEra } from "../clients.js";
 import { runConnector, type ConnectorRun, type StepOutcome } from "../connector.js";
-import { judgeRun } from "../judge-run.js";
+import { judgeRun, SECRET_MARK } from "../judge-run.js";
 import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
 import { readClientMetadataDocument } from "./metadata-document.js";
@@ -95,6 +95,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   if (wantsDocument) dialled.add(new URL(options.clientMetadataUrl!).origin);
   let refreshToken: DoctorReport["refreshToken"];
   const runs: ConnectorRun[] = [];
+  const secrets = options.token ? [options.token] : [];
   for (const { profile, era } of plan) {
     if (!network.ok) {
       rows.push(failedBeforeHttp(profile, era, "network", network.problem ?? ""));
@@ -130,13 +131,13 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
     refreshToken ??= run.authorizationServer?.refreshToken;
-    rows.push(rowOf(profile, era, run));
+    rows.push(rowOf(profile, era, run, secrets));
   }
   // A database that cannot take the checks loses them, not the report.
   let recorded: RecordedRuns | { db: string; error: string } | undefined;
   if (options.db !== undefined) {
     try {
-      recorded = recordRuns(options.db, runs);
+      recorded = recordRuns(options.db, runs, secrets);
     } catch (error) {
       recorded = { db: options.db, error: (error as Error).message };
     }
@@ -154,11 +155,9 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   return options.token ? withoutSecret(report, options.token) : report;
 }
 
-const TOKEN_MARK = "[the --token]";
-
 /** Every string of the report with the secret replaced: answers are the server's, and hostile. */
 function withoutSecret<T>(value: T, secret: string): T {
-  if (typeof value === "string") return value.split(secret).join(TOKEN_MARK) as T;
+  if (typeof value === "string") return value.split(secret).join(SECRET_MARK) as T;
   if (Array.isArray(value)) return value.map((v: unknown) => withoutSecret(v, secret)) as T;
   if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecret(v, secret)])) as T;
   return value;
@@ -170,9 +169,9 @@ function failedBeforeHttp(profile: DoctorProfile, era: ClientEra, failedStep: Do
   return { profile: profile.name, label: profile.label, era, spoke, eraFallback: false, result: "fails", failedStep, detail, warnings: [], evidence: [], steps: [] };
 }
 
-function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun): DoctorRow {
+function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun, secrets: readonly string[]): DoctorRow {
   // Every run is judged: a passing one may still carry warnings.
-  const { diagnoses, exchanges } = judgeRun(run);
+  const { diagnoses, exchanges } = judgeRun(run, secrets);
   const warnings = diagnoses.filter((d) => d.severity !== "error").map((d) => ({ code: d.code, summary: d.summary }));
   const base = { profile: profile.name, label: profile.label, era, spoke: run.era, eraFallback: run.eraFallback, steps: run.steps };
   if (run.failedAt) {

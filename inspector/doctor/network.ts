@@ -82,7 +82,10 @@ export async function checkNetwork(target: URL, timeoutMs: number): Promise<Netw
     const { socket, peer } = result;
     const names = (peer.subjectaltname ?? "").split(",").map((n) => n.trim().replace(/^(DNS|IP Address):/, "")).filter(Boolean);
     const validTo = new Date(peer.valid_to);
-    if (Number.isNaN(validTo.getTime())) return fail("tls", `the certificate for ${host} has an unreadable expiry date`);
+    if (Number.isNaN(validTo.getTime())) {
+      socket.destroy();
+      return fail("tls", `the certificate for ${host} has an unreadable expiry date`);
+    }
     const daysLeft = Math.floor((validTo.getTime() - Date.now()) / DAY_MS);
     const cert = {
       subject: firstOf(peer.subject?.CN) ?? "",

@@ -15,17 +15,18 @@ export interface RecordedRuns {
   handshakeIds: number[];
 }
 
-export function recordRuns(dbPath: string, runs: readonly ConnectorRun[]): RecordedRuns {
+export function recordRuns(dbPath: string, runs: readonly ConnectorRun[], secrets: readonly string[] = []): RecordedRuns {
   const db = openDatabase(dbPath);
   try {
     const redactor = createRedactor(loadOrCreateRedactionKey(dbPath));
     const insertExchange = db.prepare(INSERT_EXCHANGE_SQL);
     const upsertHandshake = db.prepare(UPSERT_HANDSHAKE_SQL);
     const result: RecordedRuns = { db: dbPath, exchanges: 0, handshakeIds: [] };
+    // Immediate: the next free id is read and used in one write transaction.
     db.transaction(() => {
       let next = nextExchangeId(db);
       for (const run of runs) {
-        const { exchanges, handshakes } = judgeExchanges(run.exchanges, { redactor, firstId: next });
+        const { exchanges, handshakes } = judgeExchanges(run.exchanges, { redactor, firstId: next, secrets });
         next += exchanges.length;
         const owner = new Map(handshakes.flatMap((h) => h.exchangeIds.map((id) => [id, h.id] as const)));
         for (const e of exchanges) insertExchange.run(...exchangeRowValues(exchangeToRow(e, owner.get(e.id) ?? null)));
@@ -33,7 +34,7 @@ export function recordRuns(dbPath: string, runs: readonly ConnectorRun[]): Recor
         result.exchanges += exchanges.length;
         result.handshakeIds.push(...handshakes.map((h) => h.id));
       }
-    })();
+    }).immediate();
     return result;
   } finally {
     db.close();

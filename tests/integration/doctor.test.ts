@@ -283,11 +283,13 @@ describe("doctor against hostile servers", () => {
     const server = await startHostile("echo_token");
     const token = "CANARY-doctor-echoed-token-5f1e";
     const junit = path.join(work.dir, "echo.xml");
-    const { code, report } = await doctor([server.url, "--as", "chatgpt,v2-sdk", "--era", "all", "--junit", junit], { MCP_LENS_DOCTOR_TOKEN: token });
+    const dbPath = path.join(work.dir, "echo.db"); // also scanned for the canary with every file the run leaves
+    const { code, report } = await doctor([server.url, "--as", "chatgpt,v2-sdk", "--era", "all", "--junit", junit, "--db", dbPath], { MCP_LENS_DOCTOR_TOKEN: token });
     expect(code).toBe(1);
     expect(report.rows.every((r) => r.result === "fails")).toBe(true);
     const text = await runCli(["doctor", server.url, "--as", "chatgpt"], { MCP_LENS_DOCTOR_TOKEN: token });
     expect(text.stderr).not.toContain(token);
+    expect(readFileSync(dbPath).includes(token)).toBe(false);
     for (const output of [JSON.stringify(report), text.stdout, readFileSync(junit, "utf8")]) {
       expect(output).not.toContain(token);
       expect(output).toContain("[the --token]"); // the echo is there, the token is not
