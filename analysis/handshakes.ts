@@ -85,9 +85,9 @@ const MAX_KEYS = 32;
 // ---------------------------------------------------------------------------------------------
 // The tracker
 
-export interface AddResult {
+interface AddResult {
   handshakeId: number | null;
-  /** The handshakes this exchange changed, in their new state. */
+  /** Every handshake changed since takeChanged last ran (this exchange's among them), in its new state. */
   updated: Handshake[];
 }
 
@@ -114,7 +114,10 @@ export class HandshakeTracker {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
   }
 
-  /** Places the exchange and hands out the handshakes it changed, in their new state. */
+  /**
+   * place + takeChanged, for one exchange at a time (the unit tests): hands out every handshake
+   * changed since takeChanged last ran, so it is not to be mixed with place.
+   */
   add(e: ClassifiedExchange): AddResult {
     const handshakeId = this.place(e);
     return handshakeId === null ? NOT_ATTACHED : { handshakeId, updated: this.takeChanged() };

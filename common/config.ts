@@ -206,17 +206,21 @@ export function logLevelOption(note = "") {
  * The other arguments keep their order.
  */
 export function findCommand(argv: string[], specsList: readonly Specs[]): { command: string | undefined; rest: string[] } {
-  const { tokens } = parseArgs({ args: argv, options: parserTable(specsList), strict: false, allowPositionals: true, tokens: true });
-  const first = tokens.find((t) => t.kind === "positional");
-  if (!first) return { command: undefined, rest: argv };
-  return { command: argv[first.index], rest: argv.filter((_, i) => i !== first.index) };
+  const first = positionalIndexes(argv, specsList)[0];
+  if (first === undefined) return { command: undefined, rest: argv };
+  return { command: argv[first], rest: argv.filter((_, i) => i !== first) };
 }
 
 /** Separates positional arguments (a handshake id, a URL) from flags, knowing which flags take a value. */
 export function splitPositionals(specs: Specs, argv: string[]): { positionals: string[]; flags: string[] } {
-  const { tokens } = parseArgs({ args: argv, options: parserTable([specs]), strict: false, allowPositionals: true, tokens: true });
-  const positional = new Set(tokens.filter((t) => t.kind === "positional").map((t) => t.index));
+  const positional = new Set(positionalIndexes(argv, [specs]));
   return { positionals: argv.filter((_, i) => positional.has(i)), flags: argv.filter((_, i) => !positional.has(i)) };
+}
+
+/** Where the positional arguments stand in argv, knowing which flags take a value. */
+function positionalIndexes(argv: string[], specsList: readonly Specs[]): number[] {
+  const { tokens } = parseArgs({ args: argv, options: parserTable(specsList), strict: false, allowPositionals: true, tokens: true });
+  return tokens.flatMap((t) => (t.kind === "positional" ? [t.index] : []));
 }
 
 /** node:util parseArgs's option table for the specs, with --help. */
@@ -247,4 +251,3 @@ export const ADMIN_TOKEN_OPTION = option({
   valueName: "TOKEN",
   help: "Require this bearer token for /metrics and /live (/health stays open for health checks)",
 });
-

@@ -261,6 +261,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     let sseTimedOut = false;
     let tooLarge = false;
     let text = "";
+    let bytes = 0;
     const timer = setTimeout(() => {
       sseTimedOut = true;
       res.cancel();
@@ -269,7 +270,8 @@ export function openWire(logical: URL, opts: WireOptions) {
       const onData = (chunk: Buffer) => {
         res.capture.received(chunk);
         text += chunk.toString("utf8");
-        if (text.length > MAX_ANSWER_BYTES) {
+        bytes += chunk.length;
+        if (bytes > MAX_ANSWER_BYTES) {
           tooLarge = true;
           res.cancel(); // bounded: a stream that never ends an event cannot make the run hold more
           return;

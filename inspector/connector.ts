@@ -128,8 +128,8 @@ export interface ConnectorRun {
   era: Era;
   /** The origins the run's requests went to, in the order first dialled. */
   dialled: string[];
-  /** What the authorization server's metadata says, once it was read. */
-  authorizationServer?: { issuer: string; refreshToken: "advertised" | "not_advertised" | "not_said" };
+  /** Whether the authorization server's metadata advertises the refresh_token grant, once it was read. */
+  refreshToken?: "advertised" | "not_advertised" | "not_said";
   /** A dual-era run fell back to initialize (the server did not speak the modern era). */
   eraFallback: boolean;
   /** The steps this client performs in the era it spoke, in order; those not in `steps` were not reached. */
@@ -175,7 +175,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const resourceUrl = logical.href;
   const wire = openWire(logical, opts);
   const { send, readText, getJson, rpc, sendToConnector, firstEvent, challengeOf, captures, lastStatus } = wire;
-  let authorizationServer: ConnectorRun["authorizationServer"];
+  let refreshToken: ConnectorRun["refreshToken"];
   // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
   // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
   // resource that says http:// where the client came over https.
@@ -381,13 +381,13 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       pass(step);
       // RFC 8414: without grant_types_supported the default is authorization_code and implicit.
       const grants = Array.isArray(as.grant_types_supported) ? as.grant_types_supported : undefined;
-      authorizationServer = { issuer, refreshToken: grants === undefined ? "not_said" : grants.includes("refresh_token") ? "advertised" : "not_advertised" };
+      refreshToken = grants === undefined ? "not_said" : grants.includes("refresh_token") ? "advertised" : "not_advertised";
 
       // 4. The client's identity: its metadata document's URL (no call: the authorization server
       // fetches the document when the client comes to /authorize), else dynamic registration.
-      let client: { client_id?: string; client_secret?: string } = {};
+      let client: { client_id: string; client_secret?: string };
       if (metadataDocument) {
-        client = { client_id: opts.clientMetadataUrl };
+        client = { client_id: opts.clientMetadataUrl! };
         pass("registration", `client ID metadata document ${opts.clientMetadataUrl}: no registration call`);
       } else {
         const reg = await send("registration", String(as.registration_endpoint), {
@@ -396,15 +396,16 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           body: JSON.stringify(opts.registration),
         });
         const regText = await readText("registration", reg);
+        let answer: { client_id?: unknown; client_secret?: unknown } = {};
         try {
-          if (reg.status === 200 || reg.status === 201) client = JSON.parse(regText) as typeof client;
+          if (reg.status === 200 || reg.status === 201) answer = (JSON.parse(regText) as typeof answer | null) ?? {};
         } catch {
           /* reported below */
         }
-        if (typeof client.client_id !== "string") throw unusable("registration", "registration", reg.status, regText);
+        if (typeof answer.client_id !== "string") throw unusable("registration", "registration", reg.status, regText);
+        client = { client_id: answer.client_id, ...(typeof answer.client_secret === "string" ? { client_secret: answer.client_secret } : {}) };
         pass("registration", opts.clientMetadataUrl ? "dynamic registration: the authorization server does not advertise client ID metadata documents" : undefined);
       }
-      if (typeof client.client_id !== "string") throw new StepFailure("registration", "no client_id");
 
       const auth = opts.auth ?? "stop";
       if (auth === "stop") {
@@ -457,8 +458,8 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         }
         if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authText);
         pass("authorize");
-        const callback = safeUrl(location ?? "", authorizeUrl);
-        if (!callback) throw new StepFailure("callback", `the authorization response's Location ${String(location).slice(0, 200)} is not a URL`);
+        const callback = sentBack;
+        if (!callback) throw new StepFailure("callback", `the authorization response's Location ${String(location).slice(0, 200)} is missing or not a URL`);
         if (`${callback.origin}${callback.pathname}` !== redirectUri) throw new StepFailure("callback", `redirected to ${callback.href}, not ${redirectUri}`);
         if (callback.searchParams.get("state") !== state) throw new StepFailure("callback", "state mismatch");
         const error = callback.searchParams.get("error");
@@ -567,7 +568,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const optional = [...(opts.toolCall ? (["tool_call"] as const) : []), ...(opts.stream ? (["stream"] as const) : [])];
     const mcpSteps = [...(era === "modern" ? MODERN_STEPS : SESSION_STEPS), ...optional];
     const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
-    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(authorizationServer ? { authorizationServer } : {}) };
+    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(refreshToken ? { refreshToken } : {}) };
     if (!failure) return { ...common, failedAt: null };
     return { ...common, failedAt: failure.step, error: failure.message };
   }

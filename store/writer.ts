@@ -274,7 +274,7 @@ export class RecordWriter<T> {
     this.flush();
   }
 
-  /** Not synchronously: enqueue runs on the request path. */
+  /** Not synchronously: a message's whole batch of items is queued first, then written together. */
   private flushSoon(): void {
     this.immediate ??= setImmediate(() => {
       this.immediate = null;

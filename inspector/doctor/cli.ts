@@ -20,7 +20,7 @@ function parseProfiles(raw: string, where: string): string[] {
   return [...new Set(names)];
 }
 
-export const DOCTOR_OPTIONS = {
+const DOCTOR_OPTIONS = {
   as: option<string[]>({
     flag: "as",
     kind: "string",

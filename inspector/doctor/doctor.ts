@@ -130,7 +130,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     }
     runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
-    refreshToken ??= run.authorizationServer?.refreshToken;
+    refreshToken ??= run.refreshToken;
     rows.push(rowOf(profile, era, run, secrets));
   }
   // A database that cannot take the checks loses them, not the report.

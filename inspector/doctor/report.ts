@@ -19,10 +19,8 @@ const REFRESH_WORDS = {
   not_said: "the authorization server's metadata has no grant_types_supported (RFC 8414's default has no refresh_token); the token response will tell",
 } as const;
 
-const ERA_WORDS = { modern: "modern", legacy: "legacy", dual: "dual-era" } as const;
-
 /** The era asked for; for a dual-era client that ran, the one it ended in. */
-const eraOf = (row: DoctorRow) => (row.era !== "dual" ? ERA_WORDS[row.era] : row.steps.length === 0 ? ERA_WORDS.dual : `dual→${row.eraFallback ? "legacy" : "modern"}`);
+const eraOf = (row: DoctorRow) => (row.era !== "dual" ? row.era : row.steps.length === 0 ? "dual-era" : `dual→${row.eraFallback ? "legacy" : "modern"}`);
 
 export function formatDoctor(report: DoctorReport, paint: Paint): string {
   const lines: string[] = [`mcp-lens doctor ${safe(report.url)}`, ""];

@@ -11,9 +11,10 @@ import { terminalSafe } from "../../common/terminal-safe.js";
 const safe = (text: string | null | undefined) => (text ? terminalSafe(text) : text);
 
 /** The exchange as one log line: redacted fields only, facts reduced to what an operator scans for. */
-export function exchangeLogFields(e: ClassifiedExchange): Record<string, unknown> {
+export function exchangeLogFields(e: ClassifiedExchange, handshakeId: number | null = null): Record<string, unknown> {
   return {
     id: e.id,
+    handshake: handshakeId ?? undefined,
     kind: e.kind,
     method: safe(e.method),
     host: safe(e.host),

@@ -76,7 +76,7 @@ const writer = new RecordWriter<RawExchange>({
     if (exchange.facts.mcp?.methods.includes("tools/list")) metrics.allowToolLabels(listedToolNames(exchange));
     metrics.observeExchange(exchange);
     // Logged as it is classified, like the metrics: the exchange need not wait for its batch.
-    if (logExchanges) logger.info({ ...exchangeLogFields(exchange), handshake: handshakeId ?? undefined }, "exchange");
+    if (logExchanges) logger.info(exchangeLogFields(exchange, handshakeId), "exchange");
     return handshakeId;
   },
   // Built and judged once per batch: the handshake metrics count what each batch left them at.

@@ -4,7 +4,7 @@
 // of them alike; figures are medians over the rounds.
 import BetterSqlite3 from "better-sqlite3";
 import { mark, median, note, sleep, target, type BenchOptions, type BenchRow } from "./common.js";
-import { runOpenLoop, runWrk, writeWrkScript, type WrkResult } from "./load.js";
+import { runOpenLoop, runWrk, writeWrkScript, type OpenLoopResult, type WrkResult } from "./load.js";
 import { childPids, makeTempDir, NGINX, peakRssMiB, PINNING_NOTE, stopAll, WRK, type Proc } from "./procs.js";
 import {
   lensHealth,
@@ -221,14 +221,8 @@ function openLoopRate(peak: Map<CaseName, PeakRun[]>): number {
   return Math.max(100, Math.floor(slowest / 2 / 100) * 100);
 }
 
-interface OpenLoopRun {
-  p50: number;
-  p99: number;
-  errors: number;
-  /** The load CPU taken away for ≥ 20 ms while measuring (host throttling): count, ms. */
-  freezes: number;
-  frozenMs: number;
-}
+/** One round: errors counts the requests that never completed too. */
+type OpenLoopRun = Pick<OpenLoopResult, "p50" | "p99" | "freezes" | "frozenMs"> & { errors: number };
 
 /** Says when the machine froze the load CPU during a case's rounds: those p99s are the VM's. */
 function freezeNote(runs: OpenLoopRun[] | undefined): string | false {
