@@ -201,6 +201,12 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const MODERN_STEPS: HandshakeStep[] = opening === "server/discover" ? ["discover", "list"] : ["list"];
   let modernId = 0;
 
+  /** The MCP steps of an era, with the optional ones asked for. */
+  const mcpStepsOf = (spoken: Era): HandshakeStep[] => [
+    ...(spoken === "modern" ? MODERN_STEPS : SESSION_STEPS),
+    ...(opts.toolCall ? (["tool_call"] as const) : []),
+    ...(opts.stream ? (["stream"] as const) : []),
+  ];
   const httpOf = (step: HandshakeStep) => (lastStatus.has(step) ? { httpStatus: lastStatus.get(step)! } : {});
   const pass = (step: HandshakeStep, detail?: string) => outcomes.set(step, { step, status: "ok", ...httpOf(step), ...(detail ? { detail } : {}) });
   const skip = (steps: HandshakeStep[], skipped: SkipReason, detail: string) => {
@@ -409,7 +415,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
 
       const auth = opts.auth ?? "stop";
       if (auth === "stop") {
-        skip([...USER_STEPS, ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", "needs the user's sign-in in a browser");
+        skip([...USER_STEPS, ...mcpStepsOf(era)], "needs_user", "needs the user's sign-in in a browser");
         return finish(null);
       }
       if (typeof auth === "object") {
@@ -453,7 +459,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           if (authz.status !== 200 && !(authz.status >= 300 && authz.status < 400 && location)) throw unusable("authorize", "authorize", authz.status, authText);
           pass("authorize", toCallback ? "consent remembered: sent straight back to the callback" : authz.status === 200 ? "the sign-in page" : `redirected to ${sentBack?.origin ?? "the sign-in"}`);
           const why = toCallback ? "the code goes to the client's own callback, which doctor cannot play" : "needs the user's sign-in in a browser";
-          skip(["callback", "token", ...(era === "modern" ? MODERN_STEPS : SESSION_STEPS)], "needs_user", why);
+          skip(["callback", "token", ...mcpStepsOf(era)], "needs_user", why);
           return finish(null);
         }
         if (authz.status !== 302 && authz.status !== 303) throw unusable("authorize", "authorize", authz.status, authText);
@@ -565,8 +571,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const order = (s: StepOutcome) => HANDSHAKE_STEPS.indexOf(s.step);
     const steps = [...outcomes.values()].sort((a, b) => order(a) - order(b));
     const exchanges = captures.map((c) => c.exchange());
-    const optional = [...(opts.toolCall ? (["tool_call"] as const) : []), ...(opts.stream ? (["stream"] as const) : [])];
-    const mcpSteps = [...(era === "modern" ? MODERN_STEPS : SESSION_STEPS), ...optional];
+    const mcpSteps = mcpStepsOf(era);
     const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
     const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(refreshToken ? { refreshToken } : {}) };
     if (!failure) return { ...common, failedAt: null };

@@ -362,6 +362,10 @@ export function formatReplay(result: ReplayResult, { width, paint }: TextOptions
   }
   out.push("", replayVerdict(r, paint));
   if (r.summary) out.push(...wrap(r.summary, width));
+  if (r.diagnosis) out.push(...wrap(`fix: ${r.diagnosis.fix}`, width), ...wrap(`see: ${r.diagnosis.reference}`, width));
+  for (const e of r.evidence) out.push(truncate(`  #${e.exchangeId} ${e.request} → ${e.status ?? "no answer"}${e.body ? `  ${e.body.replace(/\s+/g, " ")}` : ""}`, width));
+  if (r.warnings.length) out.push(...r.warnings.flatMap((w) => wrap(`warning ${w.code}: ${w.summary}`, width)));
+  out.push(paint("dim", `dialled: ${r.dialled.join(", ")}`));
   return finish(out);
 }
 

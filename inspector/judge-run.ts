@@ -17,6 +17,8 @@ import type { ConnectorRun } from "./connector.js";
 export interface JudgedRun {
   /** The diagnoses of the handshake holding the run's last exchange (where it stopped), most decisive first. */
   diagnoses: Diagnosis[];
+  /** That handshake, as the analyser judged it (its outcome and failed step). */
+  handshake?: Handshake;
   /** Every exchange of the run, redacted and classified: the evidence the diagnoses point to, by id. */
   exchanges: ClassifiedExchange[];
 }
@@ -70,5 +72,6 @@ export function judgeExchanges(raws: readonly RawExchange[], options: JudgeOptio
 export function judgeRun(run: ConnectorRun, secrets: readonly string[] = []): JudgedRun {
   const { exchanges, handshakes } = judgeExchanges(run.exchanges, { secrets });
   const last = exchanges.at(-1)?.id;
-  return { diagnoses: handshakes.find((h) => last !== undefined && h.exchangeIds.includes(last))?.diagnoses ?? [], exchanges };
+  const handshake = handshakes.find((h) => last !== undefined && h.exchangeIds.includes(last));
+  return { diagnoses: handshake?.diagnoses ?? [], exchanges, ...(handshake ? { handshake } : {}) };
 }

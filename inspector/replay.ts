@@ -73,19 +73,21 @@ import type { ClassifiedExchange, Era } from "../analysis/exchange.js";
 import { HANDSHAKE_STEPS, type DiagnosisCode, type HandshakeEra, type HandshakeStep } from "../analysis/handshake.js";
 import { META_CLIENT_INFO, META_PROTOCOL_VERSION } from "../analysis/mcp-facts.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
-import { type ClientEra, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, MODERN_PROTOCOL_VERSION, type ModernClient, registrationPayload } from "./clients.js";
-import { runConnector, type ConnectorOptions, type ConnectorRun, type StepOutcome } from "./connector.js";
+import { type ClientEra, KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, MODERN_PROTOCOL_VERSION, type ModernClient, type Registration, registrationPayload } from "./clients.js";
+import type { ConnectorRun, StepOutcome } from "./connector.js";
 import type { HandshakeDetail } from "./data.js";
-import { judgeRun } from "./judge-run.js";
+import { checkClient, type DoctorRow } from "./doctor/check.js";
+import { checkNetwork } from "./doctor/network.js";
+import type { DoctorProfile } from "./doctor/profiles.js";
 
 export interface ReplayOptions {
   /** Base URL the re-run dials: the proxy's URL (recorded like any traffic) or the public URL. */
   target: string;
-  /** A bearer (or a raw Coda API token) for the MCP steps; without it the run stops before authorize. */
+  /** A bearer (or a raw Coda API token) for the MCP steps; without it the run stops at the sign-in page. */
   token?: string;
   /** Per request; default 10 000 ms, like hosted clients. */
   timeoutMs?: number;
-  /** Origins besides the target's that the re-run may dial when the server sends it there (--allow-origin). */
+  /** Origins besides the target's and its authorization server's that the re-run may dial when the server sends it there (--allow-origin). */
   allowOrigins?: string[];
   /** The client's era (--era); default as recorded: modern, dual (it fell back) or legacy (also for unknown). */
   era?: ClientEra;
@@ -102,7 +104,8 @@ export interface ReplayResult {
   handshakeId: number;
   target: string;
   verdict: "now_passes" | "still_fails";
-  failedStep: HandshakeStep | null;
+  /** Where the re-run failed (or was not followed, or could not re-check); "network" when nothing reached the target. */
+  failedStep: HandshakeStep | "network" | null;
   code: DiagnosisCode | null;
   summary: string;
   steps: ReplayStep[];
@@ -110,6 +113,13 @@ export interface ReplayResult {
   era: ClientEra;
   /** The re-run (a dual-era client) fell back to initialize: the server does not speak the modern era. */
   eraFallback: boolean;
+  /** The analyser's diagnosis of the re-run's failure, with its fix, and the exchanges (redacted) that prove it. */
+  diagnosis?: DoctorRow["diagnosis"];
+  evidence: DoctorRow["evidence"];
+  /** What the analyser found short of a failure. */
+  warnings: DoctorRow["warnings"];
+  /** Every origin the re-run dialled: the target's, and the authorization server its metadata named (or --allow-origin). */
+  dialled: string[];
 }
 
 const BROWSER_KINDS = new Set(["authorize", "authorize_consent"]);
@@ -130,50 +140,53 @@ const ERA_WORDS: Record<ClientEra, string> = { modern: "a modern (2026-07-28) cl
 
 export async function replayHandshake(detail: HandshakeDetail, options: ReplayOptions): Promise<ReplayResult> {
   const { handshake } = detail;
-  const { url, recorded, ...client } = clientOf(detail, options.target);
+  const { url, recorded, profile, mappedOrigins } = clientOf(detail, options.target);
   const era = options.era ?? (recorded.eraFallback ? "dual" : recorded.era === "modern" ? "modern" : "legacy");
   const target = new URL(options.target);
-  const run = await runConnector(url, {
-    ...client,
-    era,
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const same = { handshakeId: handshake.id, target: options.target, era, warnings: [], evidence: [] };
+
+  // Doctor's checks, in doctor's order: first what comes before HTTP (name, TCP, TLS).
+  const network = await checkNetwork(new URL(url), timeoutMs);
+  if (!network.ok) {
+    const steps = compare(handshake, [], undefined);
+    const summary = `still fails: ${network.problem ?? `nothing reaches ${target.origin}`}`;
+    return { ...same, verdict: "still_fails", failedStep: "network", code: null, summary, steps, eraFallback: false, dialled: [target.origin] };
+  }
+  // Then the handshake, as doctor performs it for its own clients, with the recorded client's parameters.
+  const { row, run } = await checkClient(url, profile, era, {
+    ...(options.token ? { token: options.token } : {}),
+    timeoutMs,
     via: target.origin,
     // The scheme the re-run really uses, as a front proxy would pass it: a fact about the target,
     // not a recorded claim. Without it the analyser would take the proxy's default for a hosted
     // client behind a TLS front that forgot the header, and diagnose the re-run's own http.
     forwardHeaders: { "x-forwarded-proto": target.protocol.slice(0, -1) },
+    mappedOrigins,
     allowedOrigins: options.allowOrigins ?? [],
     notFollowedHint: (origin) => `--allow-origin ${origin} to follow`,
-    auth: options.token ? { bearer: options.token } : "stop",
-    timeoutMs: options.timeoutMs ?? 10_000,
   });
+  if (!run) {
+    return { ...same, verdict: "still_fails", failedStep: null, code: null, summary: row.detail, steps: compare(handshake, [], undefined), eraFallback: false, dialled: [target.origin] };
+  }
 
   const ran = new Map(run.steps.map((s) => [s.step, s]));
-  const planned = new Set(run.plan);
-  const steps = HANDSHAKE_STEPS.filter((step) => planned.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
-    const records = handshake.steps.filter((r) => r.step === step);
-    const failed = handshake.failedStep === step || records.some((r) => r.status === "failed");
-    const original = { status: records.length === 0 && !failed ? "absent" : failed ? "failed" : "ok", exchangeIds: records.flatMap((r) => r.exchangeIds) } as const;
-    const rerun = rerunOf(step, ran.get(step), run);
-    const observed = rerun.status === "ok" || rerun.status === "failed" ? rerun.status : "absent";
-    return { step, original, rerun, same: observed === original.status };
-  });
-
+  const steps = compare(handshake, run.plan, run);
   const ok = steps.filter((s) => s.rerun.status === "ok").map((s) => s.step);
   const passing = ok.length ? `${ok.join(", ")} ok` : "no step ran";
-  const base = { handshakeId: handshake.id, target: options.target, steps, era, eraFallback: run.eraFallback };
+  const base = { ...same, steps, eraFallback: run.eraFallback, warnings: row.warnings, dialled: run.dialled };
   // How the re-run spoke, when not as a legacy client (the wording before there were eras).
   const asClient = era === "legacy" ? "" : `as ${ERA_WORDS[era]}${era === "dual" ? (run.eraFallback ? ", which fell back to initialize" : ", which stayed modern") : ""}`;
   const withEra = (summary: string) => (asClient ? `${summary}; ${asClient}` : summary);
   const before = handshake.failedStep;
-  if (run.failedAt) {
-    const code = judgeRun(run).diagnoses[0]?.code ?? null;
-    const was = before && before !== run.failedAt ? ` (originally failed at ${before})` : "";
-    const summary = `still fails at ${run.failedAt}${code ? `: ${code}` : ""}${was} — ${run.error ?? ""}`.trim();
-    return { ...base, verdict: "still_fails", failedStep: run.failedAt, code, summary: withEra(summary) };
+  if (row.result === "fails") {
+    const code = (row.diagnosis?.code as DiagnosisCode | undefined) ?? null;
+    const was = before && before !== row.failedStep ? ` (originally failed at ${before})` : "";
+    const summary = `still fails at ${row.failedStep ?? "?"}${code ? `: ${code}` : ""}${was} — ${row.detail}`.trim();
+    return { ...base, verdict: "still_fails", failedStep: row.failedStep, code, summary: withEra(summary), evidence: row.evidence, ...(row.diagnosis ? { diagnosis: row.diagnosis } : {}) };
   }
-  if (run.notFollowed) {
-    const why = ran.get(run.notFollowed)?.detail ?? "not followed";
-    const summary = `not re-checked: ${run.notFollowed} ${why}; the steps that ran pass now: ${passing}`;
+  if (row.result === "not_checked" && run.notFollowed) {
+    const summary = `not re-checked: ${run.notFollowed} ${row.detail}; the steps that ran pass now: ${passing}`;
     return { ...base, verdict: "still_fails", failedStep: run.notFollowed, code: null, summary: withEra(summary) };
   }
   const recheck = before ? recheckOf(before, ran) : undefined;
@@ -186,13 +199,27 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
     ].filter(Boolean).join("; ");
     return { ...base, verdict: "now_passes", failedStep: null, code: null, summary: withEra(summary) };
   }
-  const why = !planned.has(before) && !recheck
+  const why = !run.plan.includes(before) && !recheck
     ? `: the re-run does not replay ${before}`
-    : options.token
-      ? ": with --token, authorize, callback and token are not replayed"
+    : recheck?.skipped === "credential_given"
+      ? ": with --token, authorize, callback and token are not replayed (without it, authorize is re-checked up to the sign-in page)"
       : " without --token";
   const summary = `not re-checked: could not re-check ${before}${why}; the steps that ran pass now: ${passing}`;
   return { ...base, verdict: "still_fails", failedStep: before, code: null, summary: withEra(summary) };
+}
+
+/** The recorded handshake's steps next to the re-run's (none when it never started). */
+function compare(handshake: HandshakeDetail["handshake"], plan: readonly HandshakeStep[], run: ConnectorRun | undefined): ReplayStep[] {
+  const ran = new Map((run?.steps ?? []).map((s) => [s.step, s]));
+  const planned = new Set(plan);
+  return HANDSHAKE_STEPS.filter((step) => planned.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
+    const records = handshake.steps.filter((r) => r.step === step);
+    const failed = handshake.failedStep === step || records.some((r) => r.status === "failed");
+    const original = { status: records.length === 0 && !failed ? "absent" : failed ? "failed" : "ok", exchangeIds: records.flatMap((r) => r.exchangeIds) } as const;
+    const rerun: ReplayStep["rerun"] = run ? rerunOf(step, ran.get(step), run) : { status: "not_reached", detail: "nothing reached the target" };
+    const observed = rerun.status === "ok" || rerun.status === "failed" ? rerun.status : "absent";
+    return { step, original, rerun, same: observed === original.status };
+  });
 }
 
 /** What re-checks the step the original failed at: the same step, else its counterpart in the era the re-run spoke. */
@@ -228,11 +255,16 @@ function rerunOf(step: HandshakeStep, outcome: StepOutcome | undefined, run: Con
 // ---------------------------------------------------------------------------------------------
 // The client, as the recording shows it
 
-type Client = Omit<ConnectorOptions, "via" | "auth" | "toolCall" | "timeoutMs" | "sseTimeoutMs" | "allowedOrigins" | "forwardHeaders" | "era"> & {
+/** The recorded client as doctor plays it: a profile of its own, on the target. */
+interface Client {
+  /** The connector URL on the target. */
   url: string;
   /** The era the recording shows, and whether its client fell back from modern to initialize. */
   recorded: { era: HandshakeEra; eraFallback: boolean };
-};
+  profile: DoctorProfile;
+  /** The public origin the upstream saw, dialled at the target (none when it is the target's). */
+  mappedOrigins: string[];
+}
 
 const header = (e: ClassifiedExchange | undefined, name: string) => e?.requestHeaders.find(([n]) => n.toLowerCase() === name)?.[1];
 const firstValue = (v: string | undefined) => v?.split(",")[0]?.trim() || undefined;
@@ -334,20 +366,19 @@ function clientOf({ handshake, exchanges }: HandshakeDetail, target: string): Cl
   const userAgent = headerText(probe?.facts.userAgent ?? fact((e) => (BROWSER_KINDS.has(e.kind) ? undefined : e.facts.userAgent)));
   const accept = probe ? headerText(header(probe, "accept")) : MCP_ACCEPT;
   const scope = text(fact((e) => (BROWSER_KINDS.has(e.kind) ? e.facts.scope : undefined)), 1024);
-  return {
-    url: connectorUrl,
-    recorded,
+  const profile: DoctorProfile = {
+    name: text(handshake.clientFamily, 64) ?? "recorded",
+    label: `the client of handshake #${handshake.id}, as recorded`,
     ...(userAgent ? { userAgent } : {}),
     ...(accept ? { accept } : {}),
-    initialize: { protocolVersion, capabilities, clientInfo },
-    modern,
-    opening,
-    registration,
-    ...(resource ? { resource } : {}),
-    ...(scope ? { scope } : {}),
     ...(browserOrigin ? { origin: browserOrigin } : {}),
-    ...(publicOrigin && publicOrigin !== targetOrigin ? { mappedOrigins: [publicOrigin] } : {}),
+    clientInfo,
+    registration,
+    era: "legacy", // unused: the re-run's era is chosen above
+    timeoutMs: 10_000,
+    recorded: { initialize: { protocolVersion, capabilities, clientInfo }, modern, opening, ...(resource ? { resource } : {}), ...(scope ? { scope } : {}) },
   };
+  return { url: connectorUrl, recorded, profile, mappedOrigins: publicOrigin && publicOrigin !== targetOrigin ? [publicOrigin] : [] };
 }
 
 /** A recorded string, when it is one, printable (no control characters) and at most `max` long. */
@@ -378,7 +409,7 @@ const MAX_LIST = 10;
  * bounded; anything else the recorded body held (unknown fields, URLs the AS would fetch, a
  * redacted secret) is dropped. Undefined without usable redirect_uris.
  */
-function registrationOf(recorded: Record<string, unknown> | undefined): Client["registration"] | undefined {
+function registrationOf(recorded: Record<string, unknown> | undefined): Registration | undefined {
   if (!recorded) return undefined;
   const clean = (v: string | undefined) => (v !== undefined && fingerprintsIn(v).length === 0 ? v : undefined);
   const out: Record<string, unknown> = {};
@@ -394,7 +425,7 @@ function registrationOf(recorded: Record<string, unknown> | undefined): Client["
   }
   const uris = out.redirect_uris as string[] | undefined;
   if (!uris?.every((u) => /^[a-z][a-z0-9+.-]*:/i.test(u) && safeUrl(u))) return undefined;
-  return out as Client["registration"];
+  return out as unknown as Registration;
 }
 
 function safeUrl(url: string): URL | undefined {

@@ -11,15 +11,16 @@
 // is reported, not followed). --token goes to the given origin only (connector-wire.ts); what it
 // prints is the redacted recording of its own exchanges and the servers' answers, with the token
 // replaced wherever a server echoed it.
-import type { ClassifiedExchange, Era } from "../../analysis/exchange.js";
-import type { HandshakeStep } from "../../analysis/handshake.js";
-import { LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION, type ClientEra } from "../clients.js";
-import { runConnector, type ConnectorRun, type StepOutcome } from "../connector.js";
-import { judgeRun, SECRET_MARK } from "../judge-run.js";
+import type { ClientEra } from "../clients.js";
+import type { ConnectorRun } from "../connector.js";
+import { SECRET_MARK } from "../judge-run.js";
+import { checkClient, type DoctorResult, type DoctorRow, failedBeforeHttp } from "./check.js";
 import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
 import { readClientMetadataDocument } from "./metadata-document.js";
 import { recordRuns, type RecordedRuns } from "./record.js";
+
+export type { DoctorResult, DoctorRow, EvidenceExcerpt } from "./check.js";
 
 export interface DoctorOptions {
   profiles: readonly DoctorProfile[];
@@ -37,35 +38,6 @@ export interface DoctorOptions {
   clientMetadataUrl?: string;
 }
 
-export type DoctorResult = "connects" | "ready_for_sign_in" | "fails" | "not_checked";
-
-export interface EvidenceExcerpt {
-  exchangeId: number;
-  request: string;
-  status: number | null;
-  /** The start of the answer's body, redacted as recorded. */
-  body: string;
-}
-
-export interface DoctorRow {
-  profile: string;
-  label: string;
-  /** The era asked for. */
-  era: ClientEra;
-  /** The era the run spoke in the end (a dual-era client that fell back speaks legacy). */
-  spoke: Era;
-  eraFallback: boolean;
-  result: DoctorResult;
-  /** Where it failed (or was not followed); "network" when nothing reached the server. */
-  failedStep: HandshakeStep | "network" | null;
-  detail: string;
-  diagnosis?: { code: string; summary: string; fix: string; reference: string };
-  /** What the analyser found short of a failure (a slow answer, a header clients tolerate…). */
-  warnings: Array<{ code: string; summary: string }>;
-  evidence: EvidenceExcerpt[];
-  steps: StepOutcome[];
-}
-
 export interface DoctorReport {
   url: string;
   network: NetworkCheck;
@@ -81,7 +53,6 @@ export interface DoctorReport {
 }
 
 const PASSING: ReadonlySet<DoctorResult> = new Set(["connects", "ready_for_sign_in"]);
-const EXCERPT_CHARS = 300;
 
 export async function runDoctor(url: string, options: DoctorOptions): Promise<DoctorReport> {
   const target = new URL(url);
@@ -106,32 +77,18 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
       rows.push(failedBeforeHttp(profile, era, "registration", usable.message));
       continue;
     }
-    // A run that throws (a bug meeting what a server sent) is that client's failed check, not the end of the report.
-    const run = await runConnector(target.href, {
-      ...(profile.userAgent ? { userAgent: profile.userAgent } : {}),
-      ...(profile.accept ? { accept: profile.accept } : {}),
-      ...(profile.origin ? { origin: profile.origin } : {}),
-      initialize: { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: profile.clientInfo },
-      modern: { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: profile.clientInfo, clientCapabilities: {} },
-      registration: usable ? { ...profile.registration, redirect_uris: usable.redirectUris } : profile.registration,
-      ...(usable ? { clientMetadataUrl: usable.url } : {}),
-      era,
-      allowedOrigins: [],
-      followAuthorizationServer: true,
-      auth: options.token ? { bearer: options.token } : "sign_in",
-      timeoutMs: options.timeoutMs ?? profile.timeoutMs,
+    const { row, run } = await checkClient(target.href, profile, era, {
+      ...(options.token ? { token: options.token } : {}),
+      ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
       toolCall: options.toolCall === true,
-      stream: true,
+      ...(usable ? { document: usable } : {}),
       notFollowedHint: () => "doctor dials only the server's origin and the authorization server its metadata names",
-    }).catch((error: Error) => error);
-    if (run instanceof Error) {
-      rows.push(failedBeforeHttp(profile, era, null, `doctor could not finish this check: ${run.message}`));
-      continue;
-    }
+    });
+    rows.push(row);
+    if (!run) continue;
     runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
     refreshToken ??= run.refreshToken;
-    rows.push(rowOf(profile, era, run, secrets));
   }
   // A database that cannot take the checks loses them, not the report.
   let recorded: RecordedRuns | { db: string; error: string } | undefined;
@@ -161,52 +118,4 @@ function withoutSecret<T>(value: T, secret: string): T {
   if (Array.isArray(value)) return value.map((v: unknown) => withoutSecret(v, secret)) as T;
   if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecret(v, secret)])) as T;
   return value;
-}
-
-/** A check that could not start: nothing reached the server, or the client's own document is unusable. */
-function failedBeforeHttp(profile: DoctorProfile, era: ClientEra, failedStep: DoctorRow["failedStep"], detail: string): DoctorRow {
-  const spoke: Era = era === "legacy" ? "legacy" : "modern";
-  return { profile: profile.name, label: profile.label, era, spoke, eraFallback: false, result: "fails", failedStep, detail, warnings: [], evidence: [], steps: [] };
-}
-
-function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun, secrets: readonly string[]): DoctorRow {
-  // Every run is judged: a passing one may still carry warnings.
-  const { diagnoses, exchanges } = judgeRun(run, secrets);
-  const warnings = diagnoses.filter((d) => d.severity !== "error").map((d) => ({ code: d.code, summary: d.summary }));
-  const base = { profile: profile.name, label: profile.label, era, spoke: run.era, eraFallback: run.eraFallback, steps: run.steps };
-  if (run.failedAt) {
-    const top = diagnoses[0];
-    return {
-      ...base,
-      result: "fails",
-      failedStep: run.failedAt,
-      detail: run.error ?? "",
-      ...(top ? { diagnosis: { code: top.code, summary: top.summary, fix: top.fix, reference: top.reference } } : {}),
-      warnings: warnings.filter((w) => w.code !== top?.code),
-      evidence: excerpts(exchanges, top?.evidence.length ? top.evidence : exchanges.slice(-1).map((e) => e.id)),
-    };
-  }
-  if (run.notFollowed) {
-    const why = run.steps.find((s) => s.step === run.notFollowed)?.detail ?? "not followed";
-    return { ...base, result: "not_checked", failedStep: run.notFollowed, detail: why, warnings, evidence: [] };
-  }
-  const waiting = run.steps.some((s) => s.skipped === "needs_user");
-  const done = run.steps.filter((s) => s.status === "ok").map((s) => s.step);
-  return {
-    ...base,
-    result: waiting ? "ready_for_sign_in" : "connects",
-    failedStep: null,
-    detail: waiting ? `${done.join(", ")} ok; the rest needs the user's sign-in (--token to check the MCP steps)` : `${done.join(", ")} ok`,
-    warnings,
-    evidence: [],
-  };
-}
-
-function excerpts(exchanges: readonly ClassifiedExchange[], ids: readonly number[]): EvidenceExcerpt[] {
-  return ids.flatMap((id) => {
-    const e = exchanges.find((x) => x.id === id);
-    if (!e) return [];
-    const text = e.responseBody.encoding === "utf8" ? (e.responseBody.text ?? "") : e.responseBody.text ? "(not text)" : "";
-    return [{ exchangeId: id, request: `${e.method} ${e.host ?? ""}${e.path}`, status: e.status ?? null, body: text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS)}…` : text }];
-  });
 }

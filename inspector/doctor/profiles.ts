@@ -4,7 +4,7 @@
 // and the era it speaks. The hosted connectors of the guide speak the legacy era; clients built
 // on today's SDKs (TypeScript v2, Python mcp 2.x) are dual-era: modern first, initialize when the
 // server does not speak 2026-07-28.
-import { BROWSER_UA, type ClientEra, KNOWN_CLIENTS, MCP_ACCEPT, type Registration, registrationPayload } from "../clients.js";
+import { BROWSER_UA, type ClientEra, KNOWN_CLIENTS, MCP_ACCEPT, type ModernClient, type Registration, registrationPayload } from "../clients.js";
 
 export interface DoctorProfile {
   /** As `--as` names it. */
@@ -23,6 +23,21 @@ export interface DoctorProfile {
   timeoutMs: number;
   /** Uses a Client ID Metadata Document when given one (--client-metadata-url) and the server supports it. */
   usesMetadataDocument?: boolean;
+  /**
+   * A recorded client's own parameters (the inspector's replay seeds doctor with them); absent,
+   * the profile's clientInfo with empty capabilities, the latest legacy and the modern protocol version.
+   */
+  recorded?: {
+    /** initialize's params as it sent them. */
+    initialize: { protocolVersion: string } & Record<string, unknown>;
+    /** Its modern requests' `_meta`. */
+    modern: ModernClient;
+    /** Its first modern request. */
+    opening: "server/discover" | "tools/list";
+    /** `resource` and `scope` of its authorize request. */
+    resource?: string;
+    scope?: string;
+  };
 }
 
 const knownClientProfile = (name: keyof typeof KNOWN_CLIENTS, label: string, era: ClientEra, extra: Partial<DoctorProfile> = {}): DoctorProfile => {

@@ -4,7 +4,8 @@
 // terminal here, for XML in the JUnit file.
 import { terminalSafe as safe } from "../../common/terminal-safe.js";
 import type { Paint } from "../format.js";
-import type { DoctorReport, DoctorResult, DoctorRow } from "./doctor.js";
+import type { DoctorResult, DoctorRow } from "./check.js";
+import type { DoctorReport } from "./doctor.js";
 
 const RESULT_WORDS: Record<DoctorResult, string> = {
   connects: "connects",

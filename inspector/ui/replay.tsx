@@ -79,6 +79,7 @@ function resultLines(rerun: Rerun, original: Detail, width: number): Line[] {
     line(seg("RE-RUN ", "heading"), seg(`against ${r.target}`), seg(`  (original: ${o.mark} ${o.label}${original.handshake.failedStep ? ` at ${original.handshake.failedStep}` : ""})`, "dim")),
     line(seg(passes ? "✓ " : "✗ ", passes ? "ok" : "bad"), seg(replayVerdict(r), passes ? "ok" : "bad")),
     ...wrap(r.summary, width - 2, "  ").map((t) => line(seg(t, "dim"))),
+    ...(r.diagnosis ? wrap(`fix: ${r.diagnosis.fix}`, width - 2, "  ").map((t) => line(seg(t))) : []),
     [],
     line(seg(`${fit("STEP", cols.step)} ${fit("ORIGINAL", cols.original)} ${fit("RE-RUN", rerunWidth)} `, "dim"), seg("SAME?", "dim")),
   ];

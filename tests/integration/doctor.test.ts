@@ -235,8 +235,10 @@ describe("doctor against a server with a fault", () => {
 
 // A server written for one hostile behaviour each: it echoes the bearer, sends malformed
 // metadata, names an authorization server elsewhere, or streams without ever ending an event.
-type Hostile = "echo_token" | "malformed_metadata" | "bad_authorization_endpoint" | "endless_event" | "redirect_elsewhere";
-async function startHostile(mode: Hostile, opts: { issuer?: string } = {}): Promise<{ url: string; origin: string; requests: string[] }> {
+// Or its authorization server remembers consent and sends the client straight back to the
+// callback, with or without the iss (RFC 9207) its metadata promises.
+type Hostile = "echo_token" | "malformed_metadata" | "bad_authorization_endpoint" | "endless_event" | "redirect_elsewhere" | "remembered_consent";
+async function startHostile(mode: Hostile, opts: { issuer?: string; iss?: boolean } = {}): Promise<{ url: string; origin: string; requests: string[] }> {
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
@@ -254,9 +256,18 @@ async function startHostile(mode: Hostile, opts: { issuer?: string } = {}): Prom
         response_types_supported: ["code"],
         code_challenge_methods_supported: mode === "malformed_metadata" ? { S256: true } : ["S256"],
         scopes_supported: "openid",
+        ...(mode === "remembered_consent" ? { authorization_response_iss_parameter_supported: true } : {}),
       });
     }
     if (url === "/register") return json(201, { client_id: "hostile-client" });
+    if (url.startsWith("/authorize") && mode === "remembered_consent") {
+      const asked = new URL(url, origin).searchParams;
+      const back = new URL(asked.get("redirect_uri") ?? "");
+      back.searchParams.set("code", "remembered-code");
+      back.searchParams.set("state", asked.get("state") ?? "");
+      if (opts.iss) back.searchParams.set("iss", origin);
+      return res.writeHead(302, { location: back.href }).end();
+    }
     if (url.startsWith("/authorize")) return res.writeHead(200, { "content-type": "text/html" }).end("<form>sign in</form>");
     if (mode === "endless_event") {
       res.writeHead(200, { "content-type": "text/event-stream" });
@@ -324,6 +335,21 @@ describe("doctor against hostile servers", () => {
       expect(row.diagnosis?.code).toBe("mcp_endpoint_redirect");
     }
     expect(report.dialled).toEqual([server.origin]);
+  });
+
+  it("an authorization server that sends the client straight back without the iss it promises fails, as the analyser says (RFC 9207)", { timeout: 30_000 }, async () => {
+    const without = await startHostile("remembered_consent");
+    const failing = await doctor([without.url, "--as", "claude-code,v2-sdk"]);
+    expect(failing.code).toBe(1);
+    for (const row of failing.report.rows) {
+      expect(row).toMatchObject({ result: "fails", failedStep: "authorize", diagnosis: { code: "authorization_response_iss_mismatch" } });
+      expect(row.diagnosis?.fix).toContain(`iss=${encodeURIComponent(without.origin)}`);
+      expect(row.evidence.map((e) => e.request)).toContainEqual(expect.stringMatching(/^GET .*\/authorize$/));
+    }
+    const withIss = await startHostile("remembered_consent", { iss: true });
+    const passing = await doctor([withIss.url, "--as", "claude-code,v2-sdk"]);
+    expect(passing.code).toBe(0);
+    expect(passing.report.rows.map((r) => r.result)).toEqual(["ready_for_sign_in", "ready_for_sign_in"]);
   });
 
   it("follows the authorization server the metadata names, and nothing it names elsewhere", { timeout: 30_000 }, async () => {

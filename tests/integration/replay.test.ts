@@ -93,7 +93,7 @@ describe("inspector replay through the real proxy", () => {
         look(dbPath, (data) => {
           const h = data.listHandshakes().find((s) => s.id > lastId);
           const detail = h && data.getHandshake(h.id);
-          return detail && detail.handshake.steps.some((s) => s.step === "registration") ? detail : undefined;
+          return detail && detail.handshake.steps.some((s) => s.step === "callback") ? detail : undefined;
         }),
       "the re-run's handshake stored",
     );
@@ -104,6 +104,10 @@ describe("inspector replay through the real proxy", () => {
       ["protected_resource_metadata", "ok"],
       ["authorization_server_metadata", "ok"],
       ["registration", "ok"],
+      // The authorize request, as doctor sends it; this server remembers consent and answers with
+      // the authorization response at once (the callback step), whose code nobody redeems.
+      ["authorize", "ok"],
+      ["callback", "ok"],
     ]);
     expect(rerun.handshake.diagnoses.filter((d) => d.severity === "error")).toEqual([]);
     // As the same client (its user agent), but at the target: the target's Host, no recorded X-Forwarded-*.
@@ -169,7 +173,7 @@ describe("inspector replay of a 2026-07-28 handshake through the real proxy", ()
     const modern = await replayCli([id], dbPath, "modern");
     expect(modern.code, modern.result.summary).toBe(0);
     expect(modern.result).toMatchObject({ handshakeId: original.handshake.id, target: lens.url, verdict: "now_passes", era: "modern", eraFallback: false, failedStep: null });
-    expect(modern.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "discover", "list"]);
+    expect(modern.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "discover", "list", "stream"]);
 
     // The proxy recorded the re-run as a modern handshake of its own: 2026-07-28 requests only.
     const rerun = await waitFor(
@@ -187,6 +191,7 @@ describe("inspector replay of a 2026-07-28 handshake through the real proxy", ()
       ["probe", "ok"],
       ["discover", "ok"],
       ["list", "ok"],
+      ["stream", "ok"], // subscriptions/listen, as doctor opens it
     ]);
     for (const e of rerun.exchanges) {
       expect(e.method).toBe("POST");
@@ -216,7 +221,7 @@ describe("inspector replay of a 2026-07-28 handshake through the real proxy", ()
     const dual = await replayCli([id, "--era", "dual", "--target", lens2.url], dbPath, "dual-vs-legacy");
     expect(dual.code, dual.result.summary).toBe(0);
     expect(dual.result).toMatchObject({ verdict: "now_passes", era: "dual", eraFallback: true });
-    expect(dual.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "initialize", "initialized", "list"]);
+    expect(dual.result.steps.filter((s) => s.rerun.status === "ok").map((s) => s.step)).toEqual(["probe", "initialize", "initialized", "list", "stream"]);
 
     // Recorded by the proxy as one handshake: a healthy fallback, legacy from then on.
     const fallback = await waitFor(

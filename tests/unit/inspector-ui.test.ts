@@ -375,12 +375,13 @@ describe("replay", () => {
     await waitFor(() => frame().includes("still fails") || frame().includes("now passes"), "the re-run verdict", 20_000);
     const screen = frame();
     expect(screen).toContain(`RE-RUN against ${lens.url}`);
-    // The server still rejects the ChatGPT callback, and without a token the authorize step
-    // (the user's browser) cannot be re-checked anyway: it still fails.
-    expect(screen).toMatch(/✗ still fails at step \S+/);
+    // The server still rejects the ChatGPT callback: the re-run's authorize request (as far as
+    // the sign-in page, as doctor goes) is refused again, with the analyser's code and fix.
+    expect(screen).toMatch(/✗ still fails at step authorize: redirect_uri_rejected/);
+    expect(screen).toMatch(/fix: /);
     expect(screen).toMatch(/STEP +ORIGINAL +RE-RUN +SAME\?/);
     expect(screen).toMatch(/probe +✓ ok #\d+ +✓ ok 401 +same/);
-    expect(screen).toMatch(/authorize +✗ failed #\d+ +· \w+.* CHANGED/);
+    expect(screen).toMatch(/authorize +✗ failed #\d+ +✗ failed 400.* same/);
     await press(KEYS.tab);
     await see("CLIENT SENT");
   }, 30_000);

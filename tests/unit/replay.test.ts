@@ -38,6 +38,7 @@ import { startMisbehavingServer, type Fault } from "../fixtures/misbehaving-serv
 import { runHostedConnector, type HostedConnectorOptions } from "../helpers/hosted-connector.js";
 import { startServerProcess, tempDir, waitFor, type RunningServer } from "../helpers/processes.js";
 import { startErasServer, type ServerEra } from "../fixtures/eras-server.js";
+import { startHttpsOnLoopback } from "../helpers/tls.js";
 
 const closers: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -144,7 +145,7 @@ describe("replayHandshake against the server that failed", () => {
 });
 
 describe("replayHandshake against a fixed server", () => {
-  it("now passes the discovery and registration it could check; the user's steps are skipped", async () => {
+  it("now passes the discovery, registration and authorize (up to the sign-in page) it could check; the user's steps are skipped", async () => {
     const detail = await recordConnector((await server("issuer_trailing_slash")).url);
     const fixed = await server();
     const result = await replayHandshake(detail, { target: fixed.url, timeoutMs: 3000 });
@@ -154,18 +155,22 @@ describe("replayHandshake against a fixed server", () => {
       protected_resource_metadata: "ok",
       authorization_server_metadata: "ok",
       registration: "ok",
-      authorize: "skipped",
+      authorize: "ok",
       callback: "skipped",
       token: "skipped",
       initialize: "skipped",
       initialized: "skipped",
       list: "skipped",
+      stream: "skipped",
     });
     expect(rerun(result, "probe")).toMatchObject({ original: { status: "ok" }, rerun: { httpStatus: 401 }, same: true });
     expect(rerun(result, "authorization_server_metadata")).toMatchObject({ original: { status: "failed" }, rerun: { status: "ok", httpStatus: 200 }, same: false });
     expect(rerun(result, "registration")).toMatchObject({ original: { status: "absent", exchangeIds: [] }, rerun: { httpStatus: 201 }, same: false });
-    expect(rerun(result, "authorize").rerun.detail).toContain("--token");
-    expect(result.summary).toMatch(/^now passes: probe, protected_resource_metadata, authorization_server_metadata, registration ok; originally failed at authorization_server_metadata; authorize, .*list not checked without --token$/);
+    // As doctor does: the authorize request goes as far as the sign-in page, the rest needs the user.
+    expect(rerun(result, "authorize")).toMatchObject({ original: { status: "absent" }, rerun: { status: "ok", httpStatus: 302, detail: "consent remembered: sent straight back to the callback" } });
+    expect(rerun(result, "callback").rerun.detail).toContain("--token");
+    expect(result.summary).toMatch(/^now passes: probe, protected_resource_metadata, authorization_server_metadata, registration, authorize ok; originally failed at authorization_server_metadata; callback, .*list, stream not checked without --token$/);
+    expect(result.dialled).toEqual([new URL(fixed.url).origin]);
   });
 
   it("cannot re-check a step that needs the user without a token: still_fails, worded as not re-checked", async () => {
@@ -174,11 +179,11 @@ describe("replayHandshake against a fixed server", () => {
     const result = await replayHandshake(detail, { target: (await server()).url, timeoutMs: 3000 });
     expect(result).toMatchObject({ verdict: "still_fails", failedStep: "token", code: null });
     expect(result.summary).toBe(
-      "not re-checked: could not re-check token without --token; the steps that ran pass now: probe, protected_resource_metadata, authorization_server_metadata, registration ok",
+      "not re-checked: could not re-check token without --token; the steps that ran pass now: probe, protected_resource_metadata, authorization_server_metadata, registration, authorize ok",
     );
     expect(rerun(result, "token")).toMatchObject({ original: { status: "failed" }, rerun: { status: "skipped" }, same: false });
-    // Steps the re-run never performs are listed when the original has them.
-    expect(rerun(result, "authorize")).toMatchObject({ original: { status: "ok" }, rerun: { status: "skipped" } });
+    expect(rerun(result, "authorize")).toMatchObject({ original: { status: "ok" }, rerun: { status: "ok" }, same: true });
+    expect(rerun(result, "callback")).toMatchObject({ original: { status: "ok" }, rerun: { status: "skipped" } });
   });
 
   it("re-runs an authless server's handshake through initialize, initialized and list", async () => {
@@ -188,6 +193,7 @@ describe("replayHandshake against a fixed server", () => {
       let body = "";
       req.on("data", (c: Buffer) => (body += c.toString()));
       req.on("end", () => {
+        if (req.method === "GET") return void res.writeHead(405).end(); // no GET stream
         const message = JSON.parse(body || "{}") as { id?: number; method?: string };
         if (message.id === undefined) return void res.writeHead(202).end();
         const result = message.method === "initialize" ? { protocolVersion: "2025-11-25", capabilities: { tools: {} }, serverInfo: { name: "authless", version: "1" } } : { tools: [{ name: "echo", inputSchema: { type: "object" } }] };
@@ -196,7 +202,8 @@ describe("replayHandshake against a fixed server", () => {
     });
     const result = await replayHandshake(detail, { target: await listening(authless) });
     expect(result.verdict).toBe("now_passes");
-    expect(statuses(result)).toMatchObject({ probe: "ok", protected_resource_metadata: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok" });
+    expect(statuses(result)).toMatchObject({ probe: "ok", protected_resource_metadata: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok", stream: "ok" });
+    expect(rerun(result, "stream").rerun.detail).toMatch(/405/);
     expect(rerun(result, "registration").rerun.detail).toMatch(/not needed/);
   });
 });
@@ -222,8 +229,10 @@ describe("replayHandshake with a token", () => {
 
     const result = await replayHandshake(detail, { target: codaServer.url, token: FAKE_TOKEN, timeoutMs: 5000 });
     expect(result, result.summary).toMatchObject({ verdict: "now_passes", failedStep: null, code: null });
-    expect(statuses(result)).toMatchObject({ registration: "ok", authorize: "skipped", callback: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok" });
+    expect(statuses(result)).toMatchObject({ registration: "ok", authorize: "skipped", callback: "skipped", token: "skipped", initialize: "ok", initialized: "ok", list: "ok", stream: "ok" });
     expect(rerun(result, "token").rerun.detail).toBe("replaced by the given token");
+    // As doctor does with a token: the era's stream is opened (the bundled server's GET stream).
+    expect(rerun(result, "stream")).toMatchObject({ original: { status: "absent" }, rerun: { status: "ok" } });
     expect(rerun(result, "initialize")).toMatchObject({ original: { status: "failed" }, rerun: { httpStatus: 200 }, same: false });
     // The raw Coda token reached Coda: the server validated it.
     expect(coda.requests.some((r) => r.auth === FAKE_TOKEN)).toBe(true);
@@ -237,6 +246,41 @@ describe("replayHandshake with a token", () => {
     expect(result).toMatchObject({ verdict: "still_fails", failedStep: "initialize", code: null });
     expect(result.summary).toMatch(/initialize answered 401/);
     expect(rerun(result, "initialize")).toMatchObject({ rerun: { status: "failed", httpStatus: 401 }, same: true });
+  });
+});
+
+describe("replayHandshake is doctor seeded with the recorded client", () => {
+  it("re-checks authorize up to the sign-in page: a rejected callback still fails with the analyser's fix, and passes once the server accepts it", async () => {
+    const faulty = await server("redirect_uri_rejected");
+    const detail = await record(faulty.url, (url) => runHostedConnector(`${url}/mcp`, { family: "chatgpt" }));
+    expect(detail.handshake.failedStep).toBe("authorize");
+
+    const still = await replayHandshake(detail, { target: faulty.url, timeoutMs: 3000 });
+    expect(still).toMatchObject({ verdict: "still_fails", failedStep: "authorize", code: "redirect_uri_rejected" });
+    expect(still.diagnosis?.fix).toMatch(/redirect/i);
+    expect(still.evidence).toContainEqual(expect.objectContaining({ request: expect.stringMatching(/^GET .*\/authorize$/), status: 400 }));
+    expect(rerun(still, "authorize")).toMatchObject({ original: { status: "failed" }, rerun: { status: "failed", httpStatus: 400 }, same: true });
+
+    const fixed = await replayHandshake(detail, { target: (await server()).url, timeoutMs: 3000 });
+    expect(fixed).toMatchObject({ verdict: "now_passes", failedStep: null });
+    expect(fixed.summary).toMatch(/^now passes: .*authorize ok; originally failed at authorize; callback, /);
+    expect(rerun(fixed, "authorize")).toMatchObject({ original: { status: "failed" }, rerun: { status: "ok" }, same: false });
+  });
+
+  it("checks what comes before HTTP first: nothing reaches a refused port or an untrusted certificate, in words", async () => {
+    const detail = await recordConnector((await server()).url);
+    const refused = await replayHandshake(detail, { target: "http://127.0.0.1:1", timeoutMs: 3000 });
+    expect(refused).toMatchObject({ verdict: "still_fails", failedStep: "network", code: null, dialled: ["http://127.0.0.1:1"] });
+    expect(refused.summary).toBe("still fails: nothing reaches the server: 127.0.0.1 port 1 refuses connections (nothing listens there)");
+    expect(new Set(refused.steps.map((s) => s.rerun.status))).toEqual(new Set(["not_reached"]));
+
+    const work = tempDir("mcp-lens-replay-tls-");
+    closers.push(async () => work.cleanup());
+    const tls = await startHttpsOnLoopback(work.dir, (_req, res) => res.writeHead(404).end());
+    closers.push(tls.close);
+    const untrusted = await replayHandshake(detail, { target: tls.origin, timeoutMs: 3000 });
+    expect(untrusted).toMatchObject({ verdict: "still_fails", failedStep: "network" });
+    expect(untrusted.summary).toMatch(/certificate/);
   });
 });
 
@@ -332,17 +376,22 @@ describe("replayHandshake as the same client", () => {
   });
 });
 
-describe("replayHandshake dials only the target unless told otherwise", () => {
-  /** An MCP server whose authorization server (metadata and registration) lives on another origin. */
+describe("replayHandshake dials the target and the authorization server its metadata names, nothing else unless told", () => {
+  /** An MCP server whose authorization server lives on a second origin, with its registration endpoint on a third. */
   async function split() {
     const seen: string[] = [];
+    const registrar = http.createServer((req, res) => {
+      seen.push(`reg ${req.method} ${req.url} ${req.headers.authorization ?? ""}`);
+      req.resume();
+      res.writeHead(201, { "content-type": "application/json" }).end('{"client_id":"c1"}');
+    });
+    const regUrl = await listening(registrar);
     const as = http.createServer((req, res) => {
       seen.push(`as ${req.method} ${req.url} ${req.headers.authorization ?? ""}`);
       req.resume();
       const base = `http://127.0.0.1:${(as.address() as AddressInfo).port}`;
-      if (req.url === "/register") return res.writeHead(201, { "content-type": "application/json" }).end('{"client_id":"c1"}');
       res.writeHead(200, { "content-type": "application/json" }).end(
-        JSON.stringify({ issuer: base, authorization_endpoint: `${base}/a`, token_endpoint: `${base}/t`, registration_endpoint: `${base}/register`, code_challenge_methods_supported: ["S256"] }),
+        JSON.stringify({ issuer: base, authorization_endpoint: `${base}/a`, token_endpoint: `${base}/t`, registration_endpoint: `${regUrl}/register`, code_challenge_methods_supported: ["S256"] }),
       );
     });
     const asUrl = await listening(as);
@@ -353,24 +402,26 @@ describe("replayHandshake dials only the target unless told otherwise", () => {
       if (req.url === "/mcp") return res.writeHead(401, { "www-authenticate": `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` }).end();
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ resource: `${base}/mcp`, authorization_servers: [asUrl] }));
     });
-    return { target: await listening(mcp), asUrl, seen };
+    return { target: await listening(mcp), asUrl, regUrl, seen };
   }
 
-  it("reports a URL on another origin as not followed, and follows it with --allow-origin; the token never goes there", async () => {
+  it("follows the authorization server the metadata names, as doctor does; a registration endpoint elsewhere only with --allow-origin; the token never leaves the target", async () => {
     const healthy = await server();
     const detail = await record(healthy.url, (url) => runHostedConnector(`${url}/mcp`, { family: "claude-code" }));
-    const { target, asUrl, seen } = await split();
+    const { target, asUrl, regUrl, seen } = await split();
 
     const blocked = await replayHandshake(detail, { target, token: "CANARY-unit-token", timeoutMs: 3000 });
-    expect(seen.filter((s) => s.startsWith("as "))).toEqual([]);
-    expect(blocked).toMatchObject({ verdict: "still_fails", failedStep: "authorization_server_metadata", code: null });
-    expect(rerun(blocked, "authorization_server_metadata").rerun).toMatchObject({ status: "skipped", detail: expect.stringContaining(`not followed: ${asUrl}/.well-known/oauth-authorization-server is on another origin`) });
-    expect(blocked.summary).toContain(`--allow-origin ${asUrl}`);
+    expect(seen.filter((s) => s.startsWith("as "))).toEqual(["as GET /.well-known/oauth-authorization-server "]);
+    expect(seen.filter((s) => s.startsWith("reg "))).toEqual([]);
+    expect(blocked).toMatchObject({ verdict: "still_fails", failedStep: "registration", code: null, dialled: [target, asUrl] });
+    expect(rerun(blocked, "authorization_server_metadata").rerun.status).toBe("ok");
+    expect(rerun(blocked, "registration").rerun).toMatchObject({ status: "skipped", detail: expect.stringContaining(`not followed: ${regUrl}/register is on another origin`) });
+    expect(blocked.summary).toContain(`--allow-origin ${regUrl}`);
 
-    const allowed = await replayHandshake(detail, { target, token: "CANARY-unit-token", allowOrigins: [asUrl], timeoutMs: 3000 });
+    const allowed = await replayHandshake(detail, { target, token: "CANARY-unit-token", allowOrigins: [regUrl], timeoutMs: 3000 });
     expect(rerun(allowed, "registration").rerun.status).toBe("ok");
-    expect(seen.filter((s) => s.startsWith("as ")).length).toBeGreaterThan(0);
-    expect(seen.join("\n")).not.toContain("CANARY");
+    expect(seen.filter((s) => s.startsWith("reg ")).length).toBe(1);
+    expect(seen.filter((s) => !s.startsWith("mcp ")).join("\n")).not.toContain("CANARY");
   });
 
   it("rebuilds the registration from known fields and keeps the connector URL on the target", async () => {
@@ -608,7 +659,7 @@ describe("replayHandshake in the era the handshake was recorded in", () => {
     expect(statuses(result).initialize).toBeUndefined();
     expect(rerun(result, "discover")).toMatchObject({ original: { status: "ok" }, rerun: { status: "ok", httpStatus: 200 }, same: true });
     expect(rerun(result, "tool_call").rerun).toMatchObject({ status: "skipped", detail: expect.stringContaining("not replayed") });
-    expect(result.summary).toBe("now passes: probe, discover, list ok; as a modern (2026-07-28) client");
+    expect(result.summary).toBe("now passes: probe, discover, list, stream ok; as a modern (2026-07-28) client");
   });
 
   it("re-runs it as the same modern client: its _meta client info and capabilities, its user agent, the headers", async () => {

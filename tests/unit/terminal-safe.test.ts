@@ -145,7 +145,13 @@ const replay: ReplayResult = {
   code: null,
   summary: `server said ${NAME}`,
   steps: [{ step: "initialize", original: { status: "failed", exchangeIds: [1] }, rerun: { status: "failed", httpStatus: 500, detail: `answer: ${NAME}${hostile}` }, same: true }],
-} as ReplayResult;
+  era: "legacy",
+  eraFallback: false,
+  diagnosis: { code: "probe_unexpected_status", summary: `said ${NAME}`, fix: `fix ${NAME}`, reference: `see ${NAME}` },
+  evidence: [{ exchangeId: 1, request: `POST 127.0.0.1:1/mcp${NAME}`, status: 500, body: `body ${NAME}${hostile}` }],
+  warnings: [{ code: "slow_answer", summary: `warned ${NAME}` }],
+  dialled: [`http://127.0.0.1:1${NAME}`],
+};
 
 function expectInert(text: string, where: string): void {
   const found = ACTIVE.exec(text);
@@ -190,6 +196,7 @@ describe("the CLI text views", () => {
     const replayed = formatReplay(replay, plain);
     expectInert(replayed.replace(/\n/g, " "), "replay");
     expect(replayed).toContain("answer: \\x1b]0;pwned");
+    for (const where of ["fix ", "see ", "body ", "warned ", "dialled: "]) expect(replayed, where).toMatch(new RegExp(`${where}.*\\\\x1b`));
   });
 
   it("keeps columns: escaping happens before truncation, so the width holds", () => {
