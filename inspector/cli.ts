@@ -143,7 +143,7 @@ const REPLAY_OPTIONS = {
     kind: "string",
     default: "",
     valueName: "TOKEN",
-    help: "A bearer (or Coda API) token for the MCP steps, sent only to the target; without it the browser authorize step is skipped",
+    help: "A bearer (or Coda API) token for the MCP steps, sent only to the target; without it the re-run stops at the sign-in page",
   }),
   allowOrigin: option({
     flag: "allow-origin",
@@ -151,7 +151,7 @@ const REPLAY_OPTIONS = {
     kind: "string",
     default: "",
     valueName: "ORIGIN",
-    help: "Also dial this origin (e.g. https://auth.example.com) when the server sends the re-run there; repeatable or comma-separated. Others are reported, not followed",
+    help: "Also dial this origin (e.g. https://register.example.com) when the server sends the re-run there; repeatable or comma-separated. The target and the authorization server its metadata names are always dialled; others are reported, not followed",
     parse: parseOrigins,
   }),
   timeout: option<number | undefined>({
@@ -279,7 +279,7 @@ const REPLAY: Command<typeof REPLAY_OPTIONS> = {
   takesId: true,
   usage: "replay ID [options]",
   summary:
-    "Re-run a recorded handshake now, as the same client and in the era it was recorded in (--era to choose), and compare it step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
+    "Re-run a recorded handshake now: doctor's checks (name, TCP, TLS, then the handshake up to the sign-in page, or with --token the MCP requests and the stream), played as the same client and in the era it was recorded in (--era to choose), and compared step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
   options: REPLAY_OPTIONS,
   async run(s, id) {
     const { detail, target } = await withData(s.db, (data) => {
