@@ -106,6 +106,7 @@ export const DIAGNOSIS_CODES = [
   "registration_stub",
   "redirect_uri_rejected",
   "scope_rejected",
+  "resource_rejected",
   "sign_in_failed",
   "authorization_redirect_status",
   "token_request_rejected",

@@ -189,6 +189,9 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     }
     return u.href;
   };
+  // The client's own `resource` (a re-run's, as recorded) names the connector as the client saw
+  // it: on a recorded public origin, it is the target's resource now, path kept.
+  const resource = opts.resource ? asConnectorUrl(opts.resource) : resourceUrl;
   const outcomes = new Map<HandshakeStep, StepOutcome>();
 
   // The era: a dual-era client starts modern and may fall back once, to legacy.
@@ -438,7 +441,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
           code_challenge_method: "S256",
           state,
           ...(scope ? { scope } : {}),
-          resource: opts.resource ?? resourceUrl,
+          resource,
         };
         for (const [k, v] of Object.entries(query)) authorizeUrl.searchParams.set(k, v);
         const authz = await send("authorize", authorizeUrl.href, { browser: true, headers: { accept: "text/html" } });
@@ -475,7 +478,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
         pass("callback");
 
         // 7. Token, form-encoded, from the client's backend.
-        const form = new URLSearchParams({ grant_type: "authorization_code", code, redirect_uri: redirectUri, code_verifier: verifier, resource: opts.resource ?? resourceUrl, client_id: client.client_id });
+        const form = new URLSearchParams({ grant_type: "authorization_code", code, redirect_uri: redirectUri, code_verifier: verifier, resource, client_id: client.client_id });
         if (client.client_secret) form.set("client_secret", client.client_secret);
         const tok = await send("token", as.token_endpoint, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" }, body: form.toString() });
         const tokText = await readText("token", tok);

@@ -50,6 +50,34 @@ export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
     },
   },
   {
+    code: "resource_rejected",
+    severity: "error",
+    reference: "RFC 8707 §2; MCP 2025-06-18 Authorization §Resource Parameter Implementation",
+    meaning:
+      "The authorization or token endpoint answered invalid_target to the resource parameter (RFC 8707) the client sent, " +
+      "which MCP clients must send: an authorization server that does not support resource indicators (Entra ID v1 style), " +
+      "or one that expects another value than the resource its Protected Resource Metadata names.",
+    steps: ["authorize", "callback", "token"],
+    check(ctx) {
+      const hits = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.facts.oauthError === "invalid_target");
+      const e = hits[0];
+      if (!e) return null;
+      const sent = e.facts.resource ?? lastUpTo(ctx.of("authorize"), e)?.facts.resource;
+      const named = ctx.prm?.facts.metadata?.resource;
+      const differs = sent !== undefined && named !== undefined && sent !== named;
+      return {
+        summary:
+          `${describe(e)} answered invalid_target${description(e)} to resource "${sent ?? "(none)"}"` +
+          (named ? `; the protected resource metadata names "${named}"${differs ? " (the client sent another value)" : ""}` : "") +
+          andMore(hits),
+        evidence: [...ids(hits), ...(ctx.prm ? [ctx.prm.id] : [])],
+        fix: differs
+          ? `Make the resource the client is told and the one the authorization server accepts the same string: the metadata's resource "${named}" is what clients send`
+          : `Accept resource=${sent ?? named ?? "the MCP endpoint's URL"} at the authorization and token endpoints (RFC 8707): it is the protected resource metadata's resource, exactly; an authorization server without resource indicators must ignore the parameter, not reject it`,
+      };
+    },
+  },
+  {
     code: "sign_in_failed",
     severity: "error",
     reference: "RFC 6749 §4.1.2.1",

@@ -59,6 +59,7 @@ const CASES: Case[] = [
   { code: "redirect_uri_rejected", fault: "redirect_uri_rejected", connector: { family: "chatgpt" }, outcome: "failed", steps: ["authorize"], mentions: () => [FAMILIES.chatgpt.redirectUri] },
   { code: "sign_in_failed", fault: "sign_in_error", outcome: "failed", steps: ["authorize"], mentions: () => ["502", "identity provider is unreachable"] },
   { code: "scope_rejected", fault: "invalid_scope", outcome: "failed", steps: ["authorize", "callback"], mentions: () => ["invalid_scope"] },
+  { code: "resource_rejected", fault: "resource_rejected", outcome: "failed", steps: ["authorize", "callback"], mentions: (base) => ["invalid_target", `${base}/mcp`] },
   { code: "authorization_redirect_status", fault: "redirect_307", outcome: "failed", steps: ["authorize", "callback"], mentions: () => ["307"] },
   { code: "token_request_rejected", fault: "token_json_only", connector: { family: "chatgpt" }, outcome: "failed", steps: ["token"], mentions: () => ["400"] },
   { code: "token_invalid_grant", fault: "token_invalid_grant", outcome: "failed", steps: ["token"], mentions: () => ["invalid_grant"] },

@@ -168,6 +168,7 @@ const FAULT_CASES: Array<{ fault: Fault; as: string; step: string; code: string;
   { fault: "registration_rejects_auth_method", as: "claude.ai", step: "registration", code: "registration_rejected" },
   { fault: "redirect_uri_rejected", as: "chatgpt", step: "authorize", code: "redirect_uri_rejected" },
   { fault: "invalid_scope", as: "claude.ai", step: "authorize", code: "scope_rejected" },
+  { fault: "resource_rejected", as: "claude.ai", step: "authorize", code: "resource_rejected" },
   { fault: "sign_in_error", as: "claude.ai", step: "authorize", code: "sign_in_failed" },
   { fault: "redirect_307", as: "claude.ai", step: "callback", code: "authorization_redirect_status" },
 ];

@@ -579,6 +579,21 @@ const cases: Case[] = [
     },
   },
   {
+    name: "invalid_target for the resource the metadata names",
+    code: "resource_rejected",
+    build: (f) => {
+      const [, prm] = uptoAs(f);
+      f.register();
+      const a = f.authorize({
+        status: 302,
+        resWithout: ["content-type"],
+        res: [["Location", `${CLAUDE.callback}?error=invalid_target&error_description=AADSTS9010010&state=st-91c2`]],
+        reply: "",
+      });
+      return { evidence: [a, prm], says: ["invalid_target", "AADSTS9010010", "the protected resource metadata names"], fix: ["RFC 8707", "must ignore the parameter"] };
+    },
+  },
+  {
     name: "consent answered with 307",
     code: "authorization_redirect_status",
     build: (f) => {
