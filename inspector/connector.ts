@@ -130,6 +130,8 @@ export interface ConnectorRun {
   dialled: string[];
   /** Whether the authorization server's metadata advertises the refresh_token grant, once it was read. */
   refreshToken?: "advertised" | "not_advertised" | "not_said";
+  /** Whether that metadata promises iss in the authorization response (RFC 9207 authorization_response_iss_parameter_supported). */
+  issInRedirect?: "advertised" | "not_advertised";
   /** A dual-era run fell back to initialize (the server did not speak the modern era). */
   eraFallback: boolean;
   /** The steps this client performs in the era it spoke, in order; those not in `steps` were not reached. */
@@ -176,6 +178,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
   const wire = openWire(logical, opts);
   const { send, readText, getJson, rpc, sendToConnector, firstEvent, challengeOf, captures, lastStatus } = wire;
   let refreshToken: ConnectorRun["refreshToken"];
+  let issInRedirect: ConnectorRun["issInRedirect"];
   // A URL on a recorded public origin (a re-run) counts as on the connector's own origin when
   // compared. `via` is not mapped here: a plain-http `via` behind a TLS front must still see a
   // resource that says http:// where the client came over https.
@@ -391,6 +394,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
       // RFC 8414: without grant_types_supported the default is authorization_code and implicit.
       const grants = Array.isArray(as.grant_types_supported) ? as.grant_types_supported : undefined;
       refreshToken = grants === undefined ? "not_said" : grants.includes("refresh_token") ? "advertised" : "not_advertised";
+      issInRedirect = as.authorization_response_iss_parameter_supported === true ? "advertised" : "not_advertised";
 
       // 4. The client's identity: its metadata document's URL (no call: the authorization server
       // fetches the document when the client comes to /authorize), else dynamic registration.
@@ -576,7 +580,7 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     const exchanges = captures.map((c) => c.exchange());
     const mcpSteps = mcpStepsOf(era);
     const plan = HANDSHAKE_STEPS.filter((step) => ["probe", ...OAUTH_STEPS, ...mcpSteps].includes(step) || outcomes.has(step));
-    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(refreshToken ? { refreshToken } : {}) };
+    const common = { url: resourceUrl, steps, requests: wire.requests, exchanges, era, eraFallback, plan, dialled: [...wire.dialled], ...(refreshToken ? { refreshToken } : {}), ...(issInRedirect ? { issInRedirect } : {}) };
     if (!failure) return { ...common, failedAt: null };
     return { ...common, failedAt: failure.step, error: failure.message };
   }

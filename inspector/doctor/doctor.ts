@@ -48,6 +48,8 @@ export interface DoctorReport {
   ok: boolean;
   /** Whether the authorization server's metadata advertises the refresh_token grant (when a run read it). */
   refreshToken?: "advertised" | "not_advertised" | "not_said";
+  /** Whether it promises iss in its redirects to the callback (RFC 9207), when a run read its metadata. */
+  issInRedirect?: "advertised" | "not_advertised";
   /** With --db: what was stored there, or why nothing was. */
   recorded?: RecordedRuns | { db: string; error: string };
 }
@@ -65,6 +67,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   const document = wantsDocument ? await readClientMetadataDocument(options.clientMetadataUrl!, options.timeoutMs ?? 10_000) : undefined;
   if (wantsDocument) dialled.add(new URL(options.clientMetadataUrl!).origin);
   let refreshToken: DoctorReport["refreshToken"];
+  let issInRedirect: DoctorReport["issInRedirect"];
   const runs: ConnectorRun[] = [];
   const secrets = options.token ? [options.token] : [];
   for (const { profile, era } of plan) {
@@ -89,6 +92,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     runs.push(run);
     for (const origin of run.dialled) dialled.add(origin);
     refreshToken ??= run.refreshToken;
+    issInRedirect ??= run.issInRedirect;
   }
   // A database that cannot take the checks loses them, not the report.
   let recorded: RecordedRuns | { db: string; error: string } | undefined;
@@ -106,6 +110,7 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
     dialled: [...dialled],
     ok: rows.every((r) => PASSING.has(r.result)),
     ...(refreshToken ? { refreshToken } : {}),
+    ...(issInRedirect ? { issInRedirect } : {}),
     ...(recorded ? { recorded } : {}),
   };
   // A server may echo the bearer back (in an error, a body): it is never printed.

@@ -20,6 +20,12 @@ const REFRESH_WORDS = {
   not_said: "the authorization server's metadata has no grant_types_supported (RFC 8414's default has no refresh_token); the token response will tell",
 } as const;
 
+const ISS_WORDS = {
+  advertised:
+    "the authorization server promises iss in its redirects to the callback (RFC 9207): 2026-07-28 clients compare it byte for byte with the issuer before redeeming the code (doctor sees that redirect only where consent is remembered: a person signs in first)",
+  not_advertised: "the authorization server does not promise iss in its redirects to the callback (RFC 9207): clients accept them without, and cannot tell them from a mix-up attacker's",
+} as const;
+
 /** The era asked for; for a dual-era client that ran, the one it ended in. */
 const eraOf = (row: DoctorRow) => (row.era !== "dual" ? row.era : row.steps.length === 0 ? "dual-era" : `dual→${row.eraFallback ? "legacy" : "modern"}`);
 
@@ -61,6 +67,7 @@ export function formatDoctor(report: DoctorReport, paint: Paint): string {
     }
   }
   if (report.refreshToken) lines.push("", `refresh: ${REFRESH_WORDS[report.refreshToken]}`);
+  if (report.issInRedirect) lines.push(`iss: ${ISS_WORDS[report.issInRedirect]}`);
   const stored = report.recorded;
   if (stored && "error" in stored) lines.push("", paint("red", `not stored in ${safe(stored.db)}: ${safe(stored.error)}`));
   else if (stored) {

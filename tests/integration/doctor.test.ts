@@ -342,6 +342,7 @@ describe("doctor against hostile servers", () => {
     const without = await startHostile("remembered_consent");
     const failing = await doctor([without.url, "--as", "claude-code,v2-sdk"]);
     expect(failing.code).toBe(1);
+    expect(failing.report.issInRedirect).toBe("advertised");
     for (const row of failing.report.rows) {
       expect(row).toMatchObject({ result: "fails", failedStep: "authorize", diagnosis: { code: "authorization_response_iss_mismatch" } });
       expect(row.diagnosis?.fix).toContain(`iss=${encodeURIComponent(without.origin)}`);
@@ -351,6 +352,10 @@ describe("doctor against hostile servers", () => {
     const passing = await doctor([withIss.url, "--as", "claude-code,v2-sdk"]);
     expect(passing.code).toBe(0);
     expect(passing.report.rows.map((r) => r.result)).toEqual(["ready_for_sign_in", "ready_for_sign_in"]);
+    const text = await runCli(["doctor", withIss.url, "--as", "v2-sdk"]);
+    expect(text.stdout).toContain("iss: the authorization server promises iss in its redirects to the callback (RFC 9207)");
+    const none = await startHostile("echo_token");
+    expect((await doctor([none.url, "--as", "v2-sdk"])).report.issInRedirect).toBe("not_advertised");
   });
 
   it("follows the authorization server the metadata names, and nothing it names elsewhere", { timeout: 30_000 }, async () => {
