@@ -51,6 +51,9 @@ export class ExchangeRecord {
 
   /** No answer at all: refused, timed out, reset. */
   failed(code: string): void {
+    // Once the answer's head is in, what the run cuts is its body: an aborted answer (a stream
+    // that sent no event in time), as the proxy records a client that went away, not "no answer".
+    if (this.status !== null) return;
     this.upstreamError = code;
     this.endedMs = performance.now() - this.t0;
   }

@@ -201,6 +201,30 @@ describe("doctor against a server with a fault", () => {
     expect(xml).toContain(`<failure message="FAILS at ${step}: ${code}"`);
   });
 
+  // Past the sign-in, with a token the server accepts: the faults of the MCP steps, in the era
+  // each client speaks (this server is a legacy one).
+  const TOKEN_CASES: Array<{ fault: Fault; as: string; step: string; code: string; timeout?: string }> = [
+    { fault: "protocol_version_rejected", as: "claude.ai", step: "initialize", code: "protocol_version_rejected" },
+    { fault: "session_lost", as: "chatgpt", step: "initialized", code: "session_not_found" },
+    { fault: "mcp_404_after_token", as: "claude.ai", step: "initialize", code: "mcp_endpoint_not_found" },
+    { fault: "sse_never_flushes", as: "claude.ai", step: "initialize", code: "sse_not_flushed", timeout: "2000" },
+    { fault: "cors_preflight_fails", as: "mcp-inspector", step: "initialize", code: "cors_preflight_failed" },
+  ];
+  it.each(TOKEN_CASES)("with --token, $fault: $as fails at $step with $code", { timeout: 30_000 }, async ({ fault, as, step, code, timeout }) => {
+    const token = "doctor-accepted-token-7d2e";
+    const server = await startMisbehavingServer(fault, { acceptedToken: token });
+    closing.push(() => server.close());
+    const result = await doctor([`${server.url}/mcp`, "--as", as, ...(timeout ? ["--timeout", timeout] : [])], { MCP_LENS_DOCTOR_TOKEN: token });
+    expect(result.code).toBe(1);
+    expect(result.report.rows).toHaveLength(1);
+    const [row] = result.report.rows;
+    expect(row).toMatchObject({ profile: as, result: "fails", failedStep: step });
+    expect(row!.diagnosis?.code ?? null).toBe(code);
+    expect(row!.diagnosis?.fix.length).toBeGreaterThan(10);
+    expect(row!.evidence.length).toBeGreaterThan(0);
+    expect(JSON.stringify(result.report)).not.toContain(token);
+  });
+
   it("a modern-only client against a legacy server fails at the probe; a dual-era one falls back and connects", { timeout: 30_000 }, async () => {
     const legacy = await startErasServer({ era: "legacy" }); // the v1 SDK's server, authless
     closing.push(() => legacy.close());
