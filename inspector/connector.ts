@@ -193,8 +193,10 @@ export async function runConnector(connectorUrl: string, opts: ConnectorOptions)
     return u.href;
   };
   // The client's own `resource` (a re-run's, as recorded) names the connector as the client saw
-  // it: on a recorded public origin, it is the target's resource now, path kept.
-  const resource = opts.resource ? asConnectorUrl(opts.resource) : resourceUrl;
+  // it: on a recorded public origin, it is the target's resource now, path kept; on any other
+  // origin it is not sent (a recorded value the target never advertised), the connector URL is.
+  const mappedResource = opts.resource ? asConnectorUrl(opts.resource) : undefined;
+  const resource = mappedResource && safeUrl(mappedResource)?.origin === logical.origin ? mappedResource : resourceUrl;
   const outcomes = new Map<HandshakeStep, StepOutcome>();
 
   // The era: a dual-era client starts modern and may fall back once, to legacy.

@@ -372,7 +372,7 @@ export function formatReplay(result: ReplayResult, { width, paint }: TextOptions
 export function replayVerdict(r: ReplayResult, paint: Paint = painter(false)): string {
   return r.verdict === "now_passes"
     ? paint("green", "now passes")
-    : paint("red", `still fails at step ${r.failedStep ?? "?"}${r.code ? `: ${r.code}` : ""}`);
+    : paint("red", `still fails${r.failedStep ? ` at step ${r.failedStep}` : ""}${r.code ? `: ${r.code}` : ""}`);
 }
 
 /** `tail`: one line per recorded exchange or handshake update. */

@@ -38,6 +38,14 @@ export interface JudgeOptions {
 /** What a known secret becomes in a recording. */
 export const SECRET_MARK = "[the --token]";
 
+/** Every string of a result with the secret replaced: what servers answered is theirs, and hostile (one may echo the bearer). */
+export function withoutSecret<T>(value: T, secret: string): T {
+  if (typeof value === "string") return value.split(secret).join(SECRET_MARK) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => withoutSecret(v, secret)) as T;
+  if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecret(v, secret)])) as T;
+  return value;
+}
+
 function withoutSecrets(raw: RawExchange, secrets: readonly string[]): RawExchange {
   const has = (text: string) => secrets.some((secret) => text.includes(secret));
   const scrub = (text: string) => secrets.reduce((out, secret) => out.split(secret).join(SECRET_MARK), text);

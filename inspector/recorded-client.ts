@@ -19,8 +19,6 @@ const BROWSER_KINDS = new Set(["authorize", "authorize_consent"]);
 export interface RecordedClient {
   /** The connector URL on the target. */
   url: string;
-  /** The era the recording shows, and whether its client fell back from modern to initialize. */
-  recorded: { era: HandshakeEra; eraFallback: boolean };
   profile: DoctorProfile;
   /** The public origin the upstream saw, dialled at the target (none when it is the target's). */
   mappedOrigins: string[];
@@ -55,7 +53,7 @@ function eraOfExchange(e: ClassifiedExchange): Era | undefined {
  * database recorded before eras were analysed), the era of its last MCP request, and a fallback
  * when a legacy request followed a modern one.
  */
-function recordedEra(handshake: HandshakeDetail["handshake"], mcp: ClassifiedExchange[]): RecordedClient["recorded"] {
+function recordedEra(handshake: HandshakeDetail["handshake"], mcp: ClassifiedExchange[]): { era: HandshakeEra; eraFallback: boolean } {
   if (handshake.era === "modern" || handshake.era === "legacy") return { era: handshake.era, eraFallback: handshake.eraFallback === true };
   const eras = mcp.flatMap((e) => eraOfExchange(e) ?? []);
   const firstModern = eras.indexOf("modern");
@@ -134,11 +132,13 @@ export function recordedClient({ handshake, exchanges }: HandshakeDetail, target
     ...(browserOrigin ? { origin: browserOrigin } : {}),
     clientInfo,
     registration,
-    era: "legacy", // unused: the re-run's era is chosen above
-    timeoutMs: 10_000,
-    recorded: { initialize: { protocolVersion, capabilities, clientInfo }, modern, opening, ...(resource ? { resource } : {}), ...(scope ? { scope } : {}) },
+    // The client it was: modern, dual-era when it fell back to initialize, else (legacy, or no MCP
+    // request recorded: it stopped in discovery) legacy, as the hosted connectors of 2025 are.
+    era: recorded.eraFallback ? "dual" : recorded.era === "modern" ? "modern" : "legacy",
+    timeoutMs: 10_000, // as hosted clients allow
+    seed: { initialize: { protocolVersion, capabilities, clientInfo }, modern, opening, ...(resource ? { resource } : {}), ...(scope ? { scope } : {}) },
   };
-  return { url: connectorUrl, recorded, profile, mappedOrigins: publicOrigin && publicOrigin !== targetOrigin ? [publicOrigin] : [] };
+  return { url: connectorUrl, profile, mappedOrigins: publicOrigin && publicOrigin !== targetOrigin ? [publicOrigin] : [] };
 }
 
 /** A recorded string, when it is one, printable (no control characters) and at most `max` long. */

@@ -74,6 +74,7 @@ import type { ConnectorRun, StepOutcome } from "./connector.js";
 import type { HandshakeDetail } from "./data.js";
 import { checkClient, type DoctorRow } from "./doctor/check.js";
 import { checkNetwork } from "./doctor/network.js";
+import { withoutSecret } from "./judge-run.js";
 import { recordedClient } from "./recorded-client.js";
 
 export interface ReplayOptions {
@@ -133,19 +134,25 @@ const OPENING_IN_OTHER_ERA: Partial<Record<HandshakeStep, HandshakeStep[]>> = {
 const ERA_WORDS: Record<ClientEra, string> = { modern: "a modern (2026-07-28) client", legacy: "a legacy client", dual: "a dual-era client" };
 
 export async function replayHandshake(detail: HandshakeDetail, options: ReplayOptions): Promise<ReplayResult> {
+  const result = await rerun(detail, options);
+  // A server may echo the bearer back (in an error, a body): it is never printed, as in doctor.
+  return options.token ? withoutSecret(result, options.token) : result;
+}
+
+async function rerun(detail: HandshakeDetail, options: ReplayOptions): Promise<ReplayResult> {
   const { handshake } = detail;
-  const { url, recorded, profile, mappedOrigins } = recordedClient(detail, options.target);
-  const era = options.era ?? (recorded.eraFallback ? "dual" : recorded.era === "modern" ? "modern" : "legacy");
+  const { url, profile, mappedOrigins } = recordedClient(detail, options.target);
+  const era = options.era ?? profile.era;
   const target = new URL(options.target);
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const same = { handshakeId: handshake.id, target: options.target, era, warnings: [], evidence: [] };
+  const common = { handshakeId: handshake.id, target: options.target, era, warnings: [], evidence: [] };
 
   // Doctor's checks, in doctor's order: first what comes before HTTP (name, TCP, TLS).
   const network = await checkNetwork(new URL(url), timeoutMs);
   if (!network.ok) {
-    const steps = compare(handshake, [], undefined);
+    const steps = compare(handshake, [], undefined, "nothing reached the target");
     const summary = `still fails: ${network.problem ?? `nothing reaches ${target.origin}`}`;
-    return { ...same, verdict: "still_fails", failedStep: "network", code: null, summary, steps, eraFallback: false, dialled: [target.origin] };
+    return { ...common, verdict: "still_fails", failedStep: "network", code: null, summary, steps, eraFallback: false, dialled: [target.origin] };
   }
   // Then the handshake, as doctor performs it for its own clients, with the recorded client's parameters.
   const { row, run } = await checkClient(url, profile, era, {
@@ -161,14 +168,16 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
     notFollowedHint: (origin) => `--allow-origin ${origin} to follow`,
   });
   if (!run) {
-    return { ...same, verdict: "still_fails", failedStep: null, code: null, summary: row.detail, steps: compare(handshake, [], undefined), eraFallback: false, dialled: [target.origin] };
+    const steps = compare(handshake, [], undefined, "the re-run did not finish");
+    return { ...common, verdict: "still_fails", failedStep: null, code: null, summary: `still fails: ${row.detail}`, steps, eraFallback: false, dialled: [target.origin] };
   }
 
-  const ran = new Map(run.steps.map((s) => [s.step, s]));
-  const steps = compare(handshake, run.plan, run);
+  // The row's steps: the run's, with a step the analyser judged failed marked so.
+  const ran = new Map(row.steps.map((s) => [s.step, s]));
+  const steps = compare(handshake, row.steps, run);
   const ok = steps.filter((s) => s.rerun.status === "ok").map((s) => s.step);
   const passing = ok.length ? `${ok.join(", ")} ok` : "no step ran";
-  const base = { ...same, steps, eraFallback: run.eraFallback, warnings: row.warnings, dialled: run.dialled };
+  const base = { ...common, steps, eraFallback: run.eraFallback, warnings: row.warnings, dialled: run.dialled };
   // How the re-run spoke, when not as a legacy client (the wording before there were eras).
   const asClient = era === "legacy" ? "" : `as ${ERA_WORDS[era]}${era === "dual" ? (run.eraFallback ? ", which fell back to initialize" : ", which stayed modern") : ""}`;
   const withEra = (summary: string) => (asClient ? `${summary}; ${asClient}` : summary);
@@ -179,38 +188,54 @@ export async function replayHandshake(detail: HandshakeDetail, options: ReplayOp
     const summary = `still fails at ${row.failedStep ?? "?"}${code ? `: ${code}` : ""}${was} — ${row.detail}`.trim();
     return { ...base, verdict: "still_fails", failedStep: row.failedStep, code, summary: withEra(summary), evidence: row.evidence, ...(row.diagnosis ? { diagnosis: row.diagnosis } : {}) };
   }
-  if (row.result === "not_checked" && run.notFollowed) {
-    const summary = `not re-checked: ${run.notFollowed} ${row.detail}; the steps that ran pass now: ${passing}`;
-    return { ...base, verdict: "still_fails", failedStep: run.notFollowed, code: null, summary: withEra(summary) };
+  // The sign-in page is as far as a re-run goes: an original that failed past it (the sign-in
+  // form's POST, the consent) is not re-checked by an authorize request that shows the page.
+  const pastSignIn = before === "authorize" && failedPastSignIn(detail);
+  const recheck = before && !pastSignIn ? recheckOf(before, ran) : undefined;
+  const fixed = !before || recheck?.status === "ok" || recheck?.skipped === "authless";
+  const notFollowed = row.result === "not_checked" && run.notFollowed ? `${run.notFollowed} ${row.detail}` : undefined;
+  // A step not followed leaves the run unfinished: it still fails, unless the step the original
+  // failed at came before it and passes now.
+  if (notFollowed && !(before && fixed)) {
+    const summary = `not re-checked: ${notFollowed}; the steps that ran pass now: ${passing}`;
+    return { ...base, verdict: "still_fails", failedStep: run.notFollowed!, code: null, summary: withEra(summary) };
   }
-  const recheck = before ? recheckOf(before, ran) : undefined;
-  if (!before || recheck?.status === "ok" || recheck?.skipped === "authless") {
+  if (fixed) {
     const unchecked = steps.filter((s) => s.rerun.status === "skipped" && ran.get(s.step)?.skipped === "needs_user").map((s) => s.step);
     const summary = [
       `now passes: ${passing}`,
       before ? `originally failed at ${before}` : "",
       unchecked.length ? `${unchecked.join(", ")} not checked without --token` : "",
+      notFollowed ? `not checked further: ${notFollowed}` : "",
     ].filter(Boolean).join("; ");
     return { ...base, verdict: "now_passes", failedStep: null, code: null, summary: withEra(summary) };
   }
-  const why = !run.plan.includes(before) && !recheck
-    ? `: the re-run does not replay ${before}`
-    : recheck?.skipped === "credential_given"
-      ? ": with --token, authorize, callback and token are not replayed (without it, authorize is re-checked up to the sign-in page)"
-      : " without --token";
+  const why = pastSignIn
+    ? ": it failed after the sign-in page, which only the user's own sign-in gets past"
+    : !run.plan.includes(before) && !recheck
+      ? `: the re-run does not replay ${before}`
+      : recheck?.skipped === "credential_given"
+        ? ": with --token, authorize, callback and token are not replayed (without it, authorize is re-checked up to the sign-in page)"
+        : " without --token";
   const summary = `not re-checked: could not re-check ${before}${why}; the steps that ran pass now: ${passing}`;
   return { ...base, verdict: "still_fails", failedStep: before, code: null, summary: withEra(summary) };
 }
 
-/** The recorded handshake's steps next to the re-run's (none when it never started). */
-function compare(handshake: HandshakeDetail["handshake"], plan: readonly HandshakeStep[], run: ConnectorRun | undefined): ReplayStep[] {
-  const ran = new Map((run?.steps ?? []).map((s) => [s.step, s]));
-  const planned = new Set(plan);
+/** The original's authorize failed on a request the user's browser sent past the sign-in page (a form POST). */
+function failedPastSignIn({ handshake, exchanges }: HandshakeDetail): boolean {
+  const ids = new Set(handshake.steps.filter((r) => r.step === "authorize" && r.status === "failed").flatMap((r) => r.exchangeIds));
+  return exchanges.some((e) => ids.has(e.id) && e.method === "POST");
+}
+
+/** The recorded handshake's steps next to the re-run's (`outcomes`; none when it never started, for `unreached`). */
+function compare(handshake: HandshakeDetail["handshake"], outcomes: readonly StepOutcome[], run: ConnectorRun | undefined, unreached = ""): ReplayStep[] {
+  const ran = new Map(outcomes.map((s) => [s.step, s]));
+  const planned = new Set(run?.plan ?? []);
   return HANDSHAKE_STEPS.filter((step) => planned.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
     const records = handshake.steps.filter((r) => r.step === step);
     const failed = handshake.failedStep === step || records.some((r) => r.status === "failed");
     const original = { status: records.length === 0 && !failed ? "absent" : failed ? "failed" : "ok", exchangeIds: records.flatMap((r) => r.exchangeIds) } as const;
-    const rerun: ReplayStep["rerun"] = run ? rerunOf(step, ran.get(step), run) : { status: "not_reached", detail: "nothing reached the target" };
+    const rerun: ReplayStep["rerun"] = run ? rerunOf(step, ran.get(step), run) : { status: "not_reached", detail: unreached };
     const observed = rerun.status === "ok" || rerun.status === "failed" ? rerun.status : "absent";
     return { step, original, rerun, same: observed === original.status };
   });

@@ -49,7 +49,7 @@ export class ExchangeRecord {
     this.keptBytes += piece.length;
   }
 
-  /** No answer at all: refused, timed out, reset. */
+  /** The request failed: refused, timed out, reset; no answer at all unless its head had arrived. */
   failed(code: string): void {
     // Once the answer's head is in, what the run cuts is its body: an aborted answer (a stream
     // that sent no event in time), as the proxy records a client that went away, not "no answer".

@@ -68,16 +68,16 @@ const EXCERPT_CHARS = 300;
 /** Runs one client in one era; a run that throws (a bug meeting what a server sent) is that client's failed check. */
 export async function checkClient(url: string, profile: DoctorProfile, era: ClientEra, options: CheckOptions): Promise<{ row: DoctorRow; run?: ConnectorRun }> {
   const document = profile.usesMetadataDocument ? options.document : undefined;
-  const own = profile.recorded;
+  const seed = profile.seed;
   const run = await runConnector(url, {
     ...(profile.userAgent ? { userAgent: profile.userAgent } : {}),
     ...(profile.accept ? { accept: profile.accept } : {}),
     ...(profile.origin ? { origin: profile.origin } : {}),
-    initialize: own?.initialize ?? { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: profile.clientInfo },
-    modern: own?.modern ?? { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: profile.clientInfo, clientCapabilities: {} },
-    ...(own ? { opening: own.opening } : {}),
-    ...(own?.resource ? { resource: own.resource } : {}),
-    ...(own?.scope ? { scope: own.scope } : {}),
+    initialize: seed?.initialize ?? { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: profile.clientInfo },
+    modern: seed?.modern ?? { protocolVersion: MODERN_PROTOCOL_VERSION, clientInfo: profile.clientInfo, clientCapabilities: {} },
+    ...(seed ? { opening: seed.opening } : {}),
+    ...(seed?.resource ? { resource: seed.resource } : {}),
+    ...(seed?.scope ? { scope: seed.scope } : {}),
     registration: document ? { ...profile.registration, redirect_uris: document.redirectUris } : profile.registration,
     ...(document ? { clientMetadataUrl: document.url } : {}),
     era,
@@ -103,16 +103,21 @@ export function failedBeforeHttp(profile: DoctorProfile, era: ClientEra, failedS
 }
 
 function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun, secrets: readonly string[]): DoctorRow {
-  // Every run is judged: a passing one may still carry warnings, or an error the client's own
-  // checks let through and the analyser does not (an authorization response without the iss its
-  // server promised): the analyser's word decides, as it does for live traffic.
+  // Every run is judged: a passing one may still carry warnings, or a step the client's own checks
+  // let through and the analyser judges failed (an authorization response without the iss its
+  // server promised): the analyser's word decides, as it does for live traffic. Only a failed
+  // step counts, not an error alone: a run stopped at the sign-in page is, to the analyser, a
+  // client that went away, which no rule may hold against the server.
   const { diagnoses, exchanges, handshake } = judgeRun(run, secrets);
   const errors = diagnoses.filter((d) => d.severity === "error");
   const warnings = diagnoses.filter((d) => d.severity !== "error").map((d) => ({ code: d.code, summary: d.summary }));
-  const base = { profile: profile.name, label: profile.label, era, spoke: run.era, eraFallback: run.eraFallback, steps: run.steps };
-  const failedAt = run.failedAt ?? (errors.length && !run.notFollowed ? (handshake?.failedStep ?? lastDone(run)) : null);
+  const judgedFailed = !run.failedAt && !run.notFollowed && errors.length > 0 ? (handshake?.failedStep ?? null) : null;
+  const failedAt = run.failedAt ?? judgedFailed;
+  const top = errors[0] ?? diagnoses[0];
+  // The step the analyser failed is failed in the row's steps too (the client's own check passed it).
+  const steps = judgedFailed ? run.steps.map((s) => (s.step === judgedFailed && s.status === "ok" ? { ...s, status: "failed" as const, detail: top?.summary ?? "" } : s)) : run.steps;
+  const base = { profile: profile.name, label: profile.label, era, spoke: run.era, eraFallback: run.eraFallback, steps };
   if (failedAt) {
-    const top = diagnoses[0];
     return {
       ...base,
       result: "fails",
@@ -138,9 +143,6 @@ function rowOf(profile: DoctorProfile, era: ClientEra, run: ConnectorRun, secret
     evidence: [],
   };
 }
-
-/** The last step the run performed: where an error the analyser found after the client's own checks belongs. */
-const lastDone = (run: ConnectorRun): HandshakeStep | null => run.steps.filter((s) => s.status === "ok").at(-1)?.step ?? null;
 
 function excerpts(exchanges: readonly ClassifiedExchange[], ids: readonly number[]): EvidenceExcerpt[] {
   return ids.flatMap((id) => {

@@ -13,7 +13,7 @@
 // replaced wherever a server echoed it.
 import type { ClientEra } from "../clients.js";
 import type { ConnectorRun } from "../connector.js";
-import { SECRET_MARK } from "../judge-run.js";
+import { withoutSecret } from "../judge-run.js";
 import { checkClient, type DoctorResult, type DoctorRow, failedBeforeHttp } from "./check.js";
 import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
@@ -115,12 +115,4 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   };
   // A server may echo the bearer back (in an error, a body): it is never printed.
   return options.token ? withoutSecret(report, options.token) : report;
-}
-
-/** Every string of the report with the secret replaced: answers are the server's, and hostile. */
-function withoutSecret<T>(value: T, secret: string): T {
-  if (typeof value === "string") return value.split(secret).join(SECRET_MARK) as T;
-  if (Array.isArray(value)) return value.map((v: unknown) => withoutSecret(v, secret)) as T;
-  if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecret(v, secret)])) as T;
-  return value;
 }

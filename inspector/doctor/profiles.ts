@@ -27,7 +27,7 @@ export interface DoctorProfile {
    * A recorded client's own parameters (the inspector's replay seeds doctor with them); absent,
    * the profile's clientInfo with empty capabilities, the latest legacy and the modern protocol version.
    */
-  recorded?: {
+  seed?: {
     /** initialize's params as it sent them. */
     initialize: { protocolVersion: string } & Record<string, unknown>;
     /** Its modern requests' `_meta`. */

@@ -371,6 +371,8 @@ describe("doctor against hostile servers", () => {
       expect(row).toMatchObject({ result: "fails", failedStep: "authorize", diagnosis: { code: "authorization_response_iss_mismatch" } });
       expect(row.diagnosis?.fix).toContain(`iss=${encodeURIComponent(without.origin)}`);
       expect(row.evidence.map((e) => e.request)).toContainEqual(expect.stringMatching(/^GET .*\/authorize$/));
+      // The client's own check passed authorize; the analyser's judgement is in the steps too.
+      expect(row.steps.find((x) => x.step === "authorize")).toMatchObject({ status: "failed", detail: row.diagnosis?.summary });
     }
     const withIss = await startHostile("remembered_consent", { iss: true });
     const passing = await doctor([withIss.url, "--as", "claude-code,v2-sdk"]);

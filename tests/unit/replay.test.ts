@@ -267,6 +267,41 @@ describe("replayHandshake is doctor seeded with the recorded client", () => {
     expect(rerun(fixed, "authorize")).toMatchObject({ original: { status: "failed" }, rerun: { status: "ok" }, same: false });
   });
 
+  it("does not call an authorize that failed past the sign-in page re-checked by showing the page", async () => {
+    const detail = await recordConnector((await server()).url);
+    // As if the user's sign-in form POST had been refused: the analyser files it under authorize.
+    const authorize = detail.handshake.steps.find((r) => r.step === "authorize")!;
+    detail.handshake = { ...detail.handshake, failedStep: "authorize", outcome: "failed", steps: detail.handshake.steps.map((r) => (r === authorize ? { ...r, status: "failed" } : r)) };
+    detail.exchanges = detail.exchanges.map((e) => (authorize.exchangeIds.includes(e.id) ? { ...e, method: "POST" } : e));
+    const result = await replayHandshake(detail, { target: (await server()).url, timeoutMs: 3000 });
+    expect(rerun(result, "authorize").rerun.status).toBe("ok");
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "authorize", code: null });
+    expect(result.summary).toMatch(/^not re-checked: could not re-check authorize: it failed after the sign-in page/);
+  });
+
+  it("never returns the --token, even where the target echoes it", async () => {
+    const token = "CANARY-replay-echoed-token-91ab";
+    const echo = http.createServer((req, res) => {
+      req.resume();
+      const base = `http://${req.headers.host}`;
+      const json = (status: number, body: unknown, headers: Record<string, string> = {}) => res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
+      if (req.url?.startsWith("/.well-known/oauth-protected-resource")) return json(200, { resource: `${base}/mcp`, authorization_servers: [base] });
+      if (req.url === "/.well-known/oauth-authorization-server") {
+        return json(200, { issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token`, registration_endpoint: `${base}/register`, response_types_supported: ["code"], code_challenge_methods_supported: ["S256"] });
+      }
+      if (req.url === "/register") return json(201, { client_id: "c1", redirect_uris: [KNOWN_CLIENTS["claude.ai"].redirectUri] });
+      const auth = req.headers.authorization;
+      if (!auth) return json(401, { error: "invalid_token" }, { "www-authenticate": `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` });
+      json(401, { error: "invalid_token", error_description: `the token ${auth.slice(7)} is unknown here` });
+    });
+    const detail = await recordConnector((await server()).url);
+    const result = await replayHandshake(detail, { target: await listening(echo), token, timeoutMs: 3000 });
+    expect(result).toMatchObject({ verdict: "still_fails", failedStep: "initialize" });
+    const text = JSON.stringify(result);
+    expect(text).not.toContain(token);
+    expect(text).toContain("[the --token]");
+  });
+
   it("checks what comes before HTTP first: nothing reaches a refused port or an untrusted certificate, in words", async () => {
     const detail = await recordConnector((await server()).url);
     const refused = await replayHandshake(detail, { target: "http://127.0.0.1:1", timeoutMs: 3000 });
