@@ -1,10 +1,24 @@
 // Numbered migrations tracked by PRAGMA user_version: shared by the proxy's recording
-// database and the server's OAuth database, each with its own list.
+// database and the server's OAuth database, each with its own list. The recording database's
+// also runs on PostgreSQL (common/migrations-postgres.ts): one history, the dialect only where
+// it must differ.
 import type { Database } from "better-sqlite3";
+
+export type Dialect = "sqlite" | "postgres";
 
 export interface Migration {
   version: number;
-  up: string;
+  /** Plain SQL for both (see postgresSql), or each dialect's own. */
+  up: string | Record<Dialect, string>;
+}
+
+/**
+ * A migration's SQL in a dialect. Plain SQL is written for SQLite, whose INTEGER holds 64 bits;
+ * PostgreSQL's holds 32, too few for epoch milliseconds and for ids, so there it is BIGINT.
+ */
+export function migrationSql(migration: Migration, dialect: Dialect): string {
+  if (typeof migration.up !== "string") return migration.up[dialect];
+  return dialect === "sqlite" ? migration.up : migration.up.replace(/\bINTEGER\b/g, "BIGINT");
 }
 
 export function latestVersion(migrations: readonly Migration[]): number {
@@ -37,7 +51,7 @@ function applyMigration(db: Database, migration: Migration, migrations: readonly
     const current = schemaVersion(db);
     assertNotNewer(current, migrations);
     if (migration.version <= current) return;
-    db.exec(migration.up);
+    db.exec(migrationSql(migration, "sqlite"));
     db.pragma(`user_version = ${migration.version}`);
   }).immediate();
 }

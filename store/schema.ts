@@ -1,9 +1,11 @@
-// The SQLite schema: numbered migrations tracked by PRAGMA user_version, and the
-// mapping between a ClassifiedExchange and its row.
+// The recording's schema: numbered migrations (tracked by PRAGMA user_version on SQLite, by the
+// schema_migrations table on PostgreSQL), and the mapping between a ClassifiedExchange and its row.
 import type { Database } from "better-sqlite3";
 import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../analysis/exchange.js";
 import type { Handshake } from "../analysis/handshake.js";
+import type { ClientBase } from "pg";
 import { latestVersion, runMigrations, type Migration } from "../common/migrations.js";
+import { runPostgresMigrations } from "../common/migrations-postgres.js";
 
 export const MIGRATIONS: Migration[] = [
   {
@@ -114,6 +116,11 @@ export const SCHEMA_VERSION = latestVersion(MIGRATIONS);
 /** Applies the pending migrations of the recording database. */
 export function migrate(db: Database): void {
   runMigrations(db, MIGRATIONS);
+}
+
+/** The same, for a recording database on PostgreSQL (--db postgres://…). */
+export function migratePostgres(client: ClientBase): Promise<void> {
+  return runPostgresMigrations(client, MIGRATIONS);
 }
 
 export interface ExchangeRow {

@@ -39,7 +39,7 @@ describe("doctor against the bundled server behind mcp-lens", () => {
     coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: { name: "Doc Tor", loginId: "doc@example.com" } } });
     closing.push(() => coda.close());
     started = await startStartProcess({ dbPath: path.join(work.dir, "lens.db"), serverDbPath: path.join(work.dir, "server.db"), codaApiBase: coda.url });
-    closing.push(() => started.stop());
+    closing.push(async () => void (await started.stop()));
   }, 30_000);
 
   it("every client, in every era, is ready for the user's sign-in; it dials the given origin only", { timeout: 60_000 }, async () => {
@@ -65,7 +65,8 @@ describe("doctor against the bundled server behind mcp-lens", () => {
     const first = await doctor([url, "--as", "claude.ai,chatgpt", "--db", dbPath]);
     const second = await doctor([url, "--as", "claude.ai", "--db", dbPath]); // ids continue
     expect(first.report.recorded).toMatchObject({ db: dbPath, handshakeIds: [expect.any(Number), expect.any(Number)] });
-    const stored = [...first.report.recorded!.handshakeIds, ...second.report.recorded!.handshakeIds];
+    const idsOf = (recorded: DoctorReport["recorded"]) => (recorded && "handshakeIds" in recorded ? recorded.handshakeIds : []);
+    const stored = [...idsOf(first.report.recorded), ...idsOf(second.report.recorded)];
     expect(new Set(stored).size).toBe(3);
     const list = await runCli(["inspector", "list", "--db", dbPath, "--json"]);
     expect(list.code).toBe(0);
@@ -110,7 +111,7 @@ describe("doctor with a Client ID Metadata Document (--client-metadata-url)", ()
 
   async function server(name: string, env: Record<string, string>): Promise<string> {
     const started = await startServerProcess({ dbPath: path.join(work.dir, `${name}.db`), codaApiBase: coda.url, args: ["--cimd-allow-private"], env });
-    closing.push(() => started.stop());
+    closing.push(async () => void (await started.stop()));
     return `${started.url}/mcp`;
   }
 

@@ -7,6 +7,7 @@ import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Handshake } from "../../analysis/handshake.js";
+import { migrationSql } from "../../common/migrations.js";
 import { nextExchangeId, openDatabase } from "../../store/db.js";
 import { pruneOnce, startRetention } from "../../store/retention.js";
 import {
@@ -173,7 +174,7 @@ describe("openDatabase and migrations", () => {
   it("migrates a version 1 database forward without losing rows", () => {
     const file = dbPath();
     const v1 = new BetterSqlite3(file);
-    v1.exec(MIGRATIONS[0]!.up);
+    v1.exec(migrationSql(MIGRATIONS[0]!, "sqlite"));
     v1.pragma("user_version = 1");
     v1.prepare("INSERT INTO meta (key, value) VALUES ('kept', 'yes')").run();
     v1.close();

@@ -1,0 +1,86 @@
+// A real PostgreSQL server from Debian's packages, started by a test on a loopback port with a
+// data directory of its own (never the system's service or cluster), and stopped with it.
+//
+// PostgreSQL refuses to run as root: when the tests do (CI, these machines), initdb, pg_ctl and
+// the server run as the `postgres` user the Debian package creates, through setpriv, in a
+// directory that user owns. The Unix socket goes into that directory too, never /var/run.
+import { execFileSync, type ExecFileSyncOptions } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { closedPort } from "./upstream.js";
+
+export interface RunningPostgres {
+  /** postgres://lens@127.0.0.1:PORT/lens */
+  url: string;
+  port: number;
+  /** Stops it at once (`-m immediate`: as a crash would), keeping its data. */
+  stop(): void;
+  /** Starts it again on the same port, with the same data. */
+  start(): void;
+  /** Stops it and removes its data directory. */
+  remove(): void;
+}
+
+/** The directory of initdb and pg_ctl: $MCP_LENS_PG_BIN, else pg_config's, else the newest Debian one. */
+export function postgresBinDir(): string | undefined {
+  if (process.env.MCP_LENS_PG_BIN) return process.env.MCP_LENS_PG_BIN;
+  try {
+    const dir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    if (existsSync(path.join(dir, "initdb"))) return dir;
+  } catch {
+    /* not installed: look for Debian's layout */
+  }
+  const root = "/usr/lib/postgresql";
+  if (!existsSync(root)) return undefined;
+  const versions = readdirSync(root).filter((v) => existsSync(path.join(root, v, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? path.join(root, versions[0], "bin") : undefined;
+}
+
+const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
+
+/** Runs a PostgreSQL program, as the postgres user when the tests run as root. */
+function run(bin: string, program: string, args: string[], options: ExecFileSyncOptions = {}): void {
+  const file = path.join(bin, program);
+  const [command, argv] = asRoot ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", file, ...args]] : [file, args];
+  execFileSync(command, argv as string[], { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000, ...options });
+}
+
+export async function startPostgres(): Promise<RunningPostgres> {
+  const bin = postgresBinDir();
+  if (!bin) throw new Error("PostgreSQL is not installed (Debian: apt-get install postgresql; or set MCP_LENS_PG_BIN)");
+  // Its own directory under the system temp dir: the test run's directory is root's alone.
+  const dir = mkdtempSync(path.join(tmpdir(), "mcp-lens-pg-"));
+  const data = path.join(dir, "data");
+  if (asRoot) {
+    const { uid, gid } = userIds("postgres");
+    chownSync(dir, uid, gid);
+  }
+  chmodSync(dir, 0o700);
+  const port = await closedPort();
+  run(bin, "initdb", ["-D", data, "-U", "lens", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+  const options = `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
+  const start = () => run(bin, "pg_ctl", ["-D", data, "-w", "-t", "60", "-l", path.join(dir, "server.log"), "-o", options, "start"]);
+  const stop = () => run(bin, "pg_ctl", ["-D", data, "-w", "-m", "immediate", "stop"]);
+  start();
+  run(bin, "createdb", ["-h", "127.0.0.1", "-p", String(port), "-U", "lens", "lens"]);
+  return {
+    url: `postgres://lens@127.0.0.1:${port}/lens`,
+    port,
+    stop,
+    start,
+    remove() {
+      try {
+        stop();
+      } catch {
+        /* already stopped */
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function userIds(name: string): { uid: number; gid: number } {
+  const [uid, gid] = ["-u", "-g"].map((flag) => Number(execFileSync("id", [flag, name], { encoding: "utf8" }).trim()));
+  return { uid: uid!, gid: gid! };
+}
