@@ -1,15 +1,17 @@
 // The batching writer, in the recorder thread: each raw item is prepared as it arrives (redacted,
 // classified, assigned to a handshake: the metrics count it then, whether or not the database
-// can take it), and a timer inserts them in batches. Whatever happens to the database, traffic
-// never waits for it and never sees an error from it.
-import BetterSqlite3, { type Database } from "better-sqlite3";
+// can take it), and a timer writes them in batches to a sink (store/sink.ts). Whatever happens to
+// the database, traffic never waits for it and never sees an error from it. A sink that answers
+// with a promise has one batch in flight at a time; the queue, its bounds, the retries and the
+// drop counts are the same for every sink.
 import type { Logger } from "pino";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
 import type { Handshake } from "../analysis/handshake.js";
-import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL, type ExchangeRow } from "./schema.js";
+import { exchangeToRow, type ExchangeRow } from "./schema.js";
+import type { RecordSink } from "./sink.js";
 
 export interface RecordWriterOptions<T> {
-  db: Database;
+  sink: RecordSink;
   logger: Logger;
   /** Turns a raw item into what is stored; runs on enqueue, before the queue's bounds are checked. */
   prepare: (item: T) => ClassifiedExchange;
@@ -80,8 +82,6 @@ export interface WriterStats {
   failing: boolean;
 }
 
-/** Primary SQLite codes that mean "cannot write now", as opposed to "this batch is wrong". */
-const RETRYABLE_CODES = ["SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN"];
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2_000;
 const WARN_INTERVAL_MS = 60_000;
@@ -102,6 +102,8 @@ interface Batch {
   handshakes: Map<number, Handshake>;
   /** What the batch's records count against maxQueueBytes until they are written. */
   bytes: number;
+  /** Old records were deleted for it once this attempt (the database was full). */
+  roomMade: boolean;
 }
 
 export class RecordWriter<T> {
@@ -117,9 +119,13 @@ export class RecordWriter<T> {
   private readonly maxQueueBytes: number;
   private readonly measure: (exchange: ClassifiedExchange) => number;
   private readonly now: () => number;
-  private readonly insertBatch: (batch: Batch) => void;
+  private readonly sink: RecordSink;
   private readonly timer: NodeJS.Timeout;
   private immediate: NodeJS.Immediate | null = null;
+  /** A sink's write that answered with a promise, until it settles. */
+  private inFlight: Promise<void> | null = null;
+  /** close() was called: nothing more is queued. */
+  private closing = false;
   private closed = false;
 
   private readonly queue: Queued[] = [];
@@ -158,14 +164,7 @@ export class RecordWriter<T> {
     this.measure = options.measure ?? (() => 0);
     this.now = options.now ?? Date.now;
 
-    const insert = options.db.prepare(INSERT_EXCHANGE_SQL);
-    const upsertHandshake = options.db.prepare(UPSERT_HANDSHAKE_SQL);
-    const insertAll = options.db.transaction((batch: Batch) => {
-      for (const row of batch.rows) insert.run(exchangeRowValues(row));
-      for (const handshake of batch.handshakes.values()) upsertHandshake.run(handshakeToRow(handshake));
-    });
-    // IMMEDIATE: fail at BEGIN when another connection holds the write lock.
-    this.insertBatch = (batch) => insertAll.immediate(batch);
+    this.sink = options.sink;
 
     this.timer = setInterval(() => this.tick(), options.flushIntervalMs ?? 100).unref();
   }
@@ -178,7 +177,7 @@ export class RecordWriter<T> {
   enqueue(item: T, approxBytes: number): boolean {
     const rawBytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
     // A closed writer has no room left either.
-    if (this.closed) {
+    if (this.closing || this.closed) {
       this.dropped.queue_full++;
       return false;
     }
@@ -224,22 +223,44 @@ export class RecordWriter<T> {
     return this.retained?.rows.find((row) => row.id === id);
   }
 
-  /** Writes everything queued now, unless the database refuses; ignores the retry backoff. */
+  /**
+   * Writes everything queued now, unless the database refuses; ignores the retry backoff. With a
+   * sink that answers with a promise, starts the next write (none while one is in flight); the
+   * rest follows as each settles.
+   */
   flush(): void {
     this.logPrepareFailures();
     this.collectHandshakes();
-    while (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0) {
+    while (!this.inFlight && (this.retained || this.queue.length > 0 || this.pendingHandshakes.size > 0)) {
       const batch = (this.retained ??= this.prepareBatch());
       if (!this.write(batch)) return;
     }
   }
 
-  /** Stops the timer and makes a last attempt; what still cannot be written is counted as lost. The db stays open. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Stops the timer and makes a last attempt; what still cannot be written is counted as lost. The
+   * database stays open. A promise when the sink's writes are: it settles once they have.
+   */
+  close(): void | Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
     clearInterval(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
     this.flush(); // still open: it takes the last handshakes too
+    if (this.inFlight) return this.drain().then(() => this.finishClose());
+    this.finishClose();
+  }
+
+  /** Until nothing is in flight: each write that succeeds lets the next one go, the first failure ends it. */
+  private async drain(): Promise<void> {
+    while (this.inFlight) {
+      await this.inFlight;
+      if (this.isFailing()) return;
+      this.flush();
+    }
+  }
+
+  private finishClose(): void {
     this.closed = true;
     const lost = this.queuedCount();
     if (lost === 0) return;
@@ -300,7 +321,7 @@ export class RecordWriter<T> {
   }
 
   private prepareBatch(): Batch {
-    const batch: Batch = { exchanges: [], handshakeIds: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0 };
+    const batch: Batch = { exchanges: [], handshakeIds: [], rows: [], handshakes: new Map(this.pendingHandshakes), bytes: 0, roomMade: false };
     this.pendingHandshakes.clear();
     for (const { exchange, row, bytes } of this.queue.splice(0, this.batchSize)) {
       batch.rows.push(row);
@@ -320,41 +341,73 @@ export class RecordWriter<T> {
     this.firstPrepareError = undefined;
   }
 
-  /** False when the database cannot be written now: the batch stays retained for the next attempt. */
+  /**
+   * True when the batch is done with (written, or given up) or may be tried again at once; false
+   * when the database cannot be written now (the batch stays retained for the next attempt) or
+   * the write is in flight (what follows happens when it settles).
+   */
   private write(batch: Batch): boolean {
+    if (batch.rows.length === 0 && batch.handshakes.size === 0) {
+      this.release(batch);
+      return true;
+    }
+    let pending: void | Promise<void>;
     try {
-      if (batch.rows.length > 0 || batch.handshakes.size > 0) this.insertWithRoom(batch);
+      pending = this.sink.write(batch.rows, [...batch.handshakes.values()]);
     } catch (err) {
-      this.noteError(err);
-      if (isRetryable(err)) {
-        this.noteFailing(err);
-        return false;
+      return this.failed(batch, err);
+    }
+    if (!(pending instanceof Promise)) {
+      this.succeeded(batch);
+      return true;
+    }
+    this.inFlight = pending.then(
+      () => {
+        this.inFlight = null;
+        this.succeeded(batch);
+        if (!this.closing) this.flushSoon();
+      },
+      (err: unknown) => {
+        this.inFlight = null;
+        if (this.failed(batch, err) && !this.closing) this.flushSoon();
+      },
+    );
+    return false;
+  }
+
+  private succeeded(batch: Batch): void {
+    this.release(batch);
+    this.written += batch.rows.length;
+    if (batch.rows.length > 0) this.batches++;
+    this.noteRecovered();
+    this.notify(batch);
+  }
+
+  /**
+   * What a failed write leads to: a full database gets old records deleted and the batch tried
+   * again at once (true), a batch the database refuses is dropped (true), and a database that
+   * cannot be written now gets the batch later (false).
+   */
+  private failed(batch: Batch, err: unknown): boolean {
+    this.noteError(err);
+    const failure = this.sink.failure(err);
+    if (failure === "full" && !batch.roomMade) {
+      const freed = this.tryMakeRoom();
+      if (freed > 0) {
+        this.prunedForRoom += freed;
+        batch.roomMade = true;
+        return true;
       }
+    }
+    if (failure === "drop") {
       this.release(batch);
       this.dropped.db_error += batch.rows.length;
       this.logger.error({ err, count: batch.rows.length }, "could not insert a batch of exchanges: dropped");
       return true;
     }
-    this.release(batch);
-    if (batch.rows.length === 0 && batch.handshakes.size === 0) return true;
-    this.written += batch.rows.length;
-    if (batch.rows.length > 0) this.batches++;
-    this.noteRecovered();
-    this.notify(batch);
-    return true;
-  }
-
-  /** Inserts; when the database is full, deletes old records and tries once more. */
-  private insertWithRoom(batch: Batch): void {
-    try {
-      this.insertBatch(batch);
-    } catch (err) {
-      if (sqliteCode(err) !== "SQLITE_FULL") throw err;
-      const freed = this.tryMakeRoom();
-      if (freed === 0) throw err;
-      this.prunedForRoom += freed;
-      this.insertBatch(batch);
-    }
+    batch.roomMade = false; // the next attempt may make room again
+    this.noteFailing(err);
+    return false;
   }
 
   private tryMakeRoom(): number {
@@ -379,7 +432,9 @@ export class RecordWriter<T> {
   }
 
   private noteError(err: unknown): void {
-    this.lastError = describe(err);
+    const message = err instanceof Error ? err.message : String(err);
+    const code = this.sink.code(err);
+    this.lastError = code ? `${code}: ${message}` : message;
     this.lastErrorAt = this.now();
   }
 
@@ -392,7 +447,7 @@ export class RecordWriter<T> {
     this.lastWarnAt = now;
     this.warnedThisOutage = true;
     this.logger.warn(
-      { code: sqliteCode(err), queued: this.queuedCount(), dropped: { ...this.dropped } },
+      { code: this.sink.code(err), queued: this.queuedCount(), dropped: { ...this.dropped } },
       "cannot write to the recording database: retrying, traffic is unaffected",
     );
   }
@@ -421,19 +476,4 @@ export function recordedBytes(e: ClassifiedExchange): number {
   for (const [name, value] of e.requestHeaders) chars += name.length + value.length;
   for (const [name, value] of e.responseHeaders ?? []) chars += name.length + value.length;
   return chars + 1024;
-}
-
-function sqliteCode(err: unknown): string | null {
-  return err instanceof BetterSqlite3.SqliteError ? err.code : null;
-}
-
-function isRetryable(err: unknown): boolean {
-  const code = sqliteCode(err);
-  return code !== null && RETRYABLE_CODES.some((c) => code === c || code.startsWith(c + "_"));
-}
-
-function describe(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  const code = sqliteCode(err);
-  return code ? `${code}: ${message}` : message;
 }

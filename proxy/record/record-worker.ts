@@ -18,6 +18,7 @@ import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact
 import { openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";
+import { sqliteSink } from "../../store/sink.js";
 import type { ExchangeRow } from "../../store/schema.js";
 import { runAsBatchJob } from "./scheduling.js";
 
@@ -59,7 +60,7 @@ let received = 0;
 let liveWanted = false;
 
 const writer = new RecordWriter<RawExchange>({
-  db,
+  sink: sqliteSink(db),
   logger,
   flushIntervalMs: config.flushInterval,
   maxQueue: config.maxQueue,
@@ -139,16 +140,22 @@ port.on("message", (message: ToRecorder) => {
     case "live":
       liveWanted = message.wanted;
       return;
-    case "close":
+    case "close": {
       clearInterval(settler);
       clearInterval(stats);
-      writer.close(); // the last flush: what still cannot be written is counted as lost
-      stopRetention();
-      db.close();
-      log.close();
-      post({ type: "closed", stats: writer.stats(), received });
-      port.close();
+      const finish = () => {
+        stopRetention();
+        db.close();
+        log.close();
+        post({ type: "closed", stats: writer.stats(), received });
+        port.close();
+      };
+      // The last flush: what still cannot be written is counted as lost (a promise while a write is in flight).
+      const closing = writer.close();
+      if (closing) void closing.then(finish);
+      else finish();
       return;
+    }
   }
 });
 

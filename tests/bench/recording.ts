@@ -12,6 +12,7 @@ import { createRedactor, loadOrCreateRedactionKey, type Redactor } from "../../r
 import { openDatabase } from "../../store/db.js";
 import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL } from "../../store/schema.js";
 import { RecordWriter } from "../../store/writer.js";
+import { sqliteSink } from "../../store/sink.js";
 import { median, type BenchRow } from "./common.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 import { makeTempDir } from "./procs.js";
@@ -85,7 +86,7 @@ function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
   const classify = createClassifier();
   const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id) => writer.unwrittenRow(id));
   const writer: RecordWriter<RawExchange> = new RecordWriter<RawExchange>({
-    db,
+    sink: sqliteSink(db),
     logger: createLogger("silent"),
     flushIntervalMs: 1_000_000_000,
     maxQueue: EXCHANGES,

@@ -8,6 +8,7 @@ import { HandshakeAnalysis } from "../../proxy/record/analysis-feed.js";
 import { createLogger } from "../../common/log.js";
 import { migrate, type ExchangeRow } from "../../store/schema.js";
 import { RecordWriter } from "../../store/writer.js";
+import { sqliteSink } from "../../store/sink.js";
 import { flow, PRM } from "../helpers/diagnose-flow.js";
 
 const open: BetterSqlite3.Database[] = [];
@@ -28,7 +29,7 @@ function recorder(lookUpUnwritten: boolean, options: { maxQueue?: number; lookUp
     (err, count) => errors.push({ err, count }),
   );
   const writer: RecordWriter<ClassifiedExchange> = new RecordWriter<ClassifiedExchange>({
-    db,
+    sink: sqliteSink(db),
     logger: createLogger("silent"),
     flushIntervalMs: 60_000, // flushed by the test
     maxQueue: options.maxQueue,

@@ -24,6 +24,7 @@ import {
 } from "../../store/schema.js";
 import { settleUnfinishedHandshakes } from "../../store/settle.js";
 import { RecordWriter, type RecordWriterOptions } from "../../store/writer.js";
+import { sqliteSink } from "../../store/sink.js";
 
 let dir: string;
 const opened: Database[] = [];
@@ -327,7 +328,7 @@ describe("RecordWriter", () => {
     const log = captureLogger();
     const recorded: ClassifiedExchange[][] = [];
     const w = new RecordWriter<T>({
-      db,
+      sink: sqliteSink(db),
       logger: log.logger,
       prepare: (id) => exchange(id as number),
       onRecorded: (batch) => recorded.push(batch),
