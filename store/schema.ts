@@ -162,7 +162,8 @@ export interface ExchangeRow {
   forwarding: string | null;
 }
 
-const ROW_COLUMNS: Array<keyof ExchangeRow> = [
+/** The exchanges table's columns a row fills, in insert order. */
+export const ROW_COLUMNS: ReadonlyArray<keyof ExchangeRow> = [
   "id", "started_at", "duration_ms", "ttfb_ms", "client_addr", "method", "host", "path", "query",
   "status", "upstream_error", "aborted", "websocket", "kind", "facts",
   "user_agent", "origin", "session_id", "client_id", "bearer_fp", "mcp_method",
@@ -292,6 +293,12 @@ export interface HandshakeRow {
   diagnoses: string;
   exchange_ids: string;
 }
+
+/** The handshakes table's columns, in insert order. */
+export const HANDSHAKE_COLUMNS: ReadonlyArray<keyof HandshakeRow> = [
+  "id", "client_family", "client_name", "era", "era_fallback", "registration", "started_at", "ended_at",
+  "outcome", "failed_step", "first_code", "steps", "diagnoses", "exchange_ids",
+];
 
 /** Insert or replace: a handshake's row is rewritten as it grows. */
 export const UPSERT_HANDSHAKE_SQL = `INSERT OR REPLACE INTO handshakes
