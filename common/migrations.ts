@@ -18,8 +18,11 @@ export interface Migration {
  */
 export function migrationSql(migration: Migration, dialect: Dialect): string {
   if (typeof migration.up !== "string") return migration.up[dialect];
-  return dialect === "sqlite" ? migration.up : migration.up.replace(/\bINTEGER\b/g, "BIGINT");
+  return dialect === "sqlite" ? migration.up : postgresSql(migration.up);
 }
+
+/** SQLite's SQL as PostgreSQL takes it: INTEGER columns are BIGINT. */
+export const postgresSql = (sql: string): string => sql.replace(/\bINTEGER\b/g, "BIGINT");
 
 export function latestVersion(migrations: readonly Migration[]): number {
   return migrations.at(-1)?.version ?? 0;

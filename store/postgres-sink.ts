@@ -1,9 +1,10 @@
 // The writer's sink on PostgreSQL (store/sink.ts): one transaction a batch over a small pool,
 // exchanges inserted once whatever the retries (a restart can lose the acknowledgement of a
-// commit that happened, and the writer sends the batch again), handshakes rewritten as they grow.
+// commit that happened, and the writer sends the batch again), handshakes rewritten as they grow,
+// a NUL character (which its text cannot hold) stored as U+FFFD.
 // What an error means comes from its SQLSTATE class: the connection or the server going away is
 // worth waiting for; a value PostgreSQL cannot hold, or a statement it rejects, is not.
-import pg, { type Pool } from "pg";
+import pg, { type Pool, type PoolClient } from "pg";
 import type { Handshake } from "../analysis/handshake.js";
 import { HANDSHAKE_COLUMNS, handshakeToRow, ROW_COLUMNS, type ExchangeRow } from "./schema.js";
 import type { RecordSink, WriteFailure } from "./sink.js";
@@ -35,27 +36,31 @@ function insertSql(table: string, columns: readonly string[], count: number, tai
 const EXCHANGE_TAIL = "ON CONFLICT (id) DO NOTHING";
 const HANDSHAKE_TAIL = `ON CONFLICT (id) DO UPDATE SET ${HANDSHAKE_COLUMNS.filter((c) => c !== "id").map((c) => `${c} = EXCLUDED.${c}`).join(", ")}`;
 
-/** PostgreSQL's text holds no NUL character, which a body may: one is kept as U+0000's escape. */
-const withoutNul = (value: unknown) => (typeof value === "string" && value.includes("\u0000") ? value.replaceAll("\u0000", "\\u0000") : value);
-
 /**
- * A row as PostgreSQL can hold it. A body with a NUL character is kept whole, as base64 of its
- * (already redacted) text, which the readers decode like the base64 bodies of older records.
+ * PostgreSQL's text holds no NUL character, which a body may (valid UTF-8, never valid JSON): it
+ * is stored as U+FFFD, the replacement character, so the text stays text for every reader.
  */
-function pgExchangeValues(row: ExchangeRow): unknown[] {
-  const fixed: ExchangeRow = { ...row };
-  for (const side of ["req", "res"] as const) {
-    const text = fixed[`${side}_body`];
-    if (text?.includes("\u0000") && fixed[`${side}_body_encoding`] === "utf8") {
-      fixed[`${side}_body`] = Buffer.from(text, "utf8").toString("base64");
-      fixed[`${side}_body_encoding`] = "base64";
-    }
+const withoutNul = (value: unknown) => (typeof value === "string" && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value);
+
+const exchangeValues = (row: ExchangeRow): unknown[] => ROW_COLUMNS.map((column) => withoutNul(row[column]));
+
+/** At most this many rows a statement: PostgreSQL takes at most 65,535 parameters (36 a row here). */
+const ROWS_PER_STATEMENT = 1_000;
+
+/** Inserts `rows` in statements of ROWS_PER_STATEMENT, within the caller's transaction. */
+async function insertRows<T>(client: PoolClient, table: string, columns: readonly string[], tail: string, rows: readonly T[], values: (row: T) => unknown[]): Promise<void> {
+  for (let from = 0; from < rows.length; from += ROWS_PER_STATEMENT) {
+    const chunk = rows.slice(from, from + ROWS_PER_STATEMENT);
+    await client.query(insertSql(table, columns, chunk.length, tail), chunk.flatMap(values));
   }
-  return ROW_COLUMNS.map((column) => withoutNul(fixed[column]));
 }
 
-/** SQLSTATE classes of a batch that will never go in: data exceptions, integrity, a statement it rejects. */
-const DROP_CLASSES = new Set(["22", "23", "42"]);
+/**
+ * SQLSTATE classes of a batch that will never go in: a value it cannot hold (22), integrity (23),
+ * a value too large for an index (54: a hostile header's kilobytes in an indexed column), a
+ * statement it rejects (42).
+ */
+const DROP_CLASSES = new Set(["22", "23", "42", "54"]);
 /** disk_full, out_of_memory… are retried like an outage; disk_full also makes room first. */
 const FULL_STATES = new Set(["53100"]);
 
@@ -75,14 +80,11 @@ export function postgresSink(pool: Pool): RecordSink {
       let broken: Error | undefined;
       try {
         await client.query("BEGIN");
-        if (rows.length > 0) await client.query(insertSql("exchanges", ROW_COLUMNS, rows.length, EXCHANGE_TAIL), rows.flatMap(pgExchangeValues));
-        if (handshakes.length > 0) {
-          const values = handshakes.flatMap((h) => {
-            const row = handshakeToRow(h);
-            return HANDSHAKE_COLUMNS.map((column) => withoutNul(row[column]));
-          });
-          await client.query(insertSql("handshakes", HANDSHAKE_COLUMNS, handshakes.length, HANDSHAKE_TAIL), values);
-        }
+        await insertRows(client, "exchanges", ROW_COLUMNS, EXCHANGE_TAIL, rows, exchangeValues);
+        await insertRows(client, "handshakes", HANDSHAKE_COLUMNS, HANDSHAKE_TAIL, handshakes, (h) => {
+          const row = handshakeToRow(h);
+          return HANDSHAKE_COLUMNS.map((column) => withoutNul(row[column]));
+        });
         await client.query("COMMIT");
       } catch (err) {
         broken = err as Error;

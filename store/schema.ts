@@ -4,13 +4,11 @@ import type { Database } from "better-sqlite3";
 import type { ClassifiedExchange, ExchangeKind, HeaderPairs, RecordedBody } from "../analysis/exchange.js";
 import type { Handshake } from "../analysis/handshake.js";
 import type { ClientBase } from "pg";
-import { latestVersion, runMigrations, type Migration } from "../common/migrations.js";
+import { latestVersion, postgresSql, runMigrations, type Migration } from "../common/migrations.js";
 import { runPostgresMigrations } from "../common/migrations-postgres.js";
 
-export const MIGRATIONS: Migration[] = [
-  {
-    version: 1,
-    up: `
+/** The first migration, as SQLite has always run it. */
+const V1 = `
       CREATE TABLE exchanges (
         id INTEGER PRIMARY KEY,            -- assigned by the proxy, monotonic
         started_at INTEGER NOT NULL,       -- epoch ms
@@ -62,7 +60,17 @@ export const MIGRATIONS: Migration[] = [
         key TEXT PRIMARY KEY,
         value TEXT
       );
-    `,
+    `;
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    up: {
+      sqlite: V1,
+      // Durations are fractional milliseconds (performance.now()): SQLite keeps them as REAL in an
+      // INTEGER column, PostgreSQL's BIGINT would refuse them.
+      postgres: postgresSql(V1).replace(/\b(duration_ms|ttfb_ms) BIGINT\b/g, "$1 DOUBLE PRECISION"),
+    },
   },
   {
     version: 2,

@@ -126,6 +126,10 @@ export class RecordWriter<T> {
   private inFlight: Promise<void> | null = null;
   /** close() was called: nothing more is queued. */
   private closing = false;
+  /** A close that waits for writes in flight, for a second caller to wait on too. */
+  private closingDone: Promise<void> | undefined;
+  /** The last write that settled left its batch for a later attempt (the database cannot be written now). */
+  private stalled = false;
   private closed = false;
 
   private readonly queue: Queued[] = [];
@@ -242,20 +246,24 @@ export class RecordWriter<T> {
    * database stays open. A promise when the sink's writes are: it settles once they have.
    */
   close(): void | Promise<void> {
-    if (this.closing) return;
+    if (this.closing) return this.closed ? undefined : this.closingDone;
     this.closing = true;
     clearInterval(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
     this.flush(); // still open: it takes the last handshakes too
-    if (this.inFlight) return this.drain().then(() => this.finishClose());
-    this.finishClose();
+    if (!this.inFlight) return this.finishClose();
+    this.closingDone = this.drain().then(() => this.finishClose());
+    return this.closingDone;
   }
 
-  /** Until nothing is in flight: each write that succeeds lets the next one go, the first failure ends it. */
+  /**
+   * Until nothing is in flight: each write that settles lets the next one go (as the synchronous
+   * loop does), until one leaves its batch for later.
+   */
   private async drain(): Promise<void> {
     while (this.inFlight) {
       await this.inFlight;
-      if (this.isFailing()) return;
+      if (this.stalled) return;
       this.flush();
     }
   }
@@ -351,26 +359,30 @@ export class RecordWriter<T> {
       this.release(batch);
       return true;
     }
-    let pending: void | Promise<void>;
+    let pending: void | PromiseLike<void>;
     try {
       pending = this.sink.write(batch.rows, [...batch.handshakes.values()]);
     } catch (err) {
       return this.failed(batch, err);
     }
-    if (!(pending instanceof Promise)) {
+    if (typeof (pending as PromiseLike<void> | undefined)?.then !== "function") {
       this.succeeded(batch);
       return true;
     }
-    this.inFlight = pending.then(
-      () => {
-        this.inFlight = null;
-        this.succeeded(batch);
-        if (!this.closing) this.flushSoon();
-      },
-      (err: unknown) => {
-        this.inFlight = null;
-        if (this.failed(batch, err) && !this.closing) this.flushSoon();
-      },
+    const settled = (goOn: () => boolean) => {
+      this.inFlight = null;
+      try {
+        this.stalled = !goOn();
+      } catch (err) {
+        // A bug in what follows a write (a logger, a callback) must not end the recorder thread.
+        this.stalled = true;
+        this.logger.error({ err }, "could not follow up a write to the recording database");
+      }
+      if (!this.stalled && !this.closing) this.flushSoon();
+    };
+    this.inFlight = Promise.resolve(pending).then(
+      () => settled(() => (this.succeeded(batch), true)),
+      (err: unknown) => settled(() => this.failed(batch, err)),
     );
     return false;
   }
@@ -389,8 +401,8 @@ export class RecordWriter<T> {
    * cannot be written now gets the batch later (false).
    */
   private failed(batch: Batch, err: unknown): boolean {
-    this.noteError(err);
     const failure = this.sink.failure(err);
+    // Room made and the batch tried again: a full database that took it is no error to report.
     if (failure === "full" && !batch.roomMade) {
       const freed = this.tryMakeRoom();
       if (freed > 0) {
@@ -399,6 +411,7 @@ export class RecordWriter<T> {
         return true;
       }
     }
+    this.noteError(err);
     if (failure === "drop") {
       this.release(batch);
       this.dropped.db_error += batch.rows.length;

@@ -152,7 +152,12 @@ port.on("message", (message: ToRecorder) => {
       };
       // The last flush: what still cannot be written is counted as lost (a promise while a write is in flight).
       const closing = writer.close();
-      if (closing) void closing.then(finish);
+      if (closing) {
+        void closing.then(finish, (err: unknown) => {
+          logger.error({ err }, "could not close the recording writer");
+          finish();
+        });
+      }
       else finish();
       return;
     }

@@ -58,28 +58,34 @@ export async function startPostgres(): Promise<RunningPostgres> {
   }
   chmodSync(dir, 0o700);
   const port = await closedPort();
-  run(bin, "initdb", ["-D", data, "-U", "lens", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
   // fsync off: a stopped server (even `-m immediate`) loses nothing the OS was given, only a
   // crash of the machine would. Commits stay synchronous: an acknowledged commit is on disk.
   const options = `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c fsync=off -c full_page_writes=off`;
   const start = () => run(bin, "pg_ctl", ["-D", data, "-w", "-t", "60", "-l", path.join(dir, "server.log"), "-o", options, "start"]);
   const stop = () => run(bin, "pg_ctl", ["-D", data, "-w", "-m", "immediate", "stop"]);
-  start();
-  run(bin, "createdb", ["-h", "127.0.0.1", "-p", String(port), "-U", "lens", "lens"]);
-  return {
-    url: `postgres://lens@127.0.0.1:${port}/lens`,
-    port,
-    stop,
-    start,
-    remove() {
-      try {
-        stop();
-      } catch {
-        /* already stopped */
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+  let removed = false;
+  const remove = () => {
+    if (removed) return;
+    removed = true;
+    process.off("exit", remove);
+    try {
+      stop();
+    } catch {
+      /* not running */
+    }
+    rmSync(dir, { recursive: true, force: true });
   };
+  // Whatever ends the test process (a crash, a timeout) ends its server and its data too.
+  process.on("exit", remove);
+  try {
+    run(bin, "initdb", ["-D", data, "-U", "lens", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    start();
+    run(bin, "createdb", ["-h", "127.0.0.1", "-p", String(port), "-U", "lens", "lens"]);
+  } catch (error) {
+    remove();
+    throw error;
+  }
+  return { url: `postgres://lens@127.0.0.1:${port}/lens`, port, stop, start, remove };
 }
 
 function userIds(name: string): { uid: number; gid: number } {

@@ -63,6 +63,9 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
     rawExchange({
       id,
       startedAt: 1_700_000_000_000 + id,
+      // As the capture measures them: fractional milliseconds.
+      durationMs: 12.345678 + id,
+      ttfbMs: 3.25,
       method: "POST",
       path: "/mcp",
       requestHeaders: [["content-type", "application/json"], ["authorization", "Bearer CANARY-pg-writer-token"]],
@@ -74,7 +77,7 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
   const writerOn = (sink: ReturnType<typeof postgresSink>, maxQueue = 10_000) =>
     new RecordWriter<RawExchange>({ sink, logger: pino({ level: "silent" }), prepare, flushIntervalMs: 10, maxQueue });
 
-  it("writes the rows SQLite gets, row for row; a body with a NUL character is kept whole", async () => {
+  it("writes the rows SQLite gets, row for row (fractional durations included); a NUL character becomes U+FFFD", async () => {
     const pool = await freshPool();
     const sqlite = new BetterSqlite3(path.join(work.dir, "same.db"));
     migrate(sqlite);
@@ -93,17 +96,18 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
       const expected = rowToExchange(own[i]!);
       const got = rowToExchange(row);
       if (expected.responseBody.text?.includes("\u0000")) {
-        // Kept as base64 of the text (PostgreSQL's text holds no NUL).
-        expect(got.responseBody).toMatchObject({ encoding: "base64", size: expected.responseBody.size });
-        expect(Buffer.from(got.responseBody.text!, "base64").toString("utf8")).toBe(expected.responseBody.text);
+        // PostgreSQL's text holds no NUL: the replacement character stands in, the text stays text.
+        expect(got.responseBody).toEqual({ ...expected.responseBody, text: expected.responseBody.text.replaceAll("\u0000", "\uFFFD") });
+        expect({ ...got, responseBody: null }).toEqual({ ...expected, responseBody: null });
         continue;
       }
       expect(got, `exchange #${row.id}`).toEqual(expected);
+      expect(got.durationMs).toBe(12.345678 + row.id);
     }
     expect(JSON.stringify(theirs)).not.toContain("CANARY-pg-writer-token");
     const stored = (await pool.query<HandshakeRow>("SELECT * FROM handshakes ORDER BY id")).rows;
     expect(stored[0]).toEqual(handshakeToRow(handshakes[0]!));
-    expect(stored[1]!.client_name).toBe("nul \\u0000 name");
+    expect(stored[1]!.client_name).toBe("nul \uFFFD name");
     sqlite.close();
   });
 
@@ -115,6 +119,20 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
     await sink.write(rows, [handshakeOf(1, { outcome: "failed", failedStep: "token" })]);
     expect((await pool.query("SELECT count(*)::int AS n FROM exchanges")).rows[0]).toEqual({ n: 3 });
     expect((await pool.query("SELECT outcome, failed_step FROM handshakes")).rows).toEqual([{ outcome: "failed", failed_step: "token" }]);
+  });
+
+  it("takes more handshakes in one batch than one statement's parameters allow, and drops a row no index can hold", async () => {
+    const pool = await freshPool();
+    const sink = postgresSink(pool);
+    // 5,000 handshakes × 14 columns: over PostgreSQL's 65,535 parameters a statement.
+    await sink.write([], Array.from({ length: 5_000 }, (_, i) => handshakeOf(i + 1, {})));
+    expect((await pool.query("SELECT count(*)::int AS n FROM handshakes")).rows[0]).toEqual({ n: 5_000 });
+    // A client's 8 KiB of random Mcp-Session-Id: too large for the session index's btree entry.
+    const hostile = exchangeToRow(prepare(raw(9_001)));
+    const rejected = await Promise.resolve(sink.write([{ ...hostile, session_id: randomBytes(6_000).toString("base64") }], [])).catch((err: unknown) => err);
+    expect(rejected).toBeInstanceOf(Error);
+    expect(sink.failure(rejected)).toBe("drop");
+    expect(sink.code(rejected)).toMatch(/^54/);
   });
 
   it("says what an error means: the connection gone is retried, a statement PostgreSQL rejects is dropped", async () => {

@@ -182,7 +182,8 @@ describe("the writer over a sink that answers with a promise", () => {
     w.flush();
     await waitFor(() => sink.committed.length === 4, "written after making room");
     expect(madeRoom).toBe(1);
-    expect(w.stats()).toMatchObject({ written: 4, prunedForRoom: 10, failing: false });
+    // Room made and the batch taken: no error to report.
+    expect(w.stats()).toMatchObject({ written: 4, prunedForRoom: 10, failing: false, lastError: null });
   });
 
   it("close waits for the write in flight and writes the rest; a store still failing loses only what was queued, counted", async () => {
@@ -198,6 +199,18 @@ describe("the writer over a sink that answers with a promise", () => {
     await closing;
     expect(sink.committed).toEqual(ids(1, 6));
     expect(w.stats()).toMatchObject({ written: 6, queued: 0, dropped: { db_error: 0, queue_full: 1 } });
+
+    // Closing while the store fails: a batch the store refuses is dropped and the next one still
+    // gets its attempt, as the synchronous loop would give it.
+    const refusing = new FakeSink();
+    refusing.plan.push("retry", "drop");
+    const third = writer(refusing).w;
+    for (const id of ids(1, 8)) third.enqueue(id, 100);
+    third.flush();
+    await waitFor(() => third.stats().failing, "failing");
+    await third.close();
+    expect(refusing.committed).toEqual(ids(5, 8));
+    expect(third.stats()).toMatchObject({ written: 4, dropped: { db_error: 4 } });
 
     const failing = new FakeSink();
     failing.plan.push(...Array<WriteFailure>(10).fill("retry"));
