@@ -62,19 +62,8 @@ const V1 = `
       );
     `;
 
-export const MIGRATIONS: Migration[] = [
-  {
-    version: 1,
-    up: {
-      sqlite: V1,
-      // Durations are fractional milliseconds (performance.now()): SQLite keeps them as REAL in an
-      // INTEGER column, PostgreSQL's BIGINT would refuse them.
-      postgres: postgresSql(V1).replace(/\b(duration_ms|ttfb_ms) BIGINT\b/g, "$1 DOUBLE PRECISION"),
-    },
-  },
-  {
-    version: 2,
-    up: `
+/** The second migration, as SQLite has always run it. */
+const V2 = `
       -- Connector handshakes, derived from exchanges by analysis/handshakes.ts and analysis/diagnose/.
       CREATE TABLE handshakes (
         id INTEGER PRIMARY KEY,            -- the id of its first exchange
@@ -94,7 +83,25 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX handshakes_outcome ON handshakes (outcome, started_at);
       ALTER TABLE exchanges ADD COLUMN handshake_id INTEGER;
       CREATE INDEX exchanges_handshake_id ON exchanges (handshake_id, id) WHERE handshake_id IS NOT NULL;
-    `,
+    `;
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    up: {
+      sqlite: V1,
+      // Durations are fractional milliseconds (performance.now()): SQLite keeps them as REAL in an
+      // INTEGER column, PostgreSQL's BIGINT would refuse them.
+      postgres: postgresSql(V1).replace(/\b(duration_ms|ttfb_ms) BIGINT\b/g, "$1 DOUBLE PRECISION"),
+    },
+  },
+  {
+    version: 2,
+    up: {
+      sqlite: V2,
+      // A handshake's times come from its exchanges' (started_at + duration_ms): fractional.
+      postgres: postgresSql(V2).replace(/\b(started_at|ended_at) BIGINT NOT NULL/g, "$1 DOUBLE PRECISION NOT NULL"),
+    },
   },
   {
     version: 3,

@@ -1,5 +1,7 @@
 // The recorder's pace, in process: how many exchanges per second the writer turns into rows
-// (decode, redact, classify, assign to a handshake, insert), and the bare INSERT for context.
+// (decode, redact, classify, assign to a handshake, insert), and the bare INSERT for context;
+// and the same writer on PostgreSQL (Debian's, started for the run on loopback; skipped where it
+// is not installed), against SQLite in the same run.
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Database } from "better-sqlite3";
@@ -13,6 +15,9 @@ import { openDatabase } from "../../store/db.js";
 import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL } from "../../store/schema.js";
 import { RecordWriter } from "../../store/writer.js";
 import { sqliteSink } from "../../store/sink.js";
+import { createPostgresPool, postgresSink } from "../../store/postgres-sink.js";
+import { migratePostgres } from "../../store/schema.js";
+import { postgresBinDir, startPostgres } from "../helpers/postgres.js";
 import { median, type BenchRow } from "./common.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
 import { makeTempDir } from "./procs.js";
@@ -136,7 +141,75 @@ function insertRate(dir: string, raws: RawExchange[], repeat: number): number {
   }
 }
 
-export function benchRecording(): BenchRow[] {
+/**
+ * Rows per second through the same writer with PostgreSQL's sink: prepare + analyse on this
+ * thread, batches of 128 in flight one at a time, until every row is committed.
+ */
+async function postgresWriterRate(url: string, dir: string, raws: RawExchange[], repeat: number): Promise<number> {
+  const admin = createPostgresPool(url, () => undefined);
+  const name = `bench_${repeat}`;
+  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const pool = createPostgresPool(url.replace(/\/lens$/, `/${name}`), () => undefined);
+  const client = await pool.connect();
+  await migratePostgres(client);
+  client.release();
+  // The same analysis as the SQLite writer, over a SQLite file it reads back from: the store's
+  // reads are not what is measured here, the writes are.
+  const store = openStore(dir, `pg-analysis-${repeat}.db`);
+  const classify = createClassifier();
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(store.db, (id) => writer.unwrittenRow(id));
+  const writer: RecordWriter<RawExchange> = new RecordWriter<RawExchange>({
+    sink: postgresSink(pool),
+    logger: createLogger("silent"),
+    flushIntervalMs: 1_000_000_000,
+    maxQueue: EXCHANGES,
+    maxQueueBytes: 1 << 30,
+    prepare: (raw) => classify(toRecorded(raw, store.redactor)),
+    analyse: (exchange) => analysis.analyse(exchange),
+    changedHandshakes: (dropped) => analysis.changed(dropped),
+    keepExchanges: () => false,
+  });
+  try {
+    const start = performance.now();
+    for (const raw of raws) writer.enqueue(raw, raw.requestBody.size + raw.responseBody.size + 1024);
+    await writer.close(); // writes every batch, one in flight at a time
+    const seconds = (performance.now() - start) / 1000;
+    const { written } = writer.stats();
+    if (written !== raws.length) throw new Error(`the writer wrote ${written} of ${raws.length} exchanges to PostgreSQL: ${JSON.stringify(writer.stats())}`);
+    return written / seconds;
+  } finally {
+    store.db.close();
+    await pool.end();
+  }
+}
+
+export async function benchRecording(): Promise<BenchRow[]> {
+  const rows = sqliteRecording();
+  if (postgresBinDir() === undefined) {
+    return [...rows, { case: "recorder rows/s to PostgreSQL", value: Number.NaN, unit: "rows/s", note: "skipped: PostgreSQL is not installed (apt-get install postgresql)" }];
+  }
+  const { dir, remove: removeDir } = makeTempDir("recording-pg");
+  const server = await startPostgres();
+  try {
+    const raws = makeExchanges();
+    const rates: number[] = [];
+    for (let repeat = 0; repeat < REPEATS; repeat++) rates.push(await postgresWriterRate(server.url, dir, raws, repeat));
+    const sqlite = rows.find((r) => r.case === "recorder rows/s (prepare + insert)")!.value;
+    const pg = median(rates);
+    return [
+      ...rows,
+      { case: "recorder rows/s to PostgreSQL", value: pg, unit: "rows/s", note: `the same writer, PostgreSQL ${path.basename(path.dirname(postgresBinDir()!))} on loopback (fsync off), batches of 128, one in flight` },
+      { case: "recorder PostgreSQL vs SQLite", value: sqlite / pg, unit: "×", note: "time per recorded row, PostgreSQL over SQLite, same run" },
+    ];
+  } finally {
+    server.remove();
+    removeDir();
+  }
+}
+
+function sqliteRecording(): BenchRow[] {
   const { dir, remove: removeDir } = makeTempDir("recording");
   try {
     const raws = makeExchanges();
@@ -148,7 +221,7 @@ export function benchRecording(): BenchRow[] {
     }
     const setup = `${EXCHANGES.toLocaleString("en")} tools/call exchanges in ${SESSIONS} sessions, median of ${REPEATS}`;
     return [
-      { case: "recorder rows/s (prepare + insert)", value: median(writer), unit: "rows/s", note: `${setup}; redact, classify, handshakes, batches of 500` },
+      { case: "recorder rows/s (prepare + insert)", value: median(writer), unit: "rows/s", note: `${setup}; redact, classify, handshakes, batches of 128` },
       { case: "recorder rows/s (insert only)", value: median(insert), unit: "rows/s", note: "exchangeToRow + INSERT, one transaction" },
       { case: "recorder cpu per row", value: 1e6 / median(writer), unit: "µs", note: "prepare + analyse + insert, on one thread" },
       { case: "recorder cpu per row, insert only", value: 1e6 / median(insert), unit: "µs", note: "storing the row alone, before any redaction or classification" },

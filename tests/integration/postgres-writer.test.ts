@@ -81,7 +81,8 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
     const pool = await freshPool();
     const sqlite = new BetterSqlite3(path.join(work.dir, "same.db"));
     migrate(sqlite);
-    const handshakes = [handshakeOf(1, { exchangeIds: [1, 2, 3], outcome: "succeeded" }), handshakeOf(4, { clientName: "nul \u0000 name" })];
+    // Times as the analyser derives them (the last exchange's start plus its duration): fractional.
+    const handshakes = [handshakeOf(1, { exchangeIds: [1, 2, 3], outcome: "succeeded", endedAt: 1_700_000_000_003 + 15.345678 }), handshakeOf(4, { clientName: "nul \u0000 name" })];
     for (const sink of [postgresSink(pool), sqliteSink(sqlite)]) {
       const writer = writerOn(sink);
       for (let id = 1; id <= 50; id++) writer.enqueue(raw(id), 1000);
