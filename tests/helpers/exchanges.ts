@@ -1,6 +1,6 @@
 // Raw exchanges as the capture tap hands them over, and handshakes, for tests and the bench:
 // neutral defaults, each caller sets the fields its case is about.
-import type { CapturedBody, RawExchange } from "../../analysis/exchange.js";
+import type { CapturedBody, ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
 import type { Handshake } from "../../analysis/handshake.js";
 
 /** A body as captured: all of it, or (truncated) half of what passed through. */
@@ -50,5 +50,32 @@ export function handshakeOf(id: number, fields: Partial<Handshake>): Handshake {
     exchangeIds: [id],
     diagnoses: [],
     ...fields,
+  };
+}
+
+/** An exchange as the recorder stores it: a POST /mcp answered 200, neutral facts. */
+export function classifiedExchange(id: number, overrides: Partial<ClassifiedExchange> = {}): ClassifiedExchange {
+  return {
+    id,
+    startedAt: 1_700_000_000_000 + id,
+    durationMs: 12,
+    ttfbMs: 7,
+    clientAddr: "127.0.0.1",
+    method: "POST",
+    host: "mcp.example.com",
+    path: "/mcp",
+    query: null,
+    status: 200,
+    upstreamError: null,
+    aborted: false,
+    websocket: false,
+    requestHeaders: [["content-type", "application/json"]],
+    requestBody: { text: '{"jsonrpc":"2.0"}', encoding: "utf8", size: 17, truncated: false, decoded: null },
+    responseHeaders: [["content-type", "application/json"]],
+    responseBody: { text: null, encoding: "utf8", size: 0, truncated: false, decoded: null },
+    sseEvents: null,
+    kind: "mcp_post",
+    facts: {},
+    ...overrides,
   };
 }

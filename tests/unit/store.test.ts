@@ -25,6 +25,7 @@ import {
 import { settleUnfinishedHandshakes } from "../../store/settle.js";
 import { RecordWriter, type RecordWriterOptions } from "../../store/writer.js";
 import { sqliteSink } from "../../store/sink.js";
+import { classifiedExchange } from "../helpers/exchanges.js";
 
 let dir: string;
 const opened: Database[] = [];
@@ -70,31 +71,7 @@ function captureLogger() {
   return { logger, lines, messages };
 }
 
-function exchange(id: number, overrides: Partial<ClassifiedExchange> = {}): ClassifiedExchange {
-  return {
-    id,
-    startedAt: 1_700_000_000_000 + id,
-    durationMs: 12,
-    ttfbMs: 7,
-    clientAddr: "127.0.0.1",
-    method: "POST",
-    host: "mcp.example.com",
-    path: "/mcp",
-    query: null,
-    status: 200,
-    upstreamError: null,
-    aborted: false,
-    websocket: false,
-    requestHeaders: [["content-type", "application/json"]],
-    requestBody: { text: '{"jsonrpc":"2.0"}', encoding: "utf8", size: 17, truncated: false, decoded: null },
-    responseHeaders: [["content-type", "application/json"]],
-    responseBody: { text: null, encoding: "utf8", size: 0, truncated: false, decoded: null },
-    sseEvents: null,
-    kind: "mcp_post",
-    facts: {},
-    ...overrides,
-  };
-}
+const exchange = classifiedExchange;
 
 function insert(db: Database, exchanges: ClassifiedExchange[]): void {
   const statement = db.prepare(INSERT_EXCHANGE_SQL);

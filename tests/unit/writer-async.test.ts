@@ -4,10 +4,10 @@
 // The sinks here are fakes that hold, fail or lose the acknowledgement of a write on demand.
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { ExchangeRow } from "../../store/schema.js";
 import type { RecordSink, WriteFailure } from "../../store/sink.js";
 import { RecordWriter, type RecordWriterOptions } from "../../store/writer.js";
+import { classifiedExchange } from "../helpers/exchanges.js";
 import { waitFor } from "../helpers/processes.js";
 
 class SinkError extends Error {
@@ -58,30 +58,6 @@ class FakeSink implements RecordSink {
   }
 }
 
-function exchange(id: number): ClassifiedExchange {
-  return {
-    id,
-    startedAt: 1_700_000_000_000 + id,
-    durationMs: 1,
-    ttfbMs: 1,
-    clientAddr: "127.0.0.1",
-    method: "POST",
-    host: "mcp.example.com",
-    path: "/mcp",
-    query: null,
-    status: 200,
-    upstreamError: null,
-    aborted: false,
-    websocket: false,
-    requestHeaders: [],
-    requestBody: { text: "{}", encoding: "utf8", size: 2, truncated: false, decoded: null },
-    responseHeaders: [],
-    responseBody: { text: null, encoding: "utf8", size: 0, truncated: false, decoded: null },
-    sseEvents: null,
-    kind: "mcp_post",
-    facts: {},
-  };
-}
 
 const writers: Array<RecordWriter<number>> = [];
 afterEach(async () => {
@@ -93,7 +69,7 @@ function writer(sink: FakeSink, options: Partial<RecordWriterOptions<number>> = 
   const w = new RecordWriter<number>({
     sink,
     logger: pino({ level: "silent" }),
-    prepare: exchange,
+    prepare: (id) => classifiedExchange(id),
     onRecorded: (batch) => recorded.push(...batch.map((e) => e.id)),
     batchSize: 4,
     flushIntervalMs: 10,
