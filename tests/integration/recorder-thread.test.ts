@@ -6,13 +6,20 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { Recorder, recorderConfig } from "../../dist/proxy/record/recorder.js";
-import { proxySettings } from "../../dist/proxy/settings.js";
-import { openDatabase } from "../../dist/store/db.js";
-import { createLogger } from "../../dist/common/log.js";
 import type { RawExchange } from "../../analysis/exchange.js";
+import type * as LogModule from "../../common/log.js";
+import type * as RecorderModule from "../../proxy/record/recorder.js";
+import type * as SettingsModule from "../../proxy/settings.js";
+import type * as DbModule from "../../store/db.js";
 import { tempDir } from "../helpers/artifacts.js";
 import { captured, rawExchange } from "../helpers/exchanges.js";
+
+// The built modules (the worker thread runs dist/), typed as their sources.
+const built = (module: string) => import(new URL(`../../dist/${module}`, import.meta.url).href);
+const { Recorder, recorderConfig } = (await built("proxy/record/recorder.js")) as typeof RecorderModule;
+const { proxySettings } = (await built("proxy/settings.js")) as typeof SettingsModule;
+const { openDatabase } = (await built("store/db.js")) as typeof DbModule;
+const { createLogger } = (await built("common/log.js")) as typeof LogModule;
 
 /** A client's tools/list over MCP, with a bearer token (a canary: it must never be stored). */
 function raw(id: number): RawExchange {
@@ -77,7 +84,7 @@ describe("the recorder thread", () => {
     const policies = () =>
       readdirSync(`/proc/${process.pid}/task`).map((tid) => /policy: (\w+)/.exec(execFileSync("chrt", ["--pid", tid], { encoding: "utf8" }))?.[1]);
     const before = policies().filter((p) => p === "SCHED_BATCH").length;
-    const recorder = await Recorder.start(config(dbPath), {}, createLogger("silent"));
+    const recorder = await Recorder.start(config(dbPath), { onRecorded: () => {} }, createLogger("silent"));
     try {
       expect(policies().filter((p) => p === "SCHED_BATCH").length).toBe(before + 1);
       // This thread (the test's, like the proxy's event loop) keeps the default policy.

@@ -197,5 +197,5 @@ describe.runIf(haveTmux || process.env.CI === "true")("the TUI under tmux writes
     expect(raw).toContain(visibleName);
     expect(list, "the list shows the escapes").toContain(visibleName);
     expect(view, "the handshake view shows the escapes").toContain(visibleName);
-  }, 30_000);
+  });
 });
