@@ -14,10 +14,10 @@ import type { RecordSink, WriteFailure } from "./sink.js";
  * retry, not a hung write), 64-bit integers read as numbers (ids and epoch ms fit in 2^53), and
  * an idle connection the server closes (a restart) reported, not thrown into the thread.
  */
-export function createPostgresPool(connectionString: string, onIdleError: (err: Error) => void): Pool {
+export function createPostgresPool(connectionString: string, onIdleError: (err: Error) => void, max = 2): Pool {
   const pool = new pg.Pool({
     connectionString,
-    max: 2,
+    max,
     connectionTimeoutMillis: 5_000,
     query_timeout: 10_000,
     idleTimeoutMillis: 30_000,

@@ -92,7 +92,14 @@ export const MIGRATIONS: Migration[] = [
       sqlite: V1,
       // Durations are fractional milliseconds (performance.now()): SQLite keeps them as REAL in an
       // INTEGER column, PostgreSQL's BIGINT would refuse them.
-      postgres: postgresSql(V1).replace(/\b(duration_ms|ttfb_ms) BIGINT\b/g, "$1 DOUBLE PRECISION"),
+      // rec_xid: the transaction that wrote the row. Replicas take ids before they commit, so rows
+      // commit out of id order; the analyser reads new rows by transaction (store/commit-cursor.ts).
+      postgres:
+        postgresSql(V1).replace(/\b(duration_ms|ttfb_ms) BIGINT\b/g, "$1 DOUBLE PRECISION") +
+        `
+      ALTER TABLE exchanges ADD COLUMN rec_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+      CREATE INDEX exchanges_rec_xid ON exchanges (rec_xid, id);
+    `,
     },
   },
   {
