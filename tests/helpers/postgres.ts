@@ -8,6 +8,10 @@ import { execFileSync, type ExecFileSyncOptions } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { Pool } from "pg";
+import { afterAll, beforeAll } from "vitest";
+import { createPostgresPool } from "../../store/postgres-sink.js";
+import { migratePostgres } from "../../store/schema.js";
 import { closedPort } from "./upstream.js";
 
 export interface RunningPostgres {
@@ -91,4 +95,51 @@ export async function startPostgres(): Promise<RunningPostgres> {
 function userIds(name: string): { uid: number; gid: number } {
   const [uid, gid] = ["-u", "-g"].map((flag) => Number(execFileSync("id", [flag, name], { encoding: "utf8" }).trim()));
   return { uid: uid!, gid: gid! };
+}
+
+/**
+ * One server for a test file, started before its tests and removed after them (with every pool
+ * taken from here), and fresh databases of its own on it for each test.
+ */
+export function postgresForTests(): {
+  /** The server: started once beforeAll has run. */
+  server(): RunningPostgres;
+  /** A new, empty database's URL; migrated when asked. */
+  freshDatabase(options?: { migrated?: boolean }): Promise<string>;
+  /** A pool as the recorder makes one (closed after the file's tests). */
+  pool(url: string, size?: number): Pool;
+} {
+  let running: RunningPostgres | undefined;
+  const pools: Pool[] = [];
+  let databases = 0;
+  beforeAll(async () => {
+    running = await startPostgres();
+  }, 90_000);
+  afterAll(async () => {
+    for (const pool of pools) await pool.end().catch(() => undefined);
+    running?.remove();
+  });
+  const server = () => {
+    if (!running) throw new Error("the PostgreSQL server is not started yet (use it in a test)");
+    return running;
+  };
+  const pool = (url: string, size = 2) => {
+    const made = createPostgresPool(url, () => undefined, size);
+    pools.push(made);
+    return made;
+  };
+  return {
+    server,
+    pool,
+    async freshDatabase({ migrated = false } = {}) {
+      const name = `test_${++databases}`;
+      await pool(server().url, 1).query(`CREATE DATABASE ${name}`);
+      const url = server().url.replace(/\/lens$/, `/${name}`);
+      if (migrated) {
+        const client = await pool(url, 1).connect();
+        await migratePostgres(client).finally(() => client.release());
+      }
+      return url;
+    },
+  };
 }

@@ -5,12 +5,9 @@
 // random, with paging, every row is handed out exactly once.
 //
 // Needs PostgreSQL: skipped with a message where it is missing, a failure under CI=true.
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { readCommitted, startCursor } from "../../store/commit-cursor.js";
-import { createPostgresPool } from "../../store/postgres-sink.js";
-import { migratePostgres } from "../../store/schema.js";
-import { postgresBinDir, startPostgres, type RunningPostgres } from "../helpers/postgres.js";
+import { postgresBinDir, postgresForTests } from "../helpers/postgres.js";
 
 const IN_CI = process.env.CI === "true";
 const MISSING = postgresBinDir() === undefined;
@@ -20,30 +17,8 @@ const INSERT = `INSERT INTO exchanges (id, started_at, method, path, aborted, we
   VALUES ($1, $1, 'POST', '/mcp', 0, 0, 'mcp_post', '{}', '[]', 'utf8', 0, 0, 'utf8', 0, 0)`;
 
 describe.skipIf(MISSING && !IN_CI)("new exchanges in commit order, across writers", () => {
-  let server: RunningPostgres;
-  const pools: pg.Pool[] = [];
-  let databases = 0;
-
-  beforeAll(async () => {
-    server = await startPostgres();
-  }, 90_000);
-  afterAll(async () => {
-    for (const pool of pools) await pool.end().catch(() => undefined);
-    server?.remove();
-  });
-
-  async function freshPool(size: number): Promise<pg.Pool> {
-    const admin = createPostgresPool(server.url, () => undefined);
-    pools.push(admin);
-    const name = `cursor_${++databases}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const pool = createPostgresPool(server.url.replace(/\/lens$/, `/${name}`), () => undefined, size);
-    pools.push(pool);
-    const client = await pool.connect();
-    await migratePostgres(client);
-    client.release();
-    return pool;
-  }
+  const postgres = postgresForTests();
+  const freshPool = async (size: number) => postgres.pool(await postgres.freshDatabase({ migrated: true }), size);
 
   it("hands out a row whose transaction committed after a higher id was read; reading by id would skip it", async () => {
     const pool = await freshPool(3);

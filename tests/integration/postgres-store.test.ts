@@ -8,36 +8,24 @@
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { postgresSchemaVersion } from "../../common/migrations-postgres.js";
 import { MIGRATIONS, migrate, migratePostgres, SCHEMA_VERSION } from "../../store/schema.js";
 import { tempDir } from "../helpers/processes.js";
-import { postgresBinDir, startPostgres, type RunningPostgres } from "../helpers/postgres.js";
+import { postgresBinDir, postgresForTests } from "../helpers/postgres.js";
 
 const IN_CI = process.env.CI === "true";
 const MISSING = postgresBinDir() === undefined;
 if (MISSING && !IN_CI) console.warn("PostgreSQL tests skipped: PostgreSQL is not installed (apt-get install postgresql); CI=true makes this a failure");
 
 describe.skipIf(MISSING && !IN_CI)("the recording's schema on PostgreSQL", () => {
-  let server: RunningPostgres;
+  const postgres = postgresForTests();
   const clients: pg.Client[] = [];
-  let databases = 0;
-
-  beforeAll(async () => {
-    server = await startPostgres();
-  }, 90_000);
   afterAll(async () => {
     for (const client of clients) await client.end().catch(() => undefined);
-    server?.remove();
   });
 
-  /** A connection to a fresh, empty database of its own. */
-  async function freshDatabase(): Promise<string> {
-    const name = `lens_${++databases}`;
-    const admin = await connect(server.url);
-    await admin.query(`CREATE DATABASE ${name}`);
-    return server.url.replace(/\/lens$/, `/${name}`);
-  }
+  const freshDatabase = () => postgres.freshDatabase();
   async function connect(url: string): Promise<pg.Client> {
     const client = new pg.Client({ connectionString: url });
     await client.connect();

@@ -9,17 +9,17 @@ import { randomBytes } from "node:crypto";
 import BetterSqlite3 from "better-sqlite3";
 import type { Pool } from "pg";
 import pino from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { createClassifier } from "../../analysis/classify.js";
 import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js";
 import { toRecorded } from "../../recording/record.js";
 import { createRedactor } from "../../recording/redact.js";
-import { createPostgresPool, postgresSink } from "../../store/postgres-sink.js";
-import { exchangeToRow, handshakeToRow, migrate, migratePostgres, rowToExchange, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
+import { postgresSink } from "../../store/postgres-sink.js";
+import { exchangeToRow, handshakeToRow, migrate, rowToExchange, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
 import { sqliteSink } from "../../store/sink.js";
 import { RecordWriter } from "../../store/writer.js";
 import { captured, handshakeOf, rawExchange } from "../helpers/exchanges.js";
-import { postgresBinDir, startPostgres, type RunningPostgres } from "../helpers/postgres.js";
+import { postgresBinDir, postgresForTests } from "../helpers/postgres.js";
 import { tempDir, waitFor } from "../helpers/processes.js";
 
 const IN_CI = process.env.CI === "true";
@@ -27,34 +27,12 @@ const MISSING = postgresBinDir() === undefined;
 if (MISSING && !IN_CI) console.warn("PostgreSQL tests skipped: PostgreSQL is not installed (apt-get install postgresql); CI=true makes this a failure");
 
 describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => {
-  let server: RunningPostgres;
-  const pools: Pool[] = [];
-  const idleErrors: Error[] = [];
-  let databases = 0;
+  const postgres = postgresForTests();
   const work = tempDir("mcp-lens-pg-writer-");
-
-  beforeAll(async () => {
-    server = await startPostgres();
-  }, 90_000);
-  afterAll(async () => {
-    for (const pool of pools) await pool.end().catch(() => undefined);
-    server?.remove();
-    work.cleanup();
-  });
+  afterAll(() => work.cleanup());
 
   /** A pool on a fresh, migrated database of its own. */
-  async function freshPool(): Promise<Pool> {
-    const admin = createPostgresPool(server.url, (err) => idleErrors.push(err));
-    pools.push(admin);
-    const name = `writer_${++databases}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const pool = createPostgresPool(server.url.replace(/\/lens$/, `/${name}`), (err) => idleErrors.push(err));
-    pools.push(pool);
-    const client = await pool.connect();
-    await migratePostgres(client);
-    client.release();
-    return pool;
-  }
+  const freshPool = async (): Promise<Pool> => postgres.pool(await postgres.freshDatabase({ migrated: true }));
 
   const redactor = createRedactor(randomBytes(32));
   const classify = createClassifier();
@@ -154,8 +132,8 @@ describe.skipIf(MISSING && !IN_CI)("the recorder's writer on PostgreSQL", () => 
     let accepted = 0;
     // Bounded: 60 rounds of 50 exchanges, 5 ms apart; the server is down from round 20 to round 40.
     for (let round = 0; round < total / 50; round++) {
-      if (round === 20) server.stop();
-      if (round === 40) server.start();
+      if (round === 20) postgres.server().stop();
+      if (round === 40) postgres.server().start();
       for (let i = 1; i <= 50; i++) if (writer.enqueue(raw(round * 50 + i), 1000)) accepted++;
       sawFailing ||= writer.stats().failing;
       await new Promise((resolve) => setTimeout(resolve, 5));
