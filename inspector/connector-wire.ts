@@ -146,6 +146,7 @@ export function openWire(logical: URL, opts: WireOptions) {
     captures.push(capture);
     return new Promise((resolve, reject) => {
       let timedOut = false;
+      let answered = false;
       const req = (target.protocol === "https:" ? https : http).request(target, { method, headers, agent: false });
       const timer = setTimeout(() => {
         timedOut = true;
@@ -153,10 +154,13 @@ export function openWire(logical: URL, opts: WireOptions) {
       }, timeoutMs);
       req.once("error", (error) => {
         clearTimeout(timer);
+        // After the answer's head, what is cut is its body: an aborted answer, which the response's close records.
+        if (answered) return;
         capture.failed(timedOut ? "upstream_timeout" : (error as NodeJS.ErrnoException).code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error");
         reject(new StepFailure(step, `${method} ${url}: ${error.message}`));
       });
       req.once("response", (res) => {
+        answered = true;
         res.once("close", () => clearTimeout(timer));
         lastStatus.set(step, res.statusCode!);
         capture.answered(res);

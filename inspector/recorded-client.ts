@@ -6,11 +6,13 @@
 import { CLIENT_CAPABILITIES_META_KEY } from "@modelcontextprotocol/client";
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
 import type { ClassifiedExchange, Era } from "../analysis/exchange.js";
+import { isRecord } from "../analysis/exchange-view.js";
 import type { HandshakeEra } from "../analysis/handshake.js";
 import { META_CLIENT_INFO, META_PROTOCOL_VERSION } from "../analysis/mcp-facts.js";
 import { fingerprintsIn } from "../analysis/redacted.js";
 import { KNOWN_CLIENTS, LATEST_PROTOCOL_VERSION, MCP_ACCEPT, MODERN_PROTOCOL_VERSION, type ModernClient, type Registration, registrationPayload } from "./clients.js";
 import type { HandshakeDetail } from "./data.js";
+import { safeUrl } from "./connector-wire.js";
 import type { DoctorProfile } from "./doctor/profiles.js";
 
 const BROWSER_KINDS = new Set(["authorize", "authorize_consent"]);
@@ -26,7 +28,6 @@ export interface RecordedClient {
 
 const header = (e: ClassifiedExchange | undefined, name: string) => e?.requestHeaders.find(([n]) => n.toLowerCase() === name)?.[1];
 const firstValue = (v: string | undefined) => v?.split(",")[0]?.trim() || undefined;
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 function requestJson(e: ClassifiedExchange | undefined): Record<string, unknown> | undefined {
   const body = e?.requestBody;
@@ -169,7 +170,7 @@ const MAX_LIST = 10;
  * bounded; anything else the recorded body held (unknown fields, URLs the AS would fetch, a
  * redacted secret) is dropped. Undefined without usable redirect_uris.
  */
-function registrationOf(recorded: Record<string, unknown> | undefined): Registration | undefined {
+export function registrationOf(recorded: Record<string, unknown> | undefined): Registration | undefined {
   if (!recorded) return undefined;
   const clean = (v: string | undefined) => (v !== undefined && fingerprintsIn(v).length === 0 ? v : undefined);
   const out: Record<string, unknown> = {};
@@ -187,14 +188,3 @@ function registrationOf(recorded: Record<string, unknown> | undefined): Registra
   if (!uris?.every((u) => /^[a-z][a-z0-9+.-]*:/i.test(u) && safeUrl(u))) return undefined;
   return out as unknown as Registration;
 }
-
-function safeUrl(url: string): URL | undefined {
-  try {
-    return new URL(url);
-  } catch {
-    return undefined;
-  }
-}
-
-/** For the unit tests: the registration a re-run would send for a recorded body. */
-export const registrationOfForTest = registrationOf;

@@ -146,14 +146,21 @@ async function rerun(detail: HandshakeDetail, options: ReplayOptions): Promise<R
   const target = new URL(options.target);
   const timeoutMs = options.timeoutMs ?? 10_000;
   const common = { handshakeId: handshake.id, target: options.target, era, warnings: [], evidence: [] };
+  /** A re-run that never got to the handshake: every step not reached, for `why`. */
+  const unreached = (failedStep: "network" | null, problem: string, why: string): ReplayResult => ({
+    ...common,
+    verdict: "still_fails",
+    failedStep,
+    code: null,
+    summary: `still fails: ${problem}`,
+    steps: compare(handshake, new Map(), undefined, why),
+    eraFallback: false,
+    dialled: [target.origin],
+  });
 
   // Doctor's checks, in doctor's order: first what comes before HTTP (name, TCP, TLS).
   const network = await checkNetwork(new URL(url), timeoutMs);
-  if (!network.ok) {
-    const steps = compare(handshake, [], undefined, "nothing reached the target");
-    const summary = `still fails: ${network.problem ?? `nothing reaches ${target.origin}`}`;
-    return { ...common, verdict: "still_fails", failedStep: "network", code: null, summary, steps, eraFallback: false, dialled: [target.origin] };
-  }
+  if (!network.ok) return unreached("network", network.problem ?? `nothing reaches ${target.origin}`, "nothing reached the target");
   // Then the handshake, as doctor performs it for its own clients, with the recorded client's parameters.
   const { row, run } = await checkClient(url, profile, era, {
     ...(options.token ? { token: options.token } : {}),
@@ -167,14 +174,11 @@ async function rerun(detail: HandshakeDetail, options: ReplayOptions): Promise<R
     allowedOrigins: options.allowOrigins ?? [],
     notFollowedHint: (origin) => `--allow-origin ${origin} to follow`,
   });
-  if (!run) {
-    const steps = compare(handshake, [], undefined, "the re-run did not finish");
-    return { ...common, verdict: "still_fails", failedStep: null, code: null, summary: `still fails: ${row.detail}`, steps, eraFallback: false, dialled: [target.origin] };
-  }
+  if (!run) return unreached(null, row.detail, "the re-run did not finish");
 
   // The row's steps: the run's, with a step the analyser judged failed marked so.
   const ran = new Map(row.steps.map((s) => [s.step, s]));
-  const steps = compare(handshake, row.steps, run);
+  const steps = compare(handshake, ran, run);
   const ok = steps.filter((s) => s.rerun.status === "ok").map((s) => s.step);
   const passing = ok.length ? `${ok.join(", ")} ok` : "no step ran";
   const base = { ...common, steps, eraFallback: run.eraFallback, warnings: row.warnings, dialled: run.dialled };
@@ -227,9 +231,8 @@ function failedPastSignIn({ handshake, exchanges }: HandshakeDetail): boolean {
   return exchanges.some((e) => ids.has(e.id) && e.method === "POST");
 }
 
-/** The recorded handshake's steps next to the re-run's (`outcomes`; none when it never started, for `unreached`). */
-function compare(handshake: HandshakeDetail["handshake"], outcomes: readonly StepOutcome[], run: ConnectorRun | undefined, unreached = ""): ReplayStep[] {
-  const ran = new Map(outcomes.map((s) => [s.step, s]));
+/** The recorded handshake's steps next to the re-run's (`ran`; none when it never started, for `unreached`). */
+function compare(handshake: HandshakeDetail["handshake"], ran: ReadonlyMap<HandshakeStep, StepOutcome>, run: ConnectorRun | undefined, unreached = ""): ReplayStep[] {
   const planned = new Set(run?.plan ?? []);
   return HANDSHAKE_STEPS.filter((step) => planned.has(step) || handshake.steps.some((r) => r.step === step)).map((step): ReplayStep => {
     const records = handshake.steps.filter((r) => r.step === step);

@@ -49,11 +49,8 @@ export class ExchangeRecord {
     this.keptBytes += piece.length;
   }
 
-  /** The request failed: refused, timed out, reset; no answer at all unless its head had arrived. */
+  /** No answer at all: refused, timed out, reset. */
   failed(code: string): void {
-    // Once the answer's head is in, what the run cuts is its body: an aborted answer (a stream
-    // that sent no event in time), as the proxy records a client that went away, not "no answer".
-    if (this.status !== null) return;
     this.upstreamError = code;
     this.endedMs = performance.now() - this.t0;
   }

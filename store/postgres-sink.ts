@@ -6,7 +6,7 @@
 // worth waiting for; a value PostgreSQL cannot hold, or a statement it rejects, is not.
 import pg, { type Pool, type PoolClient } from "pg";
 import type { Handshake } from "../analysis/handshake.js";
-import { HANDSHAKE_COLUMNS, handshakeToRow, ROW_COLUMNS, type ExchangeRow } from "./schema.js";
+import { exchangeRowValues, HANDSHAKE_COLUMNS, handshakeToRow, ROW_COLUMNS, type ExchangeRow } from "./schema.js";
 import type { RecordSink, WriteFailure } from "./sink.js";
 
 /**
@@ -42,8 +42,6 @@ const HANDSHAKE_TAIL = `ON CONFLICT (id) DO UPDATE SET ${HANDSHAKE_COLUMNS.filte
  */
 const withoutNul = (value: unknown) => (typeof value === "string" && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value);
 
-const exchangeValues = (row: ExchangeRow): unknown[] => ROW_COLUMNS.map((column) => withoutNul(row[column]));
-
 /** At most this many rows a statement: PostgreSQL takes at most 65,535 parameters (36 a row here). */
 const ROWS_PER_STATEMENT = 1_000;
 
@@ -51,7 +49,7 @@ const ROWS_PER_STATEMENT = 1_000;
 async function insertRows<T>(client: PoolClient, table: string, columns: readonly string[], tail: string, rows: readonly T[], values: (row: T) => unknown[]): Promise<void> {
   for (let from = 0; from < rows.length; from += ROWS_PER_STATEMENT) {
     const chunk = rows.slice(from, from + ROWS_PER_STATEMENT);
-    await client.query(insertSql(table, columns, chunk.length, tail), chunk.flatMap(values));
+    await client.query(insertSql(table, columns, chunk.length, tail), chunk.flatMap(values).map(withoutNul));
   }
 }
 
@@ -80,10 +78,10 @@ export function postgresSink(pool: Pool): RecordSink {
       let broken: Error | undefined;
       try {
         await client.query("BEGIN");
-        await insertRows(client, "exchanges", ROW_COLUMNS, EXCHANGE_TAIL, rows, exchangeValues);
+        await insertRows(client, "exchanges", ROW_COLUMNS, EXCHANGE_TAIL, rows, exchangeRowValues);
         await insertRows(client, "handshakes", HANDSHAKE_COLUMNS, HANDSHAKE_TAIL, handshakes, (h) => {
           const row = handshakeToRow(h);
-          return HANDSHAKE_COLUMNS.map((column) => withoutNul(row[column]));
+          return HANDSHAKE_COLUMNS.map((column) => row[column]);
         });
         await client.query("COMMIT");
       } catch (err) {

@@ -323,9 +323,7 @@ export const HANDSHAKE_COLUMNS: ReadonlyArray<keyof HandshakeRow> = [
 ];
 
 /** Insert or replace: a handshake's row is rewritten as it grows. */
-export const UPSERT_HANDSHAKE_SQL = `INSERT OR REPLACE INTO handshakes
-  (id, client_family, client_name, era, era_fallback, registration, started_at, ended_at, outcome, failed_step, first_code, steps, diagnoses, exchange_ids)
-  VALUES (@id, @client_family, @client_name, @era, @era_fallback, @registration, @started_at, @ended_at, @outcome, @failed_step, @first_code, @steps, @diagnoses, @exchange_ids)`;
+export const UPSERT_HANDSHAKE_SQL = `INSERT OR REPLACE INTO handshakes (${HANDSHAKE_COLUMNS.join(", ")}) VALUES (${HANDSHAKE_COLUMNS.map((c) => `@${c}`).join(", ")})`;
 
 export function handshakeToRow(h: Handshake): HandshakeRow {
   return {

@@ -122,14 +122,12 @@ export class RecordWriter<T> {
   private readonly sink: RecordSink;
   private readonly timer: NodeJS.Timeout;
   private immediate: NodeJS.Immediate | null = null;
-  /** A sink's write that answered with a promise, until it settles. */
-  private inFlight: Promise<void> | null = null;
+  /** A sink's write that answered with a promise, until it settles: whether the writing may go on. */
+  private inFlight: Promise<boolean> | null = null;
   /** close() was called: nothing more is queued. */
   private closing = false;
   /** A close that waits for writes in flight, for a second caller to wait on too. */
   private closingDone: Promise<void> | undefined;
-  /** The last write that settled left its batch for a later attempt (the database cannot be written now). */
-  private stalled = false;
   private closed = false;
 
   private readonly queue: Queued[] = [];
@@ -181,7 +179,7 @@ export class RecordWriter<T> {
   enqueue(item: T, approxBytes: number): boolean {
     const rawBytes = Number.isFinite(approxBytes) && approxBytes > 0 ? approxBytes : 0;
     // A closed writer has no room left either.
-    if (this.closing || this.closed) {
+    if (this.closing) {
       this.dropped.queue_full++;
       return false;
     }
@@ -246,7 +244,7 @@ export class RecordWriter<T> {
    * database stays open. A promise when the sink's writes are: it settles once they have.
    */
   close(): void | Promise<void> {
-    if (this.closing) return this.closed ? undefined : this.closingDone;
+    if (this.closing) return this.closingDone;
     this.closing = true;
     clearInterval(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
@@ -262,8 +260,7 @@ export class RecordWriter<T> {
    */
   private async drain(): Promise<void> {
     while (this.inFlight) {
-      await this.inFlight;
-      if (this.stalled) return;
+      if (!(await this.inFlight)) return;
       this.flush();
     }
   }
@@ -369,16 +366,17 @@ export class RecordWriter<T> {
       this.succeeded(batch);
       return true;
     }
-    const settled = (goOn: () => boolean) => {
+    const settled = (goOn: () => boolean): boolean => {
       this.inFlight = null;
+      let more = false;
       try {
-        this.stalled = !goOn();
+        more = goOn();
       } catch (err) {
         // A bug in what follows a write (a logger, a callback) must not end the recorder thread.
-        this.stalled = true;
         this.logger.error({ err }, "could not follow up a write to the recording database");
       }
-      if (!this.stalled && !this.closing) this.flushSoon();
+      if (more && !this.closing) this.flushSoon();
+      return more;
     };
     this.inFlight = Promise.resolve(pending).then(
       () => settled(() => (this.succeeded(batch), true)),

@@ -3,7 +3,8 @@
 // doctor check like any handshake a user made. Ids continue the database's: a file of its own is
 // best (the proxy's own database gets its traffic from the proxy: point doctor at the proxy).
 import { nextExchangeId, openDatabase } from "../../store/db.js";
-import { exchangeRowValues, exchangeToRow, handshakeToRow, INSERT_EXCHANGE_SQL, UPSERT_HANDSHAKE_SQL } from "../../store/schema.js";
+import { exchangeToRow } from "../../store/schema.js";
+import { sqliteSink } from "../../store/sink.js";
 import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact.js";
 import type { ConnectorRun } from "../connector.js";
 import { judgeExchanges } from "../judge-run.js";
@@ -19,8 +20,7 @@ export function recordRuns(dbPath: string, runs: readonly ConnectorRun[], secret
   const db = openDatabase(dbPath);
   try {
     const redactor = createRedactor(loadOrCreateRedactionKey(dbPath));
-    const insertExchange = db.prepare(INSERT_EXCHANGE_SQL);
-    const upsertHandshake = db.prepare(UPSERT_HANDSHAKE_SQL);
+    const sink = sqliteSink(db);
     const result: RecordedRuns = { db: dbPath, exchanges: 0, handshakeIds: [] };
     // Immediate: the next free id is read and used in one write transaction.
     db.transaction(() => {
@@ -29,8 +29,8 @@ export function recordRuns(dbPath: string, runs: readonly ConnectorRun[], secret
         const { exchanges, handshakes } = judgeExchanges(run.exchanges, { redactor, firstId: next, secrets });
         next += exchanges.length;
         const owner = new Map(handshakes.flatMap((h) => h.exchangeIds.map((id) => [id, h.id] as const)));
-        for (const e of exchanges) insertExchange.run(...exchangeRowValues(exchangeToRow(e, owner.get(e.id) ?? null)));
-        for (const h of handshakes) upsertHandshake.run(handshakeToRow(h));
+        // Within this transaction, the sink's own nests as a savepoint.
+        sink.write(exchanges.map((e) => exchangeToRow(e, owner.get(e.id) ?? null)), handshakes);
         result.exchanges += exchanges.length;
         result.handshakeIds.push(...handshakes.map((h) => h.id));
       }

@@ -483,8 +483,8 @@ describe("replayHandshake dials the target and the authorization server its meta
     expect(result.failedStep).toBe("probe");
     expect(bodies[0]).toMatch(/^POST \/mcp /); // the hostile "//host" path is not a path: the default one
     // The registration the re-run would send: only the known, well-typed fields.
-    const { registrationOfForTest } = await import("../../inspector/recorded-client.js");
-    expect(registrationOfForTest(JSON.parse(hostileBody) as Record<string, unknown>)).toEqual({ client_name: "x", redirect_uris: ["http://localhost:1/cb"] });
+    const { registrationOf } = await import("../../inspector/recorded-client.js");
+    expect(registrationOf(JSON.parse(hostileBody) as Record<string, unknown>)).toEqual({ client_name: "x", redirect_uris: ["http://localhost:1/cb"] });
   });
 });
 
