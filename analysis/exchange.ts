@@ -114,6 +114,11 @@ export interface RecordedExchange extends ExchangeEnvelope {
    * what a front proxy saw. Absent when every one came from a trusted front.
    */
   setByProxy?: string[];
+  /**
+   * The mcp-lens replica that recorded it (--replica), where several write one database: a
+   * handshake's steps may each have gone through another. Absent in records made before.
+   */
+  replica?: string;
 }
 
 export const EXCHANGE_KINDS = [
@@ -297,3 +302,15 @@ export function headerPairs(raw: string[]): HeaderPairs {
   for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
   return pairs;
 }
+
+/**
+ * The order exchanges happened in: when they started, then their id. One proxy numbers exchanges
+ * as they start, so its ids alone would do; replicas writing one database each number theirs from
+ * a block of their own (store/id-blocks.ts), so across replicas only the time orders them.
+ */
+export function byStart(a: Pick<ExchangeEnvelope, "startedAt" | "id">, b: Pick<ExchangeEnvelope, "startedAt" | "id">): number {
+  return a.startedAt - b.startedAt || a.id - b.id;
+}
+
+/** `a` started after `b` (see byStart). */
+export const startedAfter = (a: Pick<ExchangeEnvelope, "startedAt" | "id">, b: Pick<ExchangeEnvelope, "startedAt" | "id">): boolean => byStart(a, b) > 0;

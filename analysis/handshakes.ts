@@ -37,7 +37,7 @@
 //   in_progress  activity within ACTIVE_MS, or USER_MS while the user is on the authorization page
 //   abandoned    otherwise
 
-import type { ClassifiedExchange } from "./exchange.js";
+import { type ClassifiedExchange, byStart } from "./exchange.js";
 import { endOf, isPreflightGet, opensConnection, placementOf, type Role } from "./handshake-steps.js";
 import type { Handshake } from "./handshake.js";
 import {
@@ -403,6 +403,6 @@ function addressKey(e: ClassifiedExchange): string | undefined {
  */
 export function groupHandshakes(exchanges: ClassifiedExchange[], now: number): Handshake[] {
   const tracker = new HandshakeTracker({ maxOpen: Infinity });
-  for (const e of [...exchanges].sort((a, b) => a.id - b.id)) tracker.place(e);
+  for (const e of [...exchanges].sort(byStart)) tracker.place(e);
   return tracker.snapshot(now);
 }

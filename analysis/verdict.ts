@@ -10,8 +10,15 @@ import type { Diagnosis, Handshake, HandshakeStep } from "./handshake.js";
  */
 export const SETTLE_MS = FALLBACK_GRACE_MS;
 
-function stepOf(h: Handshake, exchangeId: number): HandshakeStep | null {
-  return h.steps.find((s) => s.exchangeIds.includes(exchangeId))?.step ?? null;
+/**
+ * Where the latest of the exchanges belongs: each belongs to the first step that holds it, and
+ * steps are in the order the handshake reached them (exchange ids are not in time order across
+ * replicas: store/id-blocks.ts).
+ */
+function lastStepOf(h: Handshake, exchangeIds: number[]): HandshakeStep | null {
+  let last = -1;
+  for (const id of exchangeIds) last = Math.max(last, h.steps.findIndex((s) => s.exchangeIds.includes(id)));
+  return h.steps[last]?.step ?? null;
 }
 
 export function withVerdict(h: Handshake, diagnoses: Diagnosis[], now: number): Handshake {
@@ -22,8 +29,7 @@ export function withVerdict(h: Handshake, diagnoses: Diagnosis[], now: number): 
   const settled = h.outcome === "failed" || h.outcome === "abandoned" || now - h.endedAt >= SETTLE_MS;
   if (!settled) return judged;
   // The client stopped at the last exchange an error points to: that step is where it failed.
-  const lastEvidence = Math.max(...errors.flatMap((d) => d.evidence));
-  return { ...judged, outcome: "failed", failedStep: h.failedStep ?? stepOf(h, lastEvidence) ?? h.steps.at(-1)?.step ?? null };
+  return { ...judged, outcome: "failed", failedStep: h.failedStep ?? lastStepOf(h, errors.flatMap((d) => d.evidence)) ?? h.steps.at(-1)?.step ?? null };
 }
 
 /**

@@ -2,7 +2,7 @@
 // between scopes, and clients that give up once they hold a token.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import { isInsufficientScope } from "./authorize-token.js";
 import { ended } from "./context.js";
 import { bodyJson, codeGrants, describe, ids, is2xx, isAuthenticated, MCP_KINDS, methods } from "./evidence.js";
@@ -23,13 +23,13 @@ export const AFTER_TOKEN_RULES: readonly DiagnosisRule[] = [
       const denials = ctx.of(...MCP_KINDS).filter(isInsufficientScope);
       for (const [i, first] of denials.entries()) {
         for (const again of denials.slice(i + 1)) {
-          const reauth = ctx.of("authorize").filter((a) => a.id > first.id && a.id < again.id);
+          const reauth = ctx.of("authorize").filter((a) => startedAfter(a, first) && startedAfter(again, a));
           const last = reauth.at(-1);
-          const token = last && codeGrants(ctx).find((t) => t.id > last.id && t.id < again.id && is2xx(t));
+          const token = last && codeGrants(ctx).find((t) => startedAfter(t, last) && startedAfter(again, t) && is2xx(t));
           if (!last || !token) continue;
           const cause = stepUpCause(ctx, first, last, token, again);
           if (!cause) continue;
-          const recovered = ctx.of(...MCP_KINDS).some((x) => x.id > again.id && isAuthenticated(x) && is2xx(x) && sameCall(x, again));
+          const recovered = ctx.of(...MCP_KINDS).some((x) => startedAfter(x, again) && isAuthenticated(x) && is2xx(x) && sameCall(x, again));
           return {
             summary:
               `${describe(first)} answered 403 insufficient_scope (scope="${challengeScope(first) ?? ""}"); the re-authorization ` +
@@ -79,7 +79,7 @@ export const AFTER_TOKEN_RULES: readonly DiagnosisRule[] = [
       const token = codeGrants(ctx).at(-1);
       if (!token || !is2xx(token) || token.aborted) return null;
       if (token.facts.issued?.accessToken === undefined && bodyJson(token.responseBody)?.access_token === undefined) return null;
-      if (ctx.of(...MCP_KINDS).some((e) => e.id > token.id && isAuthenticated(e))) return null;
+      if (ctx.of(...MCP_KINDS).some((e) => startedAfter(e, token) && isAuthenticated(e))) return null;
       const problems = tokenResponseProblems(token);
       return {
         summary:
@@ -107,10 +107,10 @@ const scopeList = (scope: string | undefined) => (scope ?? "").split(/\s+/).filt
 
 /** The scopes the client held before a denial: asked for at /authorize, or granted by a token response. */
 function grantedBefore(ctx: DiagnosisContext, denial: ClassifiedExchange): string[] {
-  const asked = ctx.of("authorize").filter((a) => a.id < denial.id).flatMap((a) => scopeList(a.facts.scope));
+  const asked = ctx.of("authorize").filter((a) => startedAfter(denial, a)).flatMap((a) => scopeList(a.facts.scope));
   const granted = ctx
     .of("token")
-    .filter((t) => t.id < denial.id && is2xx(t))
+    .filter((t) => startedAfter(denial, t) && is2xx(t))
     .flatMap((t) => scopeList(t.facts.scope));
   return [...new Set([...asked, ...granted])];
 }
@@ -191,11 +191,11 @@ function ungrantedScope(
 ): { authorize: ClassifiedExchange; token: ClassifiedExchange; missing: string[] } | undefined {
   const challenged = scopeList(challengeScope(denial));
   if (challenged.length === 0) return undefined;
-  const grants = codeGrants(ctx).filter((t) => t.id < denial.id && is2xx(t) && t.facts.issued?.accessToken !== undefined);
+  const grants = codeGrants(ctx).filter((t) => startedAfter(denial, t) && is2xx(t) && t.facts.issued?.accessToken !== undefined);
   const presented = denial.facts.bearerFingerprint;
   const token = grants.find((t) => presented !== undefined && t.facts.issued?.accessToken === presented) ?? grants.at(-1);
   if (!token || token.facts.scope === undefined) return undefined;
-  const authorize = ctx.of("authorize").filter((a) => a.id < token.id && a.facts.scope !== undefined).at(-1);
+  const authorize = ctx.of("authorize").filter((a) => startedAfter(token, a) && a.facts.scope !== undefined).at(-1);
   if (!authorize) return undefined;
   const asked = scopeList(authorize.facts.scope);
   const granted = scopeList(token.facts.scope);

@@ -1,7 +1,7 @@
 // Authorize and token: the browser step, the callback and the code's redemption.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import {
   andMore,
   AUTHORIZE_KINDS,
@@ -182,11 +182,11 @@ export const AUTHORIZE_TOKEN_RULES: readonly DiagnosisRule[] = [
         const issued = token.facts.issued?.accessToken;
         const uses = ctx
           .of(...MCP_KINDS)
-          .filter((e) => e.id > token.id && isAuthenticated(e) && (e.facts.bearerFingerprint ?? issued) === issued);
+          .filter((e) => startedAfter(e, token) && isAuthenticated(e) && (e.facts.bearerFingerprint ?? issued) === issued);
         const refused = uses.find((e) => e.status === 401 || e.status === 403);
         // Refused after it worked once is expiry or revocation, not the audience; a 403
         // insufficient_scope is about scopes (step-up), not the audience either.
-        if (!refused || claimed(refused) || isInsufficientScope(refused) || uses.some((e) => e.id < refused.id && is2xx(e))) {
+        if (!refused || claimed(refused) || isInsufficientScope(refused) || uses.some((e) => startedAfter(refused, e) && is2xx(e))) {
           continue;
         }
         const requested = token.facts.resource;
@@ -271,7 +271,7 @@ export function authMethodMismatch(ctx: DiagnosisContext, e: ClassifiedExchange)
   const clientId = e.facts.clientId;
   const registration = ctx
     .of("registration")
-    .filter((r) => r.id < e.id && is2xx(r) && r.facts.clientId !== undefined && (clientId === undefined || r.facts.clientId === clientId))
+    .filter((r) => startedAfter(e, r) && is2xx(r) && r.facts.clientId !== undefined && (clientId === undefined || r.facts.clientId === clientId))
     .at(-1);
   const requested = registration && stringField(bodyJson(registration.requestBody), "token_endpoint_auth_method");
   const answered = registration && stringField(bodyJson(registration.responseBody), "token_endpoint_auth_method");
@@ -373,7 +373,7 @@ function invalidGrantCauses(ctx: DiagnosisContext, token: ClassifiedExchange): G
   const causes: GrantCause[] = [];
   const code = token.facts.codeFingerprint;
   const sameCode = (e: ClassifiedExchange) => code !== undefined && e.facts.codeFingerprint === code;
-  const earlier = codeGrants(ctx).find((t) => t.id < token.id && sameCode(t));
+  const earlier = codeGrants(ctx).find((t) => startedAfter(token, t) && sameCode(t));
   if (earlier) {
     causes.push({
       reason: `the code was already redeemed by ${describe(earlier)} (codes are single-use)`,
@@ -427,7 +427,7 @@ const description = (e: ClassifiedExchange) =>
 
 /** The last of `list` up to and including `e`. */
 function lastUpTo(list: readonly ClassifiedExchange[], e: ClassifiedExchange): ClassifiedExchange | undefined {
-  return list.filter((x) => x.id <= e.id).at(-1);
+  return list.filter((x) => !startedAfter(x, e)).at(-1);
 }
 
 interface GrantCause {

@@ -2,7 +2,7 @@
 // authentication, registrations the authorization server forgot, refresh tokens used twice.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import { type AuthMethodMismatch, authMethodMismatch, isUnknownClient } from "./authorize-token.js";
 import { publicHost } from "./context.js";
 import { andMore, AUTHORIZE_KINDS, claimed, describe, detail, errorText, ids, is2xx, isFailure, seconds } from "./evidence.js";
@@ -98,9 +98,9 @@ export const CLIENT_CREDENTIAL_RULES: readonly DiagnosisRule[] = [
             Math.abs(refused.startedAt - o.startedAt) <= REPLAY_WINDOW_MS,
         );
         // A first use that was refused too was no rotation: the token was dead already.
-        const other = others.find(is2xx) ?? others.find((o) => o.id < refused.id && (o.status === null || o.aborted));
+        const other = others.find(is2xx) ?? others.find((o) => startedAfter(refused, o) && (o.status === null || o.aborted));
         if (!other) continue;
-        const [a, b] = other.id < refused.id ? [other, refused] : [refused, other];
+        const [a, b] = startedAfter(refused, other) ? [other, refused] : [refused, other];
         const apart = seconds(Math.abs(b.startedAt - a.startedAt));
         const concurrent = a.durationMs === null || b.startedAt < a.startedAt + a.durationMs;
         const rotated = other.facts.issued?.refreshToken;
@@ -110,7 +110,7 @@ export const CLIENT_CREDENTIAL_RULES: readonly DiagnosisRule[] = [
         return {
           summary:
             `Two refresh_token grants with the same refresh token (fingerprint ${refused.facts.refreshTokenFingerprint}) ${apart} apart` +
-            `${concurrent ? ", concurrently" : other.id < refused.id && !is2xx(other) ? " (a retry)" : ""}: ${otherOutcome}, and ` +
+            `${concurrent ? ", concurrently" : startedAfter(refused, other) && !is2xx(other) ? " (a retry)" : ""}: ${otherOutcome}, and ` +
             `${describe(refused)} got${detail(refused) || ` ${refused.status}`}; the connector loses its session and the user ` +
             "must sign in again",
           evidence: [other.id, refused.id],
@@ -180,11 +180,11 @@ interface Staleness {
 
 /** Why the unknown client_id is a stale one; undefined when the handshake just registered it, or the client re-registered afterwards. */
 function staleness(ctx: DiagnosisContext, e: ClassifiedExchange): Staleness | undefined {
-  if (ctx.of("registration").some((r) => r.id > e.id)) return undefined; // it registered again: it got past
+  if (ctx.of("registration").some((r) => startedAfter(r, e))) return undefined; // it registered again: it got past
   const clientId = e.facts.clientId;
   const registration = ctx
     .of("registration")
-    .filter((r) => r.id < e.id && is2xx(r) && r.facts.clientId !== undefined && (clientId === undefined || r.facts.clientId === clientId))
+    .filter((r) => startedAfter(e, r) && is2xx(r) && r.facts.clientId !== undefined && (clientId === undefined || r.facts.clientId === clientId))
     .at(-1);
   if (!registration) {
     return {
@@ -205,8 +205,8 @@ function staleness(ctx: DiagnosisContext, e: ClassifiedExchange): Staleness | un
     .of(...AUTHORIZE_KINDS, "token")
     .find(
       (x) =>
-        x.id > registration.id &&
-        x.id < e.id &&
+        startedAfter(x, registration) &&
+        startedAfter(e, x) &&
         x.facts.clientId === registration.facts.clientId &&
         (x.facts.issued?.code !== undefined || (x.kind === "token" && is2xx(x) && x.facts.issued?.accessToken !== undefined)),
     );

@@ -2,14 +2,14 @@
 // the client used, the metadata documents that came back.
 
 import { HOSTED_FAMILIES, isLoopbackHost } from "../client-family.js";
-import type { ClassifiedExchange, ExchangeKind } from "../exchange.js";
+import { type ClassifiedExchange, type ExchangeKind, byStart } from "../exchange.js";
 import { opensConnection } from "../handshake-steps.js";
 import type { Handshake, HandshakeStep } from "../handshake.js";
 import { AS_KINDS, is2xx, isAuthenticated, MCP_KINDS, parseUrl, PRM_PATH, reqHeader } from "./evidence.js";
 import type { ConnectorUrl, DiagnosisContext } from "./rule.js";
 
 export function contextOf(handshake: Handshake, exchanges: ClassifiedExchange[]): DiagnosisContext {
-  const sorted = [...exchanges].sort((a, b) => a.id - b.id);
+  const sorted = [...exchanges].sort(byStart);
   const of = (...kinds: ExchangeKind[]) => sorted.filter((e) => kinds.includes(e.kind));
   const unauthenticated = of("mcp_post").filter((e) => !isAuthenticated(e));
   // A connection opens with initialize (legacy) or server/discover (modern); a modern client may

@@ -1,7 +1,7 @@
 // Discovery: the probe's challenge, protected resource and authorization server metadata.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import { forwardedProto, publicHost } from "./context.js";
 import {
   andMore,
@@ -154,7 +154,7 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
           ? `the client, a hosted one that dials https only, presumably connected to ${connector.url}`
           : `the client connected to ${connector.url}${via}`;
       // A client that went on to the authorization server got past this step: not its failure.
-      const wentOn = ctx.exchanges.some((e) => e.id > prm.id && LATER_KINDS.has(e.kind));
+      const wentOn = ctx.exchanges.some((e) => startedAfter(e, prm) && LATER_KINDS.has(e.kind));
       return {
         summary:
           resource === undefined
@@ -223,7 +223,7 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
       const path = pathOf(issuer);
       const wellKnown = `${originOf(issuer) ?? "https://<host>"}/.well-known/oauth-authorization-server${path}`;
       // Some clients then invent /authorize, /token and /register on the MCP origin.
-      const wentOn = ctx.of("registration", "authorize", "authorize_consent", "token").some((x) => x.id > e.id);
+      const wentOn = ctx.of("registration", "authorize", "authorize_consent", "token").some((x) => startedAfter(x, e));
       return {
         summary: `No authorization server metadata for issuer ${issuer}: ${attempts(failures)}`,
         evidence: ids(failures),
@@ -246,7 +246,7 @@ export const DISCOVERY_RULES: readonly DiagnosisRule[] = [
       const doc = ctx.asDocs.find((d) => !(d.facts.metadata?.codeChallengeMethodsSupported ?? []).includes("S256"));
       if (!doc) return null;
       const methods = doc.facts.metadata?.codeChallengeMethodsSupported;
-      const wentOn = ctx.of("registration", "authorize").some((x) => x.id > doc.id);
+      const wentOn = ctx.of("registration", "authorize").some((x) => startedAfter(x, doc));
       return {
         summary:
           methods === undefined

@@ -1,7 +1,7 @@
 // Reachability and edge: the upstream, timeouts and WAF pages in front of the server.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, byStart } from "../exchange.js";
 import { HANDSHAKE_STEPS } from "../handshake.js";
 import { andMore, AS_KINDS, CLIENT_TIMEOUT_MS, describe, ids, seconds, wafMarker } from "./evidence.js";
 import type { DiagnosisRule } from "./rule.js";
@@ -64,7 +64,7 @@ export const EDGE_RULES: readonly DiagnosisRule[] = [
     check(ctx) {
       const hits = [...ctx.probes, ...ctx.of("protected_resource_metadata", ...AS_KINDS, "registration", "token")]
         .filter((e) => e.upstreamError === null && e.status !== 504 && isSlow(e))
-        .sort((a, b) => a.id - b.id);
+        .sort(byStart);
       const e = hits[0];
       if (!e) return null;
       const remedy =

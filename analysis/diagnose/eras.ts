@@ -2,7 +2,7 @@
 // Metadata Documents, the authorization response's iss.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import { type ClassifiedExchange, MODERN_PROTOCOL_VERSION } from "../exchange.js";
+import { type ClassifiedExchange, MODERN_PROTOCOL_VERSION, startedAfter, byStart } from "../exchange.js";
 import { ended } from "./context.js";
 import {
   andMore,
@@ -86,7 +86,7 @@ export const ERA_RULES: readonly DiagnosisRule[] = [
     steps: ["authorize", "callback", "token"],
     explains: ["redirect_uri_rejected", "token_request_rejected", "stale_client_registration", "token_auth_method_mismatch"],
     check(ctx) {
-      const hits = [...ctx.of(...AUTHORIZE_KINDS), ...ctx.of("token")].filter(isCimdRefusal).sort((a, b) => a.id - b.id);
+      const hits = [...ctx.of(...AUTHORIZE_KINDS), ...ctx.of("token")].filter(isCimdRefusal).sort(byStart);
       const e = hits[0];
       if (!e) return null;
       return cimdFinding(ctx, e, hits);
@@ -110,7 +110,7 @@ export const ERA_RULES: readonly DiagnosisRule[] = [
         const iss = e.facts.iss;
         const promised = doc.facts.metadata?.authorizationResponseIssParameterSupported === true;
         if (iss === undefined ? !promised : iss === issuer) continue;
-        const token = codeGrants(ctx).find((t) => t.id > e.id);
+        const token = codeGrants(ctx).find((t) => startedAfter(t, e));
         // Not redeemed yet: only the client's stopping tells it refused the response.
         if (!token && !ended(ctx)) continue;
         return issFinding(e, doc, issuer, iss, token);
@@ -157,7 +157,7 @@ function modernClientLegacyServer(ctx: DiagnosisContext): Finding | null {
   const hits = mcp.filter(isLegacyAnswerToModern);
   const e = hits[0];
   if (!e || !ended(ctx)) return null;
-  if (mcp.some((x) => x.id > e.id && methods(x).includes("initialize"))) return null; // the dual-era fallback
+  if (mcp.some((x) => startedAfter(x, e) && methods(x).includes("initialize"))) return null; // the dual-era fallback
   // A plain 404 where the protected resource metadata puts MCP elsewhere is a wrong path, not an era.
   const resource = ctx.prm?.facts.metadata?.resource;
   if (e.status === 404 && resource !== undefined && pathOf(resource) !== "" && pathOf(resource) !== trimSlash(e.path)) return null;
@@ -195,7 +195,7 @@ function legacyClientModernServer(ctx: DiagnosisContext): Finding | null {
   const e = hits[0];
   if (!e || !ended(ctx)) return null;
   // The client got on (a dual-era client that went modern after all, or a retry that worked).
-  if (mcp.some((x) => x.id > e.id && answeredOk(x))) return null;
+  if (mcp.some((x) => startedAfter(x, e) && answeredOk(x))) return null;
   const asked = e.facts.mcp?.protocolVersionRequested ?? e.facts.mcp?.protocolVersionHeader ?? "(none)";
   const info = e.facts.mcp?.clientInfo;
   const client = info?.name ? ` (clientInfo ${info.name}${info.version ? ` ${info.version}` : ""})` : "";

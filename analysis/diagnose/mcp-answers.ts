@@ -3,7 +3,7 @@
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
 import { asList, isRecord, view } from "../exchange-view.js";
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import {
   HEADER_MISMATCH_ERROR,
   listedToolNames,
@@ -56,8 +56,8 @@ export const MCP_ANSWER_RULES: readonly DiagnosisRule[] = [
       if (!e) return null;
       // The client refreshed anyway (on its own schedule) and went on: a latent problem.
       const recovered =
-        ctx.of("token").some((t) => t.id > e.id && t.facts.grantType === "refresh_token" && is2xx(t)) &&
-        ctx.of(...MCP_KINDS).some((x) => x.id > e.id && isAuthenticated(x) && is2xx(x));
+        ctx.of("token").some((t) => startedAfter(t, e) && t.facts.grantType === "refresh_token" && is2xx(t)) &&
+        ctx.of(...MCP_KINDS).some((x) => startedAfter(x, e) && isAuthenticated(x) && is2xx(x));
       // An error carrying the call's own id came from the tool's handler, which may speak of its
       // own upstream credential; middleware answers before any handler (id null, or no JSON-RPC).
       const handlerAnswered = (e.facts.mcp?.messages ?? []).some(
@@ -152,7 +152,7 @@ export const MCP_ANSWER_RULES: readonly DiagnosisRule[] = [
       const shown = values.map((v) => `WWW-Authenticate: ${v}`).join(" + ");
       // Clients of 2025-11-25 fall back to the well-known URL; once one did, this did not stop it.
       const wentOn = ctx.exchanges.some(
-        (x) => x.id > e.id && is2xx(x) && (x.kind === "protected_resource_metadata" || (MCP_KINDS.includes(x.kind) && isAuthenticated(x))),
+        (x) => startedAfter(x, e) && is2xx(x) && (x.kind === "protected_resource_metadata" || (MCP_KINDS.includes(x.kind) && isAuthenticated(x))),
       );
       return {
         summary: `${describe(e)} answered ${e.status} with ${shown}: ${problem.text}${andMore(hits)}`,

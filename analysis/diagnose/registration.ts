@@ -2,7 +2,7 @@
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
 import { isLoopbackHost } from "../client-family.js";
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import { AUTHORIZE_KINDS, bodyJson, claimed, describe, detail, errorText, ids, is2xx, parseUrl } from "./evidence.js";
 import type { DiagnosisRule } from "./rule.js";
 
@@ -32,7 +32,7 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
       // No "client stopped" condition: a client that goes on with a static client id (or a CIMD
       // URL) shows it in a later authorize or token request, and the rules run again then.
       if (!doc || ctx.of("registration").length > 0) return null;
-      const later = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => e.id > doc.id);
+      const later = ctx.of(...AUTHORIZE_KINDS, "token").filter((e) => startedAfter(e, doc));
       if (later.some((e) => e.facts.clientId !== undefined)) return null;
       if (doc.facts.metadata?.clientIdMetadataDocumentSupported === true) {
         return {
@@ -107,7 +107,7 @@ export const REGISTRATION_RULES: readonly DiagnosisRule[] = [
         return (r.facts.redirectUris ?? []).some((u) => !echoed.includes(u));
       });
       if (!dropped) return null;
-      const failedLater = ctx.of(...AUTHORIZE_KINDS).some((x) => x.id > dropped.id && isClientError(x));
+      const failedLater = ctx.of(...AUTHORIZE_KINDS).some((x) => startedAfter(x, dropped) && isClientError(x));
       return {
         summary:
           `Registration ${describe(dropped)} sent redirect_uris ${JSON.stringify(dropped.facts.redirectUris)} ` +

@@ -1,7 +1,7 @@
 // Transport and session: the MCP endpoint, its Host/Origin checks, SSE, sessions, versions, CORS.
 // Each rule: its code, meaning, reference and the fix, beside the check that finds it.
 
-import type { ClassifiedExchange } from "../exchange.js";
+import { type ClassifiedExchange, startedAfter } from "../exchange.js";
 import { HANDSHAKE_STEPS } from "../handshake.js";
 import { ended, stepFailed } from "./context.js";
 import {
@@ -70,7 +70,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
     check(ctx) {
       const firstToken = codeGrants(ctx).find((t) => is2xx(t) && t.facts.issued?.accessToken !== undefined);
       const afterToken = (e: ClassifiedExchange) =>
-        isAuthenticated(e) || (firstToken !== undefined && e.id > firstToken.id);
+        isAuthenticated(e) || (firstToken !== undefined && startedAfter(e, firstToken));
       const resource = ctx.prm?.facts.metadata?.resource;
       const resourcePath = resource === undefined ? "" : pathOf(resource);
       const elsewhereThan = (e: ClassifiedExchange) => resourcePath !== "" && resourcePath !== trimSlash(e.path);
@@ -180,7 +180,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
       if (!init) return null;
       const hits = ctx
         .of("mcp_post")
-        .filter((e) => e.id > init.id && (e.status === 400 || e.status === 404) && !methods(e).includes("initialize"))
+        .filter((e) => startedAfter(e, init) && (e.status === 400 || e.status === 404) && !methods(e).includes("initialize"))
         .filter((e) => !isModernRequest(e))
         .filter((e) => isSessionError(e) && !claimed(e));
       const e = hits[0];
@@ -229,7 +229,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
       const origin = reqHeader(e, "origin") ?? "<origin>";
       const method = e.facts.cors?.requestMethod?.toUpperCase();
       // The browser does not send a request whose preflight failed: when none followed, it was blocked.
-      const blocked = !ctx.exchanges.some((x) => x.id > e.id && x.path === e.path && x.method.toUpperCase() === method);
+      const blocked = !ctx.exchanges.some((x) => startedAfter(x, e) && x.path === e.path && x.method.toUpperCase() === method);
       return {
         summary:
           `The CORS preflight ${describe(e)} from ${origin} for ${method ?? "?"}: ` +
@@ -259,7 +259,7 @@ export const TRANSPORT_RULES: readonly DiagnosisRule[] = [
           !exposes(x, "mcp-session-id"),
       );
       if (!e) return null;
-      const next = ctx.of("mcp_post").find((x) => x.id > e.id && reqHeader(x, "mcp-session-id") === undefined);
+      const next = ctx.of("mcp_post").find((x) => startedAfter(x, e) && reqHeader(x, "mcp-session-id") === undefined);
       return {
         summary:
           `${describe(e)} assigned Mcp-Session-Id to the browser client at ${reqHeader(e, "origin")} without ` +
@@ -312,7 +312,7 @@ function sseStall(e: ClassifiedExchange, streamFailed: boolean): string | undefi
 /** The client sent a later request in another version and it was answered: the normal version fallback. */
 function retriedPast(mcp: readonly ClassifiedExchange[], e: ClassifiedExchange): boolean {
   const version = versionOf(e);
-  return mcp.some((x) => x.id > e.id && answeredOk(x) && versionOf(x) !== undefined && versionOf(x) !== version);
+  return mcp.some((x) => startedAfter(x, e) && answeredOk(x) && versionOf(x) !== undefined && versionOf(x) !== version);
 }
 
 /** Which side is behind, from the versions each offered (dates compare as strings). */
@@ -366,7 +366,7 @@ function answeredOtherVersion(ctx: DiagnosisContext): Finding | null {
     return is2xx(x) && m?.protocolVersionAnswered !== undefined && m.protocolVersionRequested !== undefined &&
       m.protocolVersionAnswered !== m.protocolVersionRequested;
   });
-  if (!e || ctx.of("mcp_post").some((x) => x.id > e.id)) return null;
+  if (!e || ctx.of("mcp_post").some((x) => startedAfter(x, e))) return null;
   const asked = e.facts.mcp?.protocolVersionRequested;
   const answered = e.facts.mcp?.protocolVersionAnswered;
   return {
@@ -390,7 +390,7 @@ function noSharedDiscoveredVersion(ctx: DiagnosisContext): Finding | null {
     return methods(x).includes("server/discover") && answeredOk(x) && asked !== undefined &&
       supported !== undefined && supported.length > 0 && !supported.includes(asked);
   });
-  if (!e || mcp.some((x) => x.id > e.id)) return null;
+  if (!e || mcp.some((x) => startedAfter(x, e))) return null;
   const asked = versionOf(e)!;
   const supported = e.facts.mcp?.supportedVersions ?? [];
   const side = behind(asked, supported);
