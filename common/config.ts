@@ -1,6 +1,7 @@
 // Command-line flags and environment variables, declared once in a table so that
 // parsing, validation and --help can never drift apart.
 import { parseArgs } from "node:util";
+import { isPostgresUrl } from "./database-location.js";
 
 /** A mistake in the user's flags or environment: printed as one line, exit code 2. */
 export class UsageError extends Error {}
@@ -233,13 +234,27 @@ function parserTable(specsList: readonly Specs[]): Record<string, { type: Kind }
 // Options the proxy and the inspector share: the same flag and variable name the same thing.
 
 /** The recording database: the proxy writes it, the inspector reads it. */
+/** A file path as it is; a PostgreSQL URL must parse (its password is never repeated back). */
+function parseDatabase(raw: string, where: string): string {
+  if (!isPostgresUrl(raw)) return raw;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`${where} is not a valid postgres:// URL`);
+  }
+  if (url.hostname === "" && !url.searchParams.has("host")) throw new UsageError(`${where} must name a host: postgres://user:password@host:5432/database`);
+  return raw;
+}
+
 export const RECORDING_DB_OPTION = option({
   flag: "db",
   env: "MCP_LENS_DB",
   kind: "string",
   default: "./data/mcp-lens.db",
-  valueName: "PATH",
-  help: "SQLite file for recorded exchanges (its directory is created when its parent exists)",
+  valueName: "PATH|URL",
+  help: "SQLite file for recorded exchanges (its directory is created when its parent exists), or a postgres://user:password@host/db URL that several replicas share",
+  parse: parseDatabase,
 });
 
 /** The admin port's token: the proxy requires it, the inspector sends it to /live. */

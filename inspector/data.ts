@@ -10,6 +10,7 @@ import type { ClassifiedExchange } from "../analysis/exchange.js";
 import type { ClientFamily, DiagnosisCode, Handshake, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
 import type { LiveMessage } from "../common/live-protocol.js";
+import { oneLineMessage } from "../common/database-location.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
 import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
 import { withVerdict } from "../analysis/verdict.js";
@@ -94,8 +95,7 @@ function openReadOnly(file: string): Database {
     return db;
   } catch (error) {
     db?.close();
-    const message = (error instanceof Error ? error.message : String(error)).replace(/\s*\n\s*/g, " ");
-    throw new Error(`cannot open database ${file}: ${message}`, { cause: error });
+    throw new Error(`cannot open database ${file}: ${oneLineMessage(error)}`, { cause: error });
   }
 }
 

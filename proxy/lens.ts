@@ -14,8 +14,9 @@ import type { Logger } from "../common/log.js";
 import { LensMetrics } from "./admin/metrics.js";
 import { Recorder, recorderConfig } from "./record/recorder.js";
 import type { ProxySettings } from "./settings.js";
-import { nextExchangeId, openDatabase } from "../store/db.js";
+import { openProxyStore } from "../store/proxy-store.js";
 import { createTrustPolicy } from "../common/trust.js";
+import { shownDatabase, withoutPassword } from "../common/database-location.js";
 import { VERSION } from "../common/version.js";
 
 export interface Lens {
@@ -25,21 +26,6 @@ export interface Lens {
   recorder: Recorder;
   /** Graceful stop: stop accepting, drain, flush every record, close the DB. */
   close(): Promise<void>;
-}
-
-/**
- * The upstream as shown to anyone (/health, the logs, the meta table the inspector reads): an
- * --upstream may carry credentials (http://user:password@host), which only forwarding needs.
- */
-export function displayUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password === "") return url;
-    parsed.password = "***";
-    return parsed.toString().replace(/\/$/, "");
-  } catch {
-    return url;
-  }
 }
 
 /** Cross-option checks parseOptions cannot make: one line, like any other usage error. */
@@ -55,11 +41,14 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 
 export async function startLens(settings: ProxySettings, logger: Logger): Promise<Lens> {
   checkSettings(settings);
-  const upstreamShown = displayUrl(settings.upstream);
+  // An --upstream may carry credentials (http://user:password@host), which only forwarding needs.
+  const upstreamShown = withoutPassword(settings.upstream);
   const trust = createTrustPolicy(settings.trustProxy, settings.trustedProxies);
   // Opened here first: migrations, and a one-line error before anything listens.
-  const db = openDatabase(settings.db, { maxSizeBytes: settings.dbMaxSize || undefined });
-  let nextId = nextExchangeId(db);
+  const store = await openProxyStore(settings.db, {
+    maxSizeBytes: settings.dbMaxSize || undefined,
+    onError: (err) => logger.warn({ err }, "cannot reserve exchange ids in the database: exchanges are forwarded, not recorded, once the ids in hand run out"),
+  });
 
   // The gauges and the live feed call into the forwarder and the recorder only once traffic flows.
   const metrics = new LensMetrics(VERSION, {
@@ -77,8 +66,8 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
       },
     },
     logger,
-  ).catch((error: Error) => {
-    db.close();
+  ).catch(async (error: Error) => {
+    await store.close();
     throw error;
   });
 
@@ -91,7 +80,8 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     headerTimeoutMs: settings.headerTimeout,
     requestTimeoutMs: settings.requestTimeout,
     upstreamMaxSockets: settings.upstreamMaxSockets,
-    nextId: () => nextId++,
+    // 0: no id could be had (PostgreSQL unreachable for long): forwarded, counted as not recorded.
+    nextId: () => store.nextId() ?? 0,
     onExchange: (raw) => recorder.enqueue(raw),
   });
   // requestTimeout bounds receiving a whole request, body included (a slow-body client holds a
@@ -143,7 +133,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
     server.close();
     await recorder.close();
     live.close();
-    db.close();
+    await store.close();
     const e = error as NodeJS.ErrnoException;
     throw new Error(`cannot listen: ${e.code === "EADDRINUSE" ? `address ${(e as { address?: string }).address}:${(e as { port?: number }).port} is already in use` : e.message}`);
   }
@@ -151,12 +141,10 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
   const url = urlOf(publicAddress);
   const adminUrl = urlOf(adminAddress);
   // Where this proxy runs, for the inspector: replays go through it so they are recorded too.
-  const setMeta = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
-  for (const [key, value] of Object.entries({ upstream: upstreamShown, proxy_url: url, admin_url: adminUrl, version: VERSION })) {
-    setMeta.run(key, value);
-  }
-  db.close(); // from here on only the recorder thread writes
-  logger.info({ url, adminUrl, upstream: upstreamShown, db: settings.db }, "mcp-lens proxy listening");
+  await store.writeMeta({ upstream: upstreamShown, proxy_url: url, admin_url: adminUrl, version: VERSION }).catch((err: unknown) => {
+    logger.warn({ err }, "could not write this proxy's address for the inspector");
+  });
+  logger.info({ url, adminUrl, upstream: upstreamShown, db: shownDatabase(settings.db) }, "mcp-lens proxy listening");
 
   let closing: Promise<void> | null = null;
   return {
@@ -174,6 +162,7 @@ export async function startLens(settings: ProxySettings, logger: Logger): Promis
         await recorder.close();
         live.close();
         forwarder.close();
+        await store.close();
         await new Promise<void>((resolve) => admin.close(() => resolve()));
         admin.closeAllConnections();
         logger.info(recorder.stats(), "stopped");

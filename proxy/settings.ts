@@ -11,9 +11,17 @@ import {
   parseRegexList,
   parseSize,
   RECORDING_DB_OPTION,
+  UsageError,
   type Values,
 } from "../common/config.js";
+import { hostname } from "node:os";
 import { parseAllowedHosts, parseAllowedOrigins } from "./admin/admin-access.js";
+
+/** A replica's name is shown in the inspector and used as a metric label: a short plain name. */
+function parseReplicaName(raw: string, where: string): string {
+  if (!/^[A-Za-z0-9._:-]{1,100}$/.test(raw)) throw new UsageError(`${where} must be 1 to 100 letters, digits, '.', '_', ':' or '-', got '${raw.slice(0, 100)}'`);
+  return raw;
+}
 
 export const PROXY_OPTIONS = {
   upstream: option({
@@ -61,6 +69,15 @@ export const PROXY_OPTIONS = {
   }),
   adminToken: ADMIN_TOKEN_OPTION,
   db: RECORDING_DB_OPTION,
+  replica: option({
+    flag: "replica",
+    env: "MCP_LENS_REPLICA",
+    kind: "string",
+    default: hostname(),
+    valueName: "NAME",
+    help: "This proxy's name in the recording, where several write one PostgreSQL database (default: the host name)",
+    parse: parseReplicaName,
+  }),
   trustProxy: option({
     flag: "trust-proxy",
     env: "MCP_LENS_TRUST_PROXY",

@@ -3,8 +3,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3, { type Database } from "better-sqlite3";
+import { oneLineMessage } from "../common/database-location.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
-import { migrate, MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
+import { migrate, MIGRATIONS, SCHEMA_VERSION, type ExchangeRow } from "./schema.js";
 
 export interface OpenDatabaseOptions {
   readonly?: boolean;
@@ -33,7 +34,7 @@ export function openDatabase(file: string, options: OpenDatabaseOptions = {}): D
     return db;
   } catch (err) {
     db?.close();
-    throw new Error(`cannot open database ${file}: ${oneLine(err)}`, { cause: err });
+    throw new Error(`cannot open database ${file}: ${oneLineMessage(err)}`, { cause: err });
   }
 }
 
@@ -117,7 +118,8 @@ function capSize(db: Database, maxSizeBytes: number): void {
   db.pragma(`max_page_count = ${Math.max(1, Math.floor(maxSizeBytes / pageSize))}`);
 }
 
-function oneLine(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return message.replace(/\s*\n\s*/g, " ");
+/** Reads one stored exchange's row by id: what the recorder's analysis diagnoses from. */
+export function exchangeById(db: Database): (id: number) => ExchangeRow | undefined {
+  const select = db.prepare("SELECT * FROM exchanges WHERE id = ?");
+  return (id) => select.get(id) as ExchangeRow | undefined;
 }

@@ -4,10 +4,20 @@
 // a NUL character (which its text cannot hold) stored as U+FFFD.
 // What an error means comes from its SQLSTATE class: the connection or the server going away is
 // worth waiting for; a value PostgreSQL cannot hold, or a statement it rejects, is not.
-import pg, { type Pool, type PoolClient } from "pg";
+import pg, { type ClientBase, type Pool } from "pg";
 import type { Handshake } from "../analysis/handshake.js";
 import { exchangeRowValues, HANDSHAKE_COLUMNS, handshakeToRow, ROW_COLUMNS, type ExchangeRow } from "./schema.js";
 import type { RecordSink, WriteFailure } from "./sink.js";
+
+/** Every connection's: bounded waits, and 64-bit integers read as numbers. */
+export function clientSettings(connectionString: string): pg.ClientConfig {
+  return {
+    connectionString,
+    connectionTimeoutMillis: 5_000,
+    query_timeout: 10_000,
+    types: { getTypeParser: (oid: number, format?: string) => (oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as "text")) } as pg.CustomTypesConfig,
+  };
+}
 
 /**
  * A small pool for the recorder: bounded waits (a server that stops answering is an error to
@@ -15,14 +25,7 @@ import type { RecordSink, WriteFailure } from "./sink.js";
  * an idle connection the server closes (a restart) reported, not thrown into the thread.
  */
 export function createPostgresPool(connectionString: string, onIdleError: (err: Error) => void, max = 2): Pool {
-  const pool = new pg.Pool({
-    connectionString,
-    max,
-    connectionTimeoutMillis: 5_000,
-    query_timeout: 10_000,
-    idleTimeoutMillis: 30_000,
-    types: { getTypeParser: (oid: number, format?: string) => (oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as "text")) } as pg.CustomTypesConfig,
-  });
+  const pool = new pg.Pool({ ...clientSettings(connectionString), max, idleTimeoutMillis: 30_000 });
   pool.on("error", onIdleError);
   return pool;
 }
@@ -46,12 +49,23 @@ const withoutNul = (value: unknown) => (typeof value === "string" && value.inclu
 const ROWS_PER_STATEMENT = 1_000;
 
 /** Inserts `rows` in statements of ROWS_PER_STATEMENT, within the caller's transaction. */
-async function insertRows<T>(client: PoolClient, table: string, columns: readonly string[], tail: string, rows: readonly T[], values: (row: T) => unknown[]): Promise<void> {
+async function insertRows<T>(client: ClientBase, table: string, columns: readonly string[], tail: string, rows: readonly T[], values: (row: T) => unknown[]): Promise<void> {
   for (let from = 0; from < rows.length; from += ROWS_PER_STATEMENT) {
     const chunk = rows.slice(from, from + ROWS_PER_STATEMENT);
     await client.query(insertSql(table, columns, chunk.length, tail), chunk.flatMap(values).map(withoutNul));
   }
 }
+
+/** Inserts or rewrites the handshakes, within the caller's transaction. */
+export function upsertHandshakes(client: ClientBase, handshakes: readonly Handshake[]): Promise<void> {
+  return insertRows(client, "handshakes", HANDSHAKE_COLUMNS, HANDSHAKE_TAIL, handshakes, (h) => {
+    const row = handshakeToRow(h);
+    return HANDSHAKE_COLUMNS.map((column) => row[column]);
+  });
+}
+
+/** The channel a replica's batch notifies when it commits exchanges. */
+export const RECORDED_CHANNEL = "mcp_lens_recorded";
 
 /**
  * SQLSTATE classes of a batch that will never go in: a value it cannot hold (22), integrity (23),
@@ -79,10 +93,9 @@ export function postgresSink(pool: Pool): RecordSink {
       try {
         await client.query("BEGIN");
         await insertRows(client, "exchanges", ROW_COLUMNS, EXCHANGE_TAIL, rows, exchangeRowValues);
-        await insertRows(client, "handshakes", HANDSHAKE_COLUMNS, HANDSHAKE_TAIL, handshakes, (h) => {
-          const row = handshakeToRow(h);
-          return HANDSHAKE_COLUMNS.map((column) => row[column]);
-        });
+        await upsertHandshakes(client, handshakes);
+        // Delivered at commit, to the analyser (proxy/record/shared-analyser.ts): new rows to read.
+        if (rows.length > 0) await client.query(`NOTIFY ${RECORDED_CHANNEL}`);
         await client.query("COMMIT");
       } catch (err) {
         broken = err as Error;

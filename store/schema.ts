@@ -85,6 +85,8 @@ const V2 = `
       CREATE INDEX exchanges_handshake_id ON exchanges (handshake_id, id) WHERE handshake_id IS NOT NULL;
     `;
 
+const REPLICA_COLUMN = "ALTER TABLE exchanges ADD COLUMN replica TEXT;";
+
 export const MIGRATIONS: Migration[] = [
   {
     version: 1,
@@ -130,6 +132,21 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE handshakes ADD COLUMN era_fallback INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE handshakes ADD COLUMN registration TEXT NOT NULL DEFAULT 'none';
     `,
+  },
+  {
+    version: 5,
+    up: {
+      // The proxy that recorded the exchange (--replica, default the host name): several write one
+      // PostgreSQL database, and a handshake's steps may each have gone through a different one.
+      sqlite: REPLICA_COLUMN,
+      // Shared by the replicas: exchange ids, handed out in blocks (store/id-blocks.ts), since each
+      // replica numbers its exchanges before they are written; and the redaction key, so that one
+      // token has one fingerprint whichever replica saw it (the analyser links by fingerprint).
+      postgres: `${REPLICA_COLUMN}
+      CREATE SEQUENCE exchange_id_blocks MINVALUE 0 START 0;
+      CREATE TABLE lens_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `,
+    },
   },
 ];
 
@@ -182,6 +199,7 @@ export interface ExchangeRow {
   sse_events: number | null;
   handshake_id: number | null;
   forwarding: string | null;
+  replica: string | null;
 }
 
 /** The exchanges table's columns a row fills, in insert order. */
@@ -191,7 +209,7 @@ export const ROW_COLUMNS: ReadonlyArray<keyof ExchangeRow> = [
   "user_agent", "origin", "session_id", "client_id", "bearer_fp", "mcp_method",
   "req_headers", "req_body", "req_body_encoding", "req_body_size", "req_body_truncated", "req_body_decoded",
   "res_headers", "res_body", "res_body_encoding", "res_body_size", "res_body_truncated", "res_body_decoded",
-  "sse_events", "handshake_id", "forwarding",
+  "sse_events", "handshake_id", "forwarding", "replica",
 ];
 
 /**
@@ -207,7 +225,7 @@ export function exchangeRowValues(row: ExchangeRow): Array<ExchangeRow[keyof Exc
 
 const flag = (b: boolean): 0 | 1 => (b ? 1 : 0);
 
-export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null = null): ExchangeRow {
+export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null = null, replica: string | null = e.replica ?? null): ExchangeRow {
   const { facts } = e;
   return {
     id: e.id,
@@ -246,6 +264,7 @@ export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null 
     sse_events: e.sseEvents,
     handshake_id: handshakeId,
     forwarding: forwardingColumn(e),
+    replica,
   };
 }
 
@@ -284,6 +303,7 @@ export function rowToExchange(row: ExchangeRow): ClassifiedExchange {
     responseBody: body(row.res_body, row.res_body_encoding, row.res_body_size, row.res_body_truncated, row.res_body_decoded),
     sseEvents: row.sse_events,
     ...forwardingOf(row.forwarding),
+    ...(row.replica === null ? {} : { replica: row.replica }),
     kind: row.kind as ExchangeKind,
     facts: JSON.parse(row.facts) as ClassifiedExchange["facts"],
   };

@@ -13,7 +13,7 @@ export interface AdminDeps {
   /** The recorder's state now (asked of its thread; the metrics read the answer too). */
   recorder: () => Promise<WriterStats>;
   inFlight: () => number;
-  /** The upstream as shown to anyone: without its password (see displayUrl). */
+  /** The upstream as shown to anyone: without its password (see withoutPassword). */
   upstream: string;
   /** The whole Prometheus scrape: this process's registry and the recorder thread's. */
   metrics: () => Promise<string>;

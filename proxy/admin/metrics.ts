@@ -148,6 +148,7 @@ export class TrafficMetrics {
   private readonly handshakesFailed: Counter<"client_family" | "failed_step" | "code" | "era" | "registration">;
   private readonly eraFallbacks: Counter<"client_family">;
   private readonly batchSize: Histogram;
+  private readonly analyser: Gauge;
   private readonly toolLabels = new Set<string>();
   /** What was already counted per handshake: its terminal outcomes and its era fallback (bounded, most recent kept). */
   private readonly counted = new Map<number, Set<HandshakeOutcome | "era_fallback">>();
@@ -201,6 +202,18 @@ export class TrafficMetrics {
     });
     for (const family of CLIENT_FAMILIES) this.eraFallbacks.inc({ client_family: family }, 0);
     this.batchSize = new Histogram({ name: "mcp_lens_recorder_batch_size", help: "Exchanges per committed batch", buckets: [1, 5, 10, 25, 50, 100, 250, 500], registers });
+    // Handshake metrics come from the analyser alone: on PostgreSQL one replica, elected, counts
+    // every replica's handshakes, so sum() over replicas counts each once.
+    this.analyser = new Gauge({
+      name: "mcp_lens_analyser",
+      help: "1 where this process groups and diagnoses handshakes (and counts the handshake metrics): every proxy on SQLite, the one elected replica on PostgreSQL",
+      registers,
+    });
+    this.analyser.set(1);
+  }
+
+  setAnalyser(active: boolean): void {
+    this.analyser.set(active ? 1 : 0);
   }
 
   /** Names from the upstream's tools/list answers (see listedToolNames): each may become a tool label. */
@@ -228,27 +241,32 @@ export class TrafficMetrics {
    * Counts each handshake once when first seen, once the first time it succeeds or fails (with
    * the era and registration it has then), and once when it is first seen to have fallen back
    * from the modern era. Called with the handshakes as each batch leaves them: one that failed
-   * and recovered within a batch is counted as it ended.
+   * and recovered within a batch is counted as it ended. `count` false: what they are at was
+   * counted elsewhere (by the analyser before this one), only remembered here.
    */
-  observeHandshakes(handshakes: Handshake[]): void {
+  observeHandshakes(handshakes: Handshake[], count = true): void {
     for (const h of handshakes) {
       const seen = this.counted.get(h.id);
-      if (seen === undefined) this.handshakesStarted.inc({ client_family: h.clientFamily });
+      if (seen === undefined && count) this.handshakesStarted.inc({ client_family: h.clientFamily });
       const counted = seen ?? new Set<HandshakeOutcome | "era_fallback">();
       if ((h.outcome === "succeeded" || h.outcome === "failed") && !counted.has(h.outcome)) {
         counted.add(h.outcome);
-        const labels = { client_family: h.clientFamily, era: eraLabel(h.era), registration: registrationLabel(h.registration) };
-        if (h.outcome === "succeeded") this.handshakesSucceeded.inc(labels);
-        else this.handshakesFailed.inc({ ...labels, failed_step: h.failedStep ?? "unknown", code: h.diagnoses[0]?.code ?? "none" });
+        if (count) this.countEnd(h);
       }
       if (h.eraFallback && !counted.has("era_fallback")) {
         counted.add("era_fallback");
-        this.eraFallbacks.inc({ client_family: h.clientFamily });
+        if (count) this.eraFallbacks.inc({ client_family: h.clientFamily });
       }
       this.counted.delete(h.id); // re-insert: the map's order is recency, the oldest go first
       this.counted.set(h.id, counted);
     }
     while (this.counted.size > MAX_TRACKED_HANDSHAKES) this.counted.delete(this.counted.keys().next().value!);
+  }
+
+  private countEnd(h: Handshake): void {
+    const labels = { client_family: h.clientFamily, era: eraLabel(h.era), registration: registrationLabel(h.registration) };
+    if (h.outcome === "succeeded") this.handshakesSucceeded.inc(labels);
+    else this.handshakesFailed.inc({ ...labels, failed_step: h.failedStep ?? "unknown", code: h.diagnoses[0]?.code ?? "none" });
   }
 
   observeBatch(size: number): void {

@@ -1,8 +1,8 @@
 // Off the request path, for each classified exchange: assign it to a connector handshake
 // (analysis/handshakes.ts), diagnose the handshakes that changed (analysis/diagnose/), count them.
-// Both are pure; this module feeds them the exchanges they need, from the database or the
-// writer's queue.
-import type { Database } from "better-sqlite3";
+// Both are pure; this module feeds them the exchanges they need, through a lookup: the database
+// or the writer's queue (SQLite, in the recorder thread), or rows read ahead (the PostgreSQL
+// analyser, which asks idsToRead first: its reads cannot be synchronous).
 import { diagnose } from "../../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Diagnosis, Handshake } from "../../analysis/handshake.js";
@@ -24,27 +24,29 @@ function signature(h: Handshake): string {
 
 const verdictKey = (h: Handshake) => `${h.outcome}|${h.failedStep}`;
 
+/** The exchanges a diagnosis reads: all of them, or a very long session's first and last. */
+function diagnosedIds(ids: number[]): number[] {
+  const half = MAX_DIAGNOSED_EXCHANGES / 2;
+  return ids.length > MAX_DIAGNOSED_EXCHANGES ? [...ids.slice(0, half), ...ids.slice(-half)] : ids;
+}
+
 export class HandshakeAnalysis {
   private readonly tracker = new HandshakeTracker();
   private readonly diagnosed = new Map<number, { signature: string; diagnoses: Diagnosis[] }>();
   /** The outcome and failed step last handed out per handshake, to report only changes on tick. */
   private readonly reported = new Map<number, string>();
-  private readonly selectExchange;
 
   /**
-   * Diagnosis reads a handshake's exchanges back from the database, and those not written yet
-   * from `unwritten` (the writer's queue). No cache of recent exchanges: holding every one for
+   * Diagnosis reads a handshake's exchanges through `lookup`: from the database, and those not
+   * written yet from the writer's queue. No cache of recent exchanges: holding every one for
    * seconds, just in case, had each promoted to the old generation and cost ~12 MiB of RSS at
    * peak, for a diagnosis that runs only when a handshake's setup changes (see signature).
    */
   constructor(
-    db: Database,
-    private readonly unwritten: (id: number) => ExchangeRow | undefined,
+    private readonly lookup: (id: number) => ExchangeRow | undefined,
     /** Diagnoses that threw, once per batch: the first error and how many. */
     private readonly onError: (err: unknown, count: number) => void = () => {},
-  ) {
-    this.selectExchange = db.prepare("SELECT * FROM exchanges WHERE id = ?");
-  }
+  ) {}
 
   /**
    * Places the exchange into its handshake; returns the handshake's id (null: none). The
@@ -59,11 +61,20 @@ export class HandshakeAnalysis {
    * changed. `dropped`: an exchange the writer could not queue, which no lookup would find.
    */
   changed(dropped?: ClassifiedExchange): Handshake[] {
+    return this.judgeChanged(this.takeChanged(), dropped);
+  }
+
+  /** changed in two steps, for a caller that reads the exchanges (idsToRead) in between. */
+  takeChanged(): Handshake[] {
+    return this.tracker.takeChanged();
+  }
+
+  judgeChanged(handshakes: Handshake[], dropped?: ClassifiedExchange): Handshake[] {
     const now = this.tracker.now;
     const judged: Handshake[] = [];
     let failures = 0;
     let firstError: unknown;
-    for (const h of this.tracker.takeChanged()) {
+    for (const h of handshakes) {
       try {
         judged.push(this.judge(h, now, dropped));
       } catch (err) {
@@ -84,11 +95,20 @@ export class HandshakeAnalysis {
    * handshakes whose outcome or failed step changed since they were last handed out.
    */
   tick(now: number): Handshake[] {
+    return this.judgeTick(this.tickCandidates(now), now);
+  }
+
+  /** tick in two steps, for a caller that reads the exchanges (idsToRead) in between. */
+  tickCandidates(now: number): Handshake[] {
     const candidates = new Map<number, Handshake>();
     for (const h of this.tracker.evictIdle(now)) candidates.set(h.id, h);
     for (const h of this.tracker.snapshot(now)) if (!candidates.has(h.id) && h.outcome !== "succeeded") candidates.set(h.id, h);
+    return [...candidates.values()];
+  }
+
+  judgeTick(candidates: Handshake[], now: number): Handshake[] {
     const changed: Handshake[] = [];
-    for (const h of candidates.values()) {
+    for (const h of candidates) {
       const judged = withVerdict(h, this.diagnosesOf(h), now);
       if (this.reported.get(h.id) !== verdictKey(judged)) changed.push(this.report(judged));
     }
@@ -106,6 +126,11 @@ export class HandshakeAnalysis {
     return h;
   }
 
+  /** The exchange ids judging `h` will read: none while its diagnosis is current. */
+  idsToRead(h: Handshake): number[] {
+    return this.diagnosed.get(h.id)?.signature === signature(h) ? [] : diagnosedIds(h.exchangeIds);
+  }
+
   private diagnosesOf(h: Handshake, current?: ClassifiedExchange): Diagnosis[] {
     const sig = signature(h);
     let entry = this.diagnosed.get(h.id);
@@ -119,15 +144,13 @@ export class HandshakeAnalysis {
   }
 
   private exchangesOf(ids: number[], current?: ClassifiedExchange): ClassifiedExchange[] {
-    const half = MAX_DIAGNOSED_EXCHANGES / 2;
-    const chosen = ids.length > MAX_DIAGNOSED_EXCHANGES ? [...ids.slice(0, half), ...ids.slice(-half)] : ids;
     const found: ClassifiedExchange[] = [];
-    for (const id of chosen) {
+    for (const id of diagnosedIds(ids)) {
       if (id === current?.id) {
         found.push(current);
         continue;
       }
-      const row = this.unwritten(id) ?? (this.selectExchange.get(id) as ExchangeRow | undefined);
+      const row = this.lookup(id);
       if (row) found.push(rowToExchange(row));
     }
     return found;

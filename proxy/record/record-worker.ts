@@ -15,10 +15,14 @@ import { TrafficMetrics } from "../admin/metrics.js";
 import { toRecorded } from "../../recording/record.js";
 import type { RecorderConfig, ToRecorder, ToProxy } from "./recorder.js";
 import { createRedactor, loadOrCreateRedactionKey } from "../../recording/redact.js";
-import { openDatabase } from "../../store/db.js";
+import { exchangeById, openDatabase } from "../../store/db.js";
 import { makeRoom, startRetention } from "../../store/retention.js";
 import { recordedBytes, RecordWriter } from "../../store/writer.js";
-import { sqliteSink } from "../../store/sink.js";
+import { sqliteSink, type RecordSink } from "../../store/sink.js";
+import { databaseLocation } from "../../common/database-location.js";
+import { openPostgres, sharedRedactionKey } from "../../store/postgres.js";
+import { postgresSink } from "../../store/postgres-sink.js";
+import { SharedAnalyser } from "./shared-analyser.js";
 import type { ExchangeRow } from "../../store/schema.js";
 import { runAsBatchJob } from "./scheduling.js";
 
@@ -36,8 +40,10 @@ const log = createBatchedLogger(config.logLevel);
 const logger = log.logger;
 // Opt-in (--log-exchanges): building and writing the line was a sixth of this thread's work.
 const logExchanges = config.logExchanges && logger.isLevelEnabled("info");
-const db = openDatabase(config.db, { maxSizeBytes: config.dbMaxSize || undefined });
-const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
+const metrics = new TrafficMetrics();
+const location = databaseLocation(config.db);
+const store = location.kind === "sqlite" ? openSqliteStore(location.file) : await openSharedStore(location.url);
+const redactor = createRedactor(store.redactionKey, {
   headers: config.redactHeaders,
   fields: config.redactFields,
   paths: config.redactPaths,
@@ -45,34 +51,86 @@ const redactor = createRedactor(loadOrCreateRedactionKey(config.db), {
 // Decoding stops at the recording cap: what is decoded is at most what would be recorded.
 const recordOptions = { maxDecodedBytes: config.maxBody };
 const classify = createClassifier();
-// What the last run left in progress can no longer progress: this run's tracker starts empty.
-const settledAtStart = settleUnfinishedHandshakes(db);
-if (settledAtStart > 0) logger.info({ handshakes: settledAtStart }, "settled the handshakes the last run left in progress");
-// Exchanges not written yet come from the writer's queue (declared below; asked only once it runs).
-const analysis: HandshakeAnalysis = new HandshakeAnalysis(
-  db,
-  (id): ExchangeRow | undefined => writer.unwrittenRow(id),
-  (err, count) => logger.error({ err, count }, "could not diagnose handshakes: stored without their diagnosis"),
-);
-const metrics = new TrafficMetrics();
+
+interface RecordingStore {
+  sink: RecordSink;
+  redactionKey: Buffer;
+  /** SQLite: this proxy sees all the traffic it records, and analyses it here, as it is classified. */
+  analysis: HandshakeAnalysis | null;
+  /** Deletes the oldest records when the database is full. */
+  makeRoom?: () => number;
+  close(): Promise<void>;
+}
+
+function openSqliteStore(file: string): RecordingStore {
+  const db = openDatabase(file, { maxSizeBytes: config.dbMaxSize || undefined });
+  // What the last run left in progress can no longer progress: this run's tracker starts empty.
+  const settledAtStart = settleUnfinishedHandshakes(db);
+  if (settledAtStart > 0) logger.info({ handshakes: settledAtStart }, "settled the handshakes the last run left in progress");
+  // Exchanges not written yet come from the writer's queue (declared below; asked only once it runs).
+  const storedExchange = exchangeById(db);
+  const analysis = new HandshakeAnalysis(
+    (id): ExchangeRow | undefined => writer.unwrittenRow(id) ?? storedExchange(id),
+    (err, count) => logger.error({ err, count }, "could not diagnose handshakes: stored without their diagnosis"),
+  );
+  const stopRetention = startRetention(db, { maxAgeDays: config.retentionDays, maxRows: config.retentionRows }, logger);
+  return {
+    sink: sqliteSink(db),
+    redactionKey: loadOrCreateRedactionKey(file),
+    analysis,
+    // A full database keeps the newest traffic: the oldest records make room.
+    makeRoom: () => makeRoom(db),
+    async close() {
+      stopRetention();
+      db.close();
+    },
+  };
+}
+
+/**
+ * PostgreSQL, shared by replicas: each records what it forwards; the one elected analyser groups
+ * and diagnoses every replica's exchanges (shared-analyser.ts), so none is analysed here.
+ */
+async function openSharedStore(url: string): Promise<RecordingStore> {
+  const pool = await openPostgres(url, (err) => logger.warn({ err }, "a database connection closed: the next batch reconnects"));
+  const redactionKey = await sharedRedactionKey(pool).catch(async (err: unknown) => {
+    await pool.end();
+    throw err;
+  });
+  const analyser = new SharedAnalyser({ url, logger, metrics, holdMs: Math.max(1_000, 2 * config.flushInterval) });
+  analyser.start();
+  return {
+    sink: postgresSink(pool),
+    redactionKey,
+    analysis: null,
+    async close() {
+      await analyser.stop();
+      await pool.end();
+    },
+  };
+}
 
 let received = 0;
 let liveWanted = false;
 
+const analysis = store.analysis;
 const writer = new RecordWriter<RawExchange>({
-  sink: sqliteSink(db),
+  sink: store.sink,
   logger,
   flushIntervalMs: config.flushInterval,
   maxQueue: config.maxQueue,
-  // A full database keeps the newest traffic: the oldest records make room.
-  makeRoom: () => makeRoom(db),
-  prepare: (raw) => classify(toRecorded(raw, redactor, recordOptions)),
+  makeRoom: store.makeRoom,
+  prepare: (raw) => {
+    const exchange = classify(toRecorded(raw, redactor, recordOptions));
+    exchange.replica = config.replica;
+    return exchange;
+  },
   // The decoded, recorded size is what waits in memory, not the (compressed) bytes that arrived.
   measure: recordedBytes,
   // Every exchange that arrives is counted here, as it is classified, whether or not the
   // database can take it: the dashboards keep showing the traffic through a database outage.
   analyse: (exchange) => {
-    const handshakeId = analysis.analyse(exchange);
+    const handshakeId = analysis?.analyse(exchange) ?? null;
     // Tool labels come from the server's tools/list answers, before any call is counted.
     if (exchange.facts.mcp?.methods.includes("tools/list")) metrics.allowToolLabels(listedToolNames(exchange));
     metrics.observeExchange(exchange);
@@ -82,6 +140,7 @@ const writer = new RecordWriter<RawExchange>({
   },
   // Built and judged once per batch: the handshake metrics count what each batch left them at.
   changedHandshakes: (dropped) => {
+    if (!analysis) return [];
     const handshakes = analysis.changed(dropped);
     metrics.observeHandshakes(handshakes);
     return handshakes;
@@ -99,6 +158,7 @@ const writer = new RecordWriter<RawExchange>({
 // tick tries again.
 const settler = setInterval(() => {
   try {
+    if (!analysis) return;
     const settled = analysis.tick(Date.now());
     if (settled.length === 0) return;
     writer.enqueueHandshakes(settled);
@@ -107,7 +167,6 @@ const settler = setInterval(() => {
     logger.error({ err }, "could not settle idle handshakes");
   }
 }, SETTLE_CHECK_MS);
-const stopRetention = startRetention(db, { maxAgeDays: config.retentionDays, maxRows: config.retentionRows }, logger);
 const stats = setInterval(() => post({ type: "stats", stats: writer.stats(), received }), STATS_INTERVAL_MS);
 
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -144,11 +203,14 @@ port.on("message", (message: ToRecorder) => {
       clearInterval(settler);
       clearInterval(stats);
       const finish = () => {
-        stopRetention();
-        db.close();
-        log.close();
-        post({ type: "closed", stats: writer.stats(), received });
-        port.close();
+        void store.close().then(
+          () => undefined,
+          (err: unknown) => logger.error({ err }, "could not close the database"),
+        ).finally(() => {
+          log.close();
+          post({ type: "closed", stats: writer.stats(), received });
+          port.close();
+        });
       };
       // The last flush: what still cannot be written is counted as lost (a promise while a write is in flight).
       const closing = writer.close();

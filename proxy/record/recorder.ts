@@ -24,12 +24,13 @@ export type RecorderConfig = Pick<
   | "redactHeaders"
   | "redactFields"
   | "redactPaths"
+  | "replica"
 >;
 
 export function recorderConfig(settings: ProxySettings): RecorderConfig {
   const { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, logExchanges } = settings;
-  const { maxBody, redactHeaders, redactFields, redactPaths } = settings;
-  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, logExchanges, maxBody, redactHeaders, redactFields, redactPaths };
+  const { maxBody, redactHeaders, redactFields, redactPaths, replica } = settings;
+  return { db, dbMaxSize, flushInterval, maxQueue, retentionDays, retentionRows, logLevel, logExchanges, maxBody, redactHeaders, redactFields, redactPaths, replica };
 }
 
 export interface LiveBatch {
@@ -228,7 +229,8 @@ export class Recorder {
 
   /** On the request path: O(1), no I/O, never throws. */
   enqueue(raw: RawExchange): void {
-    if (this.dead !== null || this.closed) {
+    // Id 0: the database could hand out no id (see store/id-blocks.ts).
+    if (this.dead !== null || this.closed || raw.id <= 0) {
       this.dropped.db_error++;
       return;
     }

@@ -11,8 +11,8 @@ import type { ClassifiedExchange, RawExchange } from "../../analysis/exchange.js
 import { createLogger } from "../../common/log.js";
 import { toRecorded } from "../../recording/record.js";
 import { createRedactor, loadOrCreateRedactionKey, type Redactor } from "../../recording/redact.js";
-import { openDatabase } from "../../store/db.js";
-import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL } from "../../store/schema.js";
+import { exchangeById, openDatabase } from "../../store/db.js";
+import { exchangeRowValues, exchangeToRow, INSERT_EXCHANGE_SQL, type ExchangeRow } from "../../store/schema.js";
 import { RecordWriter } from "../../store/writer.js";
 import { sqliteSink } from "../../store/sink.js";
 import { createPostgresPool, postgresSink } from "../../store/postgres-sink.js";
@@ -86,10 +86,16 @@ function openStore(dir: string, name: string): Store {
   return { db: openDatabase(file), redactor: createRedactor(loadOrCreateRedactionKey(file)) };
 }
 
+/** The analysis's lookup as the recorder's: the writer's queue, then the file. */
+function lookupIn(db: Database, writer: () => RecordWriter<RawExchange>): (id: number) => ExchangeRow | undefined {
+  const stored = exchangeById(db);
+  return (id) => writer().unwrittenRow(id) ?? stored(id);
+}
+
 /** The writer wired as proxy/record/record-worker.ts wires it, minus metrics and the live feed; flushes only when told. */
 function lensWriter({ db, redactor }: Store): RecordWriter<RawExchange> {
   const classify = createClassifier();
-  const analysis: HandshakeAnalysis = new HandshakeAnalysis(db, (id) => writer.unwrittenRow(id));
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(lookupIn(db, () => writer));
   const writer: RecordWriter<RawExchange> = new RecordWriter<RawExchange>({
     sink: sqliteSink(db),
     logger: createLogger("silent"),
@@ -159,7 +165,7 @@ async function postgresWriterRate(url: string, dir: string, raws: RawExchange[],
   // reads are not what is measured here, the writes are.
   const store = openStore(dir, `pg-analysis-${repeat}.db`);
   const classify = createClassifier();
-  const analysis: HandshakeAnalysis = new HandshakeAnalysis(store.db, (id) => writer.unwrittenRow(id));
+  const analysis: HandshakeAnalysis = new HandshakeAnalysis(lookupIn(store.db, () => writer));
   const writer: RecordWriter<RawExchange> = new RecordWriter<RawExchange>({
     sink: postgresSink(pool),
     logger: createLogger("silent"),

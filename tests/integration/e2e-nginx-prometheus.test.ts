@@ -12,9 +12,8 @@
 //
 // Needs nginx and prometheus (promtool): skipped with a message where they are missing, a
 // failure under CI=true (.ci/run installs them).
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -26,8 +25,8 @@ import { CALLBACKS, ConnectorLikeProvider, signInWithCodaToken } from "../helper
 import { ROOT, startLensProcess, startServerProcess, tempDir, waitFor, type RunningLens, type RunningServer } from "../helpers/processes.js";
 import { conditionSignals, expandGrafanaVariables, vectorSelectors } from "../helpers/promql.js";
 import { closedPort } from "../helpers/upstream.js";
+import { NGINX, portOpen, startChild, type Child } from "../helpers/children.js";
 
-const NGINX = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p)) ?? "/usr/sbin/nginx";
 const PROMETHEUS = "/usr/bin/prometheus";
 const PROMTOOL = "/usr/bin/promtool";
 const MISSING = [NGINX, PROMETHEUS, PROMTOOL].filter((p) => !existsSync(p));
@@ -46,49 +45,6 @@ const ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef";
  * 443) and here `X-Forwarded-Proto: https`, so the server advertises https://127.0.0.1.
  */
 const PUBLIC = "https://127.0.0.1";
-
-// ---------------------------------------------------------------------------------------------
-// Child processes (nginx, Prometheus): output kept for failure messages, stopped for sure.
-
-interface Child {
-  child: ChildProcess;
-  output: string[];
-  exited: Promise<number | null>;
-  stop(): Promise<void>;
-}
-
-function startChild(command: string, args: string[]): Child {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const output: string[] = [];
-  child.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
-  child.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
-  const exited = new Promise<number | null>((resolve) => {
-    child.once("close", (code) => resolve(code));
-    child.once("error", (error) => {
-      output.push(String(error));
-      resolve(null);
-    });
-  });
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return { child, output, exited, stop };
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 /** Replaces `from` in `text`, failing loudly when a deploy file no longer has it. */
 function substitute(text: string, from: string | RegExp, to: string, file: string): string {

@@ -8,6 +8,7 @@ import { HandshakeAnalysis } from "../../proxy/record/analysis-feed.js";
 import { createLogger } from "../../common/log.js";
 import { migrate, type ExchangeRow } from "../../store/schema.js";
 import { RecordWriter } from "../../store/writer.js";
+import { exchangeById } from "../../store/db.js";
 import { sqliteSink } from "../../store/sink.js";
 import { flow, PRM } from "../helpers/diagnose-flow.js";
 
@@ -20,12 +21,12 @@ function recorder(lookUpUnwritten: boolean, options: { maxQueue?: number; lookUp
   const db = new BetterSqlite3(":memory:");
   open.push(db);
   migrate(db);
+  const storedExchange = exchangeById(db);
   const handshakes: Handshake[] = [];
   const errors: Array<{ err: unknown; count: number }> = [];
   let exchangesRecorded = 0;
   const analysis: HandshakeAnalysis = new HandshakeAnalysis(
-    db,
-    options.lookUp ?? ((id): ExchangeRow | undefined => (lookUpUnwritten ? writer.unwrittenRow(id) : undefined)),
+    (id): ExchangeRow | undefined => (options.lookUp ?? ((id) => (lookUpUnwritten ? writer.unwrittenRow(id) : undefined)))(id) ?? storedExchange(id),
     (err, count) => errors.push({ err, count }),
   );
   const writer: RecordWriter<ClassifiedExchange> = new RecordWriter<ClassifiedExchange>({

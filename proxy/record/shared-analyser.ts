@@ -1,0 +1,275 @@
+// Where several replicas write one PostgreSQL database, a connector's discovery may go through
+// one, its token request through another, its MCP calls through a third: only the exchanges of
+// all of them make its handshake. One replica, elected through the database (a session advisory
+// lock), groups and diagnoses everything every replica records, as a single proxy would its own
+// (the same HandshakeAnalysis), and writes the handshakes and each exchange's handshake id.
+//
+// Every replica runs this; the one holding the lock leads, the others retry it each second. The
+// lock lives on the leader's connection, and every write goes through that connection: a leader
+// that dies, or loses its connection, loses the lock and can write nothing more. Server-side TCP
+// keepalives on it free the lock of a leader whose host vanished within seconds.
+//
+// New exchanges are read in commit order (store/commit-cursor.ts), woken by the replicas' NOTIFY
+// at each commit. Replicas commit their batches on their own clocks, so an exchange is held for
+// `holdMs` after it ended and placed in the order exchanges ended, as a single proxy places them.
+// A new leader has no tracker state: it re-places the exchanges of the last half hour (the
+// tracker's own window) first, which rebuilds the handshakes under the same ids (a handshake's
+// id is its first exchange's), without counting them in the metrics again.
+import pg from "pg";
+import type { Logger } from "pino";
+import type { Handshake } from "../../analysis/handshake.js";
+import { settle } from "../../analysis/verdict.js";
+import type { TrafficMetrics } from "../admin/metrics.js";
+import { readCommitted, type CommitCursor } from "../../store/commit-cursor.js";
+import { clientSettings, RECORDED_CHANNEL, upsertHandshakes } from "../../store/postgres-sink.js";
+import { ROW_COLUMNS, rowToExchange, rowToHandshake, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
+import { HandshakeAnalysis } from "./analysis-feed.js";
+
+/** The lock the analyser holds, by name. */
+const LOCK_KEY = "hashtextextended('mcp-lens analyser', 0)";
+/** How often a follower asks for the lock, and how long a leader waits before it reads without a notification. */
+const ELECTION_MS = 1_000;
+const POLL_MS = 1_000;
+/** How often idle handshakes are re-judged (as the SQLite recorder does). */
+const SETTLE_CHECK_MS = 2_000;
+/** What a new leader re-places: the tracker's idle window, at most this many exchanges. */
+const TAKEOVER_WINDOW_MS = 30 * 60_000;
+const TAKEOVER_MAX_ROWS = 50_000;
+/** Rows read a page; exchanges held at most (beyond it the oldest are placed at once). */
+const PAGE = 1_000;
+const MAX_HELD = 10_000;
+
+export interface SharedAnalyserOptions {
+  url: string;
+  logger: Logger;
+  /** The handshake metrics (counted here only while leading) and the analyser gauge. */
+  metrics: TrafficMetrics;
+  /** How long an exchange waits, after it ended, for those that ended before it on other replicas. */
+  holdMs: number;
+}
+
+const endOf = (row: ExchangeRow) => row.started_at + (row.duration_ms ?? 0);
+const byEnd = (a: ExchangeRow, b: ExchangeRow) => endOf(a) - endOf(b) || a.id - b.id;
+
+/** One leadership's state: gone with the connection. */
+interface Lead {
+  client: pg.Client;
+  analysis: HandshakeAnalysis;
+  cursor: CommitCursor;
+  /** Read, not placed yet: waiting out holdMs. */
+  held: ExchangeRow[];
+  /** Rows the current step read, for the analysis's lookups. */
+  rows: Map<number, ExchangeRow>;
+  lastSettle: number;
+}
+
+export class SharedAnalyser {
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  /** A replica committed exchanges since the leader last waited. */
+  private notified = false;
+  private running: Promise<void> | undefined;
+  private client: pg.Client | undefined;
+  leading = false;
+
+  constructor(private readonly options: SharedAnalyserOptions) {
+    options.metrics.setAnalyser(false);
+  }
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  /** Stops leading (the lock goes with the connection) or campaigning. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.client?.end().catch(() => undefined);
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.campaign();
+      } catch (err) {
+        if (!this.stopped) this.options.logger.warn({ err }, this.leading ? "the analyser lost its database connection: another replica takes over" : "cannot reach the database to elect the analyser");
+      }
+      if (this.leading) this.options.logger.info("this replica no longer analyses handshakes");
+      this.leading = false;
+      this.options.metrics.setAnalyser(false);
+      await this.sleep(ELECTION_MS);
+    }
+  }
+
+  /** One connection's life: ask for the lock until it is granted, then lead until the connection fails. */
+  private async campaign(): Promise<void> {
+    const client = new pg.Client({ ...clientSettings(this.options.url), keepAlive: true });
+    // A connection that breaks also says so as an event: the failing query is what counts.
+    client.on("error", () => undefined);
+    client.on("notification", () => {
+      this.notified = true;
+      this.wake?.();
+    });
+    this.client = client;
+    try {
+      await client.connect();
+      // Server-side keepalives: the lock of a leader whose host vanished is freed in ~11 s.
+      await client.query("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3");
+      while (!this.stopped) {
+        const { rows } = await client.query<{ granted: boolean }>(`SELECT pg_try_advisory_lock(${LOCK_KEY}) AS granted`);
+        if (rows[0]?.granted) break;
+        await this.sleep(ELECTION_MS);
+      }
+      if (this.stopped) return;
+      this.leading = true;
+      this.options.metrics.setAnalyser(true);
+      this.options.logger.info("this replica analyses the handshakes of every replica now");
+      await client.query(`LISTEN ${RECORDED_CHANNEL}`);
+      const lead = await this.takeOver(client);
+      while (!this.stopped) {
+        await this.step(lead);
+        const due = lead.held[0] ? endOf(lead.held[0]) + this.options.holdMs - Date.now() : POLL_MS;
+        await this.sleep(Math.max(10, Math.min(POLL_MS, due)));
+      }
+    } finally {
+      this.client = undefined;
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * A new leader: settles what an analyser long gone left in progress, then re-places the recent
+   * exchanges to rebuild the open handshakes, and reads new ones from where that snapshot ends.
+   */
+  private async takeOver(client: pg.Client): Promise<Lead> {
+    const since = Date.now() - TAKEOVER_WINDOW_MS;
+    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
+    let recent: Array<{ id: number; rec_xid: string }>;
+    let known: HandshakeRow[];
+    let horizon: bigint;
+    try {
+      horizon = BigInt((await client.query<{ xmin: string }>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin")).rows[0]!.xmin);
+      recent = (
+        await client.query<{ id: number; rec_xid: string }>(
+          `SELECT id, rec_xid::text AS rec_xid FROM (SELECT id, rec_xid, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
+           WHERE started_at >= $1 ORDER BY started_at DESC LIMIT $2) recent ORDER BY ended, id`,
+          [since, TAKEOVER_MAX_ROWS],
+        )
+      ).rows;
+      known = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE id IN (SELECT handshake_id FROM exchanges WHERE started_at >= $1)", [since])).rows;
+      const stale = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' AND ended_at < $1", [since])).rows;
+      await upsertHandshakes(client, stale.map((row) => settle(rowToHandshake(row))));
+      await client.query("COMMIT");
+    } catch (err) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+    // What the analyser before counted stays counted: remembered here, not counted again.
+    this.options.metrics.observeHandshakes(known.map(rowToHandshake), false);
+    const rows = new Map<number, ExchangeRow>();
+    const analysis = new HandshakeAnalysis(
+      (id) => rows.get(id),
+      (err, count) => this.options.logger.error({ err, count }, "could not diagnose handshakes: stored without their diagnosis"),
+    );
+    const lead: Lead = {
+      client,
+      analysis,
+      cursor: { from: horizon, seen: new Map(recent.filter((r) => BigInt(r.rec_xid) >= horizon).map((r) => [r.id, BigInt(r.rec_xid)])) },
+      held: [],
+      rows,
+      lastSettle: Date.now(),
+    };
+    for (let from = 0; from < recent.length; from += PAGE) {
+      const rows = await this.rowsById(client, recent.slice(from, from + PAGE).map((r) => r.id));
+      await this.place(lead, rows.sort(byEnd));
+    }
+    if (recent.length > 0) this.options.logger.info({ exchanges: recent.length }, "re-placed the recent exchanges into their handshakes");
+    return lead;
+  }
+
+  /** New rows, the held ones that are due placed, and idle handshakes settled now and then. */
+  private async step(lead: Lead): Promise<void> {
+    for (let read = PAGE; read === PAGE && lead.held.length < MAX_HELD; ) {
+      const rows = await readCommitted(lead.client, lead.cursor, PAGE);
+      lead.held.push(...rows);
+      read = rows.length;
+    }
+    lead.held.sort(byEnd);
+    const dueBefore = Date.now() - this.options.holdMs;
+    let due = 0;
+    while (due < lead.held.length && (endOf(lead.held[due]!) <= dueBefore || lead.held.length - due > MAX_HELD)) due++;
+    if (due > 0) await this.place(lead, lead.held.splice(0, due));
+    if (Date.now() - lead.lastSettle >= SETTLE_CHECK_MS) {
+      lead.lastSettle = Date.now();
+      const candidates = lead.analysis.tickCandidates(Date.now());
+      await this.readAhead(lead, candidates);
+      await this.write(lead, [], lead.analysis.judgeTick(candidates, Date.now()));
+    }
+  }
+
+  /** Places rows (in the order they ended), judges the handshakes they changed, writes both. */
+  private async place(lead: Lead, rows: ExchangeRow[]): Promise<void> {
+    const assigned: Array<[number, number]> = [];
+    for (const row of rows) {
+      lead.rows.set(row.id, row);
+      const handshakeId = lead.analysis.analyse(rowToExchange(row));
+      if (handshakeId !== null) assigned.push([row.id, handshakeId]);
+    }
+    const changed = lead.analysis.takeChanged();
+    await this.readAhead(lead, changed);
+    await this.write(lead, assigned, lead.analysis.judgeChanged(changed));
+  }
+
+  /** Reads the exchanges the judging of `handshakes` will look up that this step has not read. */
+  private async readAhead(lead: Lead, handshakes: Handshake[]): Promise<void> {
+    const missing = [...new Set(handshakes.flatMap((h) => lead.analysis.idsToRead(h)))].filter((id) => !lead.rows.has(id));
+    for (let from = 0; from < missing.length; from += PAGE) {
+      for (const row of await this.rowsById(lead.client, missing.slice(from, from + PAGE))) lead.rows.set(row.id, row);
+    }
+  }
+
+  /** Each exchange's handshake id and the judged handshakes, in one transaction on the lock's connection. */
+  private async write(lead: Lead, assigned: Array<[number, number]>, handshakes: Handshake[]): Promise<void> {
+    lead.rows.clear();
+    if (assigned.length === 0 && handshakes.length === 0) return;
+    await lead.client.query("BEGIN");
+    try {
+      if (assigned.length > 0) {
+        await lead.client.query("UPDATE exchanges e SET handshake_id = a.handshake_id FROM unnest($1::bigint[], $2::bigint[]) AS a(id, handshake_id) WHERE e.id = a.id", [
+          assigned.map(([id]) => id),
+          assigned.map(([, handshakeId]) => handshakeId),
+        ]);
+      }
+      await upsertHandshakes(lead.client, handshakes);
+      await lead.client.query("COMMIT");
+    } catch (err) {
+      await lead.client.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+    this.options.metrics.observeHandshakes(handshakes);
+  }
+
+  private async rowsById(client: pg.Client, ids: number[]): Promise<ExchangeRow[]> {
+    if (ids.length === 0) return [];
+    return (await client.query<ExchangeRow>(`SELECT ${ROW_COLUMNS.join(", ")} FROM exchanges WHERE id = ANY($1::bigint[])`, [ids])).rows;
+  }
+
+  /** Waits `ms`, or less when a notification arrives (or arrived since the last wait) or stop is called. */
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped || this.notified) {
+      this.notified = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(), ms);
+      const done = () => {
+        clearTimeout(timer);
+        this.notified = false;
+        this.wake = undefined;
+        resolve();
+      };
+      this.wake = done;
+    });
+  }
+}
