@@ -456,8 +456,14 @@ const SECRETS = { MCP_LENS_ADMIN_TOKEN: "test-admin-token-0001", MCP_LENS_SERVER
 describe.runIf(DOCKER_COMPOSE || IN_CI)("docker-compose.yml", () => {
   const tmp = tempDir("mcp-lens-compose-");
   const envExample = read(".env.example");
-  const configIn = (dir: string) =>
-    run([DOCKER_COMPOSE ?? "docker-compose", "-f", path.join(ROOT, "docker-compose.yml"), "--project-directory", dir, "config"], { cwd: dir });
+  const configIn = (dir: string, profiles: string[] = []) =>
+    run([DOCKER_COMPOSE ?? "docker-compose", "-f", path.join(ROOT, "docker-compose.yml"), "--project-directory", dir, ...profiles.flatMap((p) => ["--profile", p]), "config"], { cwd: dir });
+  /** `docker-compose config`'s answer as an object. */
+  const parseConfig = async (yaml: string): Promise<ComposeConfig> => {
+    const parsed = await run([...composePython(DOCKER_COMPOSE!), "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"], { input: yaml });
+    expect(parsed.code, parsed.stderr).toBe(0);
+    return JSON.parse(parsed.stdout) as ComposeConfig;
+  };
   let config: ComposeConfig;
   const service = (name: string) => {
     const found = config.services[name];
@@ -481,11 +487,7 @@ describe.runIf(DOCKER_COMPOSE || IN_CI)("docker-compose.yml", () => {
     writeFileSync(path.join(tmp.dir, ".env"), env);
     const result = await configIn(tmp.dir);
     expect(result.code, result.stderr).toBe(0);
-    const parsed = await run([...composePython(DOCKER_COMPOSE), "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"], {
-      input: result.stdout,
-    });
-    expect(parsed.code, parsed.stderr).toBe(0);
-    config = JSON.parse(parsed.stdout) as ComposeConfig;
+    config = await parseConfig(result.stdout);
   });
 
   afterAll(() => tmp.cleanup());
@@ -497,6 +499,31 @@ describe.runIf(DOCKER_COMPOSE || IN_CI)("docker-compose.yml", () => {
     }
     expect(service("acme-companion").profiles).toEqual(["acme"]);
     expect(service("cloudflared").profiles).toEqual(["tunnel"]);
+    expect(service("postgres").profiles).toEqual(["postgres"]);
+    expect(service("mcp-lens-2").profiles).toEqual(["postgres"]);
+  });
+
+  it("--profile postgres: PostgreSQL and a second replica, both replicas on the database .env names", async () => {
+    const dir = path.join(tmp.dir, "postgres-profile");
+    mkdirSync(dir);
+    const url = "postgres://lens:test-postgres-password@postgres:5432/lens";
+    let env = envExample.replace("# POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=test-postgres-password").replace(/^# MCP_LENS_DB=postgres:.*$/m, `MCP_LENS_DB=${url}`);
+    for (const [name, value] of Object.entries(SECRETS)) env = env.replace(new RegExp(`^${name}=$`, "m"), `${name}=${value}`);
+    writeFileSync(path.join(dir, ".env"), env);
+    const result = await configIn(dir, ["postgres"]);
+    expect(result.code, result.stderr).toBe(0);
+    const withProfile = await parseConfig(result.stdout);
+    const [first, second, postgres] = ["mcp-lens", "mcp-lens-2", "postgres"].map((name) => withProfile.services[name]!);
+    expect(first!.environment).toMatchObject({ MCP_LENS_DB: url, MCP_LENS_REPLICA: "mcp-lens", VIRTUAL_HOST: "mcp.example.com" });
+    // nginx-proxy balances over every container of the VIRTUAL_HOST: both replicas.
+    expect(second!.environment).toMatchObject({ MCP_LENS_DB: url, MCP_LENS_REPLICA: "mcp-lens-2", VIRTUAL_HOST: "mcp.example.com", MCP_LENS_ADMIN_ALLOWED_HOSTS: "mcp-lens-2", MCP_LENS_UPSTREAM: "http://coda-mcp:8081" });
+    expect(second!.command).toEqual(["mcp-lens", "proxy"]);
+    expect(second!.ports ?? []).toEqual([]);
+    expect(postgres!.image).toMatch(/^postgres:/);
+    expect(postgres!.environment).toMatchObject({ POSTGRES_USER: "lens", POSTGRES_DB: "lens", POSTGRES_PASSWORD: "test-postgres-password" });
+    expect(postgres!.ports ?? []).toEqual([]);
+    expect(Object.keys(postgres!.networks ?? {})).toEqual(["internal"]);
+    expect(volumeAt(postgres!, "/var/lib/postgresql/data")).toBeDefined();
   });
 
   it("nginx-proxy: ports 80 and 443, the Docker socket read-only, the SSE settings in vhost.d", () => {
@@ -592,8 +619,8 @@ describe.runIf(DOCKER_COMPOSE || IN_CI)("docker-compose.yml", () => {
     }
     expect(Object.keys(config.networks).sort()).toEqual(["internal", "proxy"]);
     const on = (network: string) => Object.entries(config.services).filter(([, s]) => network in (s.networks ?? {})).map(([n]) => n).sort();
-    expect(on("internal")).toEqual(["coda-mcp", "grafana", "mcp-lens", "prometheus"]);
-    expect(on("proxy")).toEqual(["acme-companion", "cloudflared", "mcp-lens", "nginx-proxy"]);
+    expect(on("internal")).toEqual(["coda-mcp", "grafana", "mcp-lens", "mcp-lens-2", "postgres", "prometheus"]);
+    expect(on("proxy")).toEqual(["acme-companion", "cloudflared", "mcp-lens", "mcp-lens-2", "nginx-proxy"]);
   });
 
   // deploy/prometheus.yml and deploy/grafana/ are written alongside: where they exist, they must
