@@ -13,7 +13,7 @@ export interface RetentionOptions {
   now?: () => number;
 }
 
-const DAY_MS = 24 * 60 * 60 * 1000;
+export const DAY_MS = 24 * 60 * 60 * 1000;
 // While a backlog remains (a full batch was deleted), come back soon; otherwise rarely.
 const BACKLOG_INTERVAL_MS = 5_000;
 const IDLE_INTERVAL_MS = 60_000;

@@ -97,7 +97,13 @@ async function openSharedStore(url: string): Promise<RecordingStore> {
     await pool.end();
     throw err;
   });
-  const analyser = new SharedAnalyser({ url, logger, metrics, holdMs: Math.max(1_000, 2 * config.flushInterval) });
+  const analyser = new SharedAnalyser({
+    url,
+    logger,
+    metrics,
+    holdMs: Math.max(1_000, 2 * config.flushInterval),
+    retention: { maxAgeDays: config.retentionDays, maxRows: config.retentionRows, maxBytes: config.dbMaxSize || undefined },
+  });
   analyser.start();
   return {
     sink: postgresSink(pool),

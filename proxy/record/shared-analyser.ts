@@ -14,7 +14,8 @@
 // `holdMs` after it ended and placed in the order exchanges ended, as a single proxy places them.
 // A new leader has no tracker state: it re-places the exchanges of the last half hour (the
 // tracker's own window) first, which rebuilds the handshakes under the same ids (a handshake's
-// id is its first exchange's), without counting them in the metrics again.
+// id is its first exchange's), without counting them in the metrics again. The analyser also runs
+// retention (store/postgres-retention.ts): one replica deleting, in short batches.
 import pg from "pg";
 import type { Logger } from "pino";
 import type { Handshake } from "../../analysis/handshake.js";
@@ -22,6 +23,7 @@ import { settle } from "../../analysis/verdict.js";
 import type { TrafficMetrics } from "../admin/metrics.js";
 import { readCommitted, type CommitCursor } from "../../store/commit-cursor.js";
 import { clientSettings, RECORDED_CHANNEL, upsertHandshakes } from "../../store/postgres-sink.js";
+import { prunePostgresOnce, type PostgresRetentionOptions, type SizeCapState } from "../../store/postgres-retention.js";
 import { ROW_COLUMNS, rowToExchange, rowToHandshake, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
 import { HandshakeAnalysis } from "./analysis-feed.js";
 
@@ -38,6 +40,10 @@ const TAKEOVER_MAX_ROWS = 50_000;
 /** Rows read a page; exchanges held at most (beyond it the oldest are placed at once). */
 const PAGE = 1_000;
 const MAX_HELD = 10_000;
+/** Retention: exchanges deleted a transaction, and how often it runs with and without a backlog. */
+const PRUNE_BATCH = 1_000;
+const PRUNE_BACKLOG_MS = 5_000;
+const PRUNE_IDLE_MS = 60_000;
 
 export interface SharedAnalyserOptions {
   url: string;
@@ -46,6 +52,8 @@ export interface SharedAnalyserOptions {
   metrics: TrafficMetrics;
   /** How long an exchange waits, after it ended, for those that ended before it on other replicas. */
   holdMs: number;
+  /** Retention, run by the analyser alone, on its connection. */
+  retention: PostgresRetentionOptions;
 }
 
 const endOf = (row: ExchangeRow) => row.started_at + (row.duration_ms ?? 0);
@@ -61,6 +69,9 @@ interface Lead {
   /** Rows the current step read, for the analysis's lookups. */
   rows: Map<number, ExchangeRow>;
   lastSettle: number;
+  /** When retention runs next, and what the size cap remembers. */
+  pruneAt: number;
+  sizeCap: SizeCapState;
 }
 
 export class SharedAnalyser {
@@ -179,6 +190,8 @@ export class SharedAnalyser {
       held: [],
       rows,
       lastSettle: Date.now(),
+      pruneAt: Date.now() + PRUNE_BACKLOG_MS,
+      sizeCap: {},
     };
     for (let from = 0; from < recent.length; from += PAGE) {
       const rows = await this.rowsById(client, recent.slice(from, from + PAGE).map((r) => r.id));
@@ -205,6 +218,12 @@ export class SharedAnalyser {
       const candidates = lead.analysis.tickCandidates(Date.now());
       await this.readAhead(lead, candidates);
       await this.write(lead, [], lead.analysis.judgeTick(candidates, Date.now()));
+    }
+    if (Date.now() >= lead.pruneAt) {
+      const deleted = await prunePostgresOnce(lead.client, { ...this.options.retention, batch: PRUNE_BATCH }, lead.sizeCap);
+      if (deleted > 0) this.options.logger.debug({ deleted }, "retention pruned exchanges");
+      // While a backlog remains, come back soon; otherwise rarely.
+      lead.pruneAt = Date.now() + (deleted >= PRUNE_BATCH ? PRUNE_BACKLOG_MS : PRUNE_IDLE_MS);
     }
   }
 
