@@ -21,7 +21,10 @@ import {
   type Values,
 } from "../common/config.js";
 import type { ClientEra } from "./clients.js";
-import { followTraffic, InspectorData, type HandshakeDetail } from "./data.js";
+import type { HandshakeDetail } from "./data.js";
+import { followTraffic } from "./follow.js";
+import { openRecording } from "./open-recording.js";
+import type { Recording } from "./recording.js";
 import { toCurl, toHar } from "./export.js";
 import {
   colorEnabled,
@@ -217,24 +220,28 @@ function textOptions(stream: NodeJS.WriteStream): TextOptions {
 const json = (value: unknown) => write(`${jsonSafe(JSON.stringify(value, null, 2))}\n`);
 
 /** Opens the database for the duration of `use`. */
-async function withData<T>(path: string, use: (data: InspectorData) => T | Promise<T>): Promise<T> {
-  const data = new InspectorData(path);
+async function withData<T>(db: string, use: (data: Recording) => T | Promise<T>): Promise<T> {
+  const data = await openRecording(db);
   try {
     return await use(data);
   } finally {
-    data.close();
+    await data.close();
   }
 }
 
-function handshakeOrFail(data: InspectorData, id: number): HandshakeDetail {
-  const detail = data.getHandshake(id);
+async function handshakeOrFail(data: Recording, id: number): Promise<HandshakeDetail> {
+  const detail = await data.getHandshake(id);
   if (!detail) throw new Failure(`no handshake #${id} in ${data.path} (see '${prog} list')`);
   return detail;
 }
 
-/** ws://…/live of the proxy's admin port: --admin-url, else the one it recorded. */
-function liveUrlOf(data: InspectorData, adminUrl: string): string | undefined {
-  const base = adminUrl || data.meta().admin_url;
+/**
+ * ws://…/live of the proxy's admin port: --admin-url, else the one it recorded. Not the one a
+ * shared PostgreSQL database names: a replica's feed carries its own exchanges only, the database
+ * has every replica's.
+ */
+function liveUrlOf(data: Recording, adminUrl: string): string | undefined {
+  const base = adminUrl || (data.kind === "sqlite" ? data.meta().admin_url : undefined);
   if (!base) return undefined;
   const url = new URL("/live", base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -249,10 +256,10 @@ const LIST: Command<typeof LIST_OPTIONS> = {
   summary: "Handshakes newest first: time, id, client, outcome, failed step and first diagnosis.",
   options: LIST_OPTIONS,
   run: (s) =>
-    withData(s.db, (data) => {
+    withData(s.db, async (data) => {
       const filter = { failedOnly: s.failed, client: s.client, sinceMs: s.since, text: s.text, limit: s.limit };
-      if (s.json) json(data.findHandshakes(filter).map((h) => handshakeJson(h)));
-      else write(formatHandshakeTable(data.listHandshakes(filter), textOptions(process.stdout)));
+      if (s.json) json((await data.findHandshakes(filter)).map((h) => handshakeJson(h)));
+      else write(formatHandshakeTable(await data.listHandshakes(filter), textOptions(process.stdout)));
       return 0;
     }),
 };
@@ -265,8 +272,8 @@ const SHOW: Command<typeof SHOW_OPTIONS> = {
   summary: "One handshake: its steps with timing, its exchanges with their key facts, its diagnoses with evidence, fix and reference.",
   options: SHOW_OPTIONS,
   run: (s, id) =>
-    withData(s.db, (data) => {
-      const detail = handshakeOrFail(data, id);
+    withData(s.db, async (data) => {
+      const detail = await handshakeOrFail(data, id);
       if (s.json) json(handshakeJson(detail.handshake, detail.exchanges));
       else write(formatHandshake(detail, textOptions(process.stdout)));
       return 0;
@@ -282,11 +289,11 @@ const REPLAY: Command<typeof REPLAY_OPTIONS> = {
     "Re-run a recorded handshake now: doctor's checks (name, TCP, TLS, then the handshake up to the sign-in page, or with --token the MCP requests and the stream), played as the same client and in the era it was recorded in (--era to choose), and compared step by step with the original. Exit code 0 when it now passes, 1 when it still fails.",
   options: REPLAY_OPTIONS,
   async run(s, id) {
-    const { detail, target } = await withData(s.db, (data) => {
+    const { detail, target } = await withData(s.db, async (data) => {
       const meta = data.meta();
       const target = s.target || meta.proxy_url || meta.upstream;
       if (!target) throw new Failure(`${data.path} records no proxy_url or upstream: pass --target URL`);
-      return { detail: handshakeOrFail(data, id), target };
+      return { detail: await handshakeOrFail(data, id), target };
     });
     const allowOrigins = s.allowOrigin ? s.allowOrigin.split(",") : [];
     // Loaded here, like the interactive view: the re-run's clients (the v2 SDK) cost the other commands' start-up nothing.
@@ -314,7 +321,7 @@ const EXPORT: Command<typeof EXPORT_OPTIONS> = {
   async run(s, id) {
     if (s.har === s.curl) throw new UsageError(`export needs one of --har or --curl (see '${prog} export --help')`);
     // URLs are the upstream the proxy recorded it forwarded to, never what a client's headers claim.
-    const { detail, upstream } = await withData(s.db, (data) => ({ detail: handshakeOrFail(data, id), upstream: data.meta().upstream }));
+    const { detail, upstream } = await withData(s.db, async (data) => ({ detail: await handshakeOrFail(data, id), upstream: data.meta().upstream }));
     const text = s.har ? `${jsonSafe(JSON.stringify(toHar(detail, upstream), null, 2))}\n` : toCurl(detail, upstream);
     if (s.output) writeFileSync(s.output, text);
     else write(text);

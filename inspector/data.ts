@@ -4,7 +4,6 @@
 // primary key. New traffic is followed through the proxy's /live WebSocket, else by polling.
 import fs from "node:fs";
 import BetterSqlite3, { type Database } from "better-sqlite3";
-import WebSocket from "ws";
 import { diagnose } from "../analysis/diagnose/index.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
 import type { ClientFamily, DiagnosisCode, Handshake, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
@@ -14,51 +13,11 @@ import { oneLineMessage } from "../common/database-location.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
 import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
 import { withVerdict } from "../analysis/verdict.js";
+import type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry, Recording } from "./recording.js";
+
+export type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry };
 
 export type { LiveMessage };
-
-export interface HandshakeFilter {
-  failedOnly?: boolean;
-  /** Substring of the client family or client name, case-insensitive. */
-  client?: string;
-  /** Only handshakes started at or after this epoch ms. */
-  sinceMs?: number;
-  /** Substring of the client, a diagnosis code or summary, the failed step, or an exchange's path. */
-  text?: string;
-  /** Default 100. */
-  limit?: number;
-  /** Paging: only handshakes listed after this one (older). */
-  beforeId?: number;
-}
-
-export interface HandshakeSummary {
-  id: number;
-  clientFamily: ClientFamily;
-  clientName: string | null;
-  /** The MCP era it spoke (modern = 2026-07-28), and whether a dual-era client fell back from modern to legacy. */
-  era: HandshakeEra;
-  eraFallback: boolean;
-  /** How the client got its OAuth client id: cimd, dcr, pre_registered, none. */
-  registration: RegistrationKind;
-  startedAt: number;
-  endedAt: number;
-  outcome: HandshakeOutcome;
-  failedStep: HandshakeStep | null;
-  firstCode: DiagnosisCode | null;
-  firstSummary: string | null;
-  exchangeCount: number;
-}
-
-export interface HandshakeDetail {
-  handshake: Handshake;
-  /** In id order. */
-  exchanges: ClassifiedExchange[];
-}
-
-export interface RecordedExchangeEntry {
-  exchange: ClassifiedExchange;
-  handshakeId: number | null;
-}
 
 export interface ReanalyseOptions {
   /** Only exchanges started at or after this epoch ms. */
@@ -99,7 +58,8 @@ function openReadOnly(file: string): Database {
   }
 }
 
-export class InspectorData {
+export class InspectorData implements Recording {
+  readonly kind = "sqlite";
   private readonly db: Database;
   private readonly statements;
 
@@ -122,24 +82,7 @@ export class InspectorData {
 
   /** Newest first. */
   listHandshakes(filter: HandshakeFilter = {}): HandshakeSummary[] {
-    return this.query(filter).map(({ row, exchangeCount }) => {
-      const h = rowToHandshake(row);
-      return {
-        id: h.id,
-        clientFamily: h.clientFamily,
-        clientName: h.clientName,
-        era: h.era,
-        eraFallback: h.eraFallback,
-        registration: h.registration,
-        startedAt: h.startedAt,
-        endedAt: h.endedAt,
-        outcome: h.outcome,
-        failedStep: h.failedStep,
-        firstCode: h.diagnoses[0]?.code ?? null,
-        firstSummary: h.diagnoses[0]?.summary ?? null,
-        exchangeCount,
-      };
-    });
+    return this.query(filter).map(({ row, exchangeCount }) => summaryOf(rowToHandshake(row), exchangeCount));
   }
 
   /** The same selection as listHandshakes, as full handshake records. */
@@ -176,6 +119,11 @@ export class InspectorData {
   meta(): Record<string, string> {
     const rows = this.statements.meta.all() as Array<{ key: string; value: string | null }>;
     return Object.fromEntries(rows.filter((r) => r.value !== null).map((r) => [r.key, r.value!]));
+  }
+
+  /** Polls for what /live would have sent, from exchange `afterId` (default: the newest now). */
+  poller(afterId?: number): DatabasePoller {
+    return new DatabasePoller(this, afterId);
   }
 
   maxExchangeId(): number {
@@ -242,6 +190,25 @@ export class InspectorData {
   }
 }
 
+/** A listing's row. */
+export function summaryOf(h: Handshake, exchangeCount: number): HandshakeSummary {
+  return {
+    id: h.id,
+    clientFamily: h.clientFamily,
+    clientName: h.clientName,
+    era: h.era,
+    eraFallback: h.eraFallback,
+    registration: h.registration,
+    startedAt: h.startedAt,
+    endedAt: h.endedAt,
+    outcome: h.outcome,
+    failedStep: h.failedStep,
+    firstCode: h.diagnoses[0]?.code ?? null,
+    firstSummary: h.diagnoses[0]?.summary ?? null,
+    exchangeCount,
+  };
+}
+
 const entriesOf = (rows: ExchangeRow[]): RecordedExchangeEntry[] =>
   rows.map((row) => ({ exchange: rowToExchange(row), handshakeId: row.handshake_id }));
 
@@ -284,6 +251,24 @@ const MAX_VERSIONS = 50_000;
 const versionOf = (h: Handshake) =>
   `${h.endedAt}|${h.outcome}|${h.failedStep}|${h.era}|${h.eraFallback}|${h.registration}|${h.exchangeIds.length}|${h.diagnoses.map((d) => d.code).join(",")}`;
 
+/** The handshakes a poller has reported, to report only changes; and those in progress (time alone settles them). */
+export class HandshakeVersions {
+  private readonly versions = new Map<number, string>();
+  readonly inProgress = new Set<number>();
+
+  /** Remembers the handshake's state; true when it changed. */
+  note(h: Handshake): boolean {
+    if (h.outcome === "in_progress") this.inProgress.add(h.id);
+    else this.inProgress.delete(h.id);
+    const version = versionOf(h);
+    if (this.versions.get(h.id) === version) return false;
+    this.versions.delete(h.id); // re-insert: oldest first, for the bound below
+    this.versions.set(h.id, version);
+    if (this.versions.size > MAX_VERSIONS) this.versions.delete(this.versions.keys().next().value!);
+    return true;
+  }
+}
+
 /**
  * Polls the database for what the /live feed would have sent since the last poll: new exchanges
  * (also those that completed late, under an id the cursor had passed) and changed handshakes.
@@ -292,8 +277,7 @@ export class DatabasePoller {
   private cursor: number;
   /** Ids the cursor passed that were not recorded yet, with when they were first missed. */
   private readonly pending = new Map<number, number>();
-  private readonly versions = new Map<number, string>();
-  private readonly inProgress = new Set<number>();
+  private readonly versions = new HandshakeVersions();
 
   constructor(
     private readonly data: InspectorData,
@@ -301,7 +285,7 @@ export class DatabasePoller {
   ) {
     this.cursor = fromExchangeId;
     // Known from the start: in-progress handshakes are reported when they change, not at once.
-    for (const h of data.handshakesUpdatedAfter(Number.MAX_SAFE_INTEGER)) this.note(h);
+    for (const h of data.handshakesUpdatedAfter(Number.MAX_SAFE_INTEGER)) this.versions.note(h);
   }
 
   poll(now = Date.now()): LiveMessage[] {
@@ -315,86 +299,11 @@ export class DatabasePoller {
       this.cursor = exchange.id;
     }
     const entries = [...late, ...fresh];
-    const also = new Set([...this.inProgress, ...entries.flatMap((e) => (e.handshakeId === null ? [] : [e.handshakeId]))]);
-    const changed = this.data.handshakesUpdatedAfter(since, also).filter((h) => this.note(h));
+    const also = new Set([...this.versions.inProgress, ...entries.flatMap((e) => (e.handshakeId === null ? [] : [e.handshakeId]))]);
+    const changed = this.data.handshakesUpdatedAfter(since, also).filter((h) => this.versions.note(h));
     return [
       ...entries.map((e): LiveMessage => ({ type: "exchange", ...e })),
       ...changed.map((handshake): LiveMessage => ({ type: "handshake", handshake })),
     ];
   }
-
-  /** Remembers the handshake's state; true when it changed. */
-  private note(h: Handshake): boolean {
-    if (h.outcome === "in_progress") this.inProgress.add(h.id);
-    else this.inProgress.delete(h.id);
-    const version = versionOf(h);
-    if (this.versions.get(h.id) === version) return false;
-    this.versions.delete(h.id); // re-insert: oldest first, for the bound below
-    this.versions.set(h.id, version);
-    if (this.versions.size > MAX_VERSIONS) this.versions.delete(this.versions.keys().next().value!);
-    return true;
-  }
-}
-
-export type FollowMode = "live" | "polling";
-
-export interface FollowOptions {
-  /** The proxy's feed, ws://…/live on its admin port; without it the database is polled. */
-  liveUrl?: string;
-  adminToken?: string;
-  /** Default 500 ms. */
-  pollMs?: number;
-  onMessage(message: LiveMessage): void;
-  /** How traffic is followed from now on, and why. */
-  onMode?(mode: FollowMode, reason: string): void;
-  /** A poll that failed (the next one retries). */
-  onError?(error: Error): void;
-}
-
-/**
- * Follows new traffic: the /live WebSocket when it connects, else (or once it closes) polling the
- * database read-only, from the last exchange seen. Messages are the /live feed's either way.
- */
-export function followTraffic(data: InspectorData, options: FollowOptions): { close(): void } {
-  let last = data.maxExchangeId();
-  let closed = false;
-  let timer: NodeJS.Timeout | undefined;
-  let socket: WebSocket | undefined;
-  const deliver = (message: LiveMessage) => {
-    if (message.type === "exchange") last = Math.max(last, message.exchange.id);
-    options.onMessage(message);
-  };
-  const poll = (reason: string) => {
-    if (closed || timer) return;
-    options.onMode?.("polling", reason);
-    const poller = new DatabasePoller(data, last);
-    timer = setInterval(() => {
-      try {
-        poller.poll().forEach(deliver);
-      } catch (error) {
-        options.onError?.(error as Error);
-      }
-    }, options.pollMs ?? 500);
-  };
-  if (!options.liveUrl) {
-    poll("no live feed address");
-  } else {
-    const url = options.liveUrl;
-    const headers: Record<string, string> = options.adminToken ? { authorization: `Bearer ${options.adminToken}` } : {};
-    socket = new WebSocket(url, { headers, handshakeTimeout: 2_000 });
-    socket.on("open", () => options.onMode?.("live", `following ${url}`));
-    socket.on("message", (raw) => {
-      const message = JSON.parse(String(raw)) as LiveMessage | { type: "hello" };
-      if (message.type !== "hello") deliver(message);
-    });
-    socket.on("error", (error) => poll(`cannot follow ${url}: ${error.message}`));
-    socket.on("close", (code) => poll(`the live feed at ${url} closed (${code})`));
-  }
-  return {
-    close() {
-      closed = true;
-      clearInterval(timer);
-      socket?.terminate();
-    },
-  };
 }

@@ -58,6 +58,8 @@ export interface ExchangeJson {
   ttfbMs: number | null;
   upstreamError: string | null;
   facts: ClassifiedExchange["facts"];
+  /** The replica that recorded it (--replica), in recordings made since it was added. */
+  replica?: string;
 }
 
 export interface HandshakeJson {
@@ -92,6 +94,7 @@ export function exchangeJson(e: ClassifiedExchange): ExchangeJson {
     ttfbMs: e.ttfbMs,
     upstreamError: e.upstreamError,
     facts: e.facts,
+    ...(e.replica !== undefined ? { replica: e.replica } : {}),
   };
 }
 
@@ -318,9 +321,12 @@ export function formatHandshake(recorded: HandshakeDetail, { width, paint }: Tex
     paint("bold", `Handshake #${h.id}`) + `  ${client}  ${verdict}`,
     `started ${formatDateTime(h.startedAt)}, lasted ${formatDuration(h.endedAt - h.startedAt)}, ${plural(h.exchangeIds.length, "exchange")}`,
     ...wrap(`era ${eraText(h.era, h.eraFallback)} · client id ${registrationText(h.registration)}`, width),
-    "",
-    paint("bold", "Steps"),
   ];
+  // Replicas sharing one database: each exchange says which one it went through.
+  const replicas = [...new Set(exchanges.flatMap((e) => (e.replica === undefined ? [] : [e.replica])))];
+  const shared = replicas.length > 1;
+  if (shared) out.push(...wrap(`through ${replicas.length} replicas: ${replicas.join(", ")}`, width));
+  out.push("", paint("bold", "Steps"));
   for (const s of h.steps) {
     const own = s.exchangeIds.flatMap((id) => byId.get(id) ?? []);
     const took = own.length ? formatDuration(Math.max(...own.map(endOf)) - s.at) : "-";
@@ -335,7 +341,8 @@ export function formatHandshake(recorded: HandshakeDetail, { width, paint }: Tex
     const right = ` ${paint(statusStyle, status)} ${fit(e.kind, 29)} ${formatDuration(e.durationMs)}`;
     const pathWidth = Math.max(10, width - idWidth - 54); // what the other columns leave
     out.push(`  ${`#${e.id}`.padStart(idWidth)} ${fit(e.method, 7)} ${fit(e.path, pathWidth)}${right}`);
-    out.push(...wrap(keyFacts(e), width, " ".repeat(idWidth + 3), " · ").map((line) => paint("dim", line)));
+    const facts = shared && e.replica !== undefined ? [`via ${e.replica}`, ...keyFacts(e)] : keyFacts(e);
+    out.push(...wrap(facts, width, " ".repeat(idWidth + 3), " · ").map((line) => paint("dim", line)));
   }
   out.push("", paint("bold", "Diagnoses"));
   if (h.diagnoses.length === 0) out.push(paint("dim", "  none"));

@@ -47,3 +47,9 @@ export async function readCommitted(client: ClientBase, cursor: CommitCursor, li
   for (const [id, xid] of cursor.seen) if (xid < cursor.from) cursor.seen.delete(id);
   return fresh.map(({ rec_xid: _, ...row }) => row as ExchangeRow);
 }
+
+/** A cursor that hands out what commits from now on (and what the transactions running now add). */
+export async function cursorAtNow(client: ClientBase): Promise<CommitCursor> {
+  const { rows } = await client.query<{ xmin: string }>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin");
+  return { from: BigInt(rows[0]!.xmin), seen: new Map() };
+}

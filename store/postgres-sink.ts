@@ -10,9 +10,11 @@ import { exchangeRowValues, HANDSHAKE_COLUMNS, handshakeToRow, ROW_COLUMNS, type
 import type { RecordSink, WriteFailure } from "./sink.js";
 
 /** Every connection's: bounded waits, and 64-bit integers read as numbers. */
-export function clientSettings(connectionString: string): pg.ClientConfig {
+export function clientSettings(connectionString: string, options: { readOnly?: boolean } = {}): pg.ClientConfig {
   return {
     connectionString,
+    // The inspector's sessions: every transaction read-only, whatever a query asks.
+    ...(options.readOnly ? { options: "-c default_transaction_read_only=on" } : {}),
     connectionTimeoutMillis: 5_000,
     query_timeout: 10_000,
     types: { getTypeParser: (oid: number, format?: string) => (oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as "text")) } as pg.CustomTypesConfig,
@@ -24,8 +26,8 @@ export function clientSettings(connectionString: string): pg.ClientConfig {
  * retry, not a hung write), 64-bit integers read as numbers (ids and epoch ms fit in 2^53), and
  * an idle connection the server closes (a restart) reported, not thrown into the thread.
  */
-export function createPostgresPool(connectionString: string, onIdleError: (err: Error) => void, max = 2): Pool {
-  const pool = new pg.Pool({ ...clientSettings(connectionString), max, idleTimeoutMillis: 30_000 });
+export function createPostgresPool(connectionString: string, onIdleError: (err: Error) => void, max = 2, options: { readOnly?: boolean } = {}): Pool {
+  const pool = new pg.Pool({ ...clientSettings(connectionString, options), max, idleTimeoutMillis: 30_000 });
   pool.on("error", onIdleError);
   return pool;
 }

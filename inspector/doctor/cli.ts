@@ -60,8 +60,8 @@ const DOCTOR_OPTIONS = {
     flag: "db",
     kind: "string",
     default: "",
-    valueName: "FILE",
-    help: "Also store the checks' exchanges and handshakes (redacted) in this recording database, for 'inspector list/show --db FILE' (a file of its own, not the proxy's live one)",
+    valueName: "FILE|URL",
+    help: "Also store the checks' exchanges and handshakes (redacted) in this recording database, for 'inspector list/show --db …': an SQLite file of its own (not the proxy's live one), or the postgres:// database replicas share",
   }),
   junit: option({ flag: "junit", kind: "string", default: "", valueName: "FILE", help: "Also write a JUnit XML report to FILE, for CI" }),
 };

@@ -19,6 +19,7 @@ import { checkNetwork, type NetworkCheck } from "./network.js";
 import type { DoctorProfile } from "./profiles.js";
 import { readClientMetadataDocument } from "./metadata-document.js";
 import { recordRuns, type RecordedRuns } from "./record.js";
+import { shownDatabase } from "../../common/database-location.js";
 
 export type { DoctorResult, DoctorRow, EvidenceExcerpt } from "./check.js";
 
@@ -98,9 +99,9 @@ export async function runDoctor(url: string, options: DoctorOptions): Promise<Do
   let recorded: RecordedRuns | { db: string; error: string } | undefined;
   if (options.db !== undefined) {
     try {
-      recorded = recordRuns(options.db, runs, secrets);
+      recorded = await recordRuns(options.db, runs, secrets);
     } catch (error) {
-      recorded = { db: options.db, error: (error as Error).message };
+      recorded = { db: shownDatabase(options.db), error: (error as Error).message };
     }
   }
   const report: DoctorReport = {

@@ -2,7 +2,7 @@
 // Screens below the top stay mounted (hidden), so going back finds them as they were.
 import { Box, render, useApp, useStdout } from "ink";
 import { useEffect, useState, type ReactNode } from "react";
-import type { InspectorData } from "../data.js";
+import type { Recording } from "../recording.js";
 import { replayHandshake } from "../replay.js";
 import { ExchangeView } from "./exchange.js";
 import { HandshakeView } from "./handshake.js";
@@ -91,7 +91,7 @@ export function App({ data, dbPath, liveUrl, adminToken, width: w, height: h, fo
 }
 
 /** Runs the inspector full screen (the alternate screen, left as it was on exit) until the user quits. */
-export async function runInteractive(opts: { data: InspectorData; dbPath: string; liveUrl?: string; adminToken?: string }): Promise<void> {
+export async function runInteractive(opts: { data: Recording; dbPath: string; liveUrl?: string; adminToken?: string }): Promise<void> {
   const screen = new LineDiffScreen(process.stdout);
   const restore = () => process.stdout.write(LEAVE);
   process.stdout.write(ENTER);

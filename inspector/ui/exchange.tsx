@@ -12,6 +12,7 @@ import { hint } from "./keymap.js";
 import { line, LineView, markRedacted, scrollBy, ScrollLines, seg, wrapLine, type Line } from "./lines.js";
 import { metaValue } from "./live.js";
 import type { ScreenProps } from "./types.js";
+import { useRecorded } from "./use-recorded.js";
 
 const header = (pairs: HeaderPairs, name: string) => pairs.find(([n]) => n.toLowerCase() === name)?.[1];
 const text = (t: string, indent = "  ", tone?: Parameters<typeof seg>[1]): Line => [seg(indent), ...markRedacted(t, tone)];
@@ -129,7 +130,8 @@ function curlBox(e: ClassifiedExchange, width: number, upstream: string | undefi
 }
 
 export function ExchangeView({ data, active, width, height, tick, id }: ScreenProps & { id: number }): ReactNode {
-  const entry = useMemo(() => data.exchangeEntries([id])[0] ?? null, [data, id, tick]);
+  const entries = useRecorded(() => data.exchangeEntries([id]), [data, id, tick]);
+  const entry = entries?.[0] ?? null;
   const [curl, setCurl] = useState(false);
   const [offset, setOffset] = useState(0);
   const e = entry?.exchange ?? null;
@@ -159,6 +161,7 @@ export function ExchangeView({ data, active, width, height, tick, id }: ScreenPr
     active,
   );
 
+  if (entries === undefined) return <LineView line={line(seg(`Reading exchange #${id}…`, "dim"))} />;
   if (!e) return <LineView line={line(seg(`Exchange #${id} is not in the database (pruned, or the id is wrong). q: back`, "warn"))} />;
   const more = lines.length > offset + viewHeight ? `  ↓ ${lines.length - offset - viewHeight} more lines` : "";
   return (
@@ -166,7 +169,7 @@ export function ExchangeView({ data, active, width, height, tick, id }: ScreenPr
       <LineView
         line={line(
           seg(`Exchange #${e.id}`, "heading"),
-          seg(` · ${e.kind}${entry?.handshakeId != null ? ` · handshake #${entry.handshakeId}` : ""} · ${formatTime(e.startedAt)}${e.clientAddr ? ` from ${e.clientAddr}` : ""}`),
+          seg(` · ${e.kind}${entry?.handshakeId != null ? ` · handshake #${entry.handshakeId}` : ""} · ${formatTime(e.startedAt)}${e.clientAddr ? ` from ${e.clientAddr}` : ""}${e.replica ? ` via ${e.replica}` : ""}`),
         )}
       />
       <LineView

@@ -11,6 +11,7 @@ import { useKeys } from "./input.js";
 import { hint } from "./keymap.js";
 import { clamp, clip, fit, follow, line, LineView, ScrollLines, seg, wrapText, type Line, type Tone } from "./lines.js";
 import type { Detail, ScreenProps } from "./types.js";
+import { useRecorded } from "./use-recorded.js";
 
 const SEVERITY: Record<Diagnosis["severity"], { mark: string; tone: Tone }> = {
   error: { mark: "✗", tone: "bad" },
@@ -117,7 +118,7 @@ export function headerLines({ handshake: h, exchanges }: Detail): Line[] {
 }
 
 export function HandshakeView({ data, active, width, height, tick, open, id }: ScreenProps & { id: number }): ReactNode {
-  const detail = useMemo(() => data.getHandshake(id), [data, id, tick]);
+  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick]);
   const body = useMemo(() => (detail ? buildBody(detail, width) : null), [detail, width]);
   const selectable = useMemo(() => body?.targets.flatMap((t, i) => (t === null ? [] : [i])) ?? [], [body]);
   // The cursor is anchored to what it points at (the nth row of an exchange), not to a line
@@ -162,6 +163,7 @@ export function HandshakeView({ data, active, width, height, tick, open, id }: S
     active,
   );
 
+  if (detail === undefined) return <LineView line={line(seg(`Reading handshake #${id}…`, "dim"))} />;
   if (!detail || !body) {
     return <LineView line={line(seg(`Handshake #${id} is not in the database (pruned, or the id is wrong). q: back`, "warn"))} />;
   }

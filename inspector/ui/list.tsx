@@ -2,7 +2,7 @@
 // ones marked ✗ and highlighted, filters by outcome, client and text, following new traffic in
 // place (the selection stays on its handshake).
 import { Box } from "ink";
-import { useMemo, useRef, useState, type ReactNode } from "react";
+import { useRef, useState, type ReactNode } from "react";
 import { CLIENT_FAMILIES, type ClientFamily, type HandshakeOutcome } from "../../analysis/handshake.js";
 import { eraLabel, ERA_WIDTH, formatTime, stepLabel } from "../format.js";
 import { OUTCOME_MARK } from "./fmt.js";
@@ -11,6 +11,11 @@ import { hint } from "./keymap.js";
 import { clamp, fit, follow, line, LineView, ScrollLines, seg, type Line } from "./lines.js";
 import type { FollowMode } from "./live.js";
 import type { ScreenProps, Summary } from "./types.js";
+import { useRecorded } from "./use-recorded.js";
+import type { Maybe } from "../recording.js";
+
+/** What the list shows while a PostgreSQL listing is on its way. */
+const NO_ROWS: Summary[] = [];
 
 const OUTCOMES: HandshakeOutcome[] = ["failed", "succeeded", "abandoned", "in_progress"];
 /** Read at most this many rows per refresh: a screen shows ~20, the rest is for scrolling. */
@@ -29,14 +34,15 @@ function next<T>(all: readonly T[], current: T | null): T | null {
   return i + 1 < all.length ? all[i + 1]! : null;
 }
 
-export function query(data: ScreenProps["data"], f: ListFilters): Summary[] {
+export function query(data: ScreenProps["data"], f: ListFilters): Maybe<Summary[]> {
   const rows = data.listHandshakes({
     limit: LIMIT,
     ...(f.outcome === "failed" ? { failedOnly: true } : {}),
     ...(f.client ? { client: f.client } : {}),
     ...(f.text ? { text: f.text } : {}),
   });
-  return f.outcome && f.outcome !== "failed" ? rows.filter((r) => r.outcome === f.outcome) : rows;
+  const keep = (all: Summary[]) => (f.outcome && f.outcome !== "failed" ? all.filter((r) => r.outcome === f.outcome) : all);
+  return rows instanceof Promise ? rows.then(keep) : keep(rows);
 }
 
 // Fixed widths (rows update in place as traffic arrives, the columns must not move). At 80
@@ -80,7 +86,7 @@ export function ListView({ data, active, width, height, tick, open, dbPath, mode
   const offsetRef = useRef(0);
 
   // Re-read on every tick: the same rows produce the same lines, so Ink writes nothing.
-  const rows = useMemo(() => query(data, filters), [data, filters, tick]);
+  const rows = useRecorded(() => query(data, filters), [data, filters, tick]) ?? NO_ROWS;
   const found = selected.id === null ? -1 : rows.findIndex((r) => r.id === selected.id);
   const index = found >= 0 ? found : clamp(selected.index, 0, Math.max(0, rows.length - 1));
   const bodyHeight = Math.max(1, height - 4);

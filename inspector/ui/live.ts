@@ -1,9 +1,9 @@
-// Following new traffic (InspectorData's followTraffic: the proxy's /live WebSocket when it is
-// reachable, else polling the read-only database). The views only learn "something changed" (a
+// Following new traffic (follow.ts: the proxy's /live WebSocket when it is reachable, else
+// polling the read-only recording). The views only learn "something changed" (a
 // tick) and re-read what they show: state is updated in place and Ink repaints only the lines
 // that differ, so the screen never flickers.
 import { useEffect, useState } from "react";
-import { followTraffic } from "../data.js";
+import { followTraffic } from "../follow.js";
 import type { UiData } from "./types.js";
 
 export type FollowMode = "live" | "polling" | "off";
@@ -21,9 +21,13 @@ export interface FollowOptions {
 /** Bursts of messages become one re-read. */
 const COALESCE_MS = 150;
 
-/** The /live URL: the explicit one, else derived from the proxy's admin_url in meta. */
+/**
+ * The /live URL: the explicit one, else derived from the proxy's admin_url in meta (not from a
+ * shared PostgreSQL database: a replica's feed has its own exchanges only).
+ */
 export function liveUrlFor(data: UiData, explicit?: string): string | undefined {
   if (explicit) return explicit;
+  if (data.kind !== "sqlite") return undefined;
   const admin = metaValue(data, "admin_url");
   if (!admin) return undefined;
   try {

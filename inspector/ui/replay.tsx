@@ -2,7 +2,7 @@
 // beside what it got); re-run performs the handshake again now (../replay.ts) and shows each step
 // beside the original, with the verdict.
 import { Box } from "ink";
-import { useEffect, useMemo, useState, type ReactNode } from "react";
+import { useEffect, useState, type ReactNode } from "react";
 import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import { replayVerdict, stepLabel, wrap } from "../format.js";
 import { requestLines, responseLines } from "./exchange.js";
@@ -12,6 +12,7 @@ import { hint, keysFor } from "./keymap.js";
 import { clamp, fit, line, LineView, seg, wrapLine, type Line } from "./lines.js";
 import { metaValue } from "./live.js";
 import type { Detail, Replay, ReplayResult, ScreenProps } from "./types.js";
+import { useRecorded } from "./use-recorded.js";
 
 const PLAY_MS = 1200;
 
@@ -99,7 +100,7 @@ function resultLines(rerun: Rerun, original: Detail, width: number): Line[] {
 }
 
 export function ReplayView({ data, active, width, height, tick, open, id, replay }: ScreenProps & { id: number; replay: Replay }): ReactNode {
-  const detail = useMemo(() => data.getHandshake(id), [data, id, tick]);
+  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick]);
   const [index, setIndex] = useState(0);
   const [playing, setPlaying] = useState(false);
   const [pane, setPane] = useState<"playback" | "rerun">("playback");
@@ -150,6 +151,7 @@ export function ReplayView({ data, active, width, height, tick, open, id, replay
     active && !asking,
   );
 
+  if (detail === undefined) return <LineView line={line(seg(`Reading handshake #${id}…`, "dim"))} />;
   if (!detail) return <LineView line={line(seg(`Handshake #${id} is not in the database. q: back`, "warn"))} />;
   const h = detail.handshake;
   const o = OUTCOME_MARK[h.outcome];

@@ -1,12 +1,12 @@
 // What the views need from the read-only database, and from the replayer.
-import type { InspectorData } from "../data.js";
+import type { HandshakeDetail, HandshakeSummary, Recording } from "../recording.js";
 import type { replayHandshake } from "../replay.js";
 
-/** The read-only database the views read (and follow new traffic in). */
-export type UiData = InspectorData;
+/** The read-only recording the views read (and follow new traffic in). */
+export type UiData = Recording;
 
-export type Summary = ReturnType<InspectorData["listHandshakes"]>[number];
-export type Detail = NonNullable<ReturnType<InspectorData["getHandshake"]>>;
+export type Summary = HandshakeSummary;
+export type Detail = HandshakeDetail;
 export type Replay = typeof replayHandshake;
 export type ReplayResult = Awaited<ReturnType<Replay>>;
 

@@ -11,7 +11,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const CLI = path.join(ROOT, "dist/cli/mcp-lens.js");
 /** `node <these> dist/cli/mcp-lens.js`: as the image runs it (read from the built file, once built). */
 let nodeFlags: string[] | undefined;
-const cliNodeFlags = () => (nodeFlags ??= proxyNodeFlags(CLI));
+export const cliNodeFlags = () => (nodeFlags ??= proxyNodeFlags(CLI));
 
 export interface RunningLens {
   url: string;
