@@ -13,6 +13,7 @@ import { oneLineMessage } from "../common/database-location.js";
 import { assertNotNewer, schemaVersion } from "../common/migrations.js";
 import { MIGRATIONS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
 import { withVerdict } from "../analysis/verdict.js";
+import { HandshakeVersions } from "../analysis/handshake-versions.js";
 import type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry, Recording } from "./recording.js";
 
 export type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry };
@@ -245,29 +246,6 @@ function listQuery(filter: HandshakeFilter, anchor?: { id: number; startedAt: nu
 const PENDING_MS = 10 * 60_000;
 const MAX_PENDING = 10_000;
 const POLL_BATCH = 1_000;
-/** Handshake states remembered to report only changes. */
-const MAX_VERSIONS = 50_000;
-
-const versionOf = (h: Handshake) =>
-  `${h.endedAt}|${h.outcome}|${h.failedStep}|${h.era}|${h.eraFallback}|${h.registration}|${h.exchangeIds.length}|${h.diagnoses.map((d) => d.code).join(",")}`;
-
-/** The handshakes a poller has reported, to report only changes; and those in progress (time alone settles them). */
-export class HandshakeVersions {
-  private readonly versions = new Map<number, string>();
-  readonly inProgress = new Set<number>();
-
-  /** Remembers the handshake's state; true when it changed. */
-  note(h: Handshake): boolean {
-    if (h.outcome === "in_progress") this.inProgress.add(h.id);
-    else this.inProgress.delete(h.id);
-    const version = versionOf(h);
-    if (this.versions.get(h.id) === version) return false;
-    this.versions.delete(h.id); // re-insert: oldest first, for the bound below
-    this.versions.set(h.id, version);
-    if (this.versions.size > MAX_VERSIONS) this.versions.delete(this.versions.keys().next().value!);
-    return true;
-  }
-}
 
 /**
  * Polls the database for what the /live feed would have sent since the last poll: new exchanges

@@ -9,18 +9,13 @@ import type { LiveMessage } from "../common/live-protocol.js";
 import { oneLineMessage, shownDatabase } from "../common/database-location.js";
 import { assertNotNewer } from "../common/migrations.js";
 import { postgresSchemaVersion } from "../common/migrations-postgres.js";
-import { cursorAtNow, readCommitted, type CommitCursor } from "../store/commit-cursor.js";
+import { PostgresFeed } from "../store/postgres-feed.js";
 import { createPostgresPool } from "../store/postgres-sink.js";
 import { MIGRATIONS, ROW_COLUMNS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
-import { HandshakeVersions, summaryOf } from "./data.js";
+import { summaryOf } from "./data.js";
 import type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry, Recording, RecordingPoller } from "./recording.js";
 
 const DEFAULT_LIMIT = 100;
-const POLL_BATCH = 1_000;
-/** A handshake the analyser rewrote is one that ended lately: within this of the last poll (its hold, a slow write). */
-const REWRITTEN_WITHIN_MS = 60_000;
-/** …and started within the analyser's window (the handshakes_started_at index bounds the read). */
-const OPEN_WINDOW_MS = 30 * 60_000;
 
 /** `%text%` for ILIKE … ESCAPE '\' (PostgreSQL's LIKE is case-sensitive, SQLite's is not). */
 const likePattern = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -109,17 +104,16 @@ export class PostgresRecording implements Recording {
 
   /** Polls from now: every replica's exchanges as they commit, and the handshakes the analyser rewrites. */
   async poller(): Promise<RecordingPoller> {
-    const client = await this.pool.connect();
-    try {
-      const cursor = await cursorAtNow(client);
-      const versions = new HandshakeVersions();
-      // Known from the start: in-progress handshakes are reported when they change, not at once.
-      const open = await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress'");
-      for (const row of open.rows) versions.note(rowToHandshake(row));
-      return new PostgresPoller(this.pool, cursor, versions);
-    } finally {
-      client.release();
-    }
+    const feed = await PostgresFeed.start(this.pool);
+    return {
+      async poll(): Promise<LiveMessage[]> {
+        const { exchanges, handshakes } = await feed.poll();
+        return [
+          ...exchanges.map((row): LiveMessage => ({ type: "exchange", exchange: rowToExchange(row), handshakeId: row.handshake_id })),
+          ...handshakes.map((handshake): LiveMessage => ({ type: "handshake", handshake })),
+        ];
+      },
+    };
   }
 
   async close(): Promise<void> {
@@ -137,42 +131,5 @@ export class PostgresRecording implements Recording {
     if (beforeId === undefined) return undefined;
     const row = (await this.pool.query<{ started_at: number }>("SELECT started_at FROM handshakes WHERE id = $1", [beforeId])).rows[0];
     return { id: beforeId, startedAt: row?.started_at ?? null };
-  }
-}
-
-/**
- * What the /live feed would have sent since the last poll: the exchanges committed since (every
- * replica's, in commit order), and the handshakes that changed: those in progress (time alone
- * settles them), those the new exchanges name, and those that ended lately (the analyser assigns
- * exchanges to handshakes a second or so after they commit).
- */
-class PostgresPoller implements RecordingPoller {
-  private lastPollAt = Date.now();
-
-  constructor(
-    private readonly pool: Pool,
-    private readonly cursor: CommitCursor,
-    private readonly versions: HandshakeVersions,
-  ) {}
-
-  async poll(): Promise<LiveMessage[]> {
-    const client = await this.pool.connect();
-    try {
-      const rows = await readCommitted(client, this.cursor, POLL_BATCH);
-      const since = this.lastPollAt - REWRITTEN_WITHIN_MS;
-      this.lastPollAt = Date.now();
-      const named = [...this.versions.inProgress, ...rows.flatMap((r) => (r.handshake_id === null ? [] : [r.handshake_id]))];
-      const handshakes = await client.query<HandshakeRow>(
-        "SELECT * FROM handshakes WHERE id = ANY($1::bigint[]) OR (started_at >= $2 AND ended_at >= $3) ORDER BY started_at, id",
-        [named, since - OPEN_WINDOW_MS, since],
-      );
-      const changed = handshakes.rows.map(rowToHandshake).filter((h) => this.versions.note(h));
-      return [
-        ...rows.map((row): LiveMessage => ({ type: "exchange", exchange: rowToExchange(row), handshakeId: row.handshake_id })),
-        ...changed.map((handshake): LiveMessage => ({ type: "handshake", handshake })),
-      ];
-    } finally {
-      client.release();
-    }
   }
 }

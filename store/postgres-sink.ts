@@ -78,6 +78,9 @@ const DROP_CLASSES = new Set(["22", "23", "42", "54"]);
 /** disk_full, out_of_memory… are retried like an outage; disk_full also makes room first. */
 const FULL_STATES = new Set(["53100"]);
 
+/** The server refused these values or this statement for good: a write that can never succeed. */
+export const refusedForGood = (err: unknown): boolean => DROP_CLASSES.has(sqlState(err)?.slice(0, 2) ?? "");
+
 function sqlState(err: unknown): string | null {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : null;

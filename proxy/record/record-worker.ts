@@ -23,11 +23,14 @@ import { databaseLocation } from "../../common/database-location.js";
 import { openPostgres, sharedRedactionKey } from "../../store/postgres.js";
 import { postgresSink } from "../../store/postgres-sink.js";
 import { SharedAnalyser } from "./shared-analyser.js";
-import type { ExchangeRow } from "../../store/schema.js";
+import { PostgresFeed } from "../../store/postgres-feed.js";
+import { rowToExchange, type ExchangeRow } from "../../store/schema.js";
 import { runAsBatchJob } from "./scheduling.js";
 
 /** How often idle handshakes are re-judged (see analysis/verdict.ts). */
 const SETTLE_CHECK_MS = 2_000;
+/** How often the live feed reads a shared database while someone follows it. */
+const LIVE_POLL_MS = 250;
 /** How often the proxy hears the writer's state (for /health and the recorder gauges). */
 const STATS_INTERVAL_MS = 250;
 
@@ -59,6 +62,8 @@ interface RecordingStore {
   analysis: HandshakeAnalysis | null;
   /** Deletes the oldest records when the database is full. */
   makeRoom?: () => number;
+  /** PostgreSQL: the live feed follows the database (every replica's exchanges, the analyser's handshakes). */
+  startFeed?: () => Promise<PostgresFeed>;
   close(): Promise<void>;
 }
 
@@ -109,6 +114,7 @@ async function openSharedStore(url: string): Promise<RecordingStore> {
     sink: postgresSink(pool),
     redactionKey,
     analysis: null,
+    startFeed: () => PostgresFeed.start(pool),
     async close() {
       await analyser.stop();
       await pool.end();
@@ -151,13 +157,47 @@ const writer = new RecordWriter<RawExchange>({
     metrics.observeHandshakes(handshakes);
     return handshakes;
   },
-  // Only the live feed needs the exchanges after their batch commits.
-  keepExchanges: () => liveWanted,
+  // Only the live feed needs the exchanges after their batch commits (SQLite: on PostgreSQL it
+  // follows the database, see followDatabase).
+  keepExchanges: () => liveWanted && !store.startFeed,
   onRecorded: (exchanges: ClassifiedExchange[], handshakes, handshakeIds, written) => {
     metrics.observeBatch(written);
-    post({ type: "recorded", count: written, live: liveWanted ? { exchanges, handshakes, handshakeIds } : undefined });
+    post({ type: "recorded", count: written, live: liveWanted && !store.startFeed ? { exchanges, handshakes, handshakeIds } : undefined });
   },
 });
+
+/**
+ * On PostgreSQL this replica's /live carries what every replica records and the analyser's
+ * handshakes, read back from the database while someone follows it (its own batches alone would
+ * be a share of the traffic, and no handshake).
+ */
+let feedTimer: NodeJS.Timeout | undefined;
+function followDatabase(wanted: boolean): void {
+  clearInterval(feedTimer);
+  feedTimer = undefined;
+  if (!wanted || !store.startFeed) return;
+  const feed = store.startFeed();
+  let polling = false;
+  let failing = false;
+  feedTimer = setInterval(() => {
+    if (polling) return;
+    polling = true;
+    feed
+      .then((f) => f.poll())
+      .then(
+        ({ exchanges, handshakes }) => {
+          failing = false;
+          if (exchanges.length === 0 && handshakes.length === 0) return;
+          post({ type: "recorded", count: 0, live: { exchanges: exchanges.map(rowToExchange), handshakes, handshakeIds: exchanges.map((r) => r.handshake_id) } });
+        },
+        (err: unknown) => {
+          if (!failing) logger.warn({ err }, "the live feed cannot read the database; it retries");
+          failing = true;
+        },
+      )
+      .finally(() => (polling = false));
+  }, LIVE_POLL_MS);
+}
 
 // Verdicts that change with time alone (a client gone quiet after an error) are stored too.
 // A bug here must not end the thread, and with it the recording: it is logged, and the next
@@ -203,9 +243,11 @@ port.on("message", (message: ToRecorder) => {
       );
       return;
     case "live":
+      if (message.wanted !== liveWanted) followDatabase(message.wanted);
       liveWanted = message.wanted;
       return;
     case "close": {
+      followDatabase(false);
       clearInterval(settler);
       clearInterval(stats);
       const finish = () => {

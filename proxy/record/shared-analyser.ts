@@ -22,7 +22,7 @@ import type { Handshake } from "../../analysis/handshake.js";
 import { settle } from "../../analysis/verdict.js";
 import type { TrafficMetrics } from "../admin/metrics.js";
 import { readCommitted, type CommitCursor } from "../../store/commit-cursor.js";
-import { clientSettings, RECORDED_CHANNEL, upsertHandshakes } from "../../store/postgres-sink.js";
+import { clientSettings, RECORDED_CHANNEL, refusedForGood, upsertHandshakes } from "../../store/postgres-sink.js";
 import { prunePostgresOnce, type PostgresRetentionOptions, type SizeCapState } from "../../store/postgres-retention.js";
 import { ROW_COLUMNS, rowToExchange, rowToHandshake, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
 import { HandshakeAnalysis } from "./analysis-feed.js";
@@ -264,7 +264,11 @@ export class SharedAnalyser {
       await lead.client.query("COMMIT");
     } catch (err) {
       await lead.client.query("ROLLBACK").catch(() => undefined);
-      throw err;
+      // Values the server will never take: this write is given up on, not the leadership, which
+      // would pass them on to the next analyser, and the next, for ever.
+      if (!refusedForGood(err)) throw err;
+      this.options.logger.error({ err, handshakes: handshakes.length, exchanges: assigned.length }, "the database refused the analyser's write: these handshakes are not stored");
+      return;
     }
     this.options.metrics.observeHandshakes(handshakes);
   }

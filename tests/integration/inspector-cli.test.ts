@@ -145,7 +145,8 @@ describe("the inspector command", () => {
       "token:failed",
     ]);
     expect(Object.keys(h.diagnoses[0])).toEqual(["code", "severity", "summary", "evidence", "fix", "reference"]);
-    expect(Object.keys(h.exchanges[0])).toEqual(["id", "startedAt", "method", "host", "path", "query", "status", "kind", "durationMs", "ttfbMs", "upstreamError", "facts"]);
+    expect(Object.keys(h.exchanges[0])).toEqual(["id", "startedAt", "method", "host", "path", "query", "status", "kind", "durationMs", "ttfbMs", "upstreamError", "facts", "replica"]);
+    expect(typeof h.exchanges[0].replica).toBe("string"); // --replica, default the host name
     const token = h.exchanges.find((e: { kind: string }) => e.kind === "token");
     expect(token).toMatchObject({ method: "POST", path: "/token", status: 400, facts: { oauthError: "invalid_grant" } });
     expect(h.diagnoses[0].evidence).toContain(token.id);

@@ -3,6 +3,7 @@
 // order, every replica's exchanges and the analyser's handshakes), the interactive view; its
 // sessions are read-only, and the database's password never appears in what it prints.
 import { spawn } from "node:child_process";
+import WebSocket from "ws";
 import { render } from "ink-testing-library";
 import { createElement } from "react";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -142,6 +143,24 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     } finally {
       child.kill("SIGINT");
       await new Promise((r) => child.once("close", r));
+    }
+  });
+
+  it("a replica's /live carries every replica's exchanges and the analyser's handshakes", { timeout: 30_000 }, async () => {
+    const url = new URL("/live", lenses[1]!.adminUrl);
+    url.protocol = "ws:";
+    const socket = new WebSocket(url);
+    const messages: Array<{ type: string; exchange?: { replica?: string }; handshake?: { clientName: string | null } }> = [];
+    socket.on("message", (raw) => messages.push(JSON.parse(String(raw)) as (typeof messages)[number]));
+    try {
+      await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+      await waitFor(() => messages.some((m) => m.type === "hello"), "the feed's hello", 5_000);
+      // Through the other replica only.
+      await fetch(`${lenses[0]!.url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "live-probe", version: "1" } } }) });
+      await waitFor(() => messages.some((m) => m.type === "exchange" && m.exchange?.replica === "a"), "replica a's exchange on replica b's feed", 10_000);
+      await waitFor(() => messages.some((m) => m.type === "handshake" && m.handshake?.clientName === "live-probe"), "the analyser's handshake on the feed", 10_000);
+    } finally {
+      socket.terminate();
     }
   });
 
