@@ -13,12 +13,14 @@ import { benchMemory } from "./memory.js";
 import { PINNING_NOTE, TASKSET, WRK } from "./procs.js";
 import { benchProxy } from "./proxy.js";
 import { benchRecording } from "./recording.js";
+import { benchReplicas } from "./replicas.js";
 import { benchSse } from "./sse.js";
 
 const GROUPS: Record<string, (options: BenchOptions) => BenchRow[] | Promise<BenchRow[]>> = {
   proxy: benchProxy,
   sse: benchSse,
   recording: benchRecording,
+  replicas: benchReplicas,
   memory: benchMemory,
   inspector: () => benchInspector(),
 };

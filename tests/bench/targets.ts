@@ -64,10 +64,10 @@ export interface LensHealth {
  */
 export const LENS_BENCH_FLAGS: readonly string[] = [];
 
-/** mcp-lens as an operator runs it: the shipped defaults (LENS_BENCH_FLAGS), with `extraArgs` on top. */
-export async function startLens(upstreamUrl: string, dir: string, extraArgs: string[] = []): Promise<LensTarget> {
+/** mcp-lens as an operator runs it: the shipped defaults (LENS_BENCH_FLAGS), with `extraArgs` on top; an SQLite file in `dir` unless `db` names one (a postgres:// URL). */
+export async function startLens(upstreamUrl: string, dir: string, extraArgs: string[] = [], db?: string): Promise<LensTarget> {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const dbPath = path.join(dir, `lens-${port}.db`);
+  const dbPath = db ?? path.join(dir, `lens-${port}.db`);
   const args = ["proxy", "--upstream", upstreamUrl, "--host", "127.0.0.1", "--port", String(port), "--admin-port", String(adminPort)];
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const proc = await startProcess({
