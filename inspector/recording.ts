@@ -2,10 +2,9 @@
 // synchronous) or a PostgreSQL database several replicas share (PostgresRecording, whose answers
 // are promises; open-recording.ts picks). Callers await every answer, the views through
 // useRecorded (ui/use-recorded.ts), which renders an SQLite answer at once as before.
-import type { Handshake } from "../analysis/handshake.js";
 import type { LiveMessage } from "../common/live-protocol.js";
 import type { ClassifiedExchange } from "../analysis/exchange.js";
-import type { ClientFamily, DiagnosisCode, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
+import type { DiagnosisCode, Handshake } from "../analysis/handshake.js";
 
 export type Maybe<T> = T | Promise<T>;
 
@@ -23,23 +22,15 @@ export interface HandshakeFilter {
   beforeId?: number;
 }
 
-export interface HandshakeSummary {
-  id: number;
-  clientFamily: ClientFamily;
-  clientName: string | null;
-  /** The MCP era it spoke (modern = 2026-07-28), and whether a dual-era client fell back from modern to legacy. */
-  era: HandshakeEra;
-  eraFallback: boolean;
-  /** How the client got its OAuth client id: cimd, dcr, pre_registered, none. */
-  registration: RegistrationKind;
-  startedAt: number;
-  endedAt: number;
-  outcome: HandshakeOutcome;
-  failedStep: HandshakeStep | null;
+/** A listing's row: the handshake without its steps, diagnoses and exchange ids, with its first diagnosis and how many exchanges it has. */
+export type HandshakeSummary = Pick<
+  Handshake,
+  "id" | "clientFamily" | "clientName" | "era" | "eraFallback" | "registration" | "startedAt" | "endedAt" | "outcome" | "failedStep"
+> & {
   firstCode: DiagnosisCode | null;
   firstSummary: string | null;
   exchangeCount: number;
-}
+};
 
 export interface HandshakeDetail {
   handshake: Handshake;
