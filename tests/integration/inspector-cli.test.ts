@@ -315,7 +315,15 @@ describe("the commands as the README runs them", () => {
     for (const bin of ["dist/cli/mcp-lens.js", "dist/inspector/cli.js"]) {
       expect(statSync(path.join(root, bin)).mode & 0o111, bin).not.toBe(0);
     }
-    const help = execFileSync("npx", ["--no-install", "mcp-lens", "--help"], { cwd: root, encoding: "utf8", timeout: 30_000 });
+    // No scripts: on a fresh clone npx links the project itself, and its `prepare` (npm run build)
+    // would rewrite dist/ under the tests running beside this one (a server failed to load a
+    // half-written module in CI).
+    const help = execFileSync("npx", ["--no-install", "mcp-lens", "--help"], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { ...process.env, npm_config_ignore_scripts: "true" },
+    });
     expect(help).toContain("Usage: mcp-lens <command>");
   });
 });
