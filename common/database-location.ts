@@ -16,6 +16,13 @@ export function databaseLocation(db: string): DatabaseLocation {
 
 /** A URL as shown to anyone: its password replaced by ***. Unchanged when it has none; anything unparsable is shown as "(unparsable URL)". */
 export function withoutPassword(url: string): string {
+  // A password with an unescaped '#', '/' or '?' parses as something else (postgres://u:12#x@h
+  // is host "u", port 12): whatever stands between "//" and the last "@" is the user's.
+  const userinfo = /^([a-z][a-z0-9+.-]*:\/\/)([^@]*@)/i.exec(url.slice(0, url.lastIndexOf("@") + 1));
+  if (userinfo && userinfo[2]!.includes(":")) {
+    const user = userinfo[2]!.slice(0, userinfo[2]!.indexOf(":"));
+    url = `${userinfo[1]}${user}:***@${url.slice(url.lastIndexOf("@") + 1)}`;
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);

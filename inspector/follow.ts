@@ -39,16 +39,24 @@ export function followTraffic(data: Recording, options: FollowOptions): { close(
   const poll = (reason: string) => {
     if (closed || timer) return;
     options.onMode?.("polling", reason);
-    const poller = last === undefined ? fromNow : new Promise<RecordingPoller>((resolve) => resolve(data.poller(last)));
+    const start = () => new Promise<RecordingPoller>((resolve) => resolve(data.poller(last)));
+    let poller = last === undefined ? fromNow : start();
     let polling = false;
     timer = setInterval(() => {
       if (polling) return; // one poll at a time: a slow database is not asked again meanwhile
       polling = true;
-      poller
+      const current = poller;
+      current
         .then((p) => p.poll())
         .then(
           (messages) => messages.forEach(deliver),
-          (error: unknown) => options.onError?.(error as Error),
+          (error: unknown) => {
+            options.onError?.(error as Error);
+            // A poller that could not start (the database was down) is started again.
+            current.catch(() => {
+              if (poller === current) poller = start();
+            });
+          },
         )
         .finally(() => (polling = false));
     }, options.pollMs ?? 500);

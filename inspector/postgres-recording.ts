@@ -20,6 +20,13 @@ const DEFAULT_LIMIT = 100;
 /** `%text%` for ILIKE … ESCAPE '\' (PostgreSQL's LIKE is case-sensitive, SQLite's is not). */
 const likePattern = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 
+/**
+ * The diagnoses as jsonb, for the text search. jsonb refuses what JSON.stringify writes for a NUL
+ * or a lone surrogate (\u0000, \ud800: a hostile summary can hold either): such a handshake's
+ * diagnoses are left out of the search rather than failing it.
+ */
+const SAFE_DIAGNOSES = "CASE WHEN h.diagnoses ~ '\\\\u(0000|[dD][89a-fA-F])' THEN '[]'::jsonb ELSE h.diagnoses::jsonb END";
+
 const EXCHANGES_BY_IDS = `SELECT ${ROW_COLUMNS.join(", ")} FROM exchanges WHERE id = ANY($1::bigint[]) ORDER BY started_at, id`;
 
 /** The listing's SQL, as InspectorData's, in PostgreSQL's dialect: newest first (started_at, then id). */
@@ -36,7 +43,7 @@ function listQuery(filter: HandshakeFilter, anchor?: { id: number; startedAt: nu
   if (filter.text) {
     const text = param(likePattern(filter.text));
     where.push(`(h.client_family ILIKE ${text} ESCAPE '\\' OR h.client_name ILIKE ${text} ESCAPE '\\' OR h.failed_step ILIKE ${text} ESCAPE '\\'
-      OR EXISTS (SELECT 1 FROM jsonb_array_elements(h.diagnoses::jsonb) d WHERE d->>'code' ILIKE ${text} ESCAPE '\\' OR d->>'summary' ILIKE ${text} ESCAPE '\\')
+      OR EXISTS (SELECT 1 FROM jsonb_array_elements(${SAFE_DIAGNOSES}) d WHERE d->>'code' ILIKE ${text} ESCAPE '\\' OR d->>'summary' ILIKE ${text} ESCAPE '\\')
       OR EXISTS (SELECT 1 FROM exchanges e WHERE e.handshake_id = h.id AND e.path ILIKE ${text} ESCAPE '\\'))`);
   }
   if (anchor) {

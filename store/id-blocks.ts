@@ -16,9 +16,17 @@ async function reserveBlock(pool: Pool): Promise<{ next: number; end: number }> 
   return { next: block * ID_BLOCK_SIZE + 1, end: (block + 1) * ID_BLOCK_SIZE + 1 };
 }
 
+/** After a failed reservation the next waits this long, doubling up to the max: a database that is down is not asked at every request. */
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
 export class IdBlocks {
   private spare: { next: number; end: number } | null = null;
   private reserving = false;
+  private retryAt = 0;
+  private retryMs = RETRY_MIN_MS;
+  /** Failures since the last reservation that worked: reported once each outage. */
+  private failures = 0;
 
   private constructor(
     private readonly pool: Pool,
@@ -51,16 +59,20 @@ export class IdBlocks {
   }
 
   private reserveSpare(): void {
-    if (this.reserving) return;
+    if (this.reserving || Date.now() < this.retryAt) return;
     this.reserving = true;
     reserveBlock(this.pool).then(
       (block) => {
         this.spare = block;
         this.reserving = false;
+        this.failures = 0;
+        this.retryMs = RETRY_MIN_MS;
       },
       (err: unknown) => {
         this.reserving = false;
-        this.onError(err);
+        if (this.failures++ === 0) this.onError(err);
+        this.retryAt = Date.now() + this.retryMs;
+        this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
       },
     );
   }

@@ -11,19 +11,29 @@ export interface PostgresRetentionOptions extends RetentionOptions {
   maxBytes?: number;
 }
 
-/** What the size cap remembers between runs. */
-export interface SizeCapState {
+/** What the size cap remembers between runs (and analysers), in the meta table. */
+interface SizeCapState {
   /** The table's size when the cap last made room. */
-  prunedAtBytes?: number;
+  prunedAtBytes: number;
   /** Exchanges still to delete to make that room. */
-  toFree?: number;
+  toFree: number;
+}
+
+async function sizeCapState(client: ClientBase): Promise<SizeCapState> {
+  const { rows } = await client.query<{ value: string }>("SELECT value FROM meta WHERE key = 'retention_size_cap'");
+  try {
+    const { prunedAtBytes, toFree } = JSON.parse(rows[0]?.value ?? "{}") as Partial<SizeCapState>;
+    return { prunedAtBytes: Number(prunedAtBytes) || 0, toFree: Number(toFree) || 0 };
+  } catch {
+    return { prunedAtBytes: 0, toFree: 0 };
+  }
 }
 
 const deleteOldest = (where: string) =>
   `DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges ${where} ORDER BY started_at LIMIT $1)`;
 
 /** Deletes at most `batch` exchanges (and handshakes past the age); returns how many exchanges went. */
-export async function prunePostgresOnce(client: ClientBase, options: PostgresRetentionOptions, state: SizeCapState = {}): Promise<number> {
+export async function prunePostgresOnce(client: ClientBase, options: PostgresRetentionOptions): Promise<number> {
   const { maxAgeDays, maxRows, maxBytes, batch = 1000, now = Date.now } = options;
   let deleted = 0;
   if (maxAgeDays !== undefined) {
@@ -40,17 +50,20 @@ export async function prunePostgresOnce(client: ClientBase, options: PostgresRet
     // PostgreSQL does not shrink a table when rows go: it reuses their space (autovacuum). Over
     // the cap, the oldest tenth goes, once; then only when the table has grown again, else it
     // would go on deleting the space new rows are about to reuse (SQLite's file behaves alike).
+    // What it did is kept in the database: the next analyser must not start over.
+    const state = await sizeCapState(client);
     const size = Number((await client.query<{ size: number }>("SELECT pg_total_relation_size('exchanges') AS size")).rows[0]!.size);
-    if (size > maxBytes && size > (state.prunedAtBytes ?? 0)) {
+    if (size > maxBytes && size > state.prunedAtBytes) {
       const total = Number((await client.query<{ total: number }>("SELECT count(*) AS total FROM exchanges")).rows[0]!.total);
       state.toFree = Math.max(100, Math.ceil(total / 10));
       state.prunedAtBytes = size;
     }
-    if (state.toFree) {
+    if (state.toFree > 0) {
       const gone = (await client.query(deleteOldest(""), [Math.min(batch - deleted, state.toFree)])).rowCount ?? 0;
       state.toFree = gone > 0 ? state.toFree - gone : 0;
       deleted += gone;
     }
+    await client.query("INSERT INTO meta (key, value) VALUES ('retention_size_cap', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", [JSON.stringify(state)]);
   }
   return deleted;
 }

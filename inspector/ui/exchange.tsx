@@ -130,7 +130,7 @@ function curlBox(e: ClassifiedExchange, width: number, upstream: string | undefi
 }
 
 export function ExchangeView({ data, active, width, height, tick, id }: ScreenProps & { id: number }): ReactNode {
-  const entries = useRecorded(() => data.exchangeEntries([id]), [data, id, tick]);
+  const entries = useRecorded(() => data.exchangeEntries([id]), [data, id, tick], id);
   const entry = entries?.[0] ?? null;
   const [curl, setCurl] = useState(false);
   const [offset, setOffset] = useState(0);

@@ -118,7 +118,7 @@ export function headerLines({ handshake: h, exchanges }: Detail): Line[] {
 }
 
 export function HandshakeView({ data, active, width, height, tick, open, id }: ScreenProps & { id: number }): ReactNode {
-  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick]);
+  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick], id);
   const body = useMemo(() => (detail ? buildBody(detail, width) : null), [detail, width]);
   const selectable = useMemo(() => body?.targets.flatMap((t, i) => (t === null ? [] : [i])) ?? [], [body]);
   // The cursor is anchored to what it points at (the nth row of an exchange), not to a line

@@ -86,7 +86,7 @@ export function ListView({ data, active, width, height, tick, open, dbPath, mode
   const offsetRef = useRef(0);
 
   // Re-read on every tick: the same rows produce the same lines, so Ink writes nothing.
-  const rows = useRecorded(() => query(data, filters), [data, filters, tick]) ?? NO_ROWS;
+  const rows = useRecorded(() => query(data, filters), [data, filters, tick], filters) ?? NO_ROWS;
   const found = selected.id === null ? -1 : rows.findIndex((r) => r.id === selected.id);
   const index = found >= 0 ? found : clamp(selected.index, 0, Math.max(0, rows.length - 1));
   const bodyHeight = Math.max(1, height - 4);

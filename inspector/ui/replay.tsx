@@ -100,7 +100,7 @@ function resultLines(rerun: Rerun, original: Detail, width: number): Line[] {
 }
 
 export function ReplayView({ data, active, width, height, tick, open, id, replay }: ScreenProps & { id: number; replay: Replay }): ReactNode {
-  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick]);
+  const detail = useRecorded(() => data.getHandshake(id), [data, id, tick], id);
   const [index, setIndex] = useState(0);
   const [playing, setPlaying] = useState(false);
   const [pane, setPane] = useState<"playback" | "rerun">("playback");

@@ -175,14 +175,19 @@ let feedTimer: NodeJS.Timeout | undefined;
 function followDatabase(wanted: boolean): void {
   clearInterval(feedTimer);
   feedTimer = undefined;
-  if (!wanted || !store.startFeed) return;
-  const feed = store.startFeed();
+  const startFeed = store.startFeed;
+  if (!wanted || !startFeed) return;
+  // From now (a subscriber sees what is recorded after it joined); started again after a failure
+  // (the database restarting): a feed that never started has no cursor.
+  let feed: Promise<PostgresFeed> | undefined = startFeed();
+  feed.catch(() => undefined); // reported by the first poll
   let polling = false;
   let failing = false;
   feedTimer = setInterval(() => {
     if (polling) return;
     polling = true;
-    feed
+    const current = (feed ??= startFeed());
+    current
       .then((f) => f.poll())
       .then(
         ({ exchanges, handshakes }) => {
@@ -193,6 +198,7 @@ function followDatabase(wanted: boolean): void {
         (err: unknown) => {
           if (!failing) logger.warn({ err }, "the live feed cannot read the database; it retries");
           failing = true;
+          current.catch(() => (feed = feed === current ? undefined : feed));
         },
       )
       .finally(() => (polling = false));

@@ -21,9 +21,9 @@ import type { Logger } from "pino";
 import type { Handshake } from "../../analysis/handshake.js";
 import { settle } from "../../analysis/verdict.js";
 import type { TrafficMetrics } from "../admin/metrics.js";
-import { readCommitted, type CommitCursor } from "../../store/commit-cursor.js";
+import { cursorAtNow, readCommitted, type CommitCursor } from "../../store/commit-cursor.js";
 import { clientSettings, RECORDED_CHANNEL, refusedForGood, upsertHandshakes } from "../../store/postgres-sink.js";
-import { prunePostgresOnce, type PostgresRetentionOptions, type SizeCapState } from "../../store/postgres-retention.js";
+import { prunePostgresOnce, type PostgresRetentionOptions } from "../../store/postgres-retention.js";
 import { ROW_COLUMNS, rowToExchange, rowToHandshake, type ExchangeRow, type HandshakeRow } from "../../store/schema.js";
 import { HandshakeAnalysis } from "./analysis-feed.js";
 
@@ -40,10 +40,17 @@ const TAKEOVER_MAX_ROWS = 50_000;
 /** Rows read a page; exchanges held at most (beyond it the oldest are placed at once). */
 const PAGE = 1_000;
 const MAX_HELD = 10_000;
+/** …and their bodies, headers and facts, at most this many bytes (a backlog of large bodies). */
+const MAX_HELD_BYTES = 32 * 1024 * 1024;
 /** Retention: exchanges deleted a transaction, and how often it runs with and without a backlog. */
 const PRUNE_BATCH = 1_000;
 const PRUNE_BACKLOG_MS = 5_000;
 const PRUNE_IDLE_MS = 60_000;
+/** How long one retention run may go on deleting batches while a backlog remains. */
+const PRUNE_BUDGET_MS = 2_000;
+
+/** The server gave up on a statement (query_timeout, statement_timeout): a slow table, not a lost connection. */
+const isTimeout = (err: unknown): boolean => err instanceof Error && (err.message === "Query read timeout" || (err as { code?: string }).code === "57014");
 
 export interface SharedAnalyserOptions {
   url: string;
@@ -65,13 +72,13 @@ interface Lead {
   analysis: HandshakeAnalysis;
   cursor: CommitCursor;
   /** Read, not placed yet: waiting out holdMs. */
-  held: ExchangeRow[];
+  held: Array<{ row: ExchangeRow; readAt: number; bytes: number }>;
+  heldBytes: number;
   /** Rows the current step read, for the analysis's lookups. */
   rows: Map<number, ExchangeRow>;
   lastSettle: number;
-  /** When retention runs next, and what the size cap remembers. */
+  /** When retention runs next. */
   pruneAt: number;
-  sizeCap: SizeCapState;
 }
 
 export class SharedAnalyser {
@@ -140,7 +147,8 @@ export class SharedAnalyser {
       const lead = await this.takeOver(client);
       while (!this.stopped) {
         await this.step(lead);
-        const due = lead.held[0] ? endOf(lead.held[0]) + this.options.holdMs - Date.now() : POLL_MS;
+        const first = lead.held[0];
+        const due = first ? Math.min(endOf(first.row), first.readAt) + this.options.holdMs - Date.now() : POLL_MS;
         await this.sleep(Math.max(10, Math.min(POLL_MS, due)));
       }
     } finally {
@@ -150,27 +158,28 @@ export class SharedAnalyser {
   }
 
   /**
-   * A new leader: settles what an analyser long gone left in progress, then re-places the recent
-   * exchanges to rebuild the open handshakes, and reads new ones from where that snapshot ends.
+   * A new leader: re-places the exchanges of the handshakes still open (in progress, or active
+   * within the tracker's window) and the recent ones no handshake has, in the order they ended,
+   * to rebuild the open handshakes under their ids; settles the stored ones in progress it could
+   * not rebuild (an analyser long gone left them); reads new rows from where that snapshot ends.
    */
   private async takeOver(client: pg.Client): Promise<Lead> {
     const since = Date.now() - TAKEOVER_WINDOW_MS;
-    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
-    let recent: Array<{ id: number; rec_xid: string }>;
+    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    let recent: number[];
     let known: HandshakeRow[];
-    let horizon: bigint;
+    let cursor: CommitCursor;
     try {
-      horizon = BigInt((await client.query<{ xmin: string }>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin")).rows[0]!.xmin);
+      cursor = await cursorAtNow(client);
+      known = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' OR ended_at >= $1", [since])).rows;
       recent = (
-        await client.query<{ id: number; rec_xid: string }>(
-          `SELECT id, rec_xid::text AS rec_xid FROM (SELECT id, rec_xid, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
-           WHERE started_at >= $1 ORDER BY started_at DESC LIMIT $2) recent ORDER BY ended, id`,
-          [since, TAKEOVER_MAX_ROWS],
+        await client.query<{ id: number }>(
+          `SELECT id FROM (SELECT id, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
+             WHERE handshake_id = ANY($1::bigint[]) OR (handshake_id IS NULL AND started_at >= $2)
+             ORDER BY started_at DESC LIMIT $3) recent ORDER BY ended, id`,
+          [known.map((h) => h.id), since, TAKEOVER_MAX_ROWS],
         )
-      ).rows;
-      known = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE id IN (SELECT handshake_id FROM exchanges WHERE started_at >= $1)", [since])).rows;
-      const stale = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' AND ended_at < $1", [since])).rows;
-      await upsertHandshakes(client, stale.map((row) => settle(rowToHandshake(row))));
+      ).rows.map((r) => r.id);
       await client.query("COMMIT");
     } catch (err) {
       await client.query("ROLLBACK").catch(() => undefined);
@@ -183,52 +192,86 @@ export class SharedAnalyser {
       (id) => rows.get(id),
       (err, count) => this.options.logger.error({ err, count }, "could not diagnose handshakes: stored without their diagnosis"),
     );
-    const lead: Lead = {
-      client,
-      analysis,
-      cursor: { from: horizon, seen: new Map(recent.filter((r) => BigInt(r.rec_xid) >= horizon).map((r) => [r.id, BigInt(r.rec_xid)])) },
-      held: [],
-      rows,
-      lastSettle: Date.now(),
-      pruneAt: Date.now() + PRUNE_BACKLOG_MS,
-      sizeCap: {},
-    };
+    const lead: Lead = { client, analysis, cursor, held: [], heldBytes: 0, rows, lastSettle: Date.now(), pruneAt: Date.now() + PRUNE_BACKLOG_MS };
+    const rebuilt = new Set<number>();
     for (let from = 0; from < recent.length; from += PAGE) {
-      const rows = await this.rowsById(client, recent.slice(from, from + PAGE).map((r) => r.id));
-      await this.place(lead, rows.sort(byEnd));
+      const page = await this.rowsById(client, recent.slice(from, from + PAGE));
+      for (const id of await this.place(lead, page.sort(byEnd))) rebuilt.add(id);
     }
-    if (recent.length > 0) this.options.logger.info({ exchanges: recent.length }, "re-placed the recent exchanges into their handshakes");
+    const orphans = known.filter((h) => h.outcome === "in_progress" && !rebuilt.has(h.id));
+    await this.write(lead, [], orphans.map((row) => settle(rowToHandshake(row))));
+    if (recent.length > 0) this.options.logger.info({ exchanges: recent.length, settled: orphans.length }, "re-placed the open handshakes' exchanges");
     return lead;
   }
 
-  /** New rows, the held ones that are due placed, and idle handshakes settled now and then. */
+  /** New rows, the held ones that are due placed, idle handshakes judged and retention now and then. */
   private async step(lead: Lead): Promise<void> {
-    for (let read = PAGE; read === PAGE && lead.held.length < MAX_HELD; ) {
+    const readAt = Date.now();
+    for (let read = PAGE; read === PAGE && !this.heldFull(lead); ) {
       const rows = await readCommitted(lead.client, lead.cursor, PAGE);
-      lead.held.push(...rows);
       read = rows.length;
+      // A row that arrives with its handshake (doctor --db) was grouped by its writer.
+      for (const row of rows) if (row.handshake_id === null) this.hold(lead, row, readAt);
     }
-    lead.held.sort(byEnd);
-    const dueBefore = Date.now() - this.options.holdMs;
+    lead.held.sort((a, b) => byEnd(a.row, b.row));
+    // Due once held for holdMs after it ended, or after it was read (a replica's clock may run ahead).
+    const now = Date.now();
     let due = 0;
-    while (due < lead.held.length && (endOf(lead.held[due]!) <= dueBefore || lead.held.length - due > MAX_HELD)) due++;
-    if (due > 0) await this.place(lead, lead.held.splice(0, due));
-    if (Date.now() - lead.lastSettle >= SETTLE_CHECK_MS) {
-      lead.lastSettle = Date.now();
-      const candidates = lead.analysis.tickCandidates(Date.now());
-      await this.readAhead(lead, candidates);
-      await this.write(lead, [], lead.analysis.judgeTick(candidates, Date.now()));
+    while (due < lead.held.length && (Math.min(endOf(lead.held[due]!.row), lead.held[due]!.readAt) + this.options.holdMs <= now || this.heldFull(lead, due))) due++;
+    if (due > 0) {
+      const released = lead.held.splice(0, due);
+      for (const h of released) lead.heldBytes -= h.bytes;
+      await this.place(lead, released.map((h) => h.row));
     }
-    if (Date.now() >= lead.pruneAt) {
-      const deleted = await prunePostgresOnce(lead.client, { ...this.options.retention, batch: PRUNE_BATCH }, lead.sizeCap);
+    if (now - lead.lastSettle >= SETTLE_CHECK_MS) {
+      lead.lastSettle = now;
+      // The clock the analysis sees is holdMs behind: an exchange still held may yet continue a handshake.
+      const seen = now - this.options.holdMs;
+      const candidates = lead.analysis.tickCandidates(seen);
+      await this.readAhead(lead, candidates);
+      await this.write(lead, [], lead.analysis.judgeTick(candidates, seen));
+    }
+    if (now >= lead.pruneAt) await this.prune(lead);
+  }
+
+  private hold(lead: Lead, row: ExchangeRow, readAt: number): void {
+    const bytes = (row.req_body?.length ?? 0) + (row.res_body?.length ?? 0) + row.req_headers.length + (row.res_headers?.length ?? 0) + row.facts.length;
+    lead.held.push({ row, readAt, bytes });
+    lead.heldBytes += bytes;
+  }
+
+  /** Held beyond the bounds (the first `released` on their way out): the oldest are placed at once. */
+  private heldFull(lead: Lead, released = 0): boolean {
+    let bytes = lead.heldBytes;
+    for (let i = 0; i < released; i++) bytes -= lead.held[i]!.bytes;
+    return lead.held.length - released > MAX_HELD || bytes > MAX_HELD_BYTES;
+  }
+
+  /**
+   * Retention, a batch at a time while a backlog remains (within a time budget), on the lock's
+   * connection. A failure is logged and retried later: it must not cost the leadership, which
+   * would pass it on to the next analyser, and the next.
+   */
+  private async prune(lead: Lead): Promise<void> {
+    const until = Date.now() + PRUNE_BUDGET_MS;
+    let deleted = 0;
+    try {
+      for (let batch = PRUNE_BATCH; batch >= PRUNE_BATCH && Date.now() < until; ) {
+        batch = await prunePostgresOnce(lead.client, { ...this.options.retention, batch: PRUNE_BATCH });
+        deleted += batch;
+      }
       if (deleted > 0) this.options.logger.debug({ deleted }, "retention pruned exchanges");
       // While a backlog remains, come back soon; otherwise rarely.
-      lead.pruneAt = Date.now() + (deleted >= PRUNE_BATCH ? PRUNE_BACKLOG_MS : PRUNE_IDLE_MS);
+      lead.pruneAt = Date.now() + (Date.now() >= until ? PRUNE_BACKLOG_MS : PRUNE_IDLE_MS);
+    } catch (err) {
+      if (!refusedForGood(err) && !isTimeout(err)) throw err;
+      this.options.logger.warn({ err, deleted }, "retention could not prune exchanges; it tries again later");
+      lead.pruneAt = Date.now() + PRUNE_IDLE_MS;
     }
   }
 
-  /** Places rows (in the order they ended), judges the handshakes they changed, writes both. */
-  private async place(lead: Lead, rows: ExchangeRow[]): Promise<void> {
+  /** Places rows (in the order they ended), judges the handshakes they changed, writes both; returns the handshakes' ids. */
+  private async place(lead: Lead, rows: ExchangeRow[]): Promise<number[]> {
     const assigned: Array<[number, number]> = [];
     for (const row of rows) {
       lead.rows.set(row.id, row);
@@ -238,6 +281,7 @@ export class SharedAnalyser {
     const changed = lead.analysis.takeChanged();
     await this.readAhead(lead, changed);
     await this.write(lead, assigned, lead.analysis.judgeChanged(changed));
+    return changed.map((h) => h.id);
   }
 
   /** Reads the exchanges the judging of `handshakes` will look up that this step has not read. */

@@ -13,6 +13,8 @@ import { App } from "../../inspector/ui/app.js";
 import { HandshakeView } from "../../inspector/ui/handshake.js";
 import { startMisbehavingServer, type MisbehavingServer } from "../fixtures/misbehaving-server.js";
 import { runHostedConnector } from "../helpers/hosted-connector.js";
+import { handshakeOf } from "../helpers/exchanges.js";
+import { postgresSink } from "../../store/postgres-sink.js";
 import path from "node:path";
 import { roundRobinConf, startNginx } from "../helpers/children.js";
 import { postgresBinDir, postgresForTests } from "../helpers/postgres.js";
@@ -91,6 +93,12 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     expect(har.code, har.stderr).toBe(0);
     expect((JSON.parse(har.stdout) as { log: { entries: unknown[] } }).log.entries).toHaveLength(detail.exchanges.length);
 
+    // A hostile summary that jsonb cannot hold (NUL, a lone surrogate) leaves the text search working.
+    await postgresSink(pg.pool(db)).write([], [handshakeOf(5_000_000_000, { diagnoses: [{ code: "waf_block", severity: "error", summary: "nul \u0000 and \ud800 here", evidence: [], fix: "", reference: "" }] })]);
+    const searched = await runCli(["inspector", "list", "--text", "issuer", "--json", "--db", withPassword]);
+    expect(searched.code, searched.stderr).toBe(0);
+    expect((JSON.parse(searched.stdout) as ListedJson[]).map((h) => h.id)).toEqual([failedId]);
+
     const missing = await runCli(["inspector", "show", "999999999", "--db", withPassword]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("no handshake #999999999 in postgres://lens:***@127.0.0.1:");
@@ -110,7 +118,12 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     expect(run.stdout + run.stderr).not.toContain("CANARY-pg-password");
     const shown = await runCli(["inspector", "show", String(report.recorded.handshakeIds[0]), "--json", "--db", withPassword]);
     expect(shown.code, shown.stderr).toBe(0);
-    expect(JSON.parse(shown.stdout)).toMatchObject({ client: "claude-code" });
+    const stored = JSON.parse(shown.stdout) as { client: string; exchanges: Array<{ id: number }> };
+    expect(stored).toMatchObject({ client: "claude-code" });
+    // The analyser leaves rows that came grouped alone: after its hold, the same handshake, the same exchanges.
+    await new Promise((r) => setTimeout(r, 2_500));
+    const later = JSON.parse((await runCli(["inspector", "show", String(report.recorded.handshakeIds[0]), "--json", "--db", withPassword])).stdout) as typeof stored;
+    expect(later.exchanges.map((e) => e.id)).toEqual(stored.exchanges.map((e) => e.id));
   });
 
   it("reads through read-only sessions", async () => {

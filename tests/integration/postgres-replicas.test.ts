@@ -84,8 +84,12 @@ async function startReplicas(upstream: string, db: string, dir: string, extraArg
   };
 }
 
+/** One pool a database: the tests poll every 200 ms. */
+const pools = new Map<string, ReturnType<typeof pg.pool>>();
+
 async function fromPostgres(db: string): Promise<Recorded> {
-  const pool = pg.pool(db, 1);
+  let pool = pools.get(db);
+  if (!pool) pools.set(db, (pool = pg.pool(db, 1)));
   const exchanges = (await pool.query<Recorded["exchanges"][number]>("SELECT id, handshake_id, replica FROM exchanges ORDER BY started_at, id")).rows;
   const handshakes = (await pool.query<HandshakeRow>("SELECT * FROM handshakes ORDER BY started_at, id")).rows;
   return { exchanges, handshakes };
