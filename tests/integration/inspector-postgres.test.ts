@@ -99,10 +99,15 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     expect(searched.code, searched.stderr).toBe(0);
     expect((JSON.parse(searched.stdout) as ListedJson[]).map((h) => h.id)).toEqual([failedId]);
 
+    // Replayed through a replica: the server still fails it (its traffic makes a handshake of its own, hence after the searches).
+    const replayed = await runCli(["inspector", "replay", String(failedId), "--json", "--db", withPassword]);
+    expect(replayed.code, replayed.stderr).toBe(1);
+    expect(JSON.parse(replayed.stdout)).toMatchObject({ verdict: "still_fails", failedStep: "authorization_server_metadata", code: "issuer_mismatch" });
+
     const missing = await runCli(["inspector", "show", "999999999", "--db", withPassword]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("no handshake #999999999 in postgres://lens:***@127.0.0.1:");
-    for (const run of [table, found, shown, har, missing]) expect(run.stdout + run.stderr).not.toContain("CANARY-pg-password");
+    for (const run of [table, found, shown, replayed, har, missing]) expect(run.stdout + run.stderr).not.toContain("CANARY-pg-password");
 
     const wrong = await runCli(["inspector", "list", "--db", withPassword.replace(/\/[^/]+$/, "/no_such_db")]);
     expect(wrong.code).toBe(1);

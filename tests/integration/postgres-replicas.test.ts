@@ -15,7 +15,12 @@ import { NGINX, roundRobinConf, startNginx, type Child } from "../helpers/childr
 import { runHostedConnector, type HostedConnectorOptions } from "../helpers/hosted-connector.js";
 import { startLoad } from "../helpers/load.js";
 import { postgresBinDir, postgresForTests } from "../helpers/postgres.js";
-import { startLensProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { startLensProcess, startServerProcess, tempDir, waitFor, type RunningLens } from "../helpers/processes.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
+import { startFakeCoda } from "../fakes/coda-api.js";
+import { CALLBACKS, ConnectorLikeProvider, signInWithCodaToken } from "../helpers/connector.js";
 import { startUpstream } from "../helpers/upstream.js";
 import { existsSync } from "node:fs";
 
@@ -24,6 +29,7 @@ const MISSING = [...(postgresBinDir() ? [] : ["postgresql"]), ...(existsSync(NGI
 if (MISSING.length > 0 && !IN_CI) console.warn(`replica tests skipped: ${MISSING.join(", ")} missing (apt-get install ${MISSING.join(" ")}); CI=true makes this a failure`);
 
 const LENS_ARGS = ["--flush-interval", "20", "--shutdown-timeout", "500"];
+const CODA_TOKEN = "0c7a51e2-3f4b-4d5e-8a9b-replicas-token";
 /** A failed probe settles after the tracker's grace period; the analyser holds exchanges ~1 s more. */
 const SETTLE_MS = 20_000;
 
@@ -192,6 +198,45 @@ describe.skipIf(MISSING.length > 0 && !IN_CI)("three replicas on one PostgreSQL 
       expect(metrics.reduce((sum, m) => sum + metricSum(m, "mcp_lens_requests_total"), 0)).toBe(run.requests);
     });
   }
+
+  it("the bundled Coda MCP server behind three replicas: a connector's OAuth flow and tool calls make one succeeded handshake", { timeout: 60_000 }, async () => {
+    const tmp = tempDir("mcp-lens-replicas-");
+    cleanups.push(tmp.cleanup);
+    const coda = await startFakeCoda({ tokens: { [CODA_TOKEN]: { name: "Ada Lovelace", loginId: "ada@example.com" } } });
+    cleanups.push(() => coda.close());
+    const server = await startServerProcess({ dbPath: path.join(tmp.dir, "server.db"), codaApiBase: coda.url });
+    cleanups.push(() => server.stop());
+    const db = await pg.freshDatabase();
+    const replicas = await startReplicas(server.url, db, tmp.dir);
+    cleanups.push(replicas.stop);
+
+    // The SDK's client as a hosted connector runs it; the user's browser signs in through the same front.
+    const provider = new ConnectorLikeProvider(CALLBACKS.claude, "none", "Claude");
+    const mcpUrl = new URL(`${replicas.url}/mcp`);
+    const probe = new Client({ name: "Anthropic", version: "1.0.0" });
+    await expect(probe.connect(new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider }))).rejects.toThrow(UnauthorizedError);
+    const consent = await signInWithCodaToken(provider.authorizationUrl!, CODA_TOKEN);
+    expect(consent.status).toBe(302);
+    const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider });
+    await transport.finishAuth(new URL(consent.headers.get("location")!).searchParams.get("code")!);
+    const client = new Client({ name: "Anthropic", version: "1.0.0" });
+    await client.connect(transport);
+    expect((await client.callTool({ name: "whoami", arguments: {} })).isError).toBeFalsy();
+    expect((await client.callTool({ name: "list_docs", arguments: {} })).isError).toBeFalsy();
+    await client.close();
+
+    const state = await settled(
+      () => fromPostgres(db),
+      (s) => s.handshakes.some((h) => h.outcome === "succeeded" && JSON.parse(h.steps).some((x: { step: string }) => x.step === "tool_call")),
+    );
+    const explain = JSON.stringify({ handshakes: verdicts(state.handshakes), exchanges: state.exchanges }, null, 1);
+    const succeeded = state.handshakes.filter((h) => h.outcome === "succeeded");
+    expect(succeeded.map((h) => h.client_family), explain).toEqual(["claude.ai"]);
+    expect(verdicts(succeeded)[0]!.steps, explain).toEqual(expect.arrayContaining(["token:ok", "initialize:ok", "tool_call:ok"]));
+    // Its exchanges went through all three replicas.
+    const own = state.exchanges.filter((e) => e.handshake_id === succeeded[0]!.id);
+    expect(new Set(own.map((e) => e.replica)), explain).toEqual(new Set(["replica-1", "replica-2", "replica-3"]));
+  });
 
   it("another replica takes over the analysis within seconds when the analyser is killed", { timeout: 90_000 }, async () => {
     const tmp = tempDir("mcp-lens-replicas-");
