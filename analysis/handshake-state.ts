@@ -157,12 +157,12 @@ export function failedStepOf(s: State): HandshakeStep | null {
 }
 
 export function toHandshake(s: State, now: number): Handshake {
-  const steps: StepRecord[] = [...s.steps.values()].map((r) => ({
-    step: r.step,
-    status: r.ok ? "ok" : "failed",
-    exchangeIds: [...r.exchangeIds],
-    at: r.at,
-  }));
+  // In the order they were reached: when each step's first exchange started (the order they were
+  // placed in, for steps reached at the same moment). Exchanges recorded by several replicas may
+  // be placed a little out of order; when they started is the same either way.
+  const steps: StepRecord[] = [...s.steps.values()]
+    .map((r) => ({ step: r.step, status: r.ok ? ("ok" as const) : ("failed" as const), exchangeIds: [...r.exchangeIds], at: r.at }))
+    .sort((a, b) => a.at - b.at);
   const { clientInfoName, clientName } = s.signals;
   return {
     id: s.id,

@@ -23,6 +23,10 @@ export function withoutPassword(url: string): string {
     const user = userinfo[2]!.slice(0, userinfo[2]!.indexOf(":"));
     url = `${userinfo[1]}${user}:***@${url.slice(url.lastIndexOf("@") + 1)}`;
   }
+  // libpq's ?password=: everything from it to the end goes (an unescaped '#' or '&' in it would
+  // otherwise leave its tail in sight).
+  const param = /([?&]password=)/i.exec(url);
+  if (param) url = `${url.slice(0, param.index)}${param[1]}***`;
   let parsed: URL;
   try {
     parsed = new URL(url);

@@ -39,7 +39,11 @@ export function followTraffic(data: Recording, options: FollowOptions): { close(
   const poll = (reason: string) => {
     if (closed || timer) return;
     options.onMode?.("polling", reason);
-    const start = () => new Promise<RecordingPoller>((resolve) => resolve(data.poller(last)));
+    const start = () => {
+      const started = new Promise<RecordingPoller>((resolve) => resolve(data.poller(last)));
+      started.catch(() => undefined); // reported by the poll that uses it
+      return started;
+    };
     let poller = last === undefined ? fromNow : start();
     let polling = false;
     timer = setInterval(() => {
@@ -54,7 +58,7 @@ export function followTraffic(data: Recording, options: FollowOptions): { close(
             options.onError?.(error as Error);
             // A poller that could not start (the database was down) is started again.
             current.catch(() => {
-              if (poller === current) poller = start();
+              if (poller === current && !closed) poller = start();
             });
           },
         )

@@ -50,6 +50,15 @@ const strip = (rows: Read[]): ExchangeRow[] => rows.map(({ rec_xid: _, ...row })
 
 /** Rows committed since the cursor, each once, in commit-transaction order, at most `limit`; advances the cursor. */
 export async function readCommitted(client: ClientBase, cursor: CommitCursor, limit = 1_000): Promise<ExchangeRow[]> {
+  const next = { ...cursor };
+  const rows = await readInto(client, next, limit);
+  // Moved only once the read is whole: a read that fails hands out nothing and loses nothing.
+  cursor.after = next.after;
+  cursor.partial = next.partial;
+  return rows;
+}
+
+async function readInto(client: ClientBase, cursor: CommitCursor, limit: number): Promise<ExchangeRow[]> {
   // One snapshot for the rows and the bounds the next read starts from.
   await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   try {

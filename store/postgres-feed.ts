@@ -25,7 +25,7 @@ export class PostgresFeed {
 
   private constructor(
     private readonly pool: Pool,
-    private readonly cursor: CommitCursor,
+    private cursor: CommitCursor,
     private readonly versions: HandshakeVersions,
   ) {}
 
@@ -47,14 +47,19 @@ export class PostgresFeed {
   async poll(): Promise<FeedBatch> {
     const client = await this.pool.connect();
     try {
-      const exchanges = await readCommitted(client, this.cursor, BATCH);
+      // The cursor and the clock move only once the whole poll has worked: a poll that fails
+      // (the database going away) leaves them for the next, which then hands out what this one read.
+      const cursor = { ...this.cursor };
+      const exchanges = await readCommitted(client, cursor, BATCH);
       const since = this.lastPollAt - REWRITTEN_WITHIN_MS;
-      this.lastPollAt = Date.now();
+      const polledAt = Date.now();
       const named = [...this.versions.inProgress, ...exchanges.flatMap((r) => (r.handshake_id === null ? [] : [r.handshake_id]))];
       const { rows } = await client.query<HandshakeRow>(
         "SELECT * FROM handshakes WHERE id = ANY($1::bigint[]) OR (started_at >= $2 AND ended_at >= $3) ORDER BY started_at, id",
         [named, since - OPEN_WINDOW_MS, since],
       );
+      this.cursor = cursor;
+      this.lastPollAt = polledAt;
       return { exchanges, handshakes: rows.map(rowToHandshake).filter((h) => this.versions.note(h)) };
     } finally {
       client.release();

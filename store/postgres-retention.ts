@@ -53,6 +53,8 @@ export async function prunePostgresOnce(client: ClientBase, options: PostgresRet
     // What it did is kept in the database: the next analyser must not start over.
     const state = await sizeCapState(client);
     const size = Number((await client.query<{ size: number }>("SELECT pg_total_relation_size('exchanges') AS size")).rows[0]!.size);
+    // Back under the cap (space reused, or the table rewritten by VACUUM FULL): the mark starts over.
+    if (size <= maxBytes) state.prunedAtBytes = 0;
     if (size > maxBytes && size > state.prunedAtBytes) {
       const total = Number((await client.query<{ total: number }>("SELECT count(*) AS total FROM exchanges")).rows[0]!.total);
       state.toFree = Math.max(100, Math.ceil(total / 10));

@@ -6,6 +6,8 @@ import { useEffect, useMemo, useRef, useState } from "react";
 import type { Maybe } from "../recording.js";
 
 const SKIPPED = Symbol("skipped");
+/** A read that failed (the database away) is made again after this. */
+const RETRY_MS = 1_000;
 
 /**
  * `read()`'s answer, read again when `deps` change; undefined while the first answer for `key`
@@ -38,7 +40,8 @@ export function useRecorded<T>(read: () => Maybe<T>, deps: readonly unknown[], k
     answer
       .then(
         (value: T) => mounted.current && setResolved({ key: forKey, value }),
-        () => undefined, // the next tick reads again
+        // Read again in a while: ticks come only with new traffic, a quiet recording sends none.
+        () => void setTimeout(() => mounted.current && setAgain((n) => n + 1), RETRY_MS),
       )
       .finally(() => {
         reading.current = false;

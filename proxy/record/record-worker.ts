@@ -106,7 +106,8 @@ async function openSharedStore(url: string): Promise<RecordingStore> {
     url,
     logger,
     metrics,
-    holdMs: Math.max(1_000, 2 * config.flushInterval),
+    // Replicas commit every --flush-interval; a loaded one later: two seconds covers both at the defaults.
+    holdMs: Math.max(2_000, 2 * config.flushInterval),
     retention: { maxAgeDays: config.retentionDays, maxRows: config.retentionRows, maxBytes: config.dbMaxSize || undefined },
   });
   analyser.start();

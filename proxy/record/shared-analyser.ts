@@ -134,6 +134,9 @@ export class SharedAnalyser {
       await client.connect();
       // Server-side keepalives: the lock of a leader whose host vanished is freed in ~11 s.
       await client.query("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3");
+      // The server cancels a statement before the driver gives up on it (query_timeout, 10 s): a
+      // slow delete then fails alone, and the connection, and with it the lock, stays usable.
+      await client.query("SET statement_timeout = 8000");
       while (!this.stopped) {
         const { rows } = await client.query<{ granted: boolean }>(`SELECT pg_try_advisory_lock(${LOCK_KEY}) AS granted`);
         if (rows[0]?.granted) break;
@@ -172,11 +175,16 @@ export class SharedAnalyser {
     try {
       cursor = await cursorAtNow(client);
       known = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' OR ended_at >= $1", [since])).rows;
+      // The open handshakes whole (a handshake is rebuilt from its first exchange, which names
+      // it), and the newest of the exchanges no handshake has.
       recent = (
         await client.query<{ id: number }>(
-          `SELECT id FROM (SELECT id, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
-             WHERE handshake_id = ANY($1::bigint[]) OR (handshake_id IS NULL AND started_at >= $2)
-             ORDER BY started_at DESC LIMIT $3) recent ORDER BY ended, id`,
+          `SELECT id FROM (
+             SELECT id, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges WHERE handshake_id = ANY($1::bigint[])
+             UNION ALL
+             SELECT id, ended FROM (SELECT id, started_at, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
+               WHERE handshake_id IS NULL AND started_at >= $2 ORDER BY started_at DESC LIMIT $3) unassigned
+           ) recent ORDER BY ended, id`,
           [known.map((h) => h.id), since, TAKEOVER_MAX_ROWS],
         )
       ).rows.map((r) => r.id);
@@ -235,7 +243,8 @@ export class SharedAnalyser {
   }
 
   private hold(lead: Lead, row: ExchangeRow, readAt: number): void {
-    const bytes = (row.req_body?.length ?? 0) + (row.res_body?.length ?? 0) + row.req_headers.length + (row.res_headers?.length ?? 0) + row.facts.length;
+    const text = [row.req_body, row.res_body, row.req_body_decoded, row.res_body_decoded, row.req_headers, row.res_headers, row.facts, row.forwarding];
+    const bytes = text.reduce((sum, t) => sum + (t?.length ?? 0), 0);
     lead.held.push({ row, readAt, bytes });
     lead.heldBytes += bytes;
   }

@@ -126,7 +126,7 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     const stored = JSON.parse(shown.stdout) as { client: string; exchanges: Array<{ id: number }> };
     expect(stored).toMatchObject({ client: "claude-code" });
     // The analyser leaves rows that came grouped alone: after its hold, the same handshake, the same exchanges.
-    await new Promise((r) => setTimeout(r, 2_500));
+    await new Promise((r) => setTimeout(r, 3_500));
     const later = JSON.parse((await runCli(["inspector", "show", String(report.recorded.handshakeIds[0]), "--json", "--db", withPassword])).stdout) as typeof stored;
     expect(later.exchanges.map((e) => e.id)).toEqual(stored.exchanges.map((e) => e.id));
   });
@@ -173,9 +173,19 @@ describe.skipIf(MISSING && !IN_CI)("the inspector on a PostgreSQL recording", ()
     try {
       await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
       await waitFor(() => messages.some((m) => m.type === "hello"), "the feed's hello", 5_000);
-      // Through the other replica only.
-      await fetch(`${lenses[0]!.url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "live-probe", version: "1" } } }) });
-      await waitFor(() => messages.some((m) => m.type === "exchange" && m.exchange?.replica === "a"), "replica a's exchange on replica b's feed", 10_000);
+      // Through the other replica only, until it shows: the feed follows from when its reader
+      // started, a moment after the hello.
+      const probe = () => fetch(`${lenses[0]!.url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "live-probe", version: "1" } } }) });
+      let sent = 0;
+      await waitFor(
+        async () => {
+          if (messages.some((m) => m.type === "exchange" && m.exchange?.replica === "a")) return true;
+          if (sent++ % 25 === 0) await probe(); // every ~500 ms
+          return false;
+        },
+        "replica a's exchange on replica b's feed",
+        10_000,
+      );
       await waitFor(() => messages.some((m) => m.type === "handshake" && m.handshake?.clientName === "live-probe"), "the analyser's handshake on the feed", 10_000);
     } finally {
       socket.terminate();

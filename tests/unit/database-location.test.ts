@@ -13,7 +13,9 @@ describe("database location", () => {
   it("shows a URL without its password, however the password is written", () => {
     expect(shownDatabase("postgres://lens:s3cret@db.internal:5432/lens")).toBe("postgres://lens:***@db.internal:5432/lens");
     expect(shownDatabase("postgres://lens@db/lens")).toBe("postgres://lens@db/lens");
-    expect(shownDatabase("postgres://lens@db/lens?password=s3cret&sslmode=require")).toBe("postgres://lens@db/lens?password=***&sslmode=require");
+    // From ?password= to the end: an unescaped '#' or '&' in it would leave its tail in sight.
+    expect(shownDatabase("postgres://lens@db/lens?sslmode=require&password=s3cret")).toBe("postgres://lens@db/lens?sslmode=require&password=***");
+    expect(shownDatabase("postgres://lens@db/lens?password=s3#cr&et")).toBe("postgres://lens@db/lens?password=***");
     // Unescaped characters that end the userinfo early: still nothing of the password.
     for (const url of ["postgres://lens:123#abc@db/lens", "postgres://lens:p@ss/w?rd@db:5432/lens", "postgres://lens:a/b@db/lens"]) {
       const shown = shownDatabase(url);
