@@ -143,7 +143,7 @@ export interface Handshake {
   registration: RegistrationKind;
   startedAt: number;
   endedAt: number;
-  /** In the order they were first reached; a step may be failed. */
+  /** In the order they were reached (when each first started); a step may be failed. */
   steps: StepRecord[];
   outcome: HandshakeOutcome;
   failedStep: HandshakeStep | null;
