@@ -26,6 +26,12 @@ export interface RunningLens {
   exited: Promise<number | null>;
 }
 
+/** The CLI processes this test process started and that still run: a test process that ends (a crash, a failed beforeAll that never stops them) ends them too. */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 /** Spawns the CLI and resolves once it logs `readyMessage` (JSON logs on stdout). */
 async function spawnUntilReady(args: string[], env: Record<string, string> | undefined, readyMessage: string) {
   const child = spawn(process.execPath, [...cliNodeFlags(), CLI, ...args], {
@@ -35,9 +41,11 @@ async function spawnUntilReady(args: string[], env: Record<string, string> | und
   const stdout: string[] = [];
   const stderr: string[] = [];
   let buffered = "";
+  running.add(child);
   // "close", not "exit": stdout is fully read by then, so tests that scan the logs see every line.
   const exited = new Promise<number | null>((resolve) =>
     child.once("close", (code) => {
+      running.delete(child);
       keepArtifact(`${args[0]}-${child.pid}.log`, [...stdout, buffered, ...stderr].join("\n"));
       resolve(code);
     }),

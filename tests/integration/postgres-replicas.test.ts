@@ -72,7 +72,14 @@ const pg = postgresForTests();
 
 /** Three replicas on `db` in front of `upstream`, nginx spreading requests over them in turn. */
 async function startReplicas(upstream: string, db: string, dir: string, extraArgs: string[] = []) {
-  const lenses = await Promise.all([1, 2, 3].map((n) => startLensProcess({ upstream, dbPath: db, args: ["--replica", `replica-${n}`, ...LENS_ARGS, ...extraArgs] })));
+  const started = await Promise.allSettled([1, 2, 3].map((n) => startLensProcess({ upstream, dbPath: db, args: ["--replica", `replica-${n}`, ...LENS_ARGS, ...extraArgs] })));
+  const lenses = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  const failed = started.find((s) => s.status === "rejected");
+  if (failed) {
+    // The ones that started are stopped: nothing outlives a failed test.
+    await Promise.all(lenses.map((l) => l.stop()));
+    throw failed.reason;
+  }
   let nginx: (Child & { url: string }) | undefined;
   try {
     nginx = await startNginx(path.join(dir, "nginx"), roundRobinConf(path.join(dir, "nginx"), lenses.map((l) => new URL(l.url).host)));
