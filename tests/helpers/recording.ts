@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { expect } from "vitest";
 import type { Diagnosis } from "../../analysis/handshake.js";
 import type { HandshakeRow } from "../../store/schema.js";
+import type { Pool } from "pg";
 import { describeClientRun, type ClientRun } from "./real-clients.js";
 
 export interface ExchangeSummary {
@@ -30,6 +31,22 @@ export interface ClientRunRecord {
   label: string;
   result?: ClientRun;
   failure?: unknown;
+}
+
+/** The same from a PostgreSQL recording (replicas sharing one database). */
+export async function postgresSnapshot(pool: Pool): Promise<Recording> {
+  try {
+    const exchanges = await pool.query<ExchangeSummary>(
+      `SELECT id, handshake_id, started_at, method, path, status, kind,
+         facts::jsonb->'mcp'->>'methods' AS rpc, facts::jsonb->>'userAgent' AS user_agent,
+         (req_body LIKE '%"name":"fail"%')::int AS fail_call
+       FROM exchanges ORDER BY id`,
+    );
+    const handshakes = await pool.query<HandshakeRow>("SELECT * FROM handshakes ORDER BY id");
+    return { exchanges: exchanges.rows, handshakes: handshakes.rows };
+  } catch {
+    return { exchanges: [], handshakes: [] }; // schema not there yet
+  }
 }
 
 function snapshot(dbPath: string): Recording {
@@ -98,11 +115,11 @@ export function explain(run: ClientRunRecord, rec: Recording): string {
  * The recording once the runs' exchanges are all in handshakes and none is in progress (the
  * tracker settles a failed step after its client's silence), or as it is after `timeoutMs`.
  */
-export async function settle(dbPath: string, runs: ClientRunRecord[], timeoutMs: number): Promise<Recording> {
+export async function settle(source: string | (() => Promise<Recording>), runs: ClientRunRecord[], timeoutMs: number): Promise<Recording> {
   const deadline = Date.now() + timeoutMs;
   let count = -1;
   for (;;) {
-    const rec = snapshot(dbPath);
+    const rec = typeof source === "string" ? snapshot(source) : await source();
     const stable = rec.exchanges.length === count;
     count = rec.exchanges.length;
     const open = runs.some((run) => exchangesOf(run, rec).some((e) => e.handshake_id === null) || handshakesOf(run, rec).some((h) => h.outcome === "in_progress"));

@@ -9,33 +9,16 @@
 // meet it fail with era_mismatch, and a dual-era client falls back.
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ClientFamily } from "../../analysis/handshake.js";
 import { SERVER_ERAS, type ServerEra } from "../../server/settings.js";
 import { startFakeCoda, type FakeCoda } from "../fakes/coda-api.js";
 import { startLensProcess, startServerProcess, tempDir, type RunningLens, type RunningServer } from "../helpers/processes.js";
-import { runInspectorCli, runMcpRemote, runV1Client, runV2Client, type ClientRun } from "../helpers/real-clients.js";
+import { runV1Client, runV2Client, type ClientRun } from "../helpers/real-clients.js";
+import { CODA_TOKEN, CODA_USER, dualEraCases, metadataDocument, WHOAMI } from "../helpers/coda-clients.js";
 import { diagnosesOf, expectOneHandshake, explain, settle, type ClientRunRecord, type Recording } from "../helpers/recording.js";
 import { startHttpsOnLoopback, type HttpsOnLoopback } from "../helpers/tls.js";
-import { closedPort } from "../helpers/upstream.js";
 
-const CODA_TOKEN = "3f1e9a52-7c4b-4e0d-9b21-coda-clients-e2e";
-const CODA_USER = { name: "Grace Hopper", loginId: "grace@example.com" };
-const WHOAMI = [{ name: "whoami", arguments: {} }];
 /** The tracker settles a handshake after its client's silence; margin for a loaded machine. */
 const SETTLE_MS = 12_000;
-
-interface Expected {
-  era: "modern" | "legacy";
-  family: ClientFamily;
-  registration: "cimd" | "dcr";
-}
-
-interface ClientCase extends ClientRunRecord {
-  /** The bundled server's --era. */
-  server: ServerEra;
-  expected: Expected;
-  run(mcpUrl: string): Promise<ClientRun>;
-}
 
 interface Failing extends ClientRunRecord {
   server: ServerEra;
@@ -50,50 +33,7 @@ let documentHost: HttpsOnLoopback;
 /** Per --era: the bundled server and the mcp-lens in front of it, each with its own recording. */
 const benches = new Map<ServerEra, { server: RunningServer; lens: RunningLens; recording: Recording }>();
 
-/** The v2 client's metadata document, on its own https host (a client's website). */
-function metadataDocument(url: string) {
-  return {
-    client_id: url,
-    client_name: "Coda E2E (metadata document)",
-    redirect_uris: ["http://localhost:33418/callback"],
-    grant_types: ["authorization_code", "refresh_token"],
-    response_types: ["code"],
-    token_endpoint_auth_method: "none",
-  };
-}
-
-const cases: ClientCase[] = [
-  {
-    server: "dual",
-    label: "v2 SDK pinned to 2026-07-28, Client ID Metadata Document",
-    expected: { era: "modern", family: "typescript-sdk", registration: "cimd" },
-    run: (url) => runV2Client(url, { mode: "pin", name: "coda-e2e-v2-pin", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN, clientMetadataUrl: documentUrl() } }),
-  },
-  {
-    server: "dual",
-    label: "v2 SDK in auto mode, DCR",
-    expected: { era: "modern", family: "typescript-sdk", registration: "dcr" },
-    run: (url) => runV2Client(url, { mode: "auto", name: "coda-e2e-v2-auto", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
-  },
-  {
-    server: "dual",
-    label: "v1 SDK, DCR",
-    expected: { era: "legacy", family: "typescript-sdk", registration: "dcr" },
-    run: (url) => runV1Client(url, { name: "coda-e2e-v1", calls: WHOAMI, oauth: { codaToken: CODA_TOKEN } }),
-  },
-  {
-    server: "dual",
-    label: "mcp-remote 0.15",
-    expected: { era: "legacy", family: "mcp-remote", registration: "dcr" },
-    run: async (url) => runMcpRemote(url, { name: "coda-e2e-desktop", calls: WHOAMI, codaToken: CODA_TOKEN, callbackPort: await closedPort() }),
-  },
-  {
-    server: "dual",
-    label: "MCP Inspector CLI 2.x",
-    expected: { era: "legacy", family: "mcp-inspector", registration: "dcr" },
-    run: (url) => runInspectorCli(url, { calls: WHOAMI, codaToken: CODA_TOKEN }),
-  },
-];
+const cases = dualEraCases(documentUrl);
 
 /** The server as a single-era deployment: who cannot meet it, and the dual-era client that can. */
 const singleEra: Failing[] = [
