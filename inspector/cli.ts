@@ -22,7 +22,7 @@ import {
 } from "../common/config.js";
 import type { ClientEra } from "./clients.js";
 import type { HandshakeDetail } from "./data.js";
-import { followTraffic } from "./follow.js";
+import { followTraffic, liveUrlOf } from "./follow.js";
 import { openRecording } from "./open-recording.js";
 import type { Recording } from "./recording.js";
 import { toCurl, toHar } from "./export.js";
@@ -233,19 +233,6 @@ async function handshakeOrFail(data: Recording, id: number): Promise<HandshakeDe
   const detail = await data.getHandshake(id);
   if (!detail) throw new Failure(`no handshake #${id} in ${data.path} (see '${prog} list')`);
   return detail;
-}
-
-/**
- * ws://…/live of the proxy's admin port: --admin-url, else the one it recorded. Not the one a
- * shared PostgreSQL database names: a replica's feed carries its own exchanges only, the database
- * has every replica's.
- */
-function liveUrlOf(data: Recording, adminUrl: string): string | undefined {
-  const base = adminUrl || (data.kind === "sqlite" ? data.meta().admin_url : undefined);
-  if (!base) return undefined;
-  const url = new URL("/live", base);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  return url.href;
 }
 
 const LIST: Command<typeof LIST_OPTIONS> = {

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import BetterSqlite3, { type Database } from "better-sqlite3";
 import { diagnose } from "../analysis/diagnose/index.js";
-import type { ClassifiedExchange } from "../analysis/exchange.js";
+import { byStart, type ClassifiedExchange } from "../analysis/exchange.js";
 import type { ClientFamily, DiagnosisCode, Handshake, HandshakeEra, HandshakeOutcome, HandshakeStep, RegistrationKind } from "../analysis/handshake.js";
 import { groupHandshakes } from "../analysis/handshakes.js";
 import type { LiveMessage } from "../common/live-protocol.js";
@@ -106,14 +106,17 @@ export class InspectorData implements Recording {
     return row ? rowToExchange(row) : null;
   }
 
-  /** Those of the ids that are stored, in id order. */
+  /** Those of the ids that are stored, in the order they started. */
   getExchanges(ids: readonly number[]): ClassifiedExchange[] {
     return this.exchangeEntries(ids).map((entry) => entry.exchange);
   }
 
-  /** Those of the ids that are stored, in id order, with the handshake each was assigned to. */
+  /** Those of the ids that are stored, in the order they started, with the handshake each was assigned to. */
   exchangeEntries(ids: readonly number[]): RecordedExchangeEntry[] {
-    return ids.length === 0 ? [] : entriesOf(this.statements.exchangesByIds.all(JSON.stringify(ids)) as ExchangeRow[]);
+    // By primary key in id order (no sort in SQLite), then in the order they started: the same
+    // for one proxy's ids, not for a file other replicas' rows were copied into.
+    if (ids.length === 0) return [];
+    return entriesOf(this.statements.exchangesByIds.all(JSON.stringify(ids)) as ExchangeRow[]).sort((a, b) => byStart(a.exchange, b.exchange));
   }
 
   /** What the proxy wrote about itself: proxy_url, upstream, admin_url, version. */
@@ -210,7 +213,7 @@ export function summaryOf(h: Handshake, exchangeCount: number): HandshakeSummary
   };
 }
 
-const entriesOf = (rows: ExchangeRow[]): RecordedExchangeEntry[] =>
+export const entriesOf = (rows: ExchangeRow[]): RecordedExchangeEntry[] =>
   rows.map((row) => ({ exchange: rowToExchange(row), handshakeId: row.handshake_id }));
 
 /** The listing's SQL: WHERE clauses the indexes serve, newest first (started_at, then id). */

@@ -224,7 +224,7 @@ export function curlCommand(e: ClassifiedExchange, upstream?: string): string {
   return `${comments.join("\n")}\n${piped}\n`;
 }
 
-/** One curl command per exchange, in id order. */
+/** One curl command per exchange, in the order they started. */
 export function toCurl({ handshake: h, exchanges }: HandshakeDetail, upstream?: string): string {
   const head = `${terminalSafe(`# mcp-lens handshake #${h.id} (${h.clientFamily}), ${h.outcome}${h.failedStep ? ` at ${h.failedStep}` : ""}: ${plural(exchanges.length, "exchange")}`)}\n`;
   return [head, ...exchanges.map((e) => curlCommand(e, upstream))].join("\n");

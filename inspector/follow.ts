@@ -4,6 +4,23 @@ import WebSocket from "ws";
 import type { LiveMessage } from "../common/live-protocol.js";
 import type { Recording, RecordingPoller } from "./recording.js";
 
+/**
+ * ws://…/live of the proxy's admin port: `adminUrl` (--admin-url), else the one the proxy
+ * recorded. On a shared PostgreSQL database, only an explicit one: the database itself is where
+ * every replica's traffic meets, and it is polled.
+ */
+export function liveUrlOf(data: Recording, adminUrl = ""): string | undefined {
+  const base = adminUrl || (data.kind === "sqlite" ? data.meta().admin_url : undefined);
+  if (!base) return undefined;
+  try {
+    const url = new URL("/live", base);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
+  } catch {
+    return undefined;
+  }
+}
+
 export type FollowMode = "live" | "polling";
 
 export interface FollowOptions {
@@ -84,7 +101,6 @@ export function followTraffic(data: Recording, options: FollowOptions): { close(
       closed = true;
       clearInterval(timer);
       socket?.terminate();
-      void fromNow.then((p) => p.close?.(), () => undefined);
     },
   };
 }

@@ -22,7 +22,7 @@
 //     diagnoses: [{ code, severity: "error" | "warning" | "info", summary, evidence: number[], fix, reference }],
 //                                    most decisive first; evidence are exchange ids
 //     exchanges: [{ id, startedAt, method, host, path, query, status, kind, durationMs, ttfbMs,
-//                   upstreamError, facts: {…} }]    `show` only, in id order; facts as recorded
+//                   upstreamError, facts: {…} }]    `show` only, in the order they started; facts as recorded
 //   }
 //   list --json    an array of handshakes without `exchanges`, newest first
 //   show --json    one handshake

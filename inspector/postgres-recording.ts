@@ -11,8 +11,8 @@ import { assertNotNewer } from "../common/migrations.js";
 import { postgresSchemaVersion } from "../common/migrations-postgres.js";
 import { PostgresFeed } from "../store/postgres-feed.js";
 import { createPostgresPool } from "../store/postgres-sink.js";
-import { MIGRATIONS, ROW_COLUMNS, rowToExchange, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
-import { summaryOf } from "./data.js";
+import { MIGRATIONS, ROW_COLUMNS, rowToHandshake, SCHEMA_VERSION, type ExchangeRow, type HandshakeRow } from "../store/schema.js";
+import { entriesOf, summaryOf } from "./data.js";
 import type { HandshakeDetail, HandshakeFilter, HandshakeSummary, RecordedExchangeEntry, Recording, RecordingPoller } from "./recording.js";
 
 const DEFAULT_LIMIT = 100;
@@ -101,8 +101,7 @@ export class PostgresRecording implements Recording {
   /** Those of the ids that are stored, in the order they started. */
   async exchangeEntries(ids: readonly number[]): Promise<RecordedExchangeEntry[]> {
     if (ids.length === 0) return [];
-    const { rows } = await this.pool.query<ExchangeRow>(EXCHANGES_BY_IDS, [ids]);
-    return rows.map((row) => ({ exchange: rowToExchange(row), handshakeId: row.handshake_id }));
+    return entriesOf((await this.pool.query<ExchangeRow>(EXCHANGES_BY_IDS, [ids])).rows);
   }
 
   meta(): Record<string, string> {
@@ -116,7 +115,7 @@ export class PostgresRecording implements Recording {
       async poll(): Promise<LiveMessage[]> {
         const { exchanges, handshakes } = await feed.poll();
         return [
-          ...exchanges.map((row): LiveMessage => ({ type: "exchange", exchange: rowToExchange(row), handshakeId: row.handshake_id })),
+          ...entriesOf(exchanges).map((entry): LiveMessage => ({ type: "exchange", ...entry })),
           ...handshakes.map((handshake): LiveMessage => ({ type: "handshake", handshake })),
         ];
       },

@@ -5,7 +5,7 @@
 // registration is rebuilt from known fields, never sent as recorded.
 import { CLIENT_CAPABILITIES_META_KEY } from "@modelcontextprotocol/client";
 import { HOSTED_FAMILIES } from "../analysis/client-family.js";
-import type { ClassifiedExchange, Era } from "../analysis/exchange.js";
+import { byStart, type ClassifiedExchange, type Era } from "../analysis/exchange.js";
 import { isRecord } from "../analysis/exchange-view.js";
 import type { HandshakeEra } from "../analysis/handshake.js";
 import { META_CLIENT_INFO, META_PROTOCOL_VERSION } from "../analysis/mcp-facts.js";
@@ -64,7 +64,7 @@ function recordedEra(handshake: HandshakeDetail["handshake"], mcp: ClassifiedExc
 const requestsInitialize = (e: ClassifiedExchange) => e.facts.mcp?.methods.includes("initialize") === true || requestJson(e)?.method === "initialize";
 
 export function recordedClient({ handshake, exchanges }: HandshakeDetail, target: string): RecordedClient {
-  const sorted = [...exchanges].sort((a, b) => a.id - b.id);
+  const sorted = [...exchanges].sort(byStart);
   const mcp = sorted.filter((e) => e.kind.startsWith("mcp_"));
   const recorded = recordedEra(handshake, mcp);
   const unauthenticated = mcp.filter((e) => e.facts.bearerFingerprint === undefined);

@@ -34,7 +34,7 @@ export type HandshakeSummary = Pick<
 
 export interface HandshakeDetail {
   handshake: Handshake;
-  /** In id order. */
+  /** In the order they started (by id where they started together). */
   exchanges: ClassifiedExchange[];
 }
 
@@ -46,7 +46,6 @@ export interface RecordedExchangeEntry {
 /** Follows new traffic by reading the recording: each poll, what the /live feed would have sent since the last. */
 export interface RecordingPoller {
   poll(): Maybe<LiveMessage[]>;
-  close?(): void;
 }
 
 export interface Recording {

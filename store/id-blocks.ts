@@ -9,8 +9,8 @@ import type { Pool } from "pg";
 /** Ids a block holds: at 1,000 exchanges a second, a block lasts 17 minutes, two 35. */
 export const ID_BLOCK_SIZE = 2 ** 20;
 
-/** Block n holds ids n·SIZE + 1 … (n + 1)·SIZE. */
-async function reserveBlock(pool: Pool): Promise<{ next: number; end: number }> {
+/** Reserves the next block: block n holds ids n·SIZE + 1 … (n + 1)·SIZE (`end` excluded). */
+export async function reserveBlock(pool: Pool): Promise<{ next: number; end: number }> {
   const { rows } = await pool.query<{ block: number }>("SELECT nextval('exchange_id_blocks') AS block");
   const block = Number(rows[0]!.block);
   return { next: block * ID_BLOCK_SIZE + 1, end: (block + 1) * ID_BLOCK_SIZE + 1 };

@@ -14,6 +14,8 @@ const BATCH = 1_000;
 const REWRITTEN_WITHIN_MS = 60_000;
 /** …and started within the analyser's window (the handshakes_started_at index bounds the read). */
 const OPEN_WINDOW_MS = 30 * 60_000;
+/** Handshakes read a poll at most (the latest to change first): a flood of connections costs a bounded read. */
+const MAX_HANDSHAKES = 1_000;
 
 export interface FeedBatch {
   exchanges: ExchangeRow[];
@@ -35,7 +37,7 @@ export class PostgresFeed {
     try {
       const cursor = await cursorAtNow(client);
       const versions = new HandshakeVersions();
-      const open = await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress'");
+      const open = await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' ORDER BY ended_at DESC LIMIT $1", [MAX_HANDSHAKES]);
       for (const row of open.rows) versions.note(rowToHandshake(row));
       return new PostgresFeed(pool, cursor, versions);
     } finally {
@@ -55,9 +57,10 @@ export class PostgresFeed {
       const polledAt = Date.now();
       const named = [...this.versions.inProgress, ...exchanges.flatMap((r) => (r.handshake_id === null ? [] : [r.handshake_id]))];
       const { rows } = await client.query<HandshakeRow>(
-        "SELECT * FROM handshakes WHERE id = ANY($1::bigint[]) OR (started_at >= $2 AND ended_at >= $3) ORDER BY started_at, id",
-        [named, since - OPEN_WINDOW_MS, since],
+        "SELECT * FROM handshakes WHERE id = ANY($1::bigint[]) OR (started_at >= $2 AND ended_at >= $3) ORDER BY ended_at DESC, id LIMIT $4",
+        [named, since - OPEN_WINDOW_MS, since, MAX_HANDSHAKES],
       );
+      rows.reverse();
       this.cursor = cursor;
       this.lastPollAt = polledAt;
       return { exchanges, handshakes: rows.map(rowToHandshake).filter((h) => this.versions.note(h)) };

@@ -225,7 +225,7 @@ export function exchangeRowValues(row: ExchangeRow): Array<ExchangeRow[keyof Exc
 
 const flag = (b: boolean): 0 | 1 => (b ? 1 : 0);
 
-export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null = null, replica: string | null = e.replica ?? null): ExchangeRow {
+export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null = null): ExchangeRow {
   const { facts } = e;
   return {
     id: e.id,
@@ -264,7 +264,7 @@ export function exchangeToRow(e: ClassifiedExchange, handshakeId: number | null 
     sse_events: e.sseEvents,
     handshake_id: handshakeId,
     forwarding: forwardingColumn(e),
-    replica,
+    replica: e.replica ?? null,
   };
 }
 

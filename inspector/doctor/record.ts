@@ -7,7 +7,7 @@ import type { ClassifiedExchange } from "../../analysis/exchange.js";
 import type { Handshake } from "../../analysis/handshake.js";
 import { databaseLocation, shownDatabase } from "../../common/database-location.js";
 import { nextExchangeId, openDatabase } from "../../store/db.js";
-import { ID_BLOCK_SIZE, IdBlocks } from "../../store/id-blocks.js";
+import { ID_BLOCK_SIZE, reserveBlock } from "../../store/id-blocks.js";
 import { openPostgres, sharedRedactionKey } from "../../store/postgres.js";
 import { postgresSink } from "../../store/postgres-sink.js";
 import { exchangeToRow } from "../../store/schema.js";
@@ -43,8 +43,7 @@ async function recordInPostgres(url: string, runs: readonly ConnectorRun[], secr
   const pool = await openPostgres(url, () => undefined, 1);
   try {
     const redactor = createRedactor(await sharedRedactionKey(pool));
-    const ids = await IdBlocks.start(pool, () => undefined);
-    const firstId = ids.take()!;
+    const { next: firstId } = await reserveBlock(pool);
     const all = judged(runs, redactor, firstId, secrets);
     const rows = all.flatMap((r) => r.rows);
     if (rows.length > ID_BLOCK_SIZE) throw new Error(`${rows.length} exchanges do not fit in one id block`);

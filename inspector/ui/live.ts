@@ -3,7 +3,7 @@
 // tick) and re-read what they show: state is updated in place and Ink repaints only the lines
 // that differ, so the screen never flickers.
 import { useEffect, useState } from "react";
-import { followTraffic } from "../follow.js";
+import { followTraffic, liveUrlOf } from "../follow.js";
 import type { UiData } from "./types.js";
 
 export type FollowMode = "live" | "polling" | "off";
@@ -21,22 +21,9 @@ export interface FollowOptions {
 /** Bursts of messages become one re-read. */
 const COALESCE_MS = 150;
 
-/**
- * The /live URL: the explicit one, else derived from the proxy's admin_url in meta (not from a
- * shared PostgreSQL database: a replica's feed has its own exchanges only).
- */
+/** The /live URL: the explicit one, else the proxy's (follow.ts liveUrlOf). */
 export function liveUrlFor(data: UiData, explicit?: string): string | undefined {
-  if (explicit) return explicit;
-  if (data.kind !== "sqlite") return undefined;
-  const admin = metaValue(data, "admin_url");
-  if (!admin) return undefined;
-  try {
-    const url = new URL("/live", admin);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    return url.href;
-  } catch {
-    return undefined;
-  }
+  return explicit || liveUrlOf(data);
 }
 
 export function metaValue(data: UiData, key: string): string | null {

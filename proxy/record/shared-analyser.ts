@@ -37,6 +37,8 @@ const SETTLE_CHECK_MS = 2_000;
 /** What a new leader re-places: the tracker's idle window, at most this many exchanges. */
 const TAKEOVER_WINDOW_MS = 30 * 60_000;
 const TAKEOVER_MAX_ROWS = 50_000;
+/** …the open handshakes rebuilt: the tracker holds at most 5,000 open and 5,000 dormant. */
+const TAKEOVER_MAX_HANDSHAKES = 10_000;
 /** Rows read a page; exchanges held at most (beyond it the oldest are placed at once). */
 const PAGE = 1_000;
 const MAX_HELD = 10_000;
@@ -88,7 +90,7 @@ export class SharedAnalyser {
   private notified = false;
   private running: Promise<void> | undefined;
   private client: pg.Client | undefined;
-  leading = false;
+  private leading = false;
 
   constructor(private readonly options: SharedAnalyserOptions) {
     options.metrics.setAnalyser(false);
@@ -174,7 +176,9 @@ export class SharedAnalyser {
     let cursor: CommitCursor;
     try {
       cursor = await cursorAtNow(client);
-      known = (await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' OR ended_at >= $1", [since])).rows;
+      known = (
+        await client.query<HandshakeRow>("SELECT * FROM handshakes WHERE outcome = 'in_progress' OR ended_at >= $1 ORDER BY ended_at DESC LIMIT $2", [since, TAKEOVER_MAX_HANDSHAKES])
+      ).rows;
       // The open handshakes whole (a handshake is rebuilt from its first exchange, which names
       // it), and the newest of the exchanges no handshake has.
       recent = (
@@ -184,10 +188,12 @@ export class SharedAnalyser {
              UNION ALL
              SELECT id, ended FROM (SELECT id, started_at, started_at + coalesce(duration_ms, 0) AS ended FROM exchanges
                WHERE handshake_id IS NULL AND started_at >= $2 ORDER BY started_at DESC LIMIT $3) unassigned
-           ) recent ORDER BY ended, id`,
-          [known.map((h) => h.id), since, TAKEOVER_MAX_ROWS],
+           ) recent ORDER BY ended DESC, id DESC LIMIT $4`,
+          [known.map((h) => h.id), since, TAKEOVER_MAX_ROWS, 2 * TAKEOVER_MAX_ROWS],
         )
-      ).rows.map((r) => r.id);
+      ).rows
+        .map((r) => r.id)
+        .reverse();
       await client.query("COMMIT");
     } catch (err) {
       await client.query("ROLLBACK").catch(() => undefined);
@@ -225,12 +231,11 @@ export class SharedAnalyser {
     // Due once held for holdMs after it ended, or after it was read (a replica's clock may run ahead).
     const now = Date.now();
     let due = 0;
-    while (due < lead.held.length && (Math.min(endOf(lead.held[due]!.row), lead.held[due]!.readAt) + this.options.holdMs <= now || this.heldFull(lead, due))) due++;
-    if (due > 0) {
-      const released = lead.held.splice(0, due);
-      for (const h of released) lead.heldBytes -= h.bytes;
-      await this.place(lead, released.map((h) => h.row));
+    while (due < lead.held.length && (Math.min(endOf(lead.held[due]!.row), lead.held[due]!.readAt) + this.options.holdMs <= now || this.heldFull(lead, lead.held.length - due))) {
+      lead.heldBytes -= lead.held[due]!.bytes;
+      due++;
     }
+    if (due > 0) await this.place(lead, lead.held.splice(0, due).map((h) => h.row));
     if (now - lead.lastSettle >= SETTLE_CHECK_MS) {
       lead.lastSettle = now;
       // The clock the analysis sees is holdMs behind: an exchange still held may yet continue a handshake.
@@ -249,11 +254,9 @@ export class SharedAnalyser {
     lead.heldBytes += bytes;
   }
 
-  /** Held beyond the bounds (the first `released` on their way out): the oldest are placed at once. */
-  private heldFull(lead: Lead, released = 0): boolean {
-    let bytes = lead.heldBytes;
-    for (let i = 0; i < released; i++) bytes -= lead.held[i]!.bytes;
-    return lead.held.length - released > MAX_HELD || bytes > MAX_HELD_BYTES;
+  /** Held beyond the bounds (`count` rows, `heldBytes` of what is not on its way out): the oldest are placed at once. */
+  private heldFull(lead: Lead, count = lead.held.length): boolean {
+    return count > MAX_HELD || lead.heldBytes > MAX_HELD_BYTES;
   }
 
   /**
